@@ -1,0 +1,52 @@
+#pragma once
+/// \file library.hpp
+/// \brief Training/test libraries of simulated spectra, photometry and labels: the in-memory
+/// form used by training and evaluation, and the FITS file form written by
+/// `cubeflow simulate library` (readable by astropy).
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "cubeflow/data.hpp"
+#include "cubeflow/status.hpp"
+
+namespace cubeflow::sim {
+
+/// Number of age bins of the SFH (Galceran et al. 2026).
+inline constexpr int kNumAgeBins = 16;
+/// Number of mass-formation percentiles (10 %, 20 % ... 90 %) used as SBI targets.
+inline constexpr int kNumMassPercentiles = 9;
+
+/// \brief N simulated objects. Row-major arrays: element (i, j) at i * width + j.
+struct LibraryData {
+  WavelengthAxis wave;                  ///< model grid of the spectra (default 4800-7000 A, 1.25 A)
+  double norm_min = 5300, norm_max = 5500;  ///< normalisation window, Angstrom
+  double sigma_target = 150;            ///< total dispersion of the spectra, km/s
+  std::vector<std::string> bands;       ///< photometric bands (may be empty)
+  std::vector<double> pivots;           ///< pivot wavelengths, Angstrom
+  std::vector<double> age_bin_centres;  ///< Gyr, kNumAgeBins values
+  std::vector<double> age_bin_edges;    ///< Gyr, kNumAgeBins + 1 values
+  std::string ssp_name;                 ///< SSP library used
+  int64_t n = 0;
+  std::vector<float> spectra;           ///< n x wave.n, normalised flux (noisy)
+  std::vector<float> spectra_err;       ///< n x wave.n, 1-sigma noise (may be empty)
+  std::vector<float> photometry;        ///< n x bands, normalised like the spectrum
+  std::vector<float> photometry_err;    ///< n x bands
+  std::vector<float> mass_frac;         ///< n x 16, sums to 1
+  std::vector<float> light_frac;        ///< n x 16, V-band light fraction, sums to 1
+  std::vector<float> zh;                ///< n x 16, mean [Z/H] of the mass formed in each bin
+  std::vector<float> t_mass;            ///< n x 9, cosmic time (Gyr) at which 10..90 % of mass formed
+  std::vector<float> snr;               ///< n, S/N of the noise applied
+  std::vector<float> tau_bc, tau_ism;   ///< n, dust optical depths drawn
+  std::vector<int32_t> sfh_kind;        ///< n: 0 non-parametric, 1 skew-normal, 2 skew-normal + burst
+  std::map<std::string, std::string> meta;  ///< seed, config, version, ...
+};
+
+/// \brief Reads rows [first, first + count) of a library file (count < 0: all).
+Result<LibraryData> ReadLibrary(const std::string& path, int64_t first = 0, int64_t count = -1);
+/// \brief Number of rows in a library file without reading the arrays.
+Result<int64_t> LibrarySize(const std::string& path);
+
+}  // namespace cubeflow::sim
