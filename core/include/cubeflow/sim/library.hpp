@@ -5,6 +5,7 @@
 /// `cubeflow simulate library` (readable by astropy).
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -41,8 +42,38 @@ struct LibraryData {
   std::vector<float> snr;               ///< n, S/N of the noise applied
   std::vector<float> tau_bc, tau_ism;   ///< n, dust optical depths drawn
   std::vector<int32_t> sfh_kind;        ///< n: 0 non-parametric, 1 skew-normal, 2 skew-normal + burst
+  std::vector<float> z_final;           ///< n: Z_final of eq. 2 (absolute Z)
   std::map<std::string, std::string> meta;  ///< seed, config, version, ...
 };
+
+class ForwardModel;
+
+/// \brief Options of GenerateLibrary.
+struct LibraryWriteOptions {
+  int64_t chunk_rows = 4096;  ///< rows simulated and written at a time (bounds memory)
+  int threads = 0;            ///< TBB threads (0 = all cores)
+  /// Called after each chunk with (rows done, total); may be empty.
+  std::function<void(int64_t, int64_t)> progress;
+  std::map<std::string, std::string> extra_meta;  ///< added to the primary header / meta
+};
+
+/// \brief Simulates objects [first, first + count) of a run seeded with `seed` in memory
+/// (parallel with TBB; identical results for any thread count). Fills every field incl. metadata.
+LibraryData SimulateLibrary(const ForwardModel& model, int64_t first, int64_t count, uint64_t seed,
+                            int threads = 0);
+
+/// \brief Simulates `n` objects and writes the FITS library at `path`, chunk by chunk (memory is
+/// O(chunk_rows)). Layout: primary header (metadata: NOBJ, SEED, SSPNAME, NWAVE, CRVAL1, CDELT1,
+/// NORMMIN, NORMMAX, SIGMA, NBANDS, BANDi, PIVOTi, AGECnn, AGEEnn, SNRLIST, ...), image HDUs WAVE
+/// (float64, n_wave), SPECTRA and SPEC_ERR (float32, n x n_wave), PHOT and PHOT_ERR (float32,
+/// n x n_bands; absent when there are no bands), BINTABLE LABELS (MASS_FRAC 16E, LIGHT_FRAC 16E,
+/// ZH 16E, T_MASS 9E, SNR E, TAU_BC E, TAU_ISM E, SFH_KIND J, Z_FINAL E), BINTABLE CONFIG (the
+/// YAML config, one line per row). Written to `<path>.tmp` and renamed into place.
+Status GenerateLibrary(const ForwardModel& model, int64_t n, uint64_t seed, const std::string& path,
+                       const LibraryWriteOptions& options = {});
+
+/// \brief Writes an in-memory library (same layout as GenerateLibrary).
+Status WriteLibrary(const std::string& path, const LibraryData& data);
 
 /// \brief Reads rows [first, first + count) of a library file (count < 0: all).
 Result<LibraryData> ReadLibrary(const std::string& path, int64_t first = 0, int64_t count = -1);

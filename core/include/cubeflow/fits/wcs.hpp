@@ -1,0 +1,45 @@
+#pragma once
+/// \file wcs.hpp
+/// \brief Celestial WCS transforms (wraps wcslib; wcslib headers are not exposed).
+
+#include <memory>
+#include <string>
+
+#include "cubeflow/data.hpp"
+#include "cubeflow/status.hpp"
+
+namespace cubeflow::fits {
+
+/// \brief A celestial world coordinate system built from CelestialWcs cards.
+///
+/// Pixel coordinates are 0-based (the centre of the first pixel is (0, 0)); sky coordinates
+/// are in degrees in the frame of the header (RADESYS). Thread-safety: a Wcs may be used from
+/// several threads; calls on one instance are serialised by an internal mutex (wcslib's
+/// wcsprm is not safe for concurrent use). For heavy parallel use, copy it per thread:
+/// copies are deep and independent.
+class Wcs {
+ public:
+  /// Parses the cards with wcslib (wcspih + wcsset). Fails if the cards hold no celestial WCS.
+  static Result<Wcs> FromCards(const CelestialWcs& cards);
+
+  Wcs(const Wcs& other);
+  Wcs& operator=(const Wcs& other);
+  Wcs(Wcs&&) noexcept;
+  Wcs& operator=(Wcs&&) noexcept;
+  ~Wcs();
+
+  /// Sky position (RA, Dec in degrees) of 0-based pixel (x, y). Throws cubeflow::Error if the
+  /// pixel cannot be transformed.
+  void PixelToSky(double x, double y, double& ra, double& dec) const;
+  /// 0-based pixel position of (ra, dec) in degrees. Throws cubeflow::Error on failure.
+  void SkyToPixel(double ra, double dec, double& x, double& y) const;
+  /// Pixel scale in arcsec: sqrt(|det CD|) * 3600 (geometric mean of the two axes).
+  double PixelScaleArcsec() const;
+
+ private:
+  struct Impl;
+  explicit Wcs(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace cubeflow::fits
