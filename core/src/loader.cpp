@@ -101,7 +101,7 @@ Status PluginManager::LoadFile(const std::string& path) {
   };
   boost::dll::shared_library lib;
   try {
-    lib.load(canon, boost::dll::load_mode::rtld_lazy | boost::dll::load_mode::rtld_local);
+    lib.load(canon, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local);
   } catch (const std::exception& e) {
     return fail(std::string("cannot be loaded: ") + e.what() + " (is it a shared library built for this system?)");
   }
