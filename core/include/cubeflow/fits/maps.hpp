@@ -66,7 +66,7 @@ struct MapsProduct {
 /// On any error the temporary file is removed and an existing `path` is left untouched.
 ///
 /// Primary header: CFVERS (cubeflow::kVersion), PIPEFILE, RUNUTC, then per node i (1-based,
-/// two digits) CFNiiNAM/CFNiiTYP/CFNiiPLG/CFNiiVER and one CFNiiPjj = 'param=value' card per
+/// two digits) CFNiiNAM/CFNiiTYP/CFNiiLIB (plugin)/CFNiiVER and one CFNiiPjj = 'param=value' card per
 /// parameter (long strings use the CONTINUE convention), then per input file INFILEnn and
 /// INHASHnn (the FileHash64 of the file as 16 hex digits, HASHALG = 'CFHASH64').
 /// Errors name the file, the HDU and what to do.

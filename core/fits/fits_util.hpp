@@ -1,0 +1,84 @@
+#pragma once
+// Private helpers shared by the cubeflow_fits sources (CFITSIO handles, error text, temp files).
+#include <fitsio.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+
+namespace cubeflow::fits::internal {
+
+/// Text of a CFITSIO status code plus the first message on CFITSIO's error stack (then cleared).
+inline std::string CfitsioError(int status) {
+  char text[FLEN_STATUS] = {0};
+  fits_get_errstatus(status, text);
+  std::string out = "CFITSIO status " + std::to_string(status) + ": " + text;
+  char msg[FLEN_ERRMSG] = {0};
+  if (fits_read_errmsg(msg) && msg[0] != '\0') out += " (" + std::string(msg) + ")";
+  fits_clear_errmsg();
+  return out;
+}
+
+/// Owns a fitsfile*; closes it on destruction (errors on close are ignored there).
+class FitsHandle {
+ public:
+  FitsHandle() = default;
+  FitsHandle(const FitsHandle&) = delete;
+  FitsHandle& operator=(const FitsHandle&) = delete;
+  ~FitsHandle() { Close(); }
+  fitsfile*& get() { return f_; }
+  fitsfile* operator->() { return f_; }
+  operator fitsfile*() { return f_; }  // NOLINT
+  int Close() {
+    int status = 0;
+    if (f_) fits_close_file(f_, &status);
+    f_ = nullptr;
+    return status;
+  }
+
+ private:
+  fitsfile* f_ = nullptr;
+};
+
+/// Temporary file next to `path`: path + ".tmp-<pid>".
+inline std::string TempPathFor(const std::string& path) {
+  return path + ".tmp-" + std::to_string(static_cast<long>(::getpid()));
+}
+
+}  // namespace cubeflow::fits::internal
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <map>
+
+namespace cubeflow::fits::internal {
+
+/// Writes `key = value` choosing the FITS type from the text: integer, real (finite), logical
+/// ("T"/"F"), otherwise a string (CONTINUE long-string convention when longer than 68 chars).
+/// Keys longer than 8 characters or with characters outside [A-Z0-9_-] are written as HIERARCH.
+inline int WriteTypedKey(fitsfile* f, const std::string& key, const std::string& value,
+                         const std::string& comment, int* status) {
+  if (*status) return *status;
+  const char* cm = comment.empty() ? nullptr : comment.c_str();
+  if (value == "T" || value == "F") {
+    int b = value == "T" ? 1 : 0;
+    return fits_update_key(f, TLOGICAL, key.c_str(), &b, cm, status);
+  }
+  if (!value.empty() && value.size() < 40) {
+    char* end = nullptr;
+    errno = 0;
+    long long iv = std::strtoll(value.c_str(), &end, 10);
+    if (errno == 0 && end && *end == '\0') return fits_update_key(f, TLONGLONG, key.c_str(), &iv, cm, status);
+    end = nullptr;
+    double dv = std::strtod(value.c_str(), &end);
+    if (end && *end == '\0' && std::isfinite(dv) && value.find_first_of("nNiI") == std::string::npos)
+      return fits_update_key(f, TDOUBLE, key.c_str(), &dv, cm, status);
+  }
+  if (value.size() <= 68) {
+    return fits_update_key(f, TSTRING, key.c_str(), const_cast<char*>(value.c_str()), cm, status);
+  }
+  return fits_write_key_longstr(f, key.c_str(), value.c_str(), cm, status);
+}
+
+}  // namespace cubeflow::fits::internal

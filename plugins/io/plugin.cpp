@@ -1,0 +1,14 @@
+// The "io" plugin: io.read_cube (source) and io.write_maps (sink).
+#include "cubeflow/plugin.hpp"
+#include "io_nodes.hpp"
+
+namespace cubeflow::io {
+namespace {
+void RegisterNodes(Registry& r) {
+  r.Add<ReadCubeNode>();
+  r.Add<WriteMapsNode>();
+}
+}  // namespace
+}  // namespace cubeflow::io
+
+CUBEFLOW_PLUGIN(io, "0.1.0", cubeflow::io::RegisterNodes)
