@@ -72,6 +72,11 @@ struct Sfh {
   double MetallicityAt(double t) const { return z_start + (z_final - z_start) * (1.0 - YoungFraction(t)); }
 };
 
+/// Recomputes the truncation constants (f_lo, f_hi, b_lo, b_hi) of a skew-normal (+ burst)
+/// history whose xi/omega/alpha/burst_* were set by hand, so that no mass lies outside
+/// [0, t_hi].
+void FinalizeSfh(Sfh* sfh);
+
 /// Draws the kind from the mixture weights.
 SfhKind DrawSfhKind(const SfhPrior& prior, Rng& rng);
 /// Draws one history of the given kind (including Z_final).

@@ -1,0 +1,1 @@
+set(BENCH_LIBS_simulate cubeflow_sim)
