@@ -17,7 +17,7 @@ grep -q "custom.snr_mask" "$WORK/plugins.txt" || { cat "$WORK/plugins.txt"; echo
 grep -q "io.read_cube" "$WORK/plugins.txt" || { cat "$WORK/plugins.txt"; echo "installed plugins not found"; exit 1; }
 "$CF" inspect custom.snr_mask | grep -q "threshold : double, default 3" || { "$CF" inspect custom.snr_mask; exit 1; }
 "$CF" run "$SRC/examples/custom_plugin/pipeline.yaml" --set read.path="$SRC/cubes/tiny_cube.fits" \
-  --set out.path="$WORK/maps.fits" --set mask.threshold=20
+  --set out.path="$WORK/maps.fits" --set mask.threshold=200
 /usr/bin/python3 - "$WORK/maps.fits" <<'PY'
 import sys
 import numpy as np
@@ -26,7 +26,7 @@ with fits.open(sys.argv[1]) as h:
     snr = h["SNR"].data
     mask = h["SNR_MASK"].data
     assert snr.shape == mask.shape == (8, 9), (snr.shape, mask.shape)
-    want = np.where(~np.isfinite(snr), 2, np.where(snr < 20, 1, 0))
+    want = np.where(~np.isfinite(snr), 2, np.where(snr < 200, 1, 0))
     assert np.array_equal(mask.astype(int), want), (mask, snr)
     assert 0 < (want == 1).sum() < want.size, "threshold should split the field"
     assert "CTYPE1" in h["SNR_MASK"].header, "mask lost its WCS"

@@ -446,7 +446,8 @@ TEST(WriteMapsNode, FailedWriteThrowsAndKeepsTarget) {
   std::string s;
   in >> s;
   EXPECT_EQ(s, "old");
-  io::WriteMapsNode node2(DefaultParams(spec, {{"path", dir.File("no/such/dir/x.fits")}}));
+  // Missing directories are created; a path below a regular file cannot be.
+  io::WriteMapsNode node2(DefaultParams(spec, {{"path", path + "/sub/x.fits"}}));
   FakeContext ctx2;
   Drive(node2, ctx2, false, true);
   EXPECT_THROW(node2.Finish(ctx2), Error);

@@ -1,0 +1,1 @@
+set(BENCH_LIBS_voronoi cubeflow_voronoi)
