@@ -129,11 +129,8 @@ int CmdPlugins(const Args& a) {
       std::cout << buf;
     }
   }
-  int bad = 0;
   for (const auto& r : pm.reports()) {
-    if (r.ok) continue;
-    std::cout << "failed: " << r.file << ": " << r.error << "\n";
-    ++bad;
+    if (!r.ok) std::cout << "failed: " << r.file << ": " << r.error << "\n";
   }
   return 0;
 }

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "fixtures.hpp"
+
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -14,14 +16,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-PluginManager& Fixtures() {
-  static PluginManager* pm = [] {
-    auto* p = new PluginManager();
-    p->LoadSearchPath({CUBEFLOW_FIXTURE_PLUGIN_DIR});
-    return p;
-  }();
-  return *pm;
-}
+using testing::Fixtures;
 
 struct Collected {
   bool aborted = false;
