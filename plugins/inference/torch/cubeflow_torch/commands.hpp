@@ -1,0 +1,18 @@
+#pragma once
+/// \file commands.hpp
+/// \brief Entry points of `cubeflow train` and `cubeflow evaluate` (the CLI forwards its
+/// arguments after the sub-command name: argv[0] is the sub-command, e.g. "train").
+
+namespace cubeflow::cnn {
+
+/// `cubeflow train CONFIG.yaml [--resume] [--threads N]`: trains the CNN on a simulated
+/// library as configured (docs/cnn.md lists the keys). Progress on stderr. Returns the exit
+/// code (0 ok, 1 error, 2 usage, 130 interrupted after writing a checkpoint).
+int TrainMain(int argc, char** argv);
+
+/// `cubeflow evaluate MODEL LIBRARY [--rows N] [--first N] [--threads N] [--csv OUT]`: runs a
+/// model on a library and prints metrics (log-cosh loss, MAE, eq. 6-7 bias and scatter,
+/// throughput); --csv writes per-object true/predicted means.
+int EvaluateMain(int argc, char** argv);
+
+}  // namespace cubeflow::cnn
