@@ -340,11 +340,20 @@ Status MockGalaxy::Write(const std::string& dir, int threads) const {
   }
   CUBEFLOW_RETURN_NOT_OK(write_maps((fs::path(dir) / "kinematics.fits").string(),
                                     {{"V_STARS", vmap}, {"SIGMA_STARS", smap}}, {1, 1}, {"km/s", "km/s"}));
-  CUBEFLOW_RETURN_NOT_OK(write_maps((fs::path(dir) / "truth.fits").string(),
-                                    {{"LW_LOGAGE", lwa}, {"MW_LOGAGE", mwa}, {"LW_ZH", lwz}, {"MW_ZH", mwz},
-                                     {"MASS", mass}, {"SFH", sfh}, {"ZH_BINS", zhb}, {"V_TRUE", vmap}, {"SIGMA_TRUE", smap}},
-                                    {1, 1, 1, 1, 1, kNumAgeBins, kNumAgeBins, 1, 1},
-                                    {"log10(yr)", "log10(yr)", "dex", "dex", "Msun", "", "dex", "km/s", "km/s"}));
+  std::vector<std::pair<std::string, std::vector<double>>> truth_maps = {
+      {"LW_LOGAGE", lwa}, {"MW_LOGAGE", mwa}, {"LW_ZH", lwz}, {"MW_ZH", mwz}, {"MASS", mass},
+      {"SFH", sfh}, {"ZH_BINS", zhb}, {"V_TRUE", vmap}, {"SIGMA_TRUE", smap}};
+  std::vector<int> truth_planes = {1, 1, 1, 1, 1, kNumAgeBins, kNumAgeBins, 1, 1};
+  std::vector<std::string> truth_units = {"log10(yr)", "log10(yr)", "dex", "dex", "Msun", "", "dex", "km/s", "km/s"};
+  // Noise-free band flux densities per spaxel (the input of the HST images), for photometry checks.
+  for (int64_t b = 0; b < nb; ++b) {
+    std::vector<double> pm(nx * ny);
+    for (int64_t i = 0; i < nx * ny; ++i) pm[i] = phot_map[i * nb + b];
+    truth_maps.emplace_back("PHOT_" + c.bands[b], std::move(pm));
+    truth_planes.push_back(1);
+    truth_units.emplace_back("erg/s/cm**2/Angstrom");
+  }
+  CUBEFLOW_RETURN_NOT_OK(write_maps((fs::path(dir) / "truth.fits").string(), truth_maps, truth_planes, truth_units));
   // HST images
   const double r = c.pixscale / c.hst_pixscale;
   const int64_t hx = static_cast<int64_t>(std::lround(nx * r)), hy = static_cast<int64_t>(std::lround(ny * r));

@@ -27,6 +27,22 @@ class ReadCubeNode : public Node {
   fits::ReadCubeOptions options_;
 };
 
+/// io.read_map: reads one 2-D image extension into a Map (source node, output `map`; optional
+/// `grid` input: a binning whose spatial grid the map must match).
+class ReadMapNode : public Node {
+ public:
+  static NodeSpec Spec();
+  explicit ReadMapNode(const Params& p);
+  void Process(ProcessContext& ctx) override;
+
+ private:
+  std::string path_, extension_, bunit_, name_;
+};
+
+/// Checks that `map` lies on the spatial grid of `grid` (same nx, ny; same sky position of the
+/// corner and centre pixels to `tol_pix` pixel when both have a WCS). Returns "" or the problem.
+std::string CompareGrids(const Map& map, const Binning& grid, double tol_pix = 0.05);
+
 /// io.write_maps: collects maps, a binning and per-bin records; writes one MAPS file in Finish.
 /// Serial: Process is never called concurrently (declared Concurrency::kSerial).
 class WriteMapsNode : public Node {

@@ -1,4 +1,4 @@
-// The "io" plugin: io.read_cube (source) and io.write_maps (sink).
+// The "io" plugin: io.read_cube, io.read_map (sources) and io.write_maps (sink).
 #include "cubeflow/plugin.hpp"
 #include "io_nodes.hpp"
 
@@ -6,6 +6,7 @@ namespace cubeflow::io {
 namespace {
 void RegisterNodes(Registry& r) {
   r.Add<ReadCubeNode>();
+  r.Add<ReadMapNode>();
   r.Add<WriteMapsNode>();
 }
 }  // namespace

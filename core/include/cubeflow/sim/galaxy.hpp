@@ -58,7 +58,8 @@ class MockGalaxy {
   /// and band mean flux densities (erg/s/cm^2/A).
   void RenderSpaxel(int64_t x, int64_t y, std::vector<float>* flux, std::vector<double>* phot) const;
   /// Writes DATA/STAT cube, HST images, kinematic and truth maps into `dir`:
-  /// cube.fits, hst_<band>.fits, kinematics.fits (V_STARS, SIGMA_STARS), truth.fits.
+  /// cube.fits, hst_<band>.fits, kinematics.fits (V_STARS, SIGMA_STARS), truth.fits (incl.
+  /// PHOT_<band>: noise-free band flux density per spaxel, erg/s/cm^2/A).
   Status Write(const std::string& dir, int threads = 0) const;
 
  private:

@@ -1,0 +1,836 @@
+// photometry.hst_match: the band pipeline (read in strips, calibrate, pre-smooth, resample onto
+// the MUSE grid, PSF-match), per-bin sums and the node. See hst_match.hpp and README.md.
+#include "hst_match.hpp"
+
+#include <tbb/blocked_range.h>
+#include <tbb/parallel_for.h>
+
+#include <algorithm>
+#include <chrono>
+#include <climits>
+#include <cmath>
+#include <filesystem>
+#include <sstream>
+
+namespace cubeflow::photometry {
+
+namespace {
+
+std::string Num(double v, int prec = 4) {
+  std::ostringstream o;
+  o.precision(prec);
+  o << v;
+  return o.str();
+}
+
+std::string Lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::string Upper(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return s;
+}
+
+/// Sky offset (arcsec; east, north) of (ra, dec) from (ra0, dec0), small-angle.
+void SkyOffset(double ra0, double dec0, double ra, double dec, double& east, double& north) {
+  double d = ra - ra0;
+  while (d > 180) d -= 360;
+  while (d < -180) d += 360;
+  east = d * std::cos(dec0 * M_PI / 180.0) * 3600.0;
+  north = (dec - dec0) * 3600.0;
+}
+
+/// d(sky arcsec) / d(pixel) of `w` at pixel (x, y): columns = pixel axes.
+void SkyJacobian(const fits::Wcs& w, double x, double y, double out[2][2]) {
+  double ra0, dec0, ra, dec;
+  w.PixelToSky(x, y, ra0, dec0);
+  for (int a = 0; a < 2; ++a) {
+    const double h = 0.5;
+    double rp, dp, rm, dm, e1, n1, e2, n2;
+    w.PixelToSky(x + (a == 0 ? h : 0), y + (a == 1 ? h : 0), rp, dp);
+    w.PixelToSky(x - (a == 0 ? h : 0), y - (a == 1 ? h : 0), rm, dm);
+    SkyOffset(ra0, dec0, rp, dp, e1, n1);
+    SkyOffset(ra0, dec0, rm, dm, e2, n2);
+    out[0][a] = (e1 - e2) / (2 * h);
+    out[1][a] = (n1 - n2) / (2 * h);
+  }
+  (void)ra;
+  (void)dec;
+}
+
+double Median(std::vector<float>& v) {
+  if (v.empty()) return kNaN;
+  const size_t h = v.size() / 2;
+  std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(h), v.end());
+  return v[h];
+}
+
+const char* NoiseName(NoiseMode m) {
+  switch (m) {
+    case NoiseMode::kErr: return "ERR";
+    case NoiseMode::kIvm: return "IVM";
+    case NoiseMode::kEstimate: return "estimate";
+    case NoiseMode::kNone: return "none";
+    default: return "auto";
+  }
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------
+// One band
+
+Result<BandImage> ProcessBand(const MuseGrid& grid, const BandOptions& opt, const LogFn& log) {
+  const auto t_start = std::chrono::steady_clock::now();
+  auto say = [&](LogLevel l, const std::string& m) {
+    if (log) log(l, "band " + opt.band + ": " + m);
+  };
+  BandImage out;
+  out.band = opt.band;
+  out.path = opt.path;
+  if (grid.nx <= 0 || grid.ny <= 0) return Status::Error("band " + opt.band + ": empty MUSE grid");
+  CUBEFLOW_ASSIGN_OR_RETURN(std::unique_ptr<fits::ImageReader> img,
+                            fits::ImageReader::Open(opt.path, opt.extension, {"SCI"}));
+  const std::string where = img->Where() + " (band " + opt.band + ")";
+  if (img->wcs().empty())
+    return Status::Error(where + " has no celestial WCS (CTYPE1/CTYPE2, CRVAL, CRPIX, CD or CDELT): cannot place it "
+                         "on the MUSE grid");
+  auto hw_r = fits::Wcs::FromCards(img->wcs());
+  if (!hw_r.ok()) return Status::Error(where + ": unusable WCS: " + hw_r.status().message());
+  auto mw_r = fits::Wcs::FromCards(grid.wcs);
+  if (!mw_r.ok())
+    return Status::Error("the MUSE grid (from the binning) has no usable celestial WCS: " + mw_r.status().message() +
+                         "; the cube must carry CTYPE1/2, CRVAL, CRPIX and CD/CDELT keywords");
+  const fits::Wcs& hw = *hw_r;
+  const fits::Wcs& mw = *mw_r;
+  const int64_t W = img->nx(), H = img->ny();
+
+  // --- Local geometry at the MUSE field centre.
+  KernelGeometry geom;
+  double hst_cd[2][2];
+  double ra_c = 0, dec_c = 0, hcx = 0, hcy = 0;
+  const double mcx = 0.5 * static_cast<double>(grid.nx - 1), mcy = 0.5 * static_cast<double>(grid.ny - 1);
+  try {
+    SkyJacobian(mw, mcx, mcy, geom.muse_cd);
+    mw.PixelToSky(mcx, mcy, ra_c, dec_c);
+    hw.SkyToPixel(ra_c, dec_c, hcx, hcy);
+    SkyJacobian(hw, hcx, hcy, hst_cd);
+    // d(MUSE pixel)/d(HST pixel) = (d sky/d MUSE)^-1 (d sky/d HST)
+    const double (&c)[2][2] = geom.muse_cd;
+    const double det = c[0][0] * c[1][1] - c[0][1] * c[1][0];
+    const double ci[2][2] = {{c[1][1] / det, -c[0][1] / det}, {-c[1][0] / det, c[0][0] / det}};
+    for (int i = 0; i < 2; ++i)
+      for (int j = 0; j < 2; ++j) geom.hst_to_muse[i][j] = ci[i][0] * hst_cd[0][j] + ci[i][1] * hst_cd[1][j];
+  } catch (const std::exception& e) {
+    return Status::Error(where + ": cannot relate its WCS to the MUSE grid's: " + e.what());
+  }
+  const double hst_area = std::abs(hst_cd[0][0] * hst_cd[1][1] - hst_cd[0][1] * hst_cd[1][0]);
+  const double s_hx = std::hypot(hst_cd[0][0], hst_cd[1][0]), s_hy = std::hypot(hst_cd[0][1], hst_cd[1][1]);
+  const double s_m = std::sqrt(std::abs(geom.muse_cd[0][0] * geom.muse_cd[1][1] - geom.muse_cd[0][1] * geom.muse_cd[1][0]));
+  out.hst_pix_arcsec = std::sqrt(hst_area);
+  out.muse_pix_arcsec = s_m;
+  if (!(hst_area > 0) || !(s_m > 0)) return Status::Error(where + ": degenerate pixel scale in the WCS");
+
+  // --- PSF matching: pre-smoothing on the HST grid, kernel on the MUSE grid.
+  const bool matching = opt.psf.muse_fwhm > 0;
+  double sigma_pre = matching ? PreSmoothingSigma(opt.psf, s_m) : 0.0;
+  std::vector<double> kx{1.0}, ky{1.0};
+  if (sigma_pre / std::max(s_hx, s_hy) >= 0.5) {
+    kx = GaussianKernel1D(sigma_pre / s_hx);
+    ky = GaussianKernel1D(sigma_pre / s_hy);
+  } else {
+    sigma_pre = 0;
+  }
+  out.sigma_pre_arcsec = sigma_pre;
+  Kernel2D kernel;
+  if (matching) {
+    auto k = BuildMatchingKernel(geom, opt.psf, sigma_pre);
+    if (!k.ok()) return Status::Error("band " + opt.band + ": " + k.status().message());
+    kernel = std::move(*k);
+    out.kernel_radius = kernel.r;
+  }
+  const int64_t rx = static_cast<int64_t>(kx.size() / 2), ry = static_cast<int64_t>(ky.size() / 2);
+  // With PSF matching the spaxels near the field's edge receive light from beyond it: resample
+  // onto the field padded by the kernel radius (pad), convolve, then keep the field.
+  const int64_t pad = matching ? kernel.r : 0;
+  const int64_t PX = grid.nx + 2 * pad, PY = grid.ny + 2 * pad;
+
+  // --- Which HST pixels can reach the MUSE field: its boundary mapped into HST pixels.
+  double bx0 = 1e300, bx1 = -1e300, by0 = 1e300, by1 = -1e300;
+  {
+    const int64_t nsx = std::max<int64_t>(8, std::min<int64_t>(grid.nx, 256)), nsy = std::max<int64_t>(8, std::min<int64_t>(grid.ny, 256));
+    auto add = [&](double x, double y) {
+      double ra, dec, hx, hy;
+      try {
+        mw.PixelToSky(x, y, ra, dec);
+        hw.SkyToPixel(ra, dec, hx, hy);
+      } catch (const std::exception&) {
+        return;
+      }
+      bx0 = std::min(bx0, hx);
+      bx1 = std::max(bx1, hx);
+      by0 = std::min(by0, hy);
+      by1 = std::max(by1, hy);
+    };
+    const double xa = -0.5 - pad, xb = static_cast<double>(grid.nx + pad) - 0.5, ya = -0.5 - pad,
+                 yb = static_cast<double>(grid.ny + pad) - 0.5;
+    for (int64_t i = 0; i <= nsx; ++i) {
+      const double x = xa + (xb - xa) * static_cast<double>(i) / static_cast<double>(nsx);
+      add(x, ya);
+      add(x, yb);
+    }
+    for (int64_t i = 0; i <= nsy; ++i) {
+      const double y = ya + (yb - ya) * static_cast<double>(i) / static_cast<double>(nsy);
+      add(xa, y);
+      add(xb, y);
+    }
+  }
+  if (!(bx1 >= bx0))
+    return Status::Error(where + ": the MUSE field cannot be mapped into the image's pixels (WCS transform failed)");
+  const int64_t cx0 = std::max<int64_t>(0, static_cast<int64_t>(std::floor(bx0)) - 1);
+  const int64_t cx1 = std::min<int64_t>(W - 1, static_cast<int64_t>(std::ceil(bx1)) + 1);
+  const int64_t cy0 = std::max<int64_t>(0, static_cast<int64_t>(std::floor(by0)) - 1);
+  const int64_t cy1 = std::min<int64_t>(H - 1, static_cast<int64_t>(std::ceil(by1)) + 1);
+  if (cx0 > cx1 || cy0 > cy1) {
+    double ra_h = 0, dec_h = 0;
+    try { hw.PixelToSky(0.5 * static_cast<double>(W - 1), 0.5 * static_cast<double>(H - 1), ra_h, dec_h); } catch (...) {}
+    return Status::Error(where + " does not overlap the MUSE field: the field maps to image pixels x " + Num(bx0, 7) +
+                         ".." + Num(bx1, 7) + ", y " + Num(by0, 7) + ".." + Num(by1, 7) + " but the image is " +
+                         std::to_string(W) + "x" + std::to_string(H) + " (image centre RA " + Num(ra_h, 9) + ", Dec " +
+                         Num(dec_h, 9) + "; MUSE field centre RA " + Num(ra_c, 9) + ", Dec " + Num(dec_c, 9) +
+                         "); check that the file covers the galaxy and that both WCSs are right");
+  }
+  out.crop[0] = cx0;
+  out.crop[1] = cx1;
+  out.crop[2] = cy0;
+  out.crop[3] = cy1;
+
+  // --- Calibration.
+  CalibrationOptions copt = opt.calib;
+  copt.band = opt.band;
+  copt.pixel_area_arcsec2 = hst_area;
+  CUBEFLOW_ASSIGN_OR_RETURN(out.calib, Calibrate(*img, copt));
+  out.pivot = out.calib.pivot;
+  const double factor = out.calib.factor;
+
+  // --- Noise source.
+  NoiseMode mode = opt.noise;
+  std::string err_ext = opt.error_extension;
+  if (mode == NoiseMode::kAuto) {
+    const std::string e = err_ext.empty() ? "ERR" : err_ext;
+    mode = img->HasExtension(e) ? NoiseMode::kErr : NoiseMode::kEstimate;
+    if (mode == NoiseMode::kErr) err_ext = e;
+  }
+  if (mode == NoiseMode::kErr && err_ext.empty()) err_ext = "ERR";
+  if (mode == NoiseMode::kIvm && err_ext.empty()) err_ext = "WHT";
+  std::unique_ptr<fits::ImageReader> err_img;
+  if (mode == NoiseMode::kErr || mode == NoiseMode::kIvm) {
+    auto er = fits::ImageReader::Open(opt.path, err_ext);
+    if (!er.ok())
+      return Status::Error("band " + opt.band + ": noise '" + NoiseName(mode) + "' needs the " +
+                           (mode == NoiseMode::kErr ? "error (sigma)" : "inverse-variance weight") + " extension: " +
+                           er.status().message() + "; or set noise: estimate");
+    err_img = std::move(*er);
+    if (err_img->nx() != W || err_img->ny() != H)
+      return Status::Error(err_img->Where() + " is " + std::to_string(err_img->nx()) + "x" +
+                           std::to_string(err_img->ny()) + " but the science image " + img->Where() + " is " +
+                           std::to_string(W) + "x" + std::to_string(H));
+  }
+  out.noise_source = NoiseName(mode);
+  const bool poisson = opt.poisson && mode == NoiseMode::kEstimate && out.calib.unit.electrons && out.calib.exptime > 0 &&
+                       (out.calib.unit.unit == PixelUnit::kCountRate || out.calib.unit.unit == PixelUnit::kCounts);
+  const double corr = (mode == NoiseMode::kErr || mode == NoiseMode::kIvm) ? opt.noise_correlation : 1.0;
+
+  // --- Pixel corners -> MUSE pixels.
+  CUBEFLOW_ASSIGN_OR_RETURN(PixelTransform xf, PixelTransform::Build(hw, mw, static_cast<double>(cx0) - 0.5,
+                                                                     static_cast<double>(cy0) - 0.5,
+                                                                     static_cast<double>(cx1) + 0.5,
+                                                                     static_cast<double>(cy1) + 0.5));
+  out.transform_step = xf.step();
+
+  // --- The strip loop.
+  const int64_t S = std::max<int64_t>(opt.strip_rows, 1);
+  const int64_t ncx = cx1 - cx0 + 1;
+  // One accumulator on the (padded) MUSE grid, filled with atomic additions: memory does not
+  // grow with the thread count.
+  GridSums total;
+  total.Reset(PX, PY);
+  std::vector<float> noise_d;  // |second differences| of pixels along x (a bounded sample)
+  int64_t noise_stride = 1, noise_seen = 0;
+  std::vector<double> sci, err, sm, var, cxs, cys;
+  for (int64_t ys = cy0; ys <= cy1; ys += S) {
+    const int64_t ye = std::min(cy1, ys + S - 1), ncore = ye - ys + 1;
+    const int64_t r0 = std::max<int64_t>(0, ys - ry), r1 = std::min<int64_t>(H - 1, ye + ry);
+    const int64_t c0 = std::max<int64_t>(0, cx0 - rx), c1 = std::min<int64_t>(W - 1, cx1 + rx);
+    const int64_t nr = r1 - r0 + 1, nc = c1 - c0 + 1;
+    CUBEFLOW_RETURN_NOT_OK(img->ReadBlock(r0, nr, sci, c0, nc));
+    if (err_img) CUBEFLOW_RETURN_NOT_OK(err_img->ReadBlock(r0, nr, err, c0, nc));
+    // Calibrate; the variance of the core rows (known part).
+    var.assign(static_cast<size_t>(ncore * ncx), 0.0);
+    for (int64_t r = 0; r < nr; ++r)
+      for (int64_t c = 0; c < nc; ++c) {
+        const size_t i = static_cast<size_t>(r * nc + c);
+        const double raw = sci[i];
+        bool ok = std::isfinite(raw);
+        double v = 0;
+        if (ok && err_img) {
+          const double e = err[i];
+          if (mode == NoiseMode::kErr) {
+            ok = std::isfinite(e) && e > 0;
+            v = e * e;
+          } else {
+            ok = std::isfinite(e) && e > 0;
+            v = ok ? 1.0 / e : 0.0;
+          }
+          v *= factor * factor * corr;
+        } else if (ok && poisson) {
+          const double counts_var = out.calib.unit.unit == PixelUnit::kCountRate
+                                        ? std::max(raw, 0.0) / out.calib.exptime
+                                        : std::max(raw, 0.0);
+          v = counts_var * factor * factor;
+        }
+        sci[i] = ok ? raw * factor : kNaN;
+        const int64_t y = r0 + r, x = c0 + c;
+        if (y >= ys && y <= ye && x >= cx0 && x <= cx1)
+          var[static_cast<size_t>((y - ys) * ncx + (x - cx0))] = ok ? v : 0.0;
+      }
+    // Background noise per pixel (before smoothing): robust second differences along x
+    // (DER_SNR-like; insensitive to structure smoother than a few pixels).
+    if (mode == NoiseMode::kEstimate) {
+      for (int64_t y = ys; y <= ye; ++y) {
+        const double* row = sci.data() + (y - r0) * nc + (cx0 - c0);
+        for (int64_t i = 1; i + 1 < ncx; ++i) {
+          const double d = row[i - 1] - 2 * row[i] + row[i + 1];
+          if (!std::isfinite(d)) continue;
+          if (noise_seen++ % noise_stride == 0) noise_d.push_back(static_cast<float>(std::abs(d)));
+          if (noise_d.size() >= 4000000) {  // keep memory bounded: thin out, sample more sparsely
+            std::vector<float> keep;
+            keep.reserve(noise_d.size() / 2 + 1);
+            for (size_t k = 0; k < noise_d.size(); k += 2) keep.push_back(noise_d[k]);
+            noise_d.swap(keep);
+            noise_stride *= 2;
+          }
+        }
+      }
+    }
+    // Pre-smoothing (normalised, NaN-aware) of the core rows.
+    if (sigma_pre > 0) {
+      SmoothBlock(sci, nr, nc, kx, ky, ys - r0, ncore, sm);
+    } else {
+      sm.assign(static_cast<size_t>(ncore * nc), kNaN);
+      std::copy(sci.begin() + (ys - r0) * nc, sci.begin() + (ys - r0 + ncore) * nc, sm.begin());
+    }
+    // Corners of the core pixels in MUSE pixel coordinates.
+    const int64_t ncc = ncx + 1;
+    cxs.resize(static_cast<size_t>((ncore + 1) * ncc));
+    cys.resize(cxs.size());
+    tbb::parallel_for(tbb::blocked_range<int64_t>(0, ncore + 1, 16), [&](const tbb::blocked_range<int64_t>& rr) {
+      for (int64_t j = rr.begin(); j < rr.end(); ++j)
+        for (int64_t i = 0; i < ncc; ++i) {
+          const size_t k = static_cast<size_t>(j * ncc + i);
+          xf.Map(static_cast<double>(cx0 + i) - 0.5, static_cast<double>(ys + j) - 0.5, cxs[k], cys[k]);
+          cxs[k] += static_cast<double>(pad);
+          cys[k] += static_cast<double>(pad);
+        }
+    });
+    // Deposit.
+    tbb::parallel_for(tbb::blocked_range<int64_t>(0, ncore, 4), [&](const tbb::blocked_range<int64_t>& rr) {
+      for (int64_t j = rr.begin(); j < rr.end(); ++j) {
+        const double* srow = sm.data() + j * nc + (cx0 - c0);
+        const double* vrow = var.data() + j * ncx;
+        for (int64_t i = 0; i < ncx; ++i) {
+          const double f = srow[i];
+          if (!std::isfinite(f)) continue;
+          const size_t k00 = static_cast<size_t>(j * ncc + i), k10 = k00 + 1,
+                       k11 = k00 + 1 + static_cast<size_t>(ncc), k01 = k00 + static_cast<size_t>(ncc);
+          const double qx[4] = {cxs[k00], cxs[k10], cxs[k11], cxs[k01]};
+          const double qy[4] = {cys[k00], cys[k10], cys[k11], cys[k01]};
+          DepositQuad(qx, qy, f, vrow[i], total, true);
+        }
+      }
+    });
+  }
+  double covered = 0;  // spaxels of the field (not the padding)
+  for (int64_t y = 0; y < grid.ny; ++y)
+    for (int64_t x = 0; x < grid.nx; ++x) covered += total.area[static_cast<size_t>((y + pad) * PX + x + pad)];
+  if (!(covered > 1e-6))
+    return Status::Error(where + ": no valid pixel falls on the MUSE field (the overlapping part of the image is "
+                         "NaN or has zero weight); check that the file covers the galaxy");
+
+  // --- Background noise (estimate mode).
+  if (mode == NoiseMode::kEstimate) {
+    if (noise_d.size() >= 50) {
+      out.sigma_pix = 1.482602 * Median(noise_d) / std::sqrt(6.0);
+      const double v = out.sigma_pix * out.sigma_pix * opt.noise_correlation;
+      for (size_t i = 0; i < total.var.size(); ++i) total.var[i] += v * total.npix[i];
+    } else {
+      say(LogLevel::kWarn, "too few valid pixels to estimate the background noise of " + img->Where() +
+                               ": errors hold only the Poisson and calibration terms");
+    }
+  }
+
+  // --- Onto the MUSE grid: full-coverage flux per spaxel, PSF-matched. (Arrays are released as
+  // soon as they are used, to keep the peak near 8 doubles per padded spaxel.)
+  const size_t nsp = static_cast<size_t>(grid.nx * grid.ny);
+  std::vector<double>().swap(total.npix);
+  std::vector<double>& parea = total.area;
+  for (double& a : parea) a = std::clamp(a, 0.0, 1.0);
+  std::vector<double> pflux, pcov;
+  if (matching) {
+    ConvolveNormalised(total.flux, parea, PX, PY, kernel, pflux, pcov);
+    std::vector<double>().swap(total.flux);
+  } else {
+    pflux.swap(total.flux);
+    for (size_t i = 0; i < parea.size(); ++i) pflux[i] = parea[i] > 1e-9 ? pflux[i] / parea[i] : kNaN;
+  }
+  const std::vector<double>& pc = matching ? pcov : parea;
+  out.flux.resize(nsp);
+  out.var.resize(nsp);
+  out.area.resize(nsp);
+  out.coverage.resize(nsp);
+  for (int64_t y = 0; y < grid.ny; ++y)
+    for (int64_t x = 0; x < grid.nx; ++x) {
+      const size_t i = static_cast<size_t>(y * grid.nx + x), pi = static_cast<size_t>((y + pad) * PX + x + pad);
+      out.flux[i] = pflux[pi];
+      out.var[i] = total.var[pi];
+      out.area[i] = parea[pi];
+      out.coverage[i] = std::clamp(pc[pi], 0.0, 1.0);
+    }
+  if (matching) {
+    auto nk = BuildMatchingKernel(geom, opt.psf, 0.0);
+    if (!nk.ok()) return Status::Error("band " + opt.band + ": noise kernel: " + nk.status().message());
+    out.noise_kernel = std::move(*nk);
+    out.pad = pad;
+    out.pnx = PX;
+    out.pny = PY;
+    out.var_pad.swap(total.var);
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  std::ostringstream m;
+  m << img->Where() << ": " << W << "x" << H << " px of " << Num(out.hst_pix_arcsec, 4) << "\", used x " << cx0
+    << ".." << cx1 << ", y " << cy0 << ".." << cy1 << "; " << out.calib.description << "; noise " << out.noise_source;
+  if (mode == NoiseMode::kEstimate && std::isfinite(out.sigma_pix))
+    m << " (sigma " << Num(out.sigma_pix, 4) << " erg/s/cm2/A per pixel" << (poisson ? " + Poisson" : "") << ")";
+  if (matching)
+    m << "; PSF " << (opt.psf.shape == PsfShape::kGaussian ? "Gaussian" : "Moffat") << " " << opt.psf.muse_fwhm
+      << "\" from HST " << opt.psf.hst_fwhm << "\": pre-smoothing sigma " << Num(sigma_pre, 3) << "\", kernel "
+      << 2 * kernel.r + 1 << "x" << 2 * kernel.r + 1 << " spaxels (transfer at Nyquist " << Num(kernel.nyquist_transfer, 2)
+      << ")";
+  else
+    m << "; no PSF matching";
+  m << "; covered " << Num(covered, 6) << " spaxels; " << Num(secs, 3) << " s";
+  say(LogLevel::kInfo, m.str());
+  if (matching && kernel.nyquist_transfer > 0.05)
+    say(LogLevel::kWarn, "the matching kernel is not band-limited at the MUSE Nyquist frequency (transfer " +
+                             Num(kernel.nyquist_transfer, 2) +
+                             "): the MUSE PSF is undersampled; spaxel values alias, bin sums are unaffected");
+  return out;
+}
+
+// ------------------------------------------------------------------------------------------
+// Per-bin sums
+
+BinSums SumBins(const Binning& binning, const BandImage& band, double min_coverage, bool mean) {
+  BinSums s;
+  const size_t nb = binning.bins.size();
+  s.flux.assign(nb, kNaN);
+  s.var.assign(nb, kNaN);
+  s.coverage.assign(nb, 0.0);
+  const size_t nsp = band.flux.size();
+  const bool smoothed = !band.var_pad.empty() && band.noise_kernel.r > 0;
+  const int r = band.noise_kernel.r;
+  std::vector<double> w;
+  for (size_t b = 0; b < nb; ++b) {
+    const auto& sp = binning.bins[b].spaxels;
+    if (sp.empty()) continue;
+    double f = 0, v = 0, cov = 0, area = 0;
+    size_t nf = 0;
+    int64_t x0 = INT64_MAX, x1 = INT64_MIN, y0 = INT64_MAX, y1 = INT64_MIN;
+    for (int32_t i : sp) {
+      if (i < 0 || static_cast<size_t>(i) >= nsp) continue;
+      const size_t k = static_cast<size_t>(i);
+      cov += band.coverage[k];
+      area += band.area[k];
+      v += band.var[k];
+      const double x = band.flux[k];
+      if (std::isfinite(x)) {
+        f += x;
+        ++nf;
+      }
+      const int64_t xx = i % binning.nx, yy = i / binning.nx;
+      x0 = std::min(x0, xx);
+      x1 = std::max(x1, xx);
+      y0 = std::min(y0, yy);
+      y1 = std::max(y1, yy);
+    }
+    const double n = static_cast<double>(sp.size());
+    s.coverage[b] = cov / n;
+    if (s.coverage[b] < min_coverage || nf == 0) continue;
+    f *= n / static_cast<double>(nf);  // spaxels without a value: the bin's mean
+    if (smoothed && binning.nx + 2 * band.pad == band.pnx) {
+      // W on the padded grid over the bin's box widened by r.
+      const int64_t bw = x1 - x0 + 1 + 2 * r, bh = y1 - y0 + 1 + 2 * r;
+      w.assign(static_cast<size_t>(bw * bh), 0.0);
+      for (int32_t i : sp) {
+        const int64_t xx = i % binning.nx - x0 + r, yy = i / binning.nx - y0 + r;
+        for (int dy = -r; dy <= r; ++dy) {
+          double* row = w.data() + (yy - dy) * bw + (xx - r);
+          const double* krow = band.noise_kernel.w.data() + (dy + r) * (2 * r + 1);
+          for (int dx = -r; dx <= r; ++dx) row[r - dx] += krow[dx + r];  // input spaxel j - d
+        }
+      }
+      v = 0;
+      for (int64_t yy = 0; yy < bh; ++yy)
+        for (int64_t xx = 0; xx < bw; ++xx) {
+          const double ww = w[static_cast<size_t>(yy * bw + xx)];
+          if (ww == 0) continue;
+          const int64_t px = x0 - r + xx + band.pad, py = y0 - r + yy + band.pad;
+          if (px < 0 || py < 0 || px >= band.pnx || py >= band.pny) continue;
+          v += ww * ww * band.var_pad[static_cast<size_t>(py * band.pnx + px)];
+        }
+    }
+    const double cfrac = area / n;  // covered fraction of the bin (unsmoothed)
+    double var = cfrac > 0 ? v / (cfrac * cfrac) : kNaN;
+    if (mean) {
+      f /= n;
+      var /= n * n;
+    }
+    s.flux[b] = f;
+    s.var[b] = var;
+  }
+  return s;
+}
+
+// ------------------------------------------------------------------------------------------
+// The node
+
+namespace {
+
+/// Per-bin results shared by the output streams.
+struct Table {
+  std::vector<std::string> bands;
+  std::vector<double> pivots;
+  size_t nbins = 0;
+  std::vector<double> flux, error;  ///< [bin * nbands + band]
+  std::vector<uint32_t> quality;
+};
+
+class PhotometrySource : public StreamSource {
+ public:
+  explicit PhotometrySource(std::shared_ptr<const Table> t) : t_(std::move(t)) {}
+  bool Next(int64_t& key, std::shared_ptr<const Data>& data) override {
+    if (next_ >= t_->nbins) return false;
+    const size_t nb = t_->bands.size();
+    auto p = std::make_shared<Photometry>();
+    p->id = static_cast<int64_t>(next_);
+    p->bands = t_->bands;
+    p->pivot = t_->pivots;
+    p->flux.assign(t_->flux.begin() + static_cast<std::ptrdiff_t>(next_ * nb),
+                   t_->flux.begin() + static_cast<std::ptrdiff_t>((next_ + 1) * nb));
+    p->error.assign(t_->error.begin() + static_cast<std::ptrdiff_t>(next_ * nb),
+                    t_->error.begin() + static_cast<std::ptrdiff_t>((next_ + 1) * nb));
+    p->unit = "erg/s/cm2/Angstrom";
+    p->quality = t_->quality[next_];
+    key = p->id;
+    data = std::move(p);
+    ++next_;
+    return true;
+  }
+  int64_t SizeHint() const override { return static_cast<int64_t>(t_->nbins); }
+
+ private:
+  std::shared_ptr<const Table> t_;
+  size_t next_ = 0;
+};
+
+class RecordSource : public StreamSource {
+ public:
+  explicit RecordSource(std::shared_ptr<const Table> t) : t_(std::move(t)) {}
+  bool Next(int64_t& key, std::shared_ptr<const Data>& data) override {
+    if (next_ >= t_->nbins) return false;
+    const size_t nb = t_->bands.size();
+    auto r = std::make_shared<Record>();
+    r->id = static_cast<int64_t>(next_);
+    for (size_t b = 0; b < nb; ++b) {
+      const std::string f = "hst_" + Lower(t_->bands[b]);
+      r->Set(f, t_->flux[next_ * nb + b], "erg/s/cm2/Angstrom",
+             t_->bands[b] + " flux density summed over the bin (PSF-matched to MUSE)");
+      r->Set(f + "_err", t_->error[next_ * nb + b], "erg/s/cm2/Angstrom", t_->bands[b] + " flux density error");
+    }
+    r->quality = t_->quality[next_];
+    key = r->id;
+    data = std::move(r);
+    ++next_;
+    return true;
+  }
+  int64_t SizeHint() const override { return static_cast<int64_t>(t_->nbins); }
+
+ private:
+  std::shared_ptr<const Table> t_;
+  size_t next_ = 0;
+};
+
+std::string Replace(std::string s, const std::string& what, const std::string& with) {
+  for (size_t p = s.find(what); p != std::string::npos; p = s.find(what, p + with.size())) s.replace(p, what.size(), with);
+  return s;
+}
+
+}  // namespace
+
+NodeSpec HstMatchNode::Spec() {
+  return NodeSpec("photometry.hst_match", "HST images -> per-bin flux densities on the MUSE binning")
+      .Describe(
+          "For each band, one at a time: reads the HST image (SCI extension if present, else the "
+          "first 2-D image; `extension`) in strips of `strip_rows` rows; converts the pixels to "
+          "erg/s/cm2/A (BUNIT: e-/s, counts/s or DN/s times PHOTFLAM or the AB zero point, counts "
+          "/ EXPTIME, erg/s/cm2/A[/arcsec2], Jy, MJy/sr; `unit`, `zeropoints`); smooths it on the "
+          "HST grid with a small Gaussian (NaN-aware) and resamples it onto the MUSE spaxel grid "
+          "through both WCSs (wcslib) by exact polygon overlap of every HST pixel with the "
+          "spaxels (flux-conserving, any rotation); then convolves on the MUSE grid with the kernel "
+          "that turns the HST PSF (Gaussian, psf_hst_fwhm) into the MUSE PSF (Gaussian or Moffat, "
+          "psf_muse_fwhm; both effective PSFs, pixel included), computed by Fourier division "
+          "(see README). Per bin: flux = sum over the bin's spaxels of the spaxel flux densities "
+          "(erg/s/cm2/A, the same basis as the summed bin spectrum of binning.voronoi; `combine: "
+          "mean` averages), error from the ERR (or WHT as inverse variance) extension, or "
+          "estimated (background sigma per pixel from robust second differences + Poisson for "
+          "electron units), plus calib_error x flux in quadrature. Bins covered less than "
+          "min_coverage get NaN and kQualNoCoverage; bins whose fluxes are not all positive get "
+          "kQualNonPositivePhotometry. Peak memory: one strip of the image plus a few MUSE-grid "
+          "arrays per thread, whatever the mosaic size.")
+      .Input("binning", Binning::kType, PortKind::kSingle,
+             "the spatial binning (spaxel lists and the MUSE celestial WCS), e.g. from binning.voronoi")
+      .Output("photometry", Photometry::kType, PortKind::kStream,
+              "per-bin flux densities and errors in the bands (keyed by bin id, erg/s/cm2/Angstrom, pivots)")
+      .Output("records", Record::kType, PortKind::kStream,
+              "the same as record fields hst_<band> and hst_<band>_err, for io.write_maps")
+      .Output("maps", Map::kType, PortKind::kSingle,
+              "QA: the PSF-matched band images on the MUSE grid (one plane per band, "
+              "erg/s/cm2/Angstrom per spaxel, NaN where covered < 50 %); not emitted with maps: false")
+      .Param(ParamSpec::StringList("bands", {"F275W", "F336W", "F438W", "F555W", "F814W"})
+                 .Doc("band names, in output order"))
+      .Param(ParamSpec::Path("directory", "")
+                 .Doc("folder holding the images (relative to the pipeline file); used with `pattern`, "
+                      "and as the base of relative `images` entries"))
+      .Param(ParamSpec::String("pattern", "hst_{band}.fits")
+                 .Doc("file name of each band in `directory`: {band} = the band as given, {band_lower} "
+                      "= lower case"))
+      .Param(ParamSpec::StringList("images", {})
+                 .Doc("explicit image file per band, same order as `bands` (overrides `pattern`; "
+                      "relative to `directory`, or to the working directory if that is empty)"))
+      .Param(ParamSpec::String("extension", "auto")
+                 .Doc("image HDU: auto = SCI if present, else the first 2-D image; or a name / number"))
+      .Param(ParamSpec::String("unit", "auto")
+                 .Choices({"auto", "count_rate", "counts", "flam", "flam_arcsec2", "jy", "mjy_sr"})
+                 .Doc("what the pixels are; auto = from BUNIT (an empty BUNIT with PHOTFLAM is taken "
+                      "as a count rate)"))
+      .Param(ParamSpec::Double("unit_scale", 1.0).Min(0).Doc("factor applied to the raw pixel values"))
+      .Param(ParamSpec::DoubleList("zeropoints", {})
+                 .Unit("AB mag")
+                 .Doc("AB magnitude of 1 count/s per band (same order as bands); empty = PHOTFLAM from "
+                      "the header; NaN entries = PHOTFLAM for that band"))
+      .Param(ParamSpec::DoubleList("pivots", {})
+                 .Unit("Angstrom")
+                 .Doc("pivot wavelengths per band; empty = PHOTPLAM from the header, else the built-in "
+                      "filter curve of the band name"))
+      .Param(ParamSpec::Double("psf_muse_fwhm", 0.8)
+                 .Range(0, 10)
+                 .Unit("arcsec")
+                 .Doc("FWHM of the MUSE PSF of the cube (as measured on its images, spaxel included); "
+                      "0 = no PSF matching (e.g. mock data without a PSF)"))
+      .Param(ParamSpec::String("psf_shape", "gaussian").Choices({"gaussian", "moffat"}).Doc("MUSE PSF profile"))
+      .Param(ParamSpec::Double("moffat_beta", 2.5).Range(1.05, 20).Doc("Moffat beta (psf_shape: moffat)"))
+      .Param(ParamSpec::DoubleList("psf_hst_fwhm", {0.08})
+                 .Min(0)
+                 .Unit("arcsec")
+                 .Doc("FWHM of the (Gaussian) HST PSF on the images: one value, or one per band"))
+      .Param(ParamSpec::String("noise", "auto")
+                 .Choices({"auto", "err", "ivm", "estimate", "none"})
+                 .Doc("per-pixel errors: err = ERR extension (sigma), ivm = weight extension as "
+                      "inverse variance, estimate = background from the image + Poisson (electron "
+                      "units with EXPTIME), none; auto = err if an ERR extension exists, else estimate"))
+      .Param(ParamSpec::String("error_extension", "")
+                 .Doc("extension holding the errors (\"\" = ERR for err/auto, WHT for ivm)"))
+      .Param(ParamSpec::Double("noise_correlation", 1.0)
+                 .Min(1.0)
+                 .Doc("variance factor for the background errors of bin sums (correlated noise of "
+                      "drizzled images, which per-pixel errors miss; 1 = uncorrelated)"))
+      .Param(ParamSpec::Bool("poisson", true)
+                 .Doc("noise: estimate adds the source Poisson term max(S, 0) / EXPTIME for images in "
+                      "electrons (count rate or counts with EXPTIME); false if EXPTIME does not describe "
+                      "the image's noise"))
+      .Param(ParamSpec::Double("calib_error", 0.02)
+                 .Range(0, 1)
+                 .Doc("fractional calibration error added in quadrature to every bin flux"))
+      .Param(ParamSpec::Double("min_coverage", 0.95)
+                 .Range(0, 1)
+                 .Doc("minimum fraction of a bin covered by valid HST pixels; below it the band's flux is NaN"))
+      .Param(ParamSpec::String("combine", "sum")
+                 .Choices({"sum", "mean"})
+                 .Doc("sum = total flux density of the bin (like the summed bin spectrum); mean = per spaxel"))
+      .Param(ParamSpec::Int("strip_rows", 256).Range(1, 1 << 20).Unit("pixels")
+                 .Doc("HST rows read and smoothed per block (memory ~ strip_rows x image width x 40 bytes)"))
+      .Param(ParamSpec::Bool("maps", true).Doc("emit the QA maps (nbands x nx x ny doubles); false: leave `maps` unconnected"))
+      .Concurrent(Concurrency::kSerial);
+}
+
+HstMatchNode::HstMatchNode(const Params& p)
+    : bands_(p.GetStringList("bands")),
+      calib_error_(p.GetDouble("calib_error")),
+      min_coverage_(p.GetDouble("min_coverage")),
+      mean_(p.GetString("combine") == "mean"),
+      emit_maps_(p.GetBool("maps")) {
+  const size_t nb = bands_.size();
+  if (nb == 0) throw Error("photometry.hst_match: `bands` is empty; list the HST bands to match");
+  for (size_t i = 0; i < nb; ++i)
+    for (size_t j = i + 1; j < nb; ++j)
+      if (Upper(bands_[i]) == Upper(bands_[j]))
+        throw Error("photometry.hst_match: band " + bands_[i] + " is listed twice in `bands`");
+  const std::string dir = p.GetString("directory");
+  const auto& images = p.GetStringList("images");
+  if (!images.empty() && images.size() != nb)
+    throw Error("photometry.hst_match: `images` has " + std::to_string(images.size()) + " entries for " +
+                std::to_string(nb) + " bands; give one file per band, in the order of `bands`");
+  if (images.empty() && dir.empty())
+    throw Error("photometry.hst_match: set `directory` (with `pattern`, default hst_{band}.fits) or `images` "
+                "(one file per band)");
+  auto list = [&](const char* name, std::vector<double> v, bool allow_one) {
+    if (v.empty()) return std::vector<double>(nb, kNaN);
+    if (allow_one && v.size() == 1) return std::vector<double>(nb, v[0]);
+    if (v.size() != nb)
+      throw Error(std::string("photometry.hst_match: `") + name + "` has " + std::to_string(v.size()) +
+                  " values for " + std::to_string(nb) + " bands; give " + (allow_one ? "one value or " : "") +
+                  "one per band");
+    return v;
+  };
+  const std::vector<double> zps = list("zeropoints", p.GetDoubleList("zeropoints"), false);
+  const std::vector<double> pivots = list("pivots", p.GetDoubleList("pivots"), false);
+  const std::vector<double> hst_fwhm = list("psf_hst_fwhm", p.GetDoubleList("psf_hst_fwhm"), true);
+  PsfOptions psf;
+  psf.muse_fwhm = p.GetDouble("psf_muse_fwhm");
+  psf.shape = p.GetString("psf_shape") == "moffat" ? PsfShape::kMoffat : PsfShape::kGaussian;
+  psf.beta = p.GetDouble("moffat_beta");
+  const std::string noise = p.GetString("noise");
+  NoiseMode mode = NoiseMode::kAuto;
+  if (noise == "err") mode = NoiseMode::kErr;
+  else if (noise == "ivm") mode = NoiseMode::kIvm;
+  else if (noise == "estimate") mode = NoiseMode::kEstimate;
+  else if (noise == "none") mode = NoiseMode::kNone;
+  for (size_t b = 0; b < nb; ++b) {
+    std::string path;
+    if (!images.empty()) {
+      std::filesystem::path f(images[b]);
+      if (f.is_relative() && !dir.empty()) f = std::filesystem::path(dir) / f;
+      path = f.lexically_normal().string();
+    } else {
+      const std::string name = Replace(Replace(p.GetString("pattern"), "{band_lower}", Lower(bands_[b])), "{band}", bands_[b]);
+      path = (std::filesystem::path(dir) / name).lexically_normal().string();
+    }
+    paths_.push_back(path);
+    BandOptions o;
+    o.band = bands_[b];
+    o.path = path;
+    o.extension = p.GetString("extension");
+    o.calib.unit = p.GetString("unit");
+    o.calib.unit_scale = p.GetDouble("unit_scale");
+    o.calib.zeropoint = zps[b];
+    o.calib.pivot = pivots[b];
+    o.noise = mode;
+    o.error_extension = p.GetString("error_extension");
+    o.noise_correlation = p.GetDouble("noise_correlation");
+    o.poisson = p.GetBool("poisson");
+    o.psf = psf;
+    o.psf.hst_fwhm = std::isfinite(hst_fwhm[b]) ? hst_fwhm[b] : 0.08;
+    o.strip_rows = p.GetInt("strip_rows");
+    options_.push_back(o);
+  }
+}
+
+void HstMatchNode::Process(ProcessContext& ctx) {
+  auto binning = ctx.Input<Binning>("binning");
+  if (binning->wcs.empty())
+    throw Error("photometry.hst_match: the binning carries no celestial WCS (the cube had none): cannot place the "
+                "HST images on the MUSE grid");
+  const size_t nb = bands_.size(), nbins = binning->bins.size();
+  // Every file first, so that all missing bands are reported at once.
+  std::vector<std::string> missing;
+  for (size_t b = 0; b < nb; ++b) {
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(paths_[b], ec))
+      missing.push_back(bands_[b] + " (" + paths_[b] + (std::filesystem::exists(paths_[b], ec) ? ": not a file" : ": no such file") + ")");
+  }
+  if (!missing.empty()) {
+    std::string m = "photometry.hst_match: missing image for band";
+    m += missing.size() > 1 ? "s " : " ";
+    for (size_t i = 0; i < missing.size(); ++i) m += (i ? ", " : "") + missing[i];
+    m += "; put the files there, set `directory`/`pattern` or `images`, or drop the band from `bands`";
+    throw Error(m);
+  }
+  MuseGrid grid{binning->nx, binning->ny, binning->wcs};
+  auto table = std::make_shared<Table>();
+  table->bands = bands_;
+  table->nbins = nbins;
+  table->flux.assign(nbins * nb, kNaN);
+  table->error.assign(nbins * nb, kNaN);
+  table->quality.assign(nbins, 0);
+  std::shared_ptr<Map> qa;
+  const size_t nsp = static_cast<size_t>(grid.nx * grid.ny);
+  if (emit_maps_) {
+    qa = std::make_shared<Map>();
+    qa->name = "HST_FLUX";
+    qa->bunit = "erg/s/cm2/Angstrom";
+    qa->nx = grid.nx;
+    qa->ny = grid.ny;
+    qa->nplanes = static_cast<int64_t>(nb);
+    qa->plane_names = bands_;
+    qa->wcs = binning->wcs;
+    qa->data.assign(nsp * nb, kNaN);
+    qa->header["PSFMUSE"] = Num(options_[0].psf.muse_fwhm, 6);
+    qa->header["PSFSHAPE"] = options_[0].psf.shape == PsfShape::kGaussian ? "GAUSSIAN" : "MOFFAT";
+  }
+  auto log = [&ctx](LogLevel l, const std::string& m) { ctx.Log(l, m); };
+  std::vector<size_t> nocov(nb, 0);
+  for (size_t b = 0; b < nb; ++b) {
+    auto r = ProcessBand(grid, options_[b], log);
+    if (!r.ok()) throw Error("photometry.hst_match: " + r.status().message());
+    const BandImage& band = *r;
+    table->pivots.push_back(band.pivot);
+    const BinSums s = SumBins(*binning, band, min_coverage_, mean_);
+    for (size_t k = 0; k < nbins; ++k) {
+      const double f = s.flux[k];
+      table->flux[k * nb + b] = f;
+      table->error[k * nb + b] = std::isfinite(f) ? std::sqrt(s.var[k] + calib_error_ * calib_error_ * f * f) : kNaN;
+      if (!std::isfinite(f)) {
+        table->quality[k] |= kQualNoCoverage;
+        ++nocov[b];
+      }
+    }
+    if (qa) {
+      double* plane = qa->data.data() + b * nsp;
+      for (size_t i = 0; i < nsp; ++i)
+        if (band.coverage[i] >= 0.5) plane[i] = band.flux[i];
+      qa->header["PIVOT" + std::to_string(b + 1)] = Num(band.pivot, 8);
+    }
+  }
+  size_t nonpos = 0;
+  for (size_t k = 0; k < nbins; ++k) {
+    bool all_pos = true;
+    for (size_t b = 0; b < nb; ++b) all_pos = all_pos && table->flux[k * nb + b] > 0;
+    if (!all_pos) {
+      table->quality[k] |= kQualNonPositivePhotometry;
+      ++nonpos;
+    }
+  }
+  std::ostringstream m;
+  m << nbins << " bins, " << nb << " bands; " << nonpos << " bins with a non-positive or missing flux";
+  for (size_t b = 0; b < nb; ++b)
+    if (nocov[b]) m << "; " << bands_[b] << ": " << nocov[b] << " bins below min_coverage " << min_coverage_;
+  ctx.Log(nonpos ? LogLevel::kWarn : LogLevel::kInfo, m.str());
+  if (qa) ctx.Emit("maps", qa);
+  std::shared_ptr<const Table> t = table;
+  ctx.EmitStream("photometry", std::make_shared<PhotometrySource>(t));
+  ctx.EmitStream("records", std::make_shared<RecordSource>(t));
+}
+
+}  // namespace cubeflow::photometry
