@@ -2,6 +2,8 @@
 
 #include "voronoi_node.hpp"
 
+#include "cubeflow/units.hpp"
+
 #include <fitsio.h>
 
 #include <algorithm>
@@ -199,6 +201,9 @@ std::shared_ptr<Spectrum> BinSpectraSource::Make(size_t b) const {
   sp->meta["snr"] = bin.snr;
   sp->meta["signal"] = bin.signal;
   sp->meta["noise"] = bin.noise;
+  // Flux unit of the cube relative to erg/s/cm2/A (e.g. 1e-20 for MUSE cubes), so that
+  // photometry in physical units can be put on the same scale (inference.cnn does).
+  if (const double u = FluxDensityScale(c.bunit); std::isfinite(u)) sp->meta["bunit_scale"] = u;
   return sp;
 }
 
@@ -328,7 +333,7 @@ void VoronoiNode::Process(ProcessContext& ctx) {
 
   auto binid = std::make_shared<Map>();
   binid->name = "BINID";
-  binid->kind = "value";
+  binid->kind = "index";  // written as int32 (HDUCLAS2 = INDEX)
   binid->nx = nx;
   binid->ny = ny;
   binid->wcs = cube->wcs;
