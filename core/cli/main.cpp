@@ -19,6 +19,7 @@ int SimulateMain(int argc, char** argv) __attribute__((weak));
 int TrainMain(int argc, char** argv) __attribute__((weak));
 int EvaluateMain(int argc, char** argv) __attribute__((weak));
 int PlotMain(int argc, char** argv) __attribute__((weak));
+int CompareMain(int argc, char** argv) __attribute__((weak));
 
 namespace cubeflow {
 namespace {
@@ -35,6 +36,7 @@ const char* kUsage =
     "  train CONFIG     train a model (cubeflow train --help)\n"
     "  evaluate ...     evaluate a model on a test library (cubeflow evaluate --help)\n"
     "  plot MAPS.fits   quicklook PNGs of a map product\n"
+    "  compare MAPS TRUTH  per-bin accuracy of a run on a mock galaxy against its truth\n"
     "  version          print the version\n"
     "\n"
     "options for run/validate:\n"
@@ -291,6 +293,7 @@ int main(int argc, char** argv) {
   if (cmd == "train") return Dispatch(TrainMain, "train", argc, argv);
   if (cmd == "evaluate") return Dispatch(EvaluateMain, "evaluate", argc, argv);
   if (cmd == "plot") return Dispatch(PlotMain, "plot", argc, argv);
+  if (cmd == "compare") return Dispatch(CompareMain, "compare", argc, argv);
 
   Args a;
   std::string err;
