@@ -8,6 +8,8 @@
 #include <sstream>
 
 #include "cubeflow/plugin.hpp"
+#include "model_path.hpp"
+#include "sbi_node.hpp"
 
 namespace cubeflow::inference {
 
@@ -45,10 +47,11 @@ NodeSpec CnnNode::Spec() {
                      "band fluxes of the same bins (required when the model uses photometry)")
       .Output("results", "record", PortKind::kStream,
               "mass_frac[16], zh[16], mw_logage, lw_logage, mw_zh, lw_zh per bin")
-      .Param(ParamSpec::Path("model", "")
-                 .Doc("model file written by `cubeflow train` (metadata in <model>.yaml), or a TorchScript "
-                      "module with its metadata file; required (the built-in model "
-                      "<install>/share/cubeflow/models/cnn_builtin.pt is not shipped yet)"))
+      .Param(ParamSpec::Path("model", "builtin")
+                 .Doc("model file written by `cubeflow train` (metadata in <model>.yaml), a TorchScript "
+                      "module with its metadata file, or the name of a shipped model: `builtin` is "
+                      "<install>/share/cubeflow/models/cnn_builtin.pt (trained on the built-in SSP library; "
+                      "$CUBEFLOW_MODEL_DIR is searched first)"))
       .Param(ParamSpec::Int("batch_size", 256).Range(1, 65536).Doc("bins per network call"))
       .Param(ParamSpec::Int("threads", 1).Range(0, 1024)
                  .Doc("libtorch intra-op threads; 0: the run's thread count (1 is fastest when other "
@@ -60,10 +63,13 @@ NodeSpec CnnNode::Spec() {
 }
 
 CnnNode::CnnNode(const Params& p) {
-  const std::string& path = p.GetString("model");
-  if (path.empty())
-    throw Error("inference.cnn: parameter 'model' is empty: give the path of a model file written by "
-                "`cubeflow train` (the built-in model is not shipped yet)");
+  const std::string& name = p.GetString("model");
+  if (name.empty())
+    throw Error("inference.cnn: parameter 'model' is empty: give `builtin` or the path of a model file written by "
+                "`cubeflow train`");
+  std::string error;
+  const std::string path = ResolveModel(name, "cnn", &error);
+  if (path.empty()) throw Error("inference.cnn: parameter 'model': " + error);
   auto m = cnn::CnnModel::Load(path);
   if (!m.ok()) throw Error("inference.cnn: " + m.status().message());
   Init(std::move(m).ValueOrThrow(), path, static_cast<int>(p.GetInt("threads")),
@@ -220,6 +226,13 @@ void CnnNode::Process(ProcessContext& ctx) {
         const double f = p->flux[order[b]];
         if (!(f > 0)) quality[i] |= kQualNonPositivePhotometry;
         phot[i * nb + b] = static_cast<float>(scale > 0 ? f / scale : NAN);
+        // A normalised band flux more than 5 standard deviations from the training set's
+        // distribution (in the model's log space) is outside what the network has seen.
+        if (md.phot_transform == "log10_standardise" && b < static_cast<int64_t>(md.phot_std.size()) &&
+            md.phot_std[b] > 0 && f > 0 && scale > 0) {
+          const double z = (std::log10(std::max(f / scale, md.phot_floor)) - md.phot_mean[b]) / md.phot_std[b];
+          if (std::abs(z) > 5) quality[i] |= kQualOutsideTraining;
+        }
       }
     }
   }
@@ -253,7 +266,10 @@ void CnnNode::Process(ProcessContext& ctx) {
   }
 }
 
-void RegisterNodes(Registry& r) { r.Add<CnnNode>(); }
+void RegisterNodes(Registry& r) {
+  r.Add<CnnNode>();
+  RegisterSbiNodes(r);
+}
 
 }  // namespace cubeflow::inference
 

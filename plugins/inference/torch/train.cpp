@@ -56,6 +56,24 @@ torch::Tensor PaperLoss(const torch::Tensor& mf_pred, const torch::Tensor& zh_pr
   return w_sfh * LogCosh(mf_pred, mf) + (1.0 - w_sfh) * LogCosh(zh_pred, zh);
 }
 
+/// Adds the forward model's noise to a batch of noise-free inputs: per object an S/N drawn from
+/// `snr`, pixel sigma sqrt(max(f, 1e-4)) / S/N (as in the simulator); photometry gets
+/// |F| / phot_snr, i.e. 0.4343 / phot_snr dex, divided by the band's standardisation scale.
+std::pair<torch::Tensor, torch::Tensor> AddNoise(const torch::Tensor& spec, const torch::Tensor& phot,
+                                                 const std::vector<double>& snr, double phot_snr,
+                                                 const std::vector<double>& phot_std, at::Generator& gen) {
+  const int64_t b = spec.size(0);
+  auto choice = torch::randint(static_cast<int64_t>(snr.size()), {b}, gen, torch::kLong);
+  auto snr_t = torch::tensor(snr, torch::kDouble).to(torch::kFloat).index_select(0, choice).unsqueeze(1);
+  auto noisy = spec + torch::sqrt(torch::clamp_min(spec, 1e-4)) / snr_t * torch::randn(spec.sizes(), gen);
+  torch::Tensor p = phot;
+  if (phot.size(1) > 0 && phot_snr > 0) {
+    auto sd = torch::tensor(phot_std, torch::kDouble).to(torch::kFloat).unsqueeze(0);
+    p = phot + (0.4342944819 / phot_snr) / sd * torch::randn(phot.sizes(), gen);
+  }
+  return {noisy, p};
+}
+
 void CopyState(CnnNet& src, CnnNet& dst) {
   torch::NoGradGuard guard;
   auto dp = dst->named_parameters();
@@ -161,7 +179,7 @@ Result<TrainConfig> ParseTrainConfig(const std::string& yaml_text, const std::st
     static const std::set<std::string> kKnown = {
         "library", "output", "checkpoint", "epochs", "batch_size", "lr", "lr_factor", "lr_patience",
         "stop_patience", "loss_weight_sfh", "seed", "threads", "max_rows", "batches_per_epoch", "split",
-        "photometry", "architecture"};
+        "photometry", "architecture", "augment_noise"};
     for (const auto& kv : root) {
       key = kv.first.as<std::string>();
       if (!kKnown.count(key)) {
@@ -191,6 +209,27 @@ Result<TrainConfig> ParseTrainConfig(const std::string& yaml_text, const std::st
     i64("batches_per_epoch", c.batches_per_epoch);
     key = "photometry";
     if (root["photometry"]) c.photometry = root["photometry"].as<bool>();
+    key = "augment_noise";
+    if (auto a = root["augment_noise"]) {
+      if (a.IsScalar()) {
+        c.augment_noise = a.as<bool>();
+      } else if (a.IsMap()) {
+        c.augment_noise = true;
+        for (const auto& kv : a) {
+          key = "augment_noise." + kv.first.as<std::string>();
+          const std::string k = kv.first.as<std::string>();
+          if (k == "enabled") c.augment_noise = kv.second.as<bool>();
+          else if (k == "snr") c.augment_snr = kv.second.as<std::vector<double>>();
+          else if (k == "phot_snr") c.augment_phot_snr = kv.second.as<double>();
+          else return Status::Error(file_name + ": unknown key '" + key + "' (known: enabled, snr, phot_snr)");
+        }
+      } else {
+        return Status::Error(file_name + ": augment_noise must be true/false or {snr: [...], phot_snr: X}");
+      }
+      for (double v : c.augment_snr)
+        if (!(v > 0)) return Status::Error(file_name + ": augment_noise.snr values must be positive");
+      if (c.augment_snr.empty()) return Status::Error(file_name + ": augment_noise.snr is empty");
+    }
     key = "split";
     if (auto s = root["split"]) {
       auto v = s.as<std::vector<double>>();
@@ -334,6 +373,94 @@ void GatherInputs(const sim::LibraryData& lib, const std::vector<int64_t>& rows,
   }
 }
 
+sim::LibraryData NoisyCopy(const sim::LibraryData& lib, const std::vector<int64_t>& rows_in,
+                           const std::vector<double>& snr, double phot_snr, uint64_t seed) {
+  std::vector<int64_t> rows = rows_in;
+  if (rows.empty()) {
+    rows.resize(lib.n);
+    std::iota(rows.begin(), rows.end(), 0);
+  }
+  const int64_t n = static_cast<int64_t>(rows.size());
+  sim::LibraryData out;
+  out.wave = lib.wave;
+  out.norm_min = lib.norm_min;
+  out.norm_max = lib.norm_max;
+  out.sigma_target = lib.sigma_target;
+  out.bands = lib.bands;
+  out.pivots = lib.pivots;
+  out.age_bin_centres = lib.age_bin_centres;
+  out.age_bin_edges = lib.age_bin_edges;
+  out.ssp_name = lib.ssp_name;
+  out.meta = lib.meta;
+  out.n = n;
+  auto take = [&](const auto& src, auto& dst) {
+    if (src.empty() || lib.n == 0) return;
+    const size_t w = src.size() / static_cast<size_t>(lib.n);
+    dst.resize(static_cast<size_t>(n) * w);
+    for (int64_t r = 0; r < n; ++r)
+      std::copy_n(src.begin() + rows[r] * w, w, dst.begin() + r * w);
+  };
+  take(lib.spectra, out.spectra);
+  take(lib.photometry, out.photometry);
+  take(lib.mass_frac, out.mass_frac);
+  take(lib.light_frac, out.light_frac);
+  take(lib.zh, out.zh);
+  take(lib.t_mass, out.t_mass);
+  take(lib.snr, out.snr);
+  take(lib.tau_bc, out.tau_bc);
+  take(lib.tau_ism, out.tau_ism);
+  take(lib.sfh_kind, out.sfh_kind);
+  take(lib.z_final, out.z_final);
+  const int64_t nw = lib.wave.n, nb = static_cast<int64_t>(lib.bands.size());
+  out.spectra_err.assign(static_cast<size_t>(n) * nw, 0.0f);
+  out.photometry_err.assign(static_cast<size_t>(n) * nb, 0.0f);
+  out.snr.resize(n);
+  for (int64_t r = 0; r < n; ++r) {
+    // One generator per object, seeded from (seed, source row): independent of the order.
+    std::seed_seq ss{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32), static_cast<uint32_t>(rows[r]),
+                     static_cast<uint32_t>(rows[r] >> 32)};
+    std::mt19937_64 rng(ss);
+    std::normal_distribution<double> g;
+    const double sn = snr[snr.size() == 1 ? 0 : rng() % snr.size()];
+    float* f = out.spectra.data() + r * nw;
+    float* e = out.spectra_err.data() + r * nw;
+    for (int64_t k = 0; k < nw; ++k) {
+      if (!std::isfinite(f[k])) continue;
+      e[k] = static_cast<float>(std::sqrt(std::max<double>(f[k], 1e-4)) / sn);
+      f[k] += static_cast<float>(e[k] * g(rng));
+    }
+    for (int64_t b = 0; b < nb && phot_snr > 0; ++b) {
+      float& p = out.photometry[r * nb + b];
+      out.photometry_err[r * nb + b] = static_cast<float>(std::abs(p) / phot_snr);
+      p += static_cast<float>(out.photometry_err[r * nb + b] * g(rng));
+    }
+    out.snr[r] = static_cast<float>(sn);
+  }
+  return out;
+}
+
+WeightedMeans TrueWeightedMeans(const CnnMetadata& md, const sim::LibraryData& lib, int64_t i) {
+  const float* tm = lib.mass_frac.data() + i * kNumBins;
+  const float* tz = lib.zh.data() + i * kNumBins;
+  double sm = 0, sma = 0, smz = 0, sl = 0, sla = 0, slz = 0;
+  for (int j = 0; j < kNumBins; ++j) {
+    const double la = std::log10(md.age_bin_centres[j] * 1e9);
+    const double z = std::isfinite(tz[j]) ? tz[j] : 0.0;  // bins without mass have no [Z/H]
+    sm += tm[j]; sma += tm[j] * la; smz += tm[j] * z;
+    if (!lib.light_frac.empty()) {
+      const double l = lib.light_frac[i * kNumBins + j];
+      sl += l; sla += l * la; slz += l * z;
+    }
+  }
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  WeightedMeans w;
+  w.mw_logage = sm > 0 ? sma / sm : nan;
+  w.mw_zh = sm > 0 ? smz / sm : nan;
+  w.lw_logage = sl > 0 ? sla / sl : nan;
+  w.lw_zh = sl > 0 ? slz / sl : nan;
+  return w;
+}
+
 Result<std::map<std::string, double>> Evaluate(const CnnModel& model, const sim::LibraryData& lib,
                                                const std::vector<int64_t>& rows_in, int threads) {
   CUBEFLOW_RETURN_NOT_OK(CheckLibrary(lib));
@@ -386,25 +513,12 @@ Result<std::map<std::string, double>> Evaluate(const CnnModel& model, const sim:
       }
     }
     const WeightedMeans pred = ComputeWeightedMeans(md, pm, pz);
-    // True means: mass weights, and the library's own light fractions when it has them.
-    double sm = 0, sma = 0, smz = 0, sl = 0, sla = 0, slz = 0;
-    for (int j = 0; j < kNumBins; ++j) {
-      const double la = std::log10(md.age_bin_centres[j] * 1e9);
-      const double z = std::isfinite(tz[j]) ? tz[j] : 0.0;
-      sm += tm[j]; sma += tm[j] * la; smz += tm[j] * z;
-      if (!lib.light_frac.empty()) {
-        const double l = lib.light_frac[i * kNumBins + j];
-        sl += l; sla += l * la; slz += l * z;
-      }
-    }
-    if (sm > 0) {
-      d_mw_age.Add(pred.mw_logage - sma / sm);
-      d_mw_zh.Add(pred.mw_zh - smz / sm);
-    }
-    if (sl > 0) {
-      d_lw_age.Add(pred.lw_logage - sla / sl);
-      d_lw_zh.Add(pred.lw_zh - slz / sl);
-    }
+    const WeightedMeans truth = TrueWeightedMeans(md, lib, i);
+    // Differences are truth minus prediction (the convention of `cubeflow evaluate`).
+    d_mw_age.Add(truth.mw_logage - pred.mw_logage);
+    d_mw_zh.Add(truth.mw_zh - pred.mw_zh);
+    d_lw_age.Add(truth.lw_logage - pred.lw_logage);
+    d_lw_zh.Add(truth.lw_zh - pred.lw_zh);
   }
   const double nel = static_cast<double>(n) * kNumBins;
   const double w = 0.8;
@@ -563,6 +677,15 @@ Result<TrainResult> Train(const TrainConfig& cfg, const sim::LibraryData& lib_in
       fs::rename(ckpt + ".tmp", ckpt);
     };
 
+    // With noise augmentation the validation set gets one fixed noise realisation, so that
+    // its loss is comparable between epochs.
+    torch::Tensor val_spec, val_phot;
+    if (cfg.augment_noise) {
+      auto gen = at::detail::createCPUGenerator(cfg.seed ^ 0x5eedf00dull);
+      auto idx = RowsTensor(val_rows, 0, val_rows.size());
+      std::tie(val_spec, val_phot) = AddNoise(ds.spec.index_select(0, idx), ds.phot.index_select(0, idx),
+                                              cfg.augment_snr, cfg.augment_phot_snr, md.phot_std, gen);
+    }
     auto val_loss = [&](CnnNet& model) {
       torch::NoGradGuard guard;
       model->eval();
@@ -571,7 +694,9 @@ Result<TrainResult> Train(const TrainConfig& cfg, const sim::LibraryData& lib_in
       for (size_t f = 0; f < val_rows.size(); f += 512) {
         const size_t c = std::min<size_t>(512, val_rows.size() - f);
         auto idx = RowsTensor(val_rows, f, c);
-        auto [pm, pz] = model->forward(ds.spec.index_select(0, idx), ds.phot.index_select(0, idx));
+        auto [pm, pz] = cfg.augment_noise
+                            ? model->forward(val_spec.narrow(0, f, c), val_phot.narrow(0, f, c))
+                            : model->forward(ds.spec.index_select(0, idx), ds.phot.index_select(0, idx));
         total += PaperLoss(pm, pz, ds.mf.index_select(0, idx), ds.zh.index_select(0, idx), cfg.loss_weight_sfh).item<double>() * c;
         count += static_cast<int64_t>(c);
       }
@@ -589,6 +714,7 @@ Result<TrainResult> Train(const TrainConfig& cfg, const sim::LibraryData& lib_in
       std::vector<int64_t> order = train_rows;
       std::mt19937_64 rng(cfg.seed * 6364136223846793005ull + 1442695040888963407ull * (epoch + 1));
       std::shuffle(order.begin(), order.end(), rng);
+      auto noise_gen = at::detail::createCPUGenerator(cfg.seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(epoch) + 1);
       int64_t nbatch = (n_train + bs - 1) / bs;
       if (cfg.batches_per_epoch > 0) nbatch = std::min(nbatch, cfg.batches_per_epoch);
       double total = 0;
@@ -600,7 +726,10 @@ Result<TrainResult> Train(const TrainConfig& cfg, const sim::LibraryData& lib_in
         }
         const size_t f = bi * bs, c = std::min<size_t>(bs, order.size() - f);
         auto idx = RowsTensor(order, f, c);
-        auto [pm, pz] = net->forward(ds.spec.index_select(0, idx), ds.phot.index_select(0, idx));
+        torch::Tensor xs = ds.spec.index_select(0, idx), xp = ds.phot.index_select(0, idx);
+        if (cfg.augment_noise)
+          std::tie(xs, xp) = AddNoise(xs, xp, cfg.augment_snr, cfg.augment_phot_snr, md.phot_std, noise_gen);
+        auto [pm, pz] = net->forward(xs, xp);
         auto loss = PaperLoss(pm, pz, ds.mf.index_select(0, idx), ds.zh.index_select(0, idx), cfg.loss_weight_sfh);
         opt.zero_grad();
         loss.backward();
@@ -660,7 +789,12 @@ Result<TrainResult> Train(const TrainConfig& cfg, const sim::LibraryData& lib_in
     impl->md = md;
     impl->net = best;
     CnnModel model(std::move(impl));
-    if (!test_rows.empty()) {
+    if (!test_rows.empty() && cfg.augment_noise) {
+      // Test metrics on the test rows with one noise realisation of the training S/N mix.
+      const sim::LibraryData noisy = NoisyCopy(lib, test_rows, cfg.augment_snr, cfg.augment_phot_snr, cfg.seed + 7);
+      auto metrics = Evaluate(model, noisy, {}, cfg.threads);
+      if (metrics.ok()) result.test_metrics = *metrics;
+    } else if (!test_rows.empty()) {
       auto metrics = Evaluate(model, lib, test_rows, cfg.threads);
       if (metrics.ok()) result.test_metrics = *metrics;
     }
@@ -674,7 +808,14 @@ Result<TrainResult> Train(const TrainConfig& cfg, const sim::LibraryData& lib_in
     mmd.training["n_train"] = std::to_string(n_train);
     mmd.training["n_val"] = std::to_string(n_val);
     mmd.training["n_test"] = std::to_string(test_rows.size());
-    mmd.training["snr_mix"] = SnrMix(lib);
+    if (cfg.augment_noise) {
+      std::ostringstream a;
+      for (size_t i = 0; i < cfg.augment_snr.size(); ++i) a << (i ? "," : "") << cfg.augment_snr[i];
+      mmd.training["snr_mix"] = "fresh noise per batch, S/N per pixel drawn from {" + a.str() + "}, photometric S/N " +
+                                std::to_string(cfg.augment_phot_snr) + "; library: " + SnrMix(lib);
+    } else {
+      mmd.training["snr_mix"] = SnrMix(lib);
+    }
     mmd.training["seconds"] = std::to_string(result.seconds);
     mmd.training["time"] = FormatDuration(result.seconds);
     mmd.training["library"] = cfg.library;
@@ -773,70 +914,6 @@ int TrainMain(int argc, char** argv) {
   return 0;
 #else
   std::cerr << "cubeflow train: this build has no simulation library (cubeflow_sim) to read " << cfg.library << "\n";
-  return 1;
-#endif
-}
-
-int EvaluateMain(int argc, char** argv) {
-  std::vector<std::string> pos;
-  int64_t rows = -1, first = 0;
-  int threads = 0;
-  std::string csv;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto next = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
-    const char* v = nullptr;
-    if (a == "--rows" && (v = next())) rows = std::atoll(v);
-    else if (a == "--first" && (v = next())) first = std::atoll(v);
-    else if (a == "--threads" && (v = next())) threads = std::atoi(v);
-    else if (a == "--csv" && (v = next())) csv = v;
-    else if (!a.empty() && a[0] != '-') pos.push_back(a);
-    else {
-      std::cerr << "usage: cubeflow evaluate MODEL LIBRARY [--rows N] [--first N] [--threads N] [--csv OUT]\n";
-      return 2;
-    }
-  }
-  if (pos.size() != 2) {
-    std::cerr << "usage: cubeflow evaluate MODEL LIBRARY [--rows N] [--first N] [--threads N] [--csv OUT]\n";
-    return 2;
-  }
-  auto model = CnnModel::Load(pos[0]);
-  if (!model.ok()) {
-    std::cerr << "cubeflow evaluate: " << model.status().message() << "\n";
-    return 1;
-  }
-#ifdef CUBEFLOW_HAVE_SIM
-  auto lib = sim::ReadLibrary(pos[1], first, rows);
-  if (!lib.ok()) {
-    std::cerr << "cubeflow evaluate: " << lib.status().message() << "\n";
-    return 1;
-  }
-  auto m = Evaluate(**model, *lib, {}, threads);
-  if (!m.ok()) {
-    std::cerr << "cubeflow evaluate: " << m.status().message() << "\n";
-    return 1;
-  }
-  for (const auto& [k, v] : *m) std::printf("%-20s %.6g\n", k.c_str(), v);
-  if (!csv.empty()) {
-    std::ofstream out(csv);
-    out << "row,mw_logage_pred,lw_logage_pred,mw_zh_pred,lw_zh_pred\n";
-    std::vector<int64_t> all(lib->n);
-    std::iota(all.begin(), all.end(), 0);
-    std::vector<float> spec, phot, mf(kNumBins), zh(kNumBins);
-    for (int64_t i = 0; i < lib->n; ++i) {
-      GatherInputs(*lib, {i}, (*model)->metadata().arch.nbands, spec, phot);
-      if (!(*model)->Predict(spec.data(), phot.data(), 1, mf.data(), zh.data(), threads).ok()) return 1;
-      auto w = ComputeWeightedMeans((*model)->metadata(), mf.data(), zh.data());
-      out << first + i << "," << w.mw_logage << "," << w.lw_logage << "," << w.mw_zh << "," << w.lw_zh << "\n";
-    }
-    if (!out) {
-      std::cerr << "cubeflow evaluate: cannot write " << csv << "\n";
-      return 1;
-    }
-  }
-  return 0;
-#else
-  std::cerr << "cubeflow evaluate: this build has no simulation library (cubeflow_sim) to read " << pos[1] << "\n";
   return 1;
 #endif
 }

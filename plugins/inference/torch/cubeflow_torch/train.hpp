@@ -38,6 +38,12 @@ struct TrainConfig {
   int64_t batches_per_epoch = 0;  ///< 0: whole training set per epoch (tests use a few)
   double train_fraction = 0.7, val_fraction = 0.2;  ///< the rest is the test set
   bool photometry = true;      ///< false: spectrum-only model (no photometric branch)
+  /// Fresh noise for every batch (the simulator's noise model, S/N drawn from augment_snr);
+  /// meant for a noise-free library (`noise: {enabled: false}`), to stop the network from
+  /// memorising noise realisations.
+  bool augment_noise = false;
+  std::vector<double> augment_snr = {15, 20, 35, 50};
+  double augment_phot_snr = 50;
   bool resume = false;
   CnnArch arch;                ///< nwave and nbands are taken from the library
   std::string config_yaml;     ///< verbatim text, stored in the model metadata
@@ -83,6 +89,16 @@ Result<TrainResult> Train(const TrainConfig& config, const sim::LibraryData& lib
 Result<std::map<std::string, double>> Evaluate(const CnnModel& model, const sim::LibraryData& lib,
                                                const std::vector<int64_t>& rows = {},
                                                int threads = 0);
+
+/// True eq. 6-7 means of library row i: mass weights from MASS_FRAC, light weights from the
+/// library's LIGHT_FRAC (lw_* NaN when the library has none); [Z/H] of empty bins counts as 0.
+WeightedMeans TrueWeightedMeans(const CnnMetadata& md, const sim::LibraryData& lib, int64_t i);
+
+/// A copy of library rows (all if `rows` is empty) with the simulator's noise added: per object an
+/// S/N drawn from `snr` (pixel sigma sqrt(max(f, 1e-4)) / S/N), photometry |F| / phot_snr
+/// (no photometric noise if phot_snr <= 0). Deterministic per (seed, source row).
+sim::LibraryData NoisyCopy(const sim::LibraryData& lib, const std::vector<int64_t>& rows,
+                           const std::vector<double>& snr, double phot_snr, uint64_t seed);
 
 /// Builds the model inputs of library rows: spectra (rows x nwave) and photometry
 /// (rows x nbands, or empty when the model has no bands).
