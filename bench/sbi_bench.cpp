@@ -59,7 +59,7 @@ int main(int argc, char** argv) {
     model = std::move(m).ValueOrThrow();
   }
   const auto& md = model->metadata();
-  const int64_t nw = md.encoder.nwave, nb = md.encoder.nbands, SD = md.encoder.summary_dim, D = md.flow.dim;
+  const int64_t nw = md.encoder.nwave, nb = md.encoder.nbands, SD = md.encoder.ContextDim(), D = md.flow.dim;
   std::printf("sbi_bench: %s; flow %s, %lld layers x %lld hidden, %lld bins; %lld parameters; %lld samples per bin\n",
               path.empty() ? "default architecture, random weights" : path.c_str(), md.flow.transform.c_str(),
               static_cast<long long>(md.flow.layers), static_cast<long long>(md.flow.hidden),

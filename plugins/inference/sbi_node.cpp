@@ -37,7 +37,7 @@ NodeSpec SbiNode::Spec() {
       .Describe(
           "Runs a neural posterior estimator trained with `cubeflow train` (kind: sbi; Iglesias-Navarro et "
           "al. 2024): an encoder compresses the rest-framed, normalised bin spectrum (and photometry in the "
-          "model's bands, and the spectrum's S/N from its variance) to a 16-d summary, and a conditional "
+          "model's bands, and the spectrum's S/N: see snr_source) to a 16-d summary, and a conditional "
           "normalising flow draws n_samples posterior samples of the cosmic times (Gyr after the Big Bang) by "
           "which 10, 20 ... 90 % of the stellar mass had formed and of the mass-weighted mean [M/H]. Per bin "
           "it emits the posterior median <p>, the 16th and 84th percentiles <p>_p16 / <p>_p84 and "
@@ -180,7 +180,7 @@ void SbiNode::Process(ProcessContext& ctx) {
     }
   }
   const int threads = opt_.threads > 0 ? opt_.threads : ctx.threads();
-  std::vector<float> summary(n * md.encoder.summary_dim);
+  std::vector<float> summary(n * md.encoder.ContextDim());
   Status st = model_->Summarize(spec.data(), nb > 0 ? phot.data() : nullptr, snr.data(), static_cast<int64_t>(n),
                                 summary.data(), threads);
   if (!st.ok()) throw Error("inference.sbi: " + st.message());

@@ -349,7 +349,7 @@ TEST(SbiModel, PhysicalLogProbIncludesTheJacobian) {
   auto model = sbi::SbiModel::CreateRandom(md, 2);
   ASSERT_TRUE(model.ok()) << model.status().message();
   PerturbFlow((*model)->impl().net->flow, 0.3, 4);
-  std::vector<float> summary(md.encoder.summary_dim, 0.5f);
+  std::vector<float> summary(md.encoder.ContextDim(), 0.5f);
   // Integrate p(t50, mh) over mh (uniform grid) and u = log10(lookback) (dt = ln10 10^u du).
   const int G = 401;
   const double ulo = 0.6 - 8 * 0.25, uhi = 0.6 + 8 * 0.25, mlo = -0.15 - 8 * 0.08, mhi = -0.15 + 8 * 0.08;
@@ -400,11 +400,14 @@ TEST(SbiModel, SaveLoadRoundTripAndReproducibleSampling) {
   sbi::GatherSbiInputs(lib, rows, 3, 5300, 5500, spec, phot, snr);
   EXPECT_NEAR(snr[0], 50.0, 1e-3);
   EXPECT_NEAR(snr[1], 20.0, 1e-3);
-  const int64_t SD = md.encoder.summary_dim, S = 200, D = 10;
+  const int64_t SD = md.encoder.ContextDim(), S = 200, D = 10;
   std::vector<float> s1(12 * SD), s2(12 * SD);
   ASSERT_TRUE((*model)->Summarize(spec.data(), phot.data(), snr.data(), 12, s1.data(), 1).ok());
   ASSERT_TRUE((*loaded)->Summarize(spec.data(), phot.data(), snr.data(), 12, s2.data(), 1).ok());
   EXPECT_EQ(s1, s2);
+  // The flow's context ends with the standardised log10(S/N) (rows 0 / 1: S/N 50 / 20).
+  EXPECT_NEAR(s1[SD - 1], (std::log10(50.0) - md.snr_log_mean) / md.snr_log_std, 1e-4);
+  EXPECT_NEAR(s1[2 * SD - 1], (std::log10(20.0) - md.snr_log_mean) / md.snr_log_std, 1e-4);
   std::vector<int64_t> keys = {5, 9, 100, 7, 3, 1, 2, 8, 11, 12, 13, 14};
   std::vector<float> a(12 * S * D), b(12 * S * D);
   ASSERT_TRUE((*model)->Sample(s1.data(), 12, S, keys.data(), 42, a.data(), 1).ok());
@@ -665,7 +668,7 @@ TEST(SbiTrain, LossesFallModelIsWrittenAndResumeIsExact) {
   std::vector<float> spec, phot, snr;
   std::vector<int64_t> rows = {0, 1, 2, 3};
   sbi::GatherSbiInputs(lib, rows, 3, 5300, 5500, spec, phot, snr);
-  const int64_t SD = md.encoder.summary_dim;
+  const int64_t SD = md.encoder.ContextDim();
   std::vector<float> sa(4 * SD), sb(4 * SD), xa(4 * 50 * 10), xb(4 * 50 * 10);
   ASSERT_TRUE((*model)->Summarize(spec.data(), phot.data(), snr.data(), 4, sa.data(), 1).ok());
   ASSERT_TRUE((*mb)->Summarize(spec.data(), phot.data(), snr.data(), 4, sb.data(), 1).ok());
@@ -767,6 +770,43 @@ TEST(SbiTrain, NoiseAugmentationOnANoiseFreeLibrary) {
   auto refused = sbi::Train(cfg, noisy, nullptr);
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.status().message().find("already has noise"), std::string::npos);
+  fs::remove_all(dir);
+}
+
+TEST(SbiTrain, FlowOnlyFromATrainedEncoder) {
+  auto lib = MakeLibrary(300, 12);
+  auto dir = TempDir("encfrom");
+  auto cfg = TinyConfig(dir);
+  cfg.epochs = 2;
+  cfg.flow_epochs = 1;
+  ASSERT_TRUE(sbi::Train(cfg, lib, nullptr).ok());
+  const std::string first = cfg.output;
+  auto cfg2 = TinyConfig(dir);
+  cfg2.output = (dir / "flow_only.pt").string();
+  cfg2.encoder_from = first;
+  cfg2.flow_epochs = 2;
+  std::vector<std::string> stages;
+  auto r = sbi::Train(cfg2, lib, nullptr, [&](const sbi::EpochReport& e) { stages.push_back(e.stage); });
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(stages, (std::vector<std::string>{"flow", "flow"}));
+  auto a = sbi::SbiModel::Load(first), b = sbi::SbiModel::Load(cfg2.output);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ((*b)->metadata().training.at("encoder_from"), first);
+  EXPECT_DOUBLE_EQ((*b)->metadata().metrics.at("encoder_best_epoch"), (*a)->metadata().metrics.at("encoder_best_epoch"));
+  std::vector<float> spec, phot, snr;
+  std::vector<int64_t> rows = {0, 1, 2};
+  sbi::GatherSbiInputs(lib, rows, 3, 5300, 5500, spec, phot, snr);
+  const int64_t SD = (*a)->metadata().encoder.ContextDim();
+  std::vector<float> sa(3 * SD), sb(3 * SD);
+  ASSERT_TRUE((*a)->Summarize(spec.data(), phot.data(), snr.data(), 3, sa.data(), 1).ok());
+  ASSERT_TRUE((*b)->Summarize(spec.data(), phot.data(), snr.data(), 3, sb.data(), 1).ok());
+  EXPECT_EQ(sa, sb);  // the same encoder
+  // An encoder trained on another split (seed) does not match this configuration.
+  cfg2.seed = 99;
+  fs::remove(cfg2.output + ".ckpt");
+  auto bad = sbi::Train(cfg2, lib, nullptr);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("encoder_from"), std::string::npos) << bad.status().message();
   fs::remove_all(dir);
 }
 

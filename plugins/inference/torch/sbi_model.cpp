@@ -1,5 +1,6 @@
 // SBI model: encoder and conditional normalising flow (libtorch), metadata I/O, loading,
 // saving, summaries and posterior sampling.
+#include <dlfcn.h>
 #include <torch/torch.h>
 #include <yaml-cpp/yaml.h>
 
@@ -23,6 +24,19 @@ constexpr int64_t kSummaryChunk = 64;     // encoder chunk (feature maps stay in
 constexpr int64_t kSampleChunk = 4096;    // flow samples per network call (activations stay in L2)
 constexpr uint64_t kSampleStream = 0x5B1;  // Rng stream of the posterior draws
 constexpr double kLn10 = 2.302585092994045684;
+
+/// Sets libtorch's intra-op threads and, when libtorch uses OpenBLAS, OpenBLAS's own pool (which
+/// at::set_num_threads does not control and which otherwise uses every core: under load its
+/// spinning threads made sampling several times slower, see docs/sbi.md). Only when it changes.
+void SetThreads(int threads) {
+  if (threads <= 0) return;
+  if (at::get_num_threads() != threads) at::set_num_threads(threads);
+  using SetFn = void (*)(int);
+  using GetFn = int (*)();
+  static const SetFn set = reinterpret_cast<SetFn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  static const GetFn get = reinterpret_cast<GetFn>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  if (set && get && get() != threads) set(threads);
+}
 
 }  // namespace
 
@@ -384,7 +398,7 @@ torch::Tensor FlowImpl::Inverse(const torch::Tensor& z, const torch::Tensor& e) 
 
 SbiNetImpl::SbiNetImpl(const EncoderArch& enc, const FlowArch& fl) {
   encoder = register_module("encoder", Encoder(enc, fl.dim));
-  flow = register_module("flow", Flow(fl, enc.summary_dim));
+  flow = register_module("flow", Flow(fl, enc.ContextDim()));
 }
 
 void CopyModuleState(torch::nn::Module& src, torch::nn::Module& dst) {
@@ -759,11 +773,11 @@ Status SbiModel::Summarize(const float* spectra, const float* phot, const float*
                            int threads) const {
   if (n <= 0) return Status::OK();
   const auto& md = impl_->md;
-  const int64_t nw = md.encoder.nwave, nb = md.encoder.nbands, S = md.encoder.summary_dim;
+  const int64_t nw = md.encoder.nwave, nb = md.encoder.nbands, S = md.encoder.ContextDim();
   if (nb > 0 && phot == nullptr) return Status::Error("the SBI model needs photometry in " + std::to_string(nb) + " bands");
   if (md.encoder.noise_input && snr == nullptr) return Status::Error("the SBI model needs the S/N of each spectrum");
   try {
-    if (threads > 0 && at::get_num_threads() != threads) at::set_num_threads(threads);
+    SetThreads(threads);
     c10::InferenceMode guard;
     for (int64_t first = 0; first < n; first += kSummaryChunk) {
       const int64_t b = std::min(kSummaryChunk, n - first);
@@ -774,7 +788,9 @@ Status SbiModel::Summarize(const float* spectra, const float* phot, const float*
       torch::Tensor nz = md.encoder.noise_input
                              ? impl_->NoiseFeature(torch::from_blob(const_cast<float*>(snr + first), {b}, torch::kFloat))
                              : torch::zeros({b, 1});
-      auto out = impl_->net->encoder->forward(s, p, nz).contiguous();
+      auto out = impl_->net->encoder->forward(s, p, nz);
+      if (md.encoder.noise_input) out = torch::cat({out, nz}, 1);
+      out = out.contiguous();
       std::memcpy(summary + first * S, out.data_ptr<float>(), sizeof(float) * b * S);
     }
   } catch (const std::exception& ex) {
@@ -814,10 +830,10 @@ Status SbiModel::Sample(const float* summary, int64_t n, int64_t n_samples, cons
                         float* out, int threads) const {
   if (n <= 0 || n_samples <= 0) return Status::OK();
   const auto& md = impl_->md;
-  const int64_t D = md.flow.dim, C = md.encoder.summary_dim;
+  const int64_t D = md.flow.dim, C = md.encoder.ContextDim();
   const PhysMap phys(md);
   try {
-    if (threads > 0 && at::get_num_threads() != threads) at::set_num_threads(threads);
+    SetThreads(threads);
     c10::InferenceMode guard;
     auto& flow = impl_->net->flow;
     auto e_all = flow->Embed(torch::from_blob(const_cast<float*>(summary), {n, C}, torch::kFloat));
@@ -860,9 +876,9 @@ Status SbiModel::Sample(const float* summary, int64_t n, int64_t n_samples, cons
 Status SbiModel::LogProb(const float* summary, const float* theta, int64_t n, double* out, int threads) const {
   if (n <= 0) return Status::OK();
   const auto& md = impl_->md;
-  const int64_t D = md.flow.dim, C = md.encoder.summary_dim;
+  const int64_t D = md.flow.dim, C = md.encoder.ContextDim();
   try {
-    if (threads > 0 && at::get_num_threads() != threads) at::set_num_threads(threads);
+    SetThreads(threads);
     c10::InferenceMode guard;
     std::vector<float> y(n * D);
     std::vector<double> jac(n, 0.0);  // log |d physical / d y|
@@ -890,11 +906,12 @@ Status SbiModel::LogProb(const float* summary, const float* theta, int64_t n, do
 Status SbiModel::HeadPredict(const float* summary, int64_t n, float* out, int threads) const {
   if (n <= 0) return Status::OK();
   const auto& md = impl_->md;
-  const int64_t D = md.flow.dim, C = md.encoder.summary_dim;
+  const int64_t D = md.flow.dim, C = md.encoder.ContextDim();
   try {
-    if (threads > 0 && at::get_num_threads() != threads) at::set_num_threads(threads);
+    SetThreads(threads);
     c10::InferenceMode guard;
-    auto y = impl_->net->encoder->Head(torch::from_blob(const_cast<float*>(summary), {n, C}, torch::kFloat)).contiguous();
+    auto ctx = torch::from_blob(const_cast<float*>(summary), {n, C}, torch::kFloat);
+    auto y = impl_->net->encoder->Head(ctx.narrow(1, 0, md.encoder.summary_dim)).contiguous();
     PhysMap(md).Apply(y.data_ptr<float>(), n, out);
   } catch (const std::exception& ex) {
     return Status::Error(std::string("SBI regression head failed: ") + ex.what());

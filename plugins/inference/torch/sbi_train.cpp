@@ -285,7 +285,7 @@ Result<TrainConfig> ParseTrainConfig(const std::string& yaml_text, const std::st
         "lr_patience", "stop_patience", "batches_per_epoch", "flow_epochs", "flow_batch_size", "flow_lr",
         "flow_lr_patience", "flow_stop_patience", "flow_batches_per_epoch", "seed", "threads", "max_rows", "split",
         "encoder_fraction", "photometry", "noise_input", "time_transform", "lookback_offset", "eval_samples",
-        "architecture", "flow", "augment_noise", "flow_noise_draws", "flow_jitter"};
+        "architecture", "flow", "augment_noise", "flow_noise_draws", "flow_jitter", "flow_jitter_anneal", "encoder_from"};
     for (const auto& kv : root) {
       key = kv.first.as<std::string>();
       if (!kKnown.count(key)) {
@@ -305,6 +305,7 @@ Result<TrainConfig> ParseTrainConfig(const std::string& yaml_text, const std::st
     str("flow_library", c.flow_library);
     str("output", c.output);
     str("checkpoint", c.checkpoint);
+    str("encoder_from", c.encoder_from);
     i64("epochs", c.epochs);
     i64("batch_size", c.batch_size);
     dbl("lr", c.lr);
@@ -331,6 +332,7 @@ Result<TrainConfig> ParseTrainConfig(const std::string& yaml_text, const std::st
     i64("eval_samples", c.eval_samples);
     i64("flow_noise_draws", c.flow_noise_draws);
     dbl("flow_jitter", c.flow_jitter);
+    bln("flow_jitter_anneal", c.flow_jitter_anneal);
     key = "augment_noise";
     if (auto a = root["augment_noise"]) {
       bool enabled = true;
@@ -528,7 +530,7 @@ Result<Calibration> EvaluateCalibration(const SbiModel& model, const sim::Librar
     rows.resize(lib.n);
     std::iota(rows.begin(), rows.end(), 0);
   }
-  const int64_t D = md.flow.dim, S = md.encoder.summary_dim;
+  const int64_t D = md.flow.dim, S = md.encoder.ContextDim();
   std::vector<std::string> names;
   for (const auto& p : md.theta) names.push_back(p.name);
   CalibrationAccumulator acc(names, D, n_samples, keep_objects);
@@ -646,7 +648,7 @@ Result<TrainResult> Train(const TrainConfig& cfg, const sim::LibraryData& lib, c
     md.flow = cfg.flow;
     md.flow.dim = static_cast<int64_t>(md.theta.size());
     md.flow.permutation_seed = cfg.seed;
-    const int64_t D = md.flow.dim, SD = md.encoder.summary_dim;
+    const int64_t D = md.flow.dim, SD = md.encoder.ContextDim();
 
     std::vector<int64_t> all_rows(n);
     std::iota(all_rows.begin(), all_rows.end(), 0);
@@ -768,6 +770,48 @@ Result<TrainResult> Train(const TrainConfig& cfg, const sim::LibraryData& lib, c
     };
     torch::serialize::InputArchive resume_opt;
     bool have_resume_opt = false;
+    std::map<std::string, double> encoder_from_metrics;
+    if (!cfg.encoder_from.empty() && !(cfg.resume && fs::exists(ckpt))) {
+      // Take the encoder of a trained model; check that it saw the same inputs and targets.
+      const std::string src = cfg.encoder_from;
+      auto smd = ReadMetadata(MetadataPath(src));
+      if (!smd.ok()) return Status::Error("encoder_from: " + smd.status().message());
+      const auto& a = smd->encoder;
+      const auto& b = md.encoder;
+      std::string diff;
+      auto same = [](double x, double y) { return std::abs(x - y) <= 1e-6 * (1.0 + std::abs(x)); };
+      if (a.nwave != b.nwave || a.nbands != b.nbands || a.noise_input != b.noise_input || a.channels != b.channels ||
+          a.kernels != b.kernels || a.pools != b.pools || a.attention != b.attention || a.attention_dim != b.attention_dim ||
+          a.spec_hidden != b.spec_hidden || a.spec_features != b.spec_features || a.phot_hidden != b.phot_hidden ||
+          a.phot_features != b.phot_features || a.fusion_hidden != b.fusion_hidden || a.summary_dim != b.summary_dim ||
+          a.head_hidden != b.head_hidden)
+        diff = "encoder architecture";
+      else if (smd->theta.size() != md.theta.size())
+        diff = "parameters";
+      for (size_t k = 0; diff.empty() && k < md.theta.size(); ++k)
+        if (smd->theta[k].name != md.theta[k].name || smd->theta[k].transform != md.theta[k].transform ||
+            !same(smd->theta[k].mean, md.theta[k].mean) || !same(smd->theta[k].std, md.theta[k].std))
+          diff = "standardisation of " + md.theta[k].name;
+      for (size_t k = 0; diff.empty() && k < md.phot_mean.size(); ++k)
+        if (k >= smd->phot_mean.size() || !same(smd->phot_mean[k], md.phot_mean[k]) || !same(smd->phot_std[k], md.phot_std[k]))
+          diff = "photometry standardisation";
+      if (diff.empty() && (!same(smd->snr_log_mean, md.snr_log_mean) || !same(smd->snr_log_std, md.snr_log_std)))
+        diff = "S/N standardisation";
+      if (!diff.empty())
+        return Status::Error("encoder_from: " + src + " differs from this configuration in its " + diff +
+                             " (it must come from the same library, split, seed and encoder settings)");
+      torch::serialize::InputArchive ar, ea;
+      ar.load_from(src);
+      ar.read("encoder", ea);
+      net->encoder->load(ea);
+      CopyModuleState(*net->encoder, *best->encoder);
+      for (const char* k : {"encoder_best_val_logcosh", "encoder_best_epoch", "encoder_epochs_run"})
+        if (smd->metrics.count(k)) encoder_from_metrics[k] = smd->metrics.at(k);
+      enc_best_val = encoder_from_metrics.count("encoder_best_val_logcosh") ? encoder_from_metrics["encoder_best_val_logcosh"] : NAN;
+      enc_best_epoch = encoder_from_metrics.count("encoder_best_epoch") ? static_cast<int64_t>(encoder_from_metrics["encoder_best_epoch"]) : 0;
+      stage = 2;
+      std::cerr << "cubeflow train: encoder taken from " << src << "; training the flow only\n";
+    }
     if (cfg.resume && !fs::exists(ckpt))
       std::cerr << "cubeflow train: no checkpoint " << ckpt << " to resume from; starting from the beginning\n";
     if (cfg.resume && fs::exists(ckpt)) {
@@ -861,6 +905,8 @@ Result<TrainResult> Train(const TrainConfig& cfg, const sim::LibraryData& lib, c
     bool stopped = false;
 
     // ---- stage 1: encoder + Log-Cosh head ----
+    if (stage == 2 && start_epoch == 0 && !cfg.encoder_from.empty() && !(cfg.resume && fs::exists(ckpt)))
+      save_checkpoint(2, 0, nullptr);  // resumable from the flow stage
     if (stage == 1) {
       torch::optim::Adam opt(net->encoder->parameters(), torch::optim::AdamOptions(cfg.lr));
       if (have_resume_opt) opt.load(resume_opt);
@@ -984,7 +1030,9 @@ Result<TrainResult> Train(const TrainConfig& cfg, const sim::LibraryData& lib, c
         const size_t c = std::min<size_t>(256, rows.size() - f);
         std::vector<int64_t> sub(rows.begin() + f, rows.begin() + f + c);
         auto in = make_inputs(L, sub, stream);
-        out.narrow(0, static_cast<int64_t>(f), static_cast<int64_t>(c)).copy_(best->encoder->forward(in.spec, in.phot, in.noise));
+        auto s = best->encoder->forward(in.spec, in.phot, in.noise);
+        if (md.encoder.noise_input) s = torch::cat({s, in.noise}, 1);
+        out.narrow(0, static_cast<int64_t>(f), static_cast<int64_t>(c)).copy_(s);
       }
       return out;
     };
@@ -1046,6 +1094,8 @@ Result<TrainResult> Train(const TrainConfig& cfg, const sim::LibraryData& lib, c
         int64_t nbatch = (m + bs - 1) / bs;
         if (cfg.flow_batches_per_epoch > 0) nbatch = std::min(nbatch, cfg.flow_batches_per_epoch);
         sim::Rng jrng(cfg.seed, static_cast<uint64_t>(epoch), kJitterStream);
+        const double jitter_sd =
+            cfg.flow_jitter * (cfg.flow_jitter_anneal ? 1.0 - static_cast<double>(epoch) / cfg.flow_epochs : 1.0);
         double total = 0;
         int64_t seen = 0;
         for (int64_t bi = 0; bi < nbatch; ++bi) {
@@ -1056,9 +1106,9 @@ Result<TrainResult> Train(const TrainConfig& cfg, const sim::LibraryData& lib, c
           const size_t f = bi * bs, c = std::min<size_t>(bs, order.size() - f);
           auto idx = RowsTensor(order, f, c);
           auto y = fy.index_select(0, idx);
-          if (cfg.flow_jitter > 0) {
+          if (jitter_sd > 0) {
             jitter.resize(c * D);
-            for (auto& v : jitter) v = static_cast<float>(cfg.flow_jitter * jrng.Normal());
+            for (auto& v : jitter) v = static_cast<float>(jitter_sd * jrng.Normal());
             y = y + torch::from_blob(jitter.data(), {static_cast<int64_t>(c), D}, torch::kFloat);
           }
           auto nll = -net->flow->LogProb(y, net->flow->Embed(fsum.index_select(0, idx))).mean();
@@ -1145,6 +1195,10 @@ Result<TrainResult> Train(const TrainConfig& cfg, const sim::LibraryData& lib, c
     mmd.metrics["flow_best_val_nll"] = best_val;
     mmd.metrics["flow_best_epoch"] = static_cast<double>(best_epoch);
     mmd.metrics["encoder_epochs_run"] = static_cast<double>(result.encoder_epochs);
+    if (!cfg.encoder_from.empty()) {
+      for (const auto& [k, v] : encoder_from_metrics) mmd.metrics[k] = v;
+      mmd.training["encoder_from"] = cfg.encoder_from;
+    }
     mmd.metrics["flow_epochs_run"] = static_cast<double>(result.flow_epochs);
     mmd.training["library"] = cfg.library;
     if (flow_lib) mmd.training["flow_library"] = cfg.flow_library;
@@ -1232,6 +1286,7 @@ int TrainMain(int argc, char** argv) {
   resolve(cfg.flow_library);
   resolve(cfg.output);
   resolve(cfg.checkpoint);
+  resolve(cfg.encoder_from);
   std::cerr << "cubeflow train: reading " << cfg.library << "\n";
   auto lib = sim::ReadLibrary(cfg.library, 0, cfg.max_rows);
   if (!lib.ok()) {

@@ -41,6 +41,9 @@ struct EncoderArch {
 
   int64_t PooledLength() const;
   Status Validate() const;
+  /// What the flow is conditioned on: the summary, plus the standardised log10(S/N) when
+  /// noise_input (a summary trained for point estimates need not keep the noise level).
+  int64_t ContextDim() const { return summary_dim + (noise_input ? 1 : 0); }
 };
 
 /// \brief The conditional normalising flow.
@@ -131,10 +134,12 @@ class SbiModel {
 
   /// Encoder: `spectra` n x nwave normalised flux (finite), `phot` n x nbands of f / norm (ignored
   /// when nbands = 0), `snr` n values of inputs::NoiseSnr (ignored without noise input).
-  /// Writes n x summary_dim summaries. Runs in chunks of <= 64 objects.
+  /// Writes n x encoder.ContextDim() values: the summary, then (noise_input) the S/N feature.
+  /// Runs in chunks of <= 64 objects.
   Status Summarize(const float* spectra, const float* phot, const float* snr, int64_t n, float* summary,
                    int threads = 0) const;
-  /// Draws `n_samples` posterior samples per object from the flow given its summary. Object i
+  /// Draws `n_samples` posterior samples per object from the flow given its Summarize() output
+  /// (`summary`: n x encoder.ContextDim()). Object i
   /// uses its own generator seeded by (seed, keys[i]), so its samples do not depend on which
   /// other objects share the call. `out`: n x n_samples x dim, physical units (metadata().theta).
   Status Sample(const float* summary, int64_t n, int64_t n_samples, const int64_t* keys, uint64_t seed,

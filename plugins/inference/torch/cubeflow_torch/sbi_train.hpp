@@ -36,6 +36,10 @@ struct TrainConfig {
   std::string flow_library;       ///< optional second library: the flow trains on all its rows
   std::string output;             ///< model file (metadata beside it)
   std::string checkpoint;         ///< default: output + ".ckpt"
+  /// Optional SBI model whose encoder (and regression head) is taken as trained: the encoder
+  /// stage is skipped and only the flow is trained. Its metadata must match this configuration
+  /// (same library, split and standardisation).
+  std::string encoder_from;
   // stage 1: encoder
   int64_t epochs = 30;            ///< maximum encoder epochs
   int64_t batch_size = 128;
@@ -65,7 +69,8 @@ struct TrainConfig {
   /// noise-free libraries (`noise: {enabled: false}` in the simulator configuration).
   NoiseAugment augment_noise;
   int64_t flow_noise_draws = 1;   ///< noise realisations per flow training row (with augment_noise)
-  double flow_jitter = 0.01;      ///< std of Gaussian noise added to the standardised parameters in flow training
+  double flow_jitter = 0.05;      ///< std of Gaussian noise added to the standardised parameters in flow training
+  bool flow_jitter_anneal = true; ///< the jitter falls linearly to 0 over flow_epochs (epoch e: jitter (1 - e / flow_epochs))
   std::string time_transform = "log_lookback";  ///< or "linear" (for t10..t90)
   double lookback_offset = 0.01;                ///< Gyr
   int64_t eval_samples = 500;     ///< posterior samples per test object for the final metrics
