@@ -11,7 +11,7 @@ PACKAGES=(
   libcfitsio-dev wcslib-dev
   libtorch-dev libopenblas0-pthread
   googletest libgtest-dev
-  libcli11-dev libspdlog-dev libpng-dev
+  libcli11-dev libspdlog-dev libpng-dev zlib1g-dev
   python3 python3-astropy python3-numpy python3-torch python3-matplotlib
 )
 missing=()

@@ -1,0 +1,1280 @@
+// Figures: grid layout, XY panels (lines, steps, bars, error bars, bands, 2-D histograms,
+// legends) and image panels (maps with colour bars and sky-coordinate axes).
+#include "cubeflow/plot/figure.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <functional>
+
+namespace cubeflow::plot {
+
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+TextStyle Txt(const Theme& th, HAlign h, VAlign v, bool vertical = false, bool bold = false, int scale = 0) {
+  TextStyle s;
+  s.scale = scale > 0 ? scale : th.font_scale;
+  s.color = th.foreground;
+  s.halign = h;
+  s.valign = v;
+  s.vertical = vertical;
+  s.bold = bold;
+  return s;
+}
+
+int TextH(const Theme& th, int scale = 0) {
+  const int s = scale > 0 ? scale : th.font_scale;
+  return 9 * s;  // ascent 7 + descent 2 glyph rows
+}
+
+/// Maps data values to pixels along one axis.
+struct AxisMap {
+  double lo = 0, hi = 1;
+  bool log = false;
+  double p0 = 0, p1 = 1;  // pixel of lo, of hi
+  double T(double v) const { return log ? std::log10(v) : v; }
+  double operator()(double v) const {
+    if (log && !(v > 0)) return kNaN;
+    const double a = T(lo), b = T(hi);
+    if (b == a) return (p0 + p1) / 2;
+    return p0 + (T(v) - a) / (b - a) * (p1 - p0);
+  }
+};
+
+Ticks AxisTicks(double lo, double hi, bool log, int max_ticks) {
+  return log ? LogTicks(lo, hi, max_ticks) : LinearTicks(lo, hi, max_ticks);
+}
+
+/// Chooses ticks whose labels do not overlap along an axis of `length_px` pixels.
+/// horizontal: labels side by side (widths matter); otherwise stacked (heights matter).
+Ticks FitTicks(double lo, double hi, bool log, int length_px, bool horizontal, const Theme& th,
+               const std::function<double(double)>& to_px) {
+  const int gap = horizontal ? 3 * th.font_scale * 5 / 2 : th.font_scale * 4;
+  int max_ticks = std::clamp(length_px / (horizontal ? 40 : TextH(th) * 2), 2, 10);
+  Ticks best;
+  for (; max_ticks >= 2; --max_ticks) {
+    Ticks t = AxisTicks(lo, hi, log, max_ticks);
+    best = t;
+    bool ok = true;
+    for (size_t i = 1; i < t.major.size() && ok; ++i) {
+      const double d = std::fabs(to_px(t.major[i]) - to_px(t.major[i - 1]));
+      const double need = horizontal ? (MeasureText(t.labels[i - 1], th.font_scale).width +
+                                        MeasureText(t.labels[i], th.font_scale).width) / 2.0 + gap
+                                     : TextH(th) + gap;
+      if (d < need) ok = false;
+    }
+    if (ok) return t;
+  }
+  return best;
+}
+
+int MaxLabelWidth(const std::vector<std::string>& labels, int scale) {
+  int w = 0;
+  for (const auto& l : labels) w = std::max(w, MeasureText(l, scale).width);
+  return w;
+}
+
+int LabelsHeight(const std::vector<std::string>& labels, const Theme& th) {
+  int h = TextH(th);
+  for (const auto& l : labels) h = std::max(h, MeasureText(l, th.font_scale).height());
+  return h;
+}
+
+/// A vertical colour bar: gradient, frame, ticks and labels on the right, label rotated.
+struct ColorbarSpec {
+  Colormap cmap = Colormap("grey", {colors::kBlack, colors::kWhite});
+  Norm norm;
+  std::string label;
+};
+
+Ticks ColorbarTicks(const ColorbarSpec& cb, int height, const Theme& th) {
+  const bool log = cb.norm.scale == Norm::Scale::kLog;
+  const double lo = cb.norm.vmin, hi = cb.norm.vmax;
+  auto to_px = [&](double v) { return cb.norm(v) * height; };
+  if (cb.norm.scale == Norm::Scale::kAsinh) {
+    // Ticks at nice values spread in the stretched coordinate.
+    Ticks t = LinearTicks(lo, hi, 6);
+    return t;
+  }
+  return FitTicks(lo, hi, log, height, false, th, to_px);
+}
+
+/// Width needed right of the image for a colour bar of the given height.
+int ColorbarBand(const ColorbarSpec& cb, int height, const Theme& th) {
+  const Ticks t = ColorbarTicks(cb, height, th);
+  // At least the width of "-00.00" so panels with different ranges get the same layout.
+  const int lw = std::max(MaxLabelWidth(t.labels, th.font_scale), MeasureText("-00.00", th.font_scale).width);
+  int w = 2 * th.pad + th.colorbar_width + th.minor_tick_length + th.pad + lw;
+  w += 2 * th.pad + MeasureText("Xg", th.font_scale).height();  // the label (reserved even without one)
+  return w + th.pad;
+}
+
+void DrawColorbar(Canvas& c, const Rect& r, const ColorbarSpec& cb, const Theme& th) {
+  for (int row = 0; row < r.h; ++row) {
+    const double t = (r.h - row - 0.5) / r.h;
+    c.FillRect({r.x, r.y + row, r.w, 1}, cb.cmap.At(t));
+  }
+  c.StrokeRect(r, th.foreground);
+  const Ticks t = ColorbarTicks(cb, r.h, th);
+  auto y_of = [&](double v) { return r.bottom() - 1 - cb.norm(v) * (r.h - 1); };
+  int label_right = r.right();
+  for (double v : t.minor) {
+    if (cb.norm.scale == Norm::Scale::kLog && !(v > 0)) continue;
+    if (v < std::min(cb.norm.vmin, cb.norm.vmax) || v > std::max(cb.norm.vmin, cb.norm.vmax)) continue;
+    const double y = std::round(y_of(v));
+    c.Line(r.right(), y, r.right() + th.minor_tick_length / 2, y, th.foreground);
+  }
+  for (size_t i = 0; i < t.major.size(); ++i) {
+    const double v = t.major[i];
+    if (v < std::min(cb.norm.vmin, cb.norm.vmax) - 1e-12 * std::fabs(v) ||
+        v > std::max(cb.norm.vmin, cb.norm.vmax) + 1e-12 * std::fabs(v))
+      continue;
+    const double y = std::round(y_of(v));
+    c.Line(r.right(), y, r.right() + th.minor_tick_length, y, th.foreground);
+    c.Line(r.x, y, r.x + 2, y, th.foreground);
+    const TextSize ts = c.Text(r.right() + th.minor_tick_length + th.pad, y, t.labels[i],
+                               Txt(th, HAlign::kLeft, VAlign::kMiddle));
+    label_right = std::max(label_right, r.right() + th.minor_tick_length + th.pad + ts.width);
+  }
+  if (!cb.label.empty()) {
+    c.Text(label_right + 2 * th.pad, r.y + r.h / 2.0, cb.label, Txt(th, HAlign::kCenter, VAlign::kTop, true));
+  }
+}
+
+Rgb HsvToRgb(double h, double s, double v) {
+  h = std::fmod(h, 1.0) * 6.0;
+  const int i = static_cast<int>(std::floor(h)) % 6;
+  const double f = h - std::floor(h);
+  const double p = v * (1 - s), q = v * (1 - s * f), t = v * (1 - s * (1 - f));
+  double r = 0, g = 0, b = 0;
+  switch (i) {
+    case 0: r = v; g = t; b = p; break;
+    case 1: r = q; g = v; b = p; break;
+    case 2: r = p; g = v; b = t; break;
+    case 3: r = p; g = q; b = v; break;
+    case 4: r = t; g = p; b = v; break;
+    default: r = v; g = p; b = q; break;
+  }
+  auto u = [](double x) { return static_cast<uint8_t>(std::lround(std::clamp(x, 0.0, 1.0) * 255)); };
+  return Rgb(u(r), u(g), u(b));
+}
+
+}  // namespace
+
+Rgb CategoricalColor(int64_t label) {
+  // Golden-ratio hue sequence: consecutive labels get well separated hues; saturation and
+  // value cycle with other periods so labels far apart with similar hues still differ.
+  const double h = std::fmod(static_cast<double>(label) * 0.6180339887498949 + 0.11, 1.0);
+  const double s = 0.45 + 0.2 * static_cast<double>((label * 7) % 3) / 2.0;
+  const double v = 0.78 + 0.17 * static_cast<double>((label * 5) % 4) / 3.0;
+  return HsvToRgb(h < 0 ? h + 1 : h, s, v);
+}
+
+// ---------------------------------------------------------------------------------------------
+// XYPanel
+
+struct XYPanel::Item {
+  enum class Kind { kLine, kPoints, kStep, kBars, kErrorBars, kBand, kHLine, kVLine, kHist2D, kText };
+  Kind kind = Kind::kLine;
+  std::vector<double> x, y, lo, hi;
+  plot::Style style;
+  int nbx = 60, nby = 60;
+  std::string cmap, cbar_label;
+  double fx = 0, fy = 0;
+  std::string text;
+  HAlign h = HAlign::kLeft;
+  VAlign v = VAlign::kTop;
+};
+
+plot::Style XYPanel::Next(plot::Style s) {
+  if (!s.color) {
+    const auto& cyc = colors::Cycle();
+    s.color = cyc[static_cast<size_t>(next_color_++) % cyc.size()];
+  }
+  return s;
+}
+
+XYPanel& XYPanel::Line(std::vector<double> xs, std::vector<double> ys, plot::Style style) {
+  auto it = std::make_shared<Item>();
+  it->kind = Item::Kind::kLine;
+  it->x = std::move(xs);
+  it->y = std::move(ys);
+  it->style = Next(std::move(style));
+  items_.push_back(it);
+  return *this;
+}
+
+XYPanel& XYPanel::Points(std::vector<double> xs, std::vector<double> ys, plot::Style style) {
+  auto it = std::make_shared<Item>();
+  it->kind = Item::Kind::kPoints;
+  it->x = std::move(xs);
+  it->y = std::move(ys);
+  if (style.marker == Marker::kNone) style.marker = Marker::kCircle;
+  it->style = Next(std::move(style));
+  items_.push_back(it);
+  return *this;
+}
+
+XYPanel& XYPanel::Step(std::vector<double> edges, std::vector<double> values, plot::Style style) {
+  auto it = std::make_shared<Item>();
+  it->kind = Item::Kind::kStep;
+  it->x = std::move(edges);
+  it->y = std::move(values);
+  it->style = Next(std::move(style));
+  items_.push_back(it);
+  return *this;
+}
+
+XYPanel& XYPanel::Bars(std::vector<double> edges, std::vector<double> values, plot::Style style) {
+  auto it = std::make_shared<Item>();
+  it->kind = Item::Kind::kBars;
+  it->x = std::move(edges);
+  it->y = std::move(values);
+  it->style = Next(std::move(style));
+  items_.push_back(it);
+  return *this;
+}
+
+XYPanel& XYPanel::ErrorBars(std::vector<double> xs, std::vector<double> lo, std::vector<double> hi, plot::Style style) {
+  auto it = std::make_shared<Item>();
+  it->kind = Item::Kind::kErrorBars;
+  it->x = std::move(xs);
+  it->lo = std::move(lo);
+  it->hi = std::move(hi);
+  it->style = Next(std::move(style));
+  items_.push_back(it);
+  return *this;
+}
+
+XYPanel& XYPanel::Band(std::vector<double> xs, std::vector<double> lo, std::vector<double> hi, plot::Style style) {
+  auto it = std::make_shared<Item>();
+  it->kind = Item::Kind::kBand;
+  it->x = std::move(xs);
+  it->lo = std::move(lo);
+  it->hi = std::move(hi);
+  if (style.alpha >= 1.0) style.alpha = 0.25;
+  it->style = Next(std::move(style));
+  items_.push_back(it);
+  return *this;
+}
+
+XYPanel& XYPanel::HLine(double yv, plot::Style style) {
+  auto it = std::make_shared<Item>();
+  it->kind = Item::Kind::kHLine;
+  it->y = {yv};
+  if (!style.color) style.color = colors::kGrey;
+  it->style = std::move(style);
+  items_.push_back(it);
+  return *this;
+}
+
+XYPanel& XYPanel::VLine(double xv, plot::Style style) {
+  auto it = std::make_shared<Item>();
+  it->kind = Item::Kind::kVLine;
+  it->x = {xv};
+  if (!style.color) style.color = colors::kGrey;
+  it->style = std::move(style);
+  items_.push_back(it);
+  return *this;
+}
+
+XYPanel& XYPanel::Hist2D(std::vector<double> xs, std::vector<double> ys, int nx_bins, int ny_bins,
+                         const std::string& colormap, const std::string& colorbar_label) {
+  auto it = std::make_shared<Item>();
+  it->kind = Item::Kind::kHist2D;
+  it->x = std::move(xs);
+  it->y = std::move(ys);
+  it->nbx = std::max(1, nx_bins);
+  it->nby = std::max(1, ny_bins);
+  it->cmap = colormap;
+  it->cbar_label = colorbar_label;
+  items_.push_back(it);
+  return *this;
+}
+
+XYPanel& XYPanel::Annotate(double fx, double fy, std::string text, HAlign h, VAlign v, std::optional<Rgb> color) {
+  auto it = std::make_shared<Item>();
+  it->kind = Item::Kind::kText;
+  it->fx = fx;
+  it->fy = fy;
+  it->text = std::move(text);
+  it->h = h;
+  it->v = v;
+  it->style.color = color;
+  items_.push_back(it);
+  return *this;
+}
+
+namespace {
+
+struct Range {
+  double lo = std::numeric_limits<double>::infinity();
+  double hi = -std::numeric_limits<double>::infinity();
+  void Add(double v, bool log) {
+    if (!std::isfinite(v) || (log && !(v > 0))) return;
+    lo = std::min(lo, v);
+    hi = std::max(hi, v);
+  }
+  bool valid() const { return lo <= hi; }
+};
+
+/// Final axis limits from the data range, the user's limits and padding.
+void ResolveLimits(const AxisSpec& a, Range r, bool pad, double& lo, double& hi) {
+  if (!r.valid()) {
+    r.lo = a.log ? 1 : 0;
+    r.hi = a.log ? 10 : 1;
+  }
+  if (r.hi == r.lo) {
+    if (a.log) {
+      r.lo /= 2;
+      r.hi *= 2;
+    } else {
+      const double d = r.lo == 0 ? 1 : std::fabs(r.lo) * 0.1;
+      r.lo -= d;
+      r.hi += d;
+    }
+  }
+  if (pad) {
+    if (a.log) {
+      const double l0 = std::log10(r.lo), l1 = std::log10(r.hi), d = 0.04 * (l1 - l0);
+      r.lo = std::pow(10.0, l0 - d);
+      r.hi = std::pow(10.0, l1 + d);
+    } else {
+      const double d = 0.04 * (r.hi - r.lo);
+      r.lo -= d;
+      r.hi += d;
+    }
+  }
+  lo = std::isfinite(a.lo) ? a.lo : r.lo;
+  hi = std::isfinite(a.hi) ? a.hi : r.hi;
+  if (a.log) {
+    if (!(lo > 0)) lo = r.lo > 0 ? r.lo : 1e-3;
+    if (!(hi > lo)) hi = lo * 10;
+  } else if (!(hi > lo)) {
+    hi = lo + 1;
+  }
+}
+
+}  // namespace
+
+void XYPanel::Draw(Canvas& c, const Rect& cell, const Theme& th, PanelLayout& out) const {
+  using K = Item::Kind;
+  // --- data limits ---
+  Range rx, ry;
+  bool sticky_x = false, bars_from_zero = false;
+  const Item* hist = nullptr;
+  for (const auto& it : items_) {
+    switch (it->kind) {
+      case K::kLine:
+      case K::kPoints:
+        for (size_t i = 0; i < it->x.size() && i < it->y.size(); ++i) {
+          if (!std::isfinite(it->x[i]) || !std::isfinite(it->y[i])) continue;
+          rx.Add(it->x[i], x.log);
+          ry.Add(it->y[i], y.log);
+        }
+        break;
+      case K::kStep:
+      case K::kBars:
+        for (double v : it->x) rx.Add(v, x.log);
+        for (double v : it->y) ry.Add(v, y.log);
+        sticky_x = true;
+        if (it->kind == K::kBars && !y.log) bars_from_zero = true;
+        break;
+      case K::kErrorBars:
+      case K::kBand:
+        for (size_t i = 0; i < it->x.size(); ++i) {
+          if (!std::isfinite(it->x[i])) continue;
+          rx.Add(it->x[i], x.log);
+          if (i < it->lo.size()) ry.Add(it->lo[i], y.log);
+          if (i < it->hi.size()) ry.Add(it->hi[i], y.log);
+        }
+        break;
+      case K::kHist2D:
+        hist = it.get();
+        for (size_t i = 0; i < it->x.size() && i < it->y.size(); ++i) {
+          if (!std::isfinite(it->x[i]) || !std::isfinite(it->y[i])) continue;
+          if ((x.log && !(it->x[i] > 0)) || (y.log && !(it->y[i] > 0))) continue;
+          rx.Add(it->x[i], x.log);
+          ry.Add(it->y[i], y.log);
+        }
+        break;
+      case K::kHLine: ry.Add(it->y[0], y.log); break;
+      case K::kVLine: rx.Add(it->x[0], x.log); break;
+      case K::kText: break;
+    }
+  }
+  if (bars_from_zero && ry.valid() && ry.lo >= 0) ry.Add(0.0, false);
+  double xlo, xhi, ylo, yhi;
+  ResolveLimits(x, rx, !sticky_x && !hist, xlo, xhi);
+  ResolveLimits(y, ry, !hist, ylo, yhi);
+  if (bars_from_zero && !std::isfinite(y.lo) && ry.valid() && ry.lo >= 0) {
+    ylo = 0;
+    yhi = ry.hi + 0.06 * (ry.hi - ry.lo);
+  }
+
+  // --- layout ---
+  const int fs = th.font_scale;
+  int top = cell.y + th.pad;
+  if (!title.empty()) top += MeasureText(title, th.title_scale, true, true).height() + th.pad;
+  int bottom = cell.bottom() - th.pad;
+  if (!x.label.empty()) bottom -= MeasureText(x.label, fs).height() + th.pad;
+  const int xlab_h = TextH(th) + th.font_scale * 2;  // superscripts in 10^{k} labels
+  bottom -= xlab_h + th.pad;
+  int left = cell.x + th.pad;
+  if (!y.label.empty()) left += MeasureText(y.label, fs).height() + th.pad;
+  const int plot_h = std::max(20, bottom - top);
+
+  AxisMap ym{ylo, yhi, y.log, static_cast<double>(bottom - 1), static_cast<double>(top)};
+  if (y.invert) std::swap(ym.p0, ym.p1);
+  const Ticks yt = FitTicks(ylo, yhi, y.log, plot_h, false, th, ym);
+  left += MaxLabelWidth(yt.labels, fs) + th.pad;
+
+  int right = cell.right() - 2 * th.pad;
+  ColorbarSpec cb;
+  std::vector<int> counts;
+  double hx0 = 0, hx1 = 1, hy0 = 0, hy1 = 1;
+  if (hist) {
+    // Bin in the (log) axis coordinates over the axis range.
+    auto tx = [&](double v) { return x.log ? std::log10(v) : v; };
+    auto ty = [&](double v) { return y.log ? std::log10(v) : v; };
+    hx0 = tx(xlo);
+    hx1 = tx(xhi);
+    hy0 = ty(ylo);
+    hy1 = ty(yhi);
+    counts.assign(static_cast<size_t>(hist->nbx * hist->nby), 0);
+    for (size_t i = 0; i < hist->x.size() && i < hist->y.size(); ++i) {
+      const double a = hist->x[i], b = hist->y[i];
+      if (!std::isfinite(a) || !std::isfinite(b) || (x.log && !(a > 0)) || (y.log && !(b > 0))) continue;
+      const int ix = static_cast<int>(std::floor((tx(a) - hx0) / (hx1 - hx0) * hist->nbx));
+      const int iy = static_cast<int>(std::floor((ty(b) - hy0) / (hy1 - hy0) * hist->nby));
+      if (ix < 0 || iy < 0 || ix > hist->nbx || iy > hist->nby) continue;
+      ++counts[static_cast<size_t>(std::min(iy, hist->nby - 1) * hist->nbx + std::min(ix, hist->nbx - 1))];
+    }
+    const int cmax = counts.empty() ? 1 : *std::max_element(counts.begin(), counts.end());
+    auto cm = Colormap::Named(hist->cmap);
+    cb.cmap = cm.ok() ? *cm : *Colormap::Named("viridis");
+    cb.norm.vmin = 1;
+    cb.norm.vmax = std::max(cmax, 2);
+    cb.norm.scale = Norm::Scale::kLog;
+    cb.label = hist->cbar_label;
+    right -= ColorbarBand(cb, plot_h, th);
+  }
+  const Rect plot{left, top, std::max(20, right - left), plot_h};
+  out.plot = plot;
+  AxisMap xm{xlo, xhi, x.log, static_cast<double>(plot.x), static_cast<double>(plot.right() - 1)};
+  if (x.invert) std::swap(xm.p0, xm.p1);
+  const Ticks xt = FitTicks(xlo, xhi, x.log, plot.w, true, th, xm);
+
+  // --- data ---
+  c.SetClip(plot);
+  if (grid) {
+    const Rgb gc{225, 225, 225};
+    for (double v : xt.major) c.Line(std::round(xm(v)), plot.y, std::round(xm(v)), plot.bottom() - 1, gc);
+    for (double v : yt.major) c.Line(plot.x, std::round(ym(v)), plot.right() - 1, std::round(ym(v)), gc);
+  }
+  if (hist) {
+    for (int iy = 0; iy < hist->nby; ++iy)
+      for (int ix = 0; ix < hist->nbx; ++ix) {
+        const int n = counts[static_cast<size_t>(iy * hist->nbx + ix)];
+        if (n <= 0) continue;
+        auto px = [&](double t) { return plot.x + (t - hx0) / (hx1 - hx0) * plot.w; };
+        auto py = [&](double t) { return plot.bottom() - (t - hy0) / (hy1 - hy0) * plot.h; };
+        const double a0 = hx0 + (hx1 - hx0) * ix / hist->nbx, a1 = hx0 + (hx1 - hx0) * (ix + 1) / hist->nbx;
+        const double b0 = hy0 + (hy1 - hy0) * iy / hist->nby, b1 = hy0 + (hy1 - hy0) * (iy + 1) / hist->nby;
+        int sx0 = static_cast<int>(std::lround(px(a0))), sx1 = static_cast<int>(std::lround(px(a1)));
+        int sy0 = static_cast<int>(std::lround(py(b1))), sy1 = static_cast<int>(std::lround(py(b0)));
+        if (x.invert) {
+          sx0 = plot.x + plot.right() - sx1;
+          sx1 = plot.x + plot.right() - static_cast<int>(std::lround(px(a0)));
+        }
+        if (y.invert) {
+          const int t0 = plot.y + plot.bottom() - sy1, t1 = plot.y + plot.bottom() - sy0;
+          sy0 = t0;
+          sy1 = t1;
+        }
+        c.FillRect({sx0, sy0, std::max(1, sx1 - sx0), std::max(1, sy1 - sy0)}, cb.cmap.At(cb.norm(n)));
+      }
+  }
+  // Screen points covered by data, sampled every few pixels along lines and over filled
+  // areas, so the legend goes where it hides the least.
+  std::vector<Point> drawn;
+  constexpr double kStepPx = 5.0;
+  auto cover_seg = [&](Point a, Point b) {
+    if (!std::isfinite(a.x) || !std::isfinite(a.y) || !std::isfinite(b.x) || !std::isfinite(b.y)) return;
+    const int n = std::min(4000, static_cast<int>(std::hypot(b.x - a.x, b.y - a.y) / kStepPx) + 1);
+    for (int k = 0; k <= n; ++k) drawn.push_back({a.x + (b.x - a.x) * k / n, a.y + (b.y - a.y) * k / n});
+  };
+  auto cover_span = [&](double px, double y0, double y1) { cover_seg({px, std::min(y0, y1)}, {px, std::max(y0, y1)}); };
+  const double ybase = y.log ? ylo : std::clamp(0.0, ylo, yhi);
+  for (const auto& it : items_) {
+    const Rgb col = it->style.color.value_or(th.foreground);
+    const plot::Style& st = it->style;
+    switch (it->kind) {
+      case K::kBand: {
+        std::vector<Point> poly;
+        std::vector<Point> upper, lower;
+        auto flush = [&]() {
+          if (upper.size() >= 2) {
+            poly = upper;
+            poly.insert(poly.end(), lower.rbegin(), lower.rend());
+            c.FillPolygon(poly, col, st.alpha);
+          }
+          upper.clear();
+          lower.clear();
+        };
+        for (size_t i = 0; i < it->x.size() && i < it->lo.size() && i < it->hi.size(); ++i) {
+          const double sx = xm(it->x[i]), s0 = ym(it->lo[i]), s1 = ym(it->hi[i]);
+          if (!std::isfinite(sx) || !std::isfinite(s0) || !std::isfinite(s1)) {
+            flush();
+            continue;
+          }
+          if (!upper.empty()) {
+            const Point pu = upper.back(), pl = lower.back();
+            for (double xx = pu.x; (sx >= pu.x ? xx <= sx : xx >= sx); xx += (sx >= pu.x ? kStepPx : -kStepPx)) {
+              const double f = sx == pu.x ? 0 : (xx - pu.x) / (sx - pu.x);
+              cover_span(xx, pl.y + f * (s0 - pl.y), pu.y + f * (s1 - pu.y));
+            }
+          }
+          upper.push_back({sx, s1});
+          lower.push_back({sx, s0});
+        }
+        flush();
+        break;
+      }
+      case K::kBars:
+      case K::kStep: {
+        std::vector<Point> outline;
+        for (size_t i = 0; i < it->y.size() && i + 1 < it->x.size(); ++i) {
+          const double a = xm(it->x[i]), b = xm(it->x[i + 1]), v = ym(it->y[i]);
+          if (!std::isfinite(a) || !std::isfinite(b) || !std::isfinite(v)) {
+            c.Polyline(outline, col, st.width, st.dash);
+            outline.clear();
+            continue;
+          }
+          cover_seg({a, v}, {b, v});
+          if (it->kind == K::kBars) {
+            const double base = ym(ybase);
+            for (double xx = std::min(a, b); xx <= std::max(a, b); xx += kStepPx) cover_span(xx, base, v);
+            const double y0 = std::min(base, v), y1 = std::max(base, v);
+            c.FillRect({static_cast<int>(std::lround(std::min(a, b))), static_cast<int>(std::lround(y0)),
+                        std::max(1, static_cast<int>(std::lround(std::fabs(b - a)))),
+                        std::max(1, static_cast<int>(std::lround(y1 - y0)))},
+                       col, st.alpha < 1.0 ? st.alpha : 0.45);
+            c.Polyline({{a, base}, {a, v}, {b, v}, {b, base}}, col, std::max(1.0, st.width - 1));
+          } else {
+            if (outline.empty()) outline.push_back({a, v});
+            else outline.push_back({a, v});
+            outline.push_back({b, v});
+          }
+        }
+        if (it->kind == K::kStep) c.Polyline(outline, col, st.width, st.dash);
+        break;
+      }
+      case K::kLine:
+      case K::kPoints: {
+        std::vector<Point> pts;
+        for (size_t i = 0; i < it->x.size() && i < it->y.size(); ++i) {
+          const Point p{xm(it->x[i]), ym(it->y[i])};
+          pts.push_back(std::isfinite(p.x) && std::isfinite(p.y) ? p : Point{kNaN, kNaN});
+          if (std::isfinite(p.x) && std::isfinite(p.y)) {
+            // A marker covers about its size.
+            for (int k = 0; k < 4; ++k) drawn.push_back(p);
+            if (it->kind == K::kLine && pts.size() >= 2) cover_seg(pts[pts.size() - 2], p);
+          }
+        }
+        if (it->kind == K::kLine) c.Polyline(pts, col, st.width, st.dash);
+        if (st.marker != Marker::kNone)
+          for (const auto& p : pts) c.DrawMarker(p.x, p.y, st.marker, st.marker_size, col, th.foreground);
+        break;
+      }
+      case K::kErrorBars: {
+        const int cap = std::max(3, st.marker_size / 2 + 1);
+        for (size_t i = 0; i < it->x.size() && i < it->lo.size() && i < it->hi.size(); ++i) {
+          const double sx = std::round(xm(it->x[i]));
+          double s0 = ym(it->lo[i]), s1 = ym(it->hi[i]);
+          if (!std::isfinite(sx)) continue;
+          if (y.log && !(it->lo[i] > 0) && it->hi[i] > 0) s0 = plot.bottom() + 2.0;  // to the axis
+          if (!std::isfinite(s0) || !std::isfinite(s1)) continue;
+          c.Line(sx, s0, sx, s1, col, std::max(1.0, st.width - 1));
+          c.Line(sx - cap, std::round(s0), sx + cap, std::round(s0), col, std::max(1.0, st.width - 1));
+          c.Line(sx - cap, std::round(s1), sx + cap, std::round(s1), col, std::max(1.0, st.width - 1));
+          cover_span(sx, s0, s1);
+        }
+        break;
+      }
+      case K::kHLine: {
+        const double sy = std::round(ym(it->y[0]));
+        if (std::isfinite(sy)) c.Line(plot.x, sy, plot.right() - 1, sy, col, st.width, st.dash);
+        if (std::isfinite(sy)) cover_seg({static_cast<double>(plot.x), sy}, {static_cast<double>(plot.right()), sy});
+        break;
+      }
+      case K::kVLine: {
+        const double sx = std::round(xm(it->x[0]));
+        if (std::isfinite(sx)) c.Line(sx, plot.y, sx, plot.bottom() - 1, col, st.width, st.dash);
+        if (std::isfinite(sx)) cover_seg({sx, static_cast<double>(plot.y)}, {sx, static_cast<double>(plot.bottom())});
+        break;
+      }
+      case K::kHist2D:
+      case K::kText: break;
+    }
+  }
+
+  // --- legend ---
+  std::vector<const Item*> entries;
+  for (const auto& it : items_)
+    if (!it->style.label.empty() && it->kind != K::kText && it->kind != K::kHist2D) entries.push_back(it.get());
+  if (legend != LegendPos::kNone && !entries.empty()) {
+    const int sample_w = 30, row_h = TextH(th) + 6;
+    int text_w = 0;
+    for (const Item* e : entries) text_w = std::max(text_w, MeasureText(e->style.label, fs).width);
+    const int bw = th.pad + sample_w + th.pad + text_w + th.pad, bh = th.pad + row_h * static_cast<int>(entries.size()) + 2;
+    const int m = 8;
+    const Rect corners[4] = {{plot.right() - m - bw, plot.y + m, bw, bh},
+                             {plot.x + m, plot.y + m, bw, bh},
+                             {plot.x + m, plot.bottom() - m - bh, bw, bh},
+                             {plot.right() - m - bw, plot.bottom() - m - bh, bw, bh}};
+    int pick = 0;
+    switch (legend) {
+      case LegendPos::kUpperRight: pick = 0; break;
+      case LegendPos::kUpperLeft: pick = 1; break;
+      case LegendPos::kLowerLeft: pick = 2; break;
+      case LegendPos::kLowerRight: pick = 3; break;
+      default: {
+        size_t best = SIZE_MAX;
+        for (int k = 0; k < 4; ++k) {
+          size_t n = 0;
+          for (const auto& p : drawn)
+            if (corners[k].Contains(static_cast<int>(p.x), static_cast<int>(p.y))) ++n;
+          if (n < best) {
+            best = n;
+            pick = k;
+          }
+        }
+      }
+    }
+    const Rect box = corners[pick];
+    c.FillRect(box, th.background, 0.85);
+    c.StrokeRect(box, th.legend_edge);
+    int yy = box.y + th.pad / 2 + 1;
+    for (const Item* e : entries) {
+      const Rgb col = e->style.color.value_or(th.foreground);
+      const int cy = yy + row_h / 2, sx0 = box.x + th.pad, sx1 = sx0 + sample_w;
+      switch (e->kind) {
+        case K::kBand:
+        case K::kBars:
+          c.FillRect({sx0, cy - 6, sample_w, 12}, col, e->kind == K::kBand ? e->style.alpha : 0.45);
+          if (e->kind == K::kBars) c.StrokeRect({sx0, cy - 6, sample_w, 12}, col);
+          break;
+        case K::kErrorBars:
+          c.Line((sx0 + sx1) / 2.0, cy - 7, (sx0 + sx1) / 2.0, cy + 7, col, std::max(1.0, e->style.width - 1));
+          c.Line((sx0 + sx1) / 2.0 - 4, cy - 7, (sx0 + sx1) / 2.0 + 4, cy - 7, col);
+          c.Line((sx0 + sx1) / 2.0 - 4, cy + 7, (sx0 + sx1) / 2.0 + 4, cy + 7, col);
+          break;
+        default:
+          if (e->kind != K::kPoints) c.Line(sx0, cy, sx1, cy, col, e->style.width, e->style.dash);
+          if (e->style.marker != Marker::kNone)
+            c.DrawMarker((sx0 + sx1) / 2.0, cy, e->style.marker, e->style.marker_size, col, th.foreground);
+      }
+      c.Text(sx1 + th.pad, cy, e->style.label, Txt(th, HAlign::kLeft, VAlign::kMiddle));
+      yy += row_h;
+    }
+  }
+  for (const auto& it : items_) {
+    if (it->kind != K::kText) continue;
+    TextStyle ts = Txt(th, it->h, it->v);
+    if (it->style.color) ts.color = *it->style.color;
+    const double fx = plot.x + it->fx * plot.w, fy = plot.bottom() - it->fy * plot.h;
+    c.Text(fx, fy, it->text, ts);
+  }
+  c.ResetClip();
+
+  // --- frame, ticks (inward, all four sides), labels ---
+  c.StrokeRect(plot, th.foreground);
+  auto xtick = [&](double v, int len) {
+    const double sx = std::round(xm(v));
+    if (!std::isfinite(sx) || sx < plot.x || sx > plot.right() - 1) return false;
+    c.Line(sx, plot.bottom() - 1, sx, plot.bottom() - len, th.foreground);
+    c.Line(sx, plot.y, sx, plot.y + len - 1, th.foreground);
+    return true;
+  };
+  auto ytick = [&](double v, int len) {
+    const double sy = std::round(ym(v));
+    if (!std::isfinite(sy) || sy < plot.y || sy > plot.bottom() - 1) return false;
+    c.Line(plot.x, sy, plot.x + len - 1, sy, th.foreground);
+    c.Line(plot.right() - 1, sy, plot.right() - len, sy, th.foreground);
+    return true;
+  };
+  for (double v : xt.minor) xtick(v, th.minor_tick_length);
+  for (double v : yt.minor) ytick(v, th.minor_tick_length);
+  for (size_t i = 0; i < xt.major.size(); ++i)
+    if (xtick(xt.major[i], th.tick_length))
+      c.Text(std::round(xm(xt.major[i])), plot.bottom() + th.pad, xt.labels[i], Txt(th, HAlign::kCenter, VAlign::kTop));
+  for (size_t i = 0; i < yt.major.size(); ++i)
+    if (ytick(yt.major[i], th.tick_length))
+      c.Text(plot.x - th.pad, std::round(ym(yt.major[i])), yt.labels[i], Txt(th, HAlign::kRight, VAlign::kMiddle));
+  if (!x.label.empty())
+    c.Text(plot.x + plot.w / 2.0, plot.bottom() + th.pad + LabelsHeight(xt.labels, th) + th.pad, x.label,
+           Txt(th, HAlign::kCenter, VAlign::kTop));
+  if (!y.label.empty())
+    c.Text(cell.x + th.pad, plot.y + plot.h / 2.0, y.label, Txt(th, HAlign::kCenter, VAlign::kTop, true));
+  if (!title.empty())
+    c.Text(plot.x + plot.w / 2.0, plot.y - th.pad, title,
+           Txt(th, HAlign::kCenter, VAlign::kBottom, false, true, th.title_scale));
+  if (hist) {
+    out.colorbar = Rect{plot.right() + 2 * th.pad, plot.y, th.colorbar_width, plot.h};
+    DrawColorbar(c, out.colorbar, cb, th);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ImagePanel
+
+void ImagePanel::SetData(int64_t nx, int64_t ny, std::vector<double> values) {
+  nx_ = std::max<int64_t>(0, nx);
+  ny_ = std::max<int64_t>(0, ny);
+  data_ = std::move(values);
+  data_.resize(static_cast<size_t>(nx_ * ny_), kNaN);
+}
+
+Norm ImagePanel::ResolvedNorm() const {
+  Norm n;
+  n.scale = scale;
+  double lo = vmin, hi = vmax;
+  if (!std::isfinite(lo) || !std::isfinite(hi)) {
+    std::vector<double> v;
+    v.reserve(data_.size());
+    for (double d : data_)
+      if (std::isfinite(d) && (scale != Norm::Scale::kLog || d > 0)) v.push_back(d);
+    if (!std::isfinite(lo)) lo = Percentile(v, lo_percentile);
+    if (!std::isfinite(hi)) hi = Percentile(v, hi_percentile);
+  }
+  if (!std::isfinite(lo) || !std::isfinite(hi)) {
+    lo = scale == Norm::Scale::kLog ? 1 : 0;
+    hi = scale == Norm::Scale::kLog ? 10 : 1;
+  }
+  if (hi == lo) {
+    const double d = lo == 0 ? 1 : std::fabs(lo) * 0.05;
+    lo -= d;
+    hi += d;
+    if (scale == Norm::Scale::kLog && lo <= 0) lo = hi / 10;
+  }
+  n.vmin = lo;
+  n.vmax = hi;
+  return n;
+}
+
+namespace {
+
+/// Tick positions (pixels along the edge) and labels of one image edge.
+struct EdgeTicks {
+  std::vector<double> major_px, minor_px;
+  std::vector<std::string> labels;
+};
+
+/// Ticks where lines of constant RA or Dec cross one edge of the map. `edge_px(t)` maps the
+/// fractional position along the edge (0..1) to a screen coordinate; `sky(t)` gives the sky
+/// coordinate there (NaN if undefined).
+EdgeTicks SkyEdge(const std::function<double(double)>& coord, const std::function<double(double)>& edge_px,
+                  bool is_ra, SkyFormat fmt, int length_px, bool horizontal, const Theme& th) {
+  constexpr int kSamples = 256;
+  std::vector<double> t(kSamples + 1), v(kSamples + 1);
+  double prev = kNaN;
+  double lo = std::numeric_limits<double>::infinity(), hi = -lo;
+  for (int i = 0; i <= kSamples; ++i) {
+    t[static_cast<size_t>(i)] = static_cast<double>(i) / kSamples;
+    double c = coord(t[static_cast<size_t>(i)]);
+    if (is_ra && std::isfinite(c) && std::isfinite(prev)) {
+      while (c - prev > 180) c -= 360;
+      while (c - prev < -180) c += 360;
+    }
+    v[static_cast<size_t>(i)] = c;
+    if (std::isfinite(c)) {
+      prev = c;
+      lo = std::min(lo, c);
+      hi = std::max(hi, c);
+    }
+  }
+  EdgeTicks out;
+  if (!(lo < hi)) return out;
+  auto crossings = [&](double value) {
+    std::vector<double> px;
+    for (int i = 0; i < kSamples; ++i) {
+      const double a = v[static_cast<size_t>(i)], b = v[static_cast<size_t>(i + 1)];
+      if (!std::isfinite(a) || !std::isfinite(b)) continue;
+      if ((a - value) * (b - value) > 0 || a == b) continue;
+      if (b == value && i + 1 < kSamples) continue;  // counted in the next interval
+      const double f = (value - a) / (b - a);
+      px.push_back(edge_px(t[static_cast<size_t>(i)] + f * (t[static_cast<size_t>(i + 1)] - t[static_cast<size_t>(i)])));
+    }
+    return px;
+  };
+  const int gap = horizontal ? 3 * th.font_scale * 5 / 2 : th.font_scale * 4;
+  auto fits = [&](const EdgeTicks& e) {
+    std::vector<size_t> shown;
+    for (size_t i = 0; i < e.labels.size(); ++i)
+      if (!e.labels[i].empty()) shown.push_back(i);
+    for (size_t k = 1; k < shown.size(); ++k) {
+      const size_t a = shown[k - 1], b = shown[k];
+      const double d = std::fabs(e.major_px[b] - e.major_px[a]);
+      const double need = horizontal ? (MeasureText(e.labels[a], th.font_scale).width +
+                                        MeasureText(e.labels[b], th.font_scale).width) / 2.0 + gap
+                                     : TextH(th) + gap;
+      if (d < need) return false;
+    }
+    return true;
+  };
+  for (int max_ticks = std::clamp(length_px / (horizontal ? 35 : TextH(th) * 2), 2, 10); max_ticks >= 2; --max_ticks) {
+    const Ticks tk = SkyTicks(lo, hi, is_ra, fmt, max_ticks);
+    struct P {
+      double px;
+      double value;
+    };
+    std::vector<P> ps;
+    for (double m : tk.major)
+      for (double p : crossings(m)) ps.push_back({p, m});
+    // Screen order: left to right, or bottom to top.
+    std::sort(ps.begin(), ps.end(), [&](const P& a, const P& b) { return horizontal ? a.px < b.px : a.px > b.px; });
+    // Label every tick, or (when the labels would collide) every other one; successive
+    // sexagesimal labels drop the leading fields they share with the previous label.
+    bool done = false;
+    for (size_t stride = 1; stride <= 2 && !done; ++stride) {
+      EdgeTicks e;
+      std::vector<std::string> prev_fields;
+      for (size_t i = 0; i < ps.size(); ++i) {
+        const auto& p = ps[i];
+        e.major_px.push_back(p.px);
+        if (i % stride != 0) {
+          e.labels.emplace_back();
+          continue;
+        }
+        if (fmt == SkyFormat::kSexagesimal) {
+          const auto f = SexagesimalFields(p.value, is_ra, tk.sex_fields, tk.sex_decimals);
+          size_t drop = 0;
+          while (!prev_fields.empty() && drop + 1 < f.size() && drop < prev_fields.size() &&
+                 f[drop] == prev_fields[drop])
+            ++drop;
+          std::string s;
+          for (size_t k = drop; k < f.size(); ++k) s += f[k];
+          e.labels.push_back(s);
+          prev_fields = f;
+        } else {
+          const std::string s =
+              FormatTick(is_ra ? std::fmod(std::fmod(p.value, 360.0) + 360.0, 360.0) : p.value, tk.step);
+          e.labels.push_back(s + "\u00b0");
+        }
+      }
+      for (double m : tk.minor)
+        for (double p : crossings(m)) e.minor_px.push_back(p);
+      size_t nlabels = 0;
+      for (const auto& l : e.labels) nlabels += l.empty() ? 0 : 1;
+      if (out.major_px.empty()) out = e;  // fallback: the coarsest attempt
+      if (fits(e) && (nlabels >= 2 || (max_ticks == 2 && stride == 2))) {
+        out = e;
+        done = true;
+      }
+    }
+    if (done) break;
+    if (max_ticks == 2) {
+      // Nothing fitted: keep the coarsest ticks, labels thinned to what fits.
+      out = EdgeTicks{};
+      Ticks t2 = SkyTicks(lo, hi, is_ra, fmt, 2);
+      for (double m : t2.major)
+        for (double p : crossings(m)) {
+          out.major_px.push_back(p);
+          out.labels.push_back(fmt == SkyFormat::kSexagesimal
+                                   ? FormatSexagesimal(m, is_ra, t2.sex_fields, t2.sex_decimals)
+                                   : FormatTick(m, t2.step) + "\u00b0");
+        }
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+void ImagePanel::Draw(Canvas& c, const Rect& cell, const Theme& th, PanelLayout& out) const {
+  const int fs = th.font_scale;
+  const Norm norm = ResolvedNorm();
+  const bool have_data =
+      nx_ > 0 && ny_ > 0 && std::any_of(data_.begin(), data_.end(), [](double v) { return std::isfinite(v); });
+  const bool show_cb = colorbar && !categorical;
+  const bool cb_band = show_cb || reserve_colorbar;
+
+  // Which sky coordinate goes along the bottom edge.
+  bool ra_bottom = true;
+  auto sky_at = [&](double px, double py, int which) {
+    double ra = kNaN, dec = kNaN;
+    try {
+      wcs->PixelToSky(px, py, ra, dec);
+    } catch (const std::exception&) {
+      return kNaN;
+    }
+    return which == 0 ? ra : dec;
+  };
+  if (wcs && nx_ > 0 && ny_ > 0) {
+    const double ra0 = sky_at(-0.5, -0.5, 0), ra1 = sky_at(nx_ - 0.5, -0.5, 0);
+    const double de0 = sky_at(-0.5, -0.5, 1), de1 = sky_at(nx_ - 0.5, -0.5, 1);
+    double dra = ra1 - ra0;
+    while (dra > 180) dra -= 360;
+    while (dra < -180) dra += 360;
+    ra_bottom = std::fabs(dra * std::cos(de0 * M_PI / 180)) >= std::fabs(de1 - de0);
+  }
+  const std::string xl = wcs ? (ra_bottom ? ra_label : dec_label) : x_label;
+  const std::string yl = wcs ? (ra_bottom ? dec_label : ra_label) : y_label;
+
+  // Bands around the map.
+  int top_band = th.pad;
+  if (!title.empty()) top_band += MeasureText(title, th.title_scale, true, true).height() + th.pad;
+  const int xtick_h = TextH(th) + fs * 2;
+  int bottom_band = th.tick_length + th.pad + xtick_h + th.pad;
+  if (!xl.empty()) bottom_band += MeasureText(xl, fs).height() + th.pad;
+  const int ylabel_w = yl.empty() ? 0 : MeasureText(yl, fs).height() + th.pad;
+  const std::string sample_y = wcs ? (ra_bottom ? "+00\u00b000\u203200\u2033" : "00^{h}00^{m}00^{s}")
+                                   : std::string(std::to_string(std::max<int64_t>(ny_, 1)).size(), '0');
+  int ytick_w = MeasureText(sample_y, fs).width;
+  ColorbarSpec cb;
+  cb.cmap = colormap;
+  cb.norm = norm;
+  cb.label = colorbar_label;
+
+  Rect plot;
+  for (int pass = 0; pass < 2; ++pass) {
+    const int left_band = th.pad + ylabel_w + ytick_w + th.pad + th.tick_length;
+    const int avail_h = std::max(16, cell.h - top_band - bottom_band);
+    const int right_band = cb_band ? ColorbarBand(cb, avail_h, th) : 2 * th.pad;
+    const int avail_w = std::max(16, cell.w - left_band - right_band);
+    int pw = avail_w, ph = avail_h;
+    if (nx_ > 0 && ny_ > 0) {
+      const double s = std::min(static_cast<double>(avail_w) / nx_, static_cast<double>(avail_h) / ny_);
+      const double si = std::floor(s);
+      const double use = (si >= 1 && si / s >= 0.9) ? si : s;  // whole pixels when it costs < 10 %
+      pw = std::max(1, static_cast<int>(std::floor(nx_ * use)));
+      ph = std::max(1, static_cast<int>(std::floor(ny_ * use)));
+    }
+    const int rb = cb_band ? ColorbarBand(cb, ph, th) : 2 * th.pad;
+    const int block_w = left_band + pw + rb;
+    const int x0 = cell.x + std::max(0, (cell.w - block_w) / 2) + left_band;
+    const int block_h = top_band + ph + bottom_band;
+    const int y0 = cell.y + std::max(0, (cell.h - block_h) / 2) + top_band;
+    plot = Rect{x0, y0, pw, ph};
+    if (pass == 1) break;
+    // Measure the real y tick labels and redo the layout with their width.
+    if (wcs && nx_ > 0) {
+      auto ycoord = [&](double t) { return sky_at(-0.5, -0.5 + t * ny_, ra_bottom ? 1 : 0); };
+      auto ypx = [&](double t) { return plot.bottom() - t * plot.h; };
+      const EdgeTicks e = SkyEdge(ycoord, ypx, !ra_bottom, sky_format, plot.h, false, th);
+      ytick_w = std::max(MaxLabelWidth(e.labels, fs), MeasureText(sample_y, fs).width);
+    } else {
+      AxisMap ym{-0.5, ny_ - 0.5, false, static_cast<double>(plot.bottom()), static_cast<double>(plot.y)};
+      const Ticks yt = FitTicks(0, std::max<double>(0, static_cast<double>(ny_ - 1)), false, plot.h, false, th, ym);
+      ytick_w = std::max(MaxLabelWidth(yt.labels, fs), MeasureText("0", fs).width);
+    }
+  }
+  out.plot = plot;
+
+  // Map pixels, row 0 at the bottom: nearest data pixel when enlarging; when shrinking, the
+  // area-weighted mean of the finite data pixels under each screen pixel (no aliasing of
+  // pixel-scale structure). Categorical maps always take the nearest label.
+  c.FillRect(plot, colormap.nan_color());
+  if (nx_ > 0 && ny_ > 0 && have_data) {
+    const bool shrink = !categorical && (plot.w < nx_ || plot.h < ny_);
+    struct Span {
+      int64_t first = 0;
+      std::vector<double> w;
+    };
+    // Data pixels under screen pixel i of n along an axis of m data pixels, with overlaps.
+    auto spans = [](int n, int64_t m) {
+      std::vector<Span> res(static_cast<size_t>(n));
+      const double f = static_cast<double>(m) / n;
+      for (int i = 0; i < n; ++i) {
+        const double a = i * f, b = (i + 1) * f;
+        Span& sp = res[static_cast<size_t>(i)];
+        sp.first = static_cast<int64_t>(std::floor(a));
+        for (int64_t q = sp.first; q < m && q < b; ++q)
+          sp.w.push_back(std::min<double>(b, q + 1) - std::max<double>(a, q));
+      }
+      return res;
+    };
+    std::vector<Span> xs, ys;
+    if (shrink) {
+      xs = spans(plot.w, nx_);
+      ys = spans(plot.h, ny_);  // screen rows from the top: data rows counted from the top
+    }
+    for (int sy = 0; sy < plot.h; ++sy) {
+      const int64_t dy = ny_ - 1 - std::min<int64_t>(ny_ - 1, static_cast<int64_t>((sy + 0.5) * ny_ / plot.h));
+      for (int sx = 0; sx < plot.w; ++sx) {
+        const int64_t dx = std::min<int64_t>(nx_ - 1, static_cast<int64_t>((sx + 0.5) * nx_ / plot.w));
+        double v = data_[static_cast<size_t>(dy * nx_ + dx)];
+        if (shrink) {
+          const Span& spx = xs[static_cast<size_t>(sx)];
+          const Span& spy = ys[static_cast<size_t>(sy)];
+          double sum = 0, wsum = 0;
+          for (size_t j = 0; j < spy.w.size(); ++j) {
+            const int64_t row = ny_ - 1 - (spy.first + static_cast<int64_t>(j));
+            for (size_t i = 0; i < spx.w.size(); ++i) {
+              const double d = data_[static_cast<size_t>(row * nx_ + spx.first + static_cast<int64_t>(i))];
+              if (!std::isfinite(d) || (scale == Norm::Scale::kLog && d <= 0)) continue;
+              const double w = spx.w[i] * spy.w[j];
+              sum += w * d;
+              wsum += w;
+            }
+          }
+          v = wsum > 0 ? sum / wsum : kNaN;
+        }
+        Rgb col;
+        if (!std::isfinite(v) || (categorical && v < 0)) col = colormap.nan_color();
+        else if (categorical) col = CategoricalColor(static_cast<int64_t>(std::llround(v)));
+        else col = colormap.At(norm(v));
+        c.Set(plot.x + sx, plot.y + sy, col);
+      }
+    }
+  }
+  auto sx_of = [&](double px) { return plot.x + (px + 0.5) * plot.w / static_cast<double>(std::max<int64_t>(nx_, 1)); };
+  auto sy_of = [&](double py) {
+    return plot.bottom() - (py + 0.5) * plot.h / static_cast<double>(std::max<int64_t>(ny_, 1));
+  };
+  // Outline of a region: pixel edges between inside and outside.
+  if (!outline.empty() && outline.size() == static_cast<size_t>(nx_ * ny_)) {
+    auto in = [&](int64_t x, int64_t y) {
+      return x >= 0 && y >= 0 && x < nx_ && y < ny_ && outline[static_cast<size_t>(y * nx_ + x)] != 0;
+    };
+    std::vector<std::array<double, 4>> segs;
+    auto ex = [&](int64_t x) { return std::round(plot.x + static_cast<double>(x) * plot.w / nx_); };
+    auto ey = [&](int64_t y) { return std::round(plot.bottom() - static_cast<double>(y) * plot.h / ny_); };
+    for (int64_t y = 0; y < ny_; ++y)
+      for (int64_t x = 0; x < nx_; ++x) {
+        if (!in(x, y)) continue;
+        if (!in(x - 1, y)) segs.push_back({ex(x), ey(y), ex(x), ey(y + 1)});
+        if (!in(x + 1, y)) segs.push_back({ex(x + 1), ey(y), ex(x + 1), ey(y + 1)});
+        if (!in(x, y - 1)) segs.push_back({ex(x), ey(y), ex(x + 1), ey(y)});
+        if (!in(x, y + 1)) segs.push_back({ex(x), ey(y + 1), ex(x + 1), ey(y + 1)});
+      }
+    c.SetClip({plot.x - 2, plot.y - 2, plot.w + 4, plot.h + 4});
+    for (const auto& s : segs) c.Line(s[0], s[1], s[2], s[3], colors::kBlack, 3);
+    for (const auto& s : segs) c.Line(s[0], s[1], s[2], s[3], colors::kWhite, 1);
+    c.ResetClip();
+  }
+  // Markers: a white ring with black rims around the position (the pixel itself stays visible).
+  for (const auto& m : markers) {
+    for (int sz : {24, 28}) c.DrawMarker(sx_of(m.x), sy_of(m.y), Marker::kCircle, sz, colors::kBlack, colors::kBlack, false);
+    c.DrawMarker(sx_of(m.x), sy_of(m.y), Marker::kCircle, 26, colors::kWhite, colors::kWhite, false);
+  }
+  // North / east arrows when the map is not north-up, east-left.
+  if (wcs && have_data && nx_ > 1 && ny_ > 1) {
+    const double cx = (nx_ - 1) / 2.0, cy = (ny_ - 1) / 2.0;
+    double ra = kNaN, dec = kNaN, nxp = kNaN, nyp = kNaN, exp_ = kNaN, eyp = kNaN;
+    try {
+      wcs->PixelToSky(cx, cy, ra, dec);
+      const double d = wcs->PixelScaleArcsec() / 3600.0;
+      wcs->SkyToPixel(ra, dec + d, nxp, nyp);
+      wcs->SkyToPixel(ra + d / std::max(1e-6, std::cos(dec * M_PI / 180)), dec, exp_, eyp);
+    } catch (const std::exception&) {
+    }
+    // Screen directions (y down).
+    const double nvx = nxp - cx, nvy = -(nyp - cy), evx = exp_ - cx, evy = -(eyp - cy);
+    const double nl = std::hypot(nvx, nvy), el = std::hypot(evx, evy);
+    if (nl > 0 && el > 0 && std::isfinite(nl) && std::isfinite(el)) {
+      const double rot = std::atan2(nvx / nl, -nvy / nl) * 180 / M_PI;  // 0 when north is up
+      const bool flipped = (evx / el) > 0;                                 // east to the right
+      if (std::fabs(rot) > 1.0 || flipped) {
+        const double len = std::clamp(std::min(plot.w, plot.h) * 0.12, 18.0, 60.0);
+        const double ox = plot.right() - len - 14, oy = plot.bottom() - len - 14;
+        auto arrow = [&](double ux, double uy, const char* label) {
+          const double tx = ox + ux * len, ty = oy + uy * len;
+          for (int pass = 0; pass < 2; ++pass) {
+            const Rgb col = pass == 0 ? colors::kWhite : colors::kBlack;
+            const double w = pass == 0 ? 4 : 2;
+            c.Line(ox, oy, tx, ty, col, w);
+            const double hx = -ux * 7, hy = -uy * 7;
+            c.Line(tx, ty, tx + hx * 0.9 - hy * 0.5, ty + hy * 0.9 + hx * 0.5, col, w);
+            c.Line(tx, ty, tx + hx * 0.9 + hy * 0.5, ty + hy * 0.9 - hx * 0.5, col, w);
+          }
+          TextStyle ts = Txt(th, HAlign::kCenter, VAlign::kMiddle);
+          const double lx = ox + ux * (len + 9), ly = oy + uy * (len + 9);
+          TextStyle halo = ts;
+          halo.color = colors::kWhite;
+          for (int ddx = -1; ddx <= 1; ++ddx)
+            for (int ddy = -1; ddy <= 1; ++ddy) c.Text(lx + ddx, ly + ddy, label, halo);
+          c.Text(lx, ly, label, ts);
+        };
+        c.SetClip(plot);
+        arrow(nvx / nl, nvy / nl, "N");
+        arrow(evx / el, evy / el, "E");
+        c.ResetClip();
+      }
+    }
+  }
+  if (!have_data) {
+    const std::string msg = note.empty() ? "no data" : note;
+    TextStyle ts = Txt(th, HAlign::kCenter, VAlign::kMiddle);
+    if (MeasureText(msg, ts.scale).width > plot.w - 8 && ts.scale > 1) --ts.scale;
+    c.Text(plot.x + plot.w / 2.0, plot.y + plot.h / 2.0, msg, ts);
+  }
+  c.StrokeRect({plot.x - 1, plot.y - 1, plot.w + 2, plot.h + 2}, th.foreground);
+
+  // Axes: outward ticks on the bottom and left edges.
+  const int frame_b = plot.bottom(), frame_l = plot.x - 1;
+  int xlab_bottom = frame_b + th.tick_length + th.pad + TextH(th);
+  if (wcs && nx_ > 0 && ny_ > 0) {
+    auto xcoord = [&](double t) { return sky_at(-0.5 + t * nx_, -0.5, ra_bottom ? 0 : 1); };
+    auto xpx = [&](double t) { return plot.x + t * plot.w; };
+    auto ycoord = [&](double t) { return sky_at(-0.5, -0.5 + t * ny_, ra_bottom ? 1 : 0); };
+    auto ypx = [&](double t) { return plot.bottom() - t * plot.h; };
+    const EdgeTicks ex = SkyEdge(xcoord, xpx, ra_bottom, sky_format, plot.w, true, th);
+    const EdgeTicks ey = SkyEdge(ycoord, ypx, !ra_bottom, sky_format, plot.h, false, th);
+    for (double p : ex.minor_px) c.Line(std::round(p), frame_b, std::round(p), frame_b + th.minor_tick_length - 1, th.foreground);
+    for (double p : ey.minor_px) c.Line(frame_l, std::round(p), frame_l - th.minor_tick_length + 1, std::round(p), th.foreground);
+    for (size_t i = 0; i < ex.major_px.size(); ++i) {
+      const double p = std::round(ex.major_px[i]);
+      c.Line(p, frame_b, p, frame_b + th.tick_length - 1, th.foreground);
+      const TextSize ts = c.Text(p, frame_b + th.tick_length + th.pad, ex.labels[i], Txt(th, HAlign::kCenter, VAlign::kTop));
+      xlab_bottom = std::max(xlab_bottom, frame_b + th.tick_length + th.pad + ts.height());
+    }
+    for (size_t i = 0; i < ey.major_px.size(); ++i) {
+      const double p = std::round(ey.major_px[i]);
+      c.Line(frame_l, p, frame_l - th.tick_length + 1, p, th.foreground);
+      c.Text(frame_l - th.tick_length - th.pad + 1, p, ey.labels[i], Txt(th, HAlign::kRight, VAlign::kMiddle));
+    }
+  } else if (nx_ > 0 && ny_ > 0) {
+    AxisMap xm{0, 1, false, sx_of(0), sx_of(1)};
+    AxisMap ym{0, 1, false, sy_of(0), sy_of(1)};
+    const Ticks xt = FitTicks(0, static_cast<double>(nx_ - 1), false, plot.w, true, th, xm);
+    const Ticks yt = FitTicks(0, static_cast<double>(ny_ - 1), false, plot.h, false, th, ym);
+    for (size_t i = 0; i < xt.major.size(); ++i) {
+      const double p = std::round(sx_of(xt.major[i]));
+      c.Line(p, frame_b, p, frame_b + th.tick_length - 1, th.foreground);
+      c.Text(p, frame_b + th.tick_length + th.pad, xt.labels[i], Txt(th, HAlign::kCenter, VAlign::kTop));
+    }
+    for (size_t i = 0; i < yt.major.size(); ++i) {
+      const double p = std::round(sy_of(yt.major[i]));
+      c.Line(frame_l, p, frame_l - th.tick_length + 1, p, th.foreground);
+      c.Text(frame_l - th.tick_length - th.pad + 1, p, yt.labels[i], Txt(th, HAlign::kRight, VAlign::kMiddle));
+    }
+  }
+  if (!xl.empty())
+    c.Text(plot.x + plot.w / 2.0, xlab_bottom + th.pad, xl, Txt(th, HAlign::kCenter, VAlign::kTop));
+  if (!yl.empty()) {
+    const int lx = plot.x - th.tick_length - th.pad - ytick_w - th.pad - MeasureText(yl, fs).height();
+    c.Text(lx, plot.y + plot.h / 2.0, yl, Txt(th, HAlign::kCenter, VAlign::kTop, true));
+  }
+  if (!title.empty())
+    c.Text(plot.x + plot.w / 2.0, plot.y - 1 - th.pad, title,
+           Txt(th, HAlign::kCenter, VAlign::kBottom, false, true, th.title_scale));
+  if (show_cb && have_data) {
+    out.colorbar = Rect{plot.right() + 2 * th.pad, plot.y, th.colorbar_width, plot.h};
+    DrawColorbar(c, out.colorbar, cb, th);
+  }
+}
+
+void NotePanel::Draw(Canvas& c, const Rect& cell, const Theme& th, PanelLayout& out) const {
+  out.plot = Rect{cell.x + th.pad, cell.y + th.pad, cell.w - 2 * th.pad, cell.h - 2 * th.pad};
+  int y = cell.y + cell.h / 2;
+  if (!title.empty()) {
+    c.Text(cell.x + cell.w / 2.0, y - TextH(th), title, Txt(th, HAlign::kCenter, VAlign::kBottom, false, true, th.title_scale));
+  }
+  TextStyle s = Txt(th, HAlign::kCenter, VAlign::kTop);
+  s.color = colors::kGrey;
+  c.Text(cell.x + cell.w / 2.0, y, text, s);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Figure
+
+Figure::Figure(int rows, int cols, int cell_width, int cell_height)
+    : rows_(std::max(1, rows)), cols_(std::max(1, cols)), cell_w_(std::max(40, cell_width)),
+      cell_h_(std::max(40, cell_height)) {
+  panels_.resize(static_cast<size_t>(rows_ * cols_));
+}
+
+template <typename T>
+T& Figure::Put(int row, int col, std::unique_ptr<T> p) {
+  if (row < 0 || row >= rows_ || col < 0 || col >= cols_)
+    throw Error("figure cell (" + std::to_string(row) + ", " + std::to_string(col) + ") is outside the " +
+                std::to_string(rows_) + " x " + std::to_string(cols_) + " grid");
+  T& ref = *p;
+  panels_[static_cast<size_t>(row * cols_ + col)] = std::move(p);
+  return ref;
+}
+
+XYPanel& Figure::XY(int row, int col) { return Put(row, col, std::make_unique<XYPanel>()); }
+ImagePanel& Figure::Image(int row, int col) { return Put(row, col, std::make_unique<ImagePanel>()); }
+NotePanel& Figure::Note(int row, int col, std::string text) {
+  auto& n = Put(row, col, std::make_unique<NotePanel>());
+  n.text = std::move(text);
+  return n;
+}
+
+namespace {
+std::vector<std::string> SplitLines(const std::string& s) {
+  std::vector<std::string> out;
+  size_t a = 0;
+  for (;;) {
+    const size_t b = s.find('\n', a);
+    out.push_back(s.substr(a, b == std::string::npos ? std::string::npos : b - a));
+    if (b == std::string::npos) break;
+    a = b + 1;
+  }
+  return out;
+}
+}  // namespace
+
+namespace {
+/// Text scale of each title line: the first at suptitle_scale (bold), the others at
+/// font_scale; shrunk while a line is wider than the figure.
+std::vector<int> TitleScales(const std::vector<std::string>& lines, const Theme& th, int width) {
+  std::vector<int> sc;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    int s = i == 0 ? th.suptitle_scale : th.font_scale;
+    while (s > 1 && MeasureText(lines[i], s, true, i == 0).width > width - 2 * th.pad) --s;
+    sc.push_back(s);
+  }
+  return sc;
+}
+}  // namespace
+
+int Figure::TitleHeight() const {
+  if (title.empty()) return 0;
+  const auto lines = SplitLines(title);
+  const auto sc = TitleScales(lines, theme, width());
+  int h = theme.pad;
+  for (size_t i = 0; i < lines.size(); ++i) h += MeasureText(lines[i], sc[i], true, i == 0).height() + theme.pad;
+  return h + theme.pad;
+}
+
+int Figure::width() const { return cols_ * cell_w_; }
+int Figure::height() const { return rows_ * cell_h_ + TitleHeight(); }
+
+Canvas Figure::Render(std::vector<PanelLayout>* layout) const {
+  Canvas c(width(), height(), theme.background);
+  if (!title.empty()) {
+    int y = theme.pad;
+    const auto lines = SplitLines(title);
+    const auto sc = TitleScales(lines, theme, width());
+    for (size_t i = 0; i < lines.size(); ++i) {
+      const TextStyle s = Txt(theme, HAlign::kCenter, VAlign::kTop, false, i == 0, sc[i]);
+      y += c.Text(width() / 2.0, y, lines[i], s).height() + theme.pad;
+    }
+  }
+  const int y0 = TitleHeight();
+  for (int r = 0; r < rows_; ++r)
+    for (int k = 0; k < cols_; ++k) {
+      const auto& p = panels_[static_cast<size_t>(r * cols_ + k)];
+      if (!p) continue;
+      PanelLayout pl;
+      pl.row = r;
+      pl.col = k;
+      pl.cell = Rect{k * cell_w_, y0 + r * cell_h_, cell_w_, cell_h_};
+      p->Draw(c, pl.cell, theme, pl);
+      c.ResetClip();
+      if (layout) layout->push_back(pl);
+    }
+  return c;
+}
+
+Status Figure::Save(const std::string& path, std::vector<PanelLayout>* layout) const {
+  return Render(layout).SavePng(path);
+}
+
+}  // namespace cubeflow::plot
