@@ -46,6 +46,17 @@ int SimulateMain(int argc, char** argv) {
   gal->add_option("--ssp", g.ssp, "SSP library: builtin or a directory");
   gal->add_option("--threads", gthreads, "threads (0 = all cores)");
   gal->add_flag("--no-noise", no_noise, "write a noise-free DATA cube");
+  gal->add_option("--histories", g.histories,
+                  "spaxel histories: prior (one non-parametric history per spaxel, the training prior's "
+                  "family) or components (old + disc + young-arm mixture, outside the prior)")
+      ->check(CLI::IsMember({"prior", "components"}));
+  std::string truth_lib, truth_lib_config;
+  gal->add_option("--truth-library", truth_lib,
+                  "also write every valid spaxel's history rendered as a training library would render it "
+                  "(rest frame, model grid, normalised; noise only if the --library-config asks) to this FITS "
+                  "file: `cubeflow evaluate MODEL FILE` then measures a model on the galaxy's histories");
+  gal->add_option("--library-config", truth_lib_config,
+                  "simulator YAML config of the truth library (default: the paper's recipe without noise)");
 
   try {
     app.parse(argc, argv);
@@ -95,6 +106,33 @@ int SimulateMain(int argc, char** argv) {
     if (!m.ok()) { std::cerr << "cubeflow simulate galaxy: " << m.status().message() << "\n"; return 2; }
     const Status st = (*m)->Write(gdir, gthreads);
     if (!st.ok()) { std::cerr << "cubeflow simulate galaxy: " << st.message() << "\n"; return 1; }
+    if (!truth_lib.empty()) {
+      SimConfig lc;
+      lc.noise.enabled = false;
+      if (!truth_lib_config.empty()) {
+        auto r = LoadSimConfig(truth_lib_config);
+        if (!r.ok()) { std::cerr << "cubeflow simulate galaxy: " << r.status().message() << "\n"; return 2; }
+        lc = *r;
+      }
+      if (lc.ssp != g.ssp) {
+        std::cerr << "cubeflow simulate galaxy: --library-config uses SSP '" << lc.ssp << "' but the galaxy uses '"
+                  << g.ssp << "'; give both the same library\n";
+        return 2;
+      }
+      std::shared_ptr<const SspGrid> ssp;
+      if (lc.ssp == "builtin") {
+        ssp = BuiltinSsp();
+      } else {
+        auto r = LoadSspDirectory(lc.ssp);
+        if (!r.ok()) { std::cerr << "cubeflow simulate galaxy: " << r.status().message() << "\n"; return 2; }
+        ssp = *r;
+      }
+      auto fm = ForwardModel::Build(ssp, lc);
+      if (!fm.ok()) { std::cerr << "cubeflow simulate galaxy: " << fm.status().message() << "\n"; return 2; }
+      const Status ts = (*m)->WriteTruthLibrary(truth_lib, **fm, g.seed, gthreads);
+      if (!ts.ok()) { std::cerr << "cubeflow simulate galaxy: " << ts.message() << "\n"; return 1; }
+      std::fprintf(stderr, "wrote %s (truth library)\n", truth_lib.c_str());
+    }
     std::fprintf(stderr, "wrote %s/{cube.fits, hst_*.fits, kinematics.fits, truth.fits}\n", gdir.c_str());
     return 0;
   }

@@ -4,9 +4,14 @@
 #include <tbb/parallel_for.h>
 #include <tbb/task_arena.h>
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <filesystem>
+#include <system_error>
 
+#include "cubeflow/sim/library.hpp"
+#include "cubeflow/sim/rng.hpp"
 #include "cubeflow/sim/spectral_ops.hpp"
 
 namespace cubeflow::sim {
@@ -58,6 +63,8 @@ void CelestialWcs(fitsfile* f, double ra, double dec, double crpix1, double crpi
 
 Result<std::shared_ptr<const MockGalaxy>> MockGalaxy::Build(const GalaxyConfig& cfg) {
   if (cfg.nx < 4 || cfg.ny < 4 || cfg.nwave < 16) return Status::Error("galaxy: nx, ny >= 4 and nwave >= 16 required");
+  if (cfg.histories != "prior" && cfg.histories != "components")
+    return Status::Error("galaxy: histories must be 'prior' or 'components', got '" + cfg.histories + "'");
   std::shared_ptr<MockGalaxy> g(new MockGalaxy());
   g->cfg_ = cfg;
   std::shared_ptr<const SspGrid> ssp;
@@ -109,6 +116,26 @@ SpaxelTruth MockGalaxy::Truth(int64_t x, int64_t y) const {
   t.sigma_kms = std::clamp(30.0 + 170.0 * std::pow(bulge, 0.7), 30.0, 200.0);
   const double area_pc2 = std::pow(c.pixscale / 206265.0 * dist_cm_ / 3.0856775814913673e18, 2);
   t.mass = 3000.0 * (std::exp(-r / rd) + 3.0 * bulge) * area_pc2;
+  const TimeGrid& grid = fm_->time_grid();
+  if (c.histories == "prior") {
+    // One history per spaxel from the training prior's dominant family (non-parametric, eq.-2
+    // enrichment): early, quenched, metal-rich centre; later, star-forming disc; arms younger
+    // and more metal-rich. Dust within the prior's tau_ISM range.
+    t.dust = DustParams{1.0, 0.22 + 0.16 * std::exp(-std::hypot(dx, dy) / (0.3 * field))};
+    const double ob = 1.0 - bulge, disc = std::exp(-r / rd);
+    Sfh s;
+    s.t_universe = CosmicTimeGyr(0.0);
+    s.z_start = 0.008;
+    s.z_final = std::clamp(0.012 + 0.012 * bulge + 0.006 * disc + 0.008 * arm, 0.010, 0.030);
+    const std::array<double, 3> frac = {0.08 + 0.17 * ob, 0.15 + 0.30 * ob, std::min(0.9, 0.25 + 0.40 * ob + 0.10 * arm)};
+    SetNonParametric(&s, frac, std::min(1e-9, std::pow(10.0, -12.0 + 1.6 * ob + 1.2 * arm)));
+    t.binned = IntegrateSfh(s, grid);
+    t.labels = ComputeLabels(s, grid, t.binned);
+    t.z_gas = s.z_final;
+    return t;
+  }
+  // dust: birth clouds everywhere, diffuse ISM rising towards the centre (projected radius)
+  t.dust = DustParams{1.0, 0.2 + 0.3 * std::exp(-std::hypot(dx, dy) / (0.3 * field))};
   // components: old bulge-like, disc, young (arms)
   Sfh old_c, disc_c, young_c;
   old_c.kind = disc_c.kind = SfhKind::kSkewNormal;
@@ -120,7 +147,6 @@ SpaxelTruth MockGalaxy::Truth(int64_t x, int64_t y) const {
   young_c.burst_frac = 1.0; young_c.burst_age = 0.008 + 0.09 * (1.0 - arm); young_c.burst_sigma = 0.01;
   young_c.z_final = 0.02 + 0.01 * arm;
   for (Sfh* s : {&old_c, &disc_c, &young_c}) FinalizeSfh(s);
-  const TimeGrid& grid = fm_->time_grid();
   const double w_old = 0.15 + 0.75 * bulge, w_young = 0.002 + 0.04 * arm, w_disc = std::max(0.0, 1.0 - w_old - w_young);
   BinnedSfh bo = IntegrateSfh(old_c, grid), bd = IntegrateSfh(disc_c, grid), by = IntegrateSfh(young_c, grid);
   t.binned.mass.resize(grid.size());
@@ -164,11 +190,8 @@ void MockGalaxy::RenderSpaxel(int64_t x, int64_t y, std::vector<float>* flux, st
   flux->assign(cfg_.nwave, std::numeric_limits<float>::quiet_NaN());
   phot->assign(cfg_.bands.size(), std::numeric_limits<double>::quiet_NaN());
   if (!t.valid) return;
-  const double r = std::hypot(x - 0.5 * (cfg_.nx - 1), y - 0.5 * (cfg_.ny - 1)) * cfg_.pixscale;
-  const double field = std::min(cfg_.nx, cfg_.ny) * cfg_.pixscale;
-  DustParams dust{1.0, 0.2 + 0.3 * std::exp(-r / (0.3 * field))};
   Rendered rd;
-  fm_->Render(t.binned, dust, 0.02, &rd);
+  fm_->Render(t.binned, t.dust, t.z_gas, &rd);
   const double z1 = 1.0 + cfg_.redshift;
   const double scale_cgs = t.mass * kLsunErg / (4.0 * M_PI * dist_cm_ * dist_cm_) / z1;
   // broaden by sigma (log grid: constant kernel in pixels)
@@ -416,6 +439,88 @@ Status MockGalaxy::Write(const std::string& dir, int threads) const {
     fits_close_file(h, &s2);
     if (s2) return Status::Error("galaxy: writing " + path + ": " + FitsErr(s2));
   }
+  return Status::OK();
+}
+
+Status MockGalaxy::WriteTruthLibrary(const std::string& path, const ForwardModel& model, uint64_t noise_seed,
+                                     int threads) const {
+  if (model.config().obs.mass_label != "formed")
+    return Status::Error("galaxy: the truth library needs a forward model with mass_label: formed (the galaxy's "
+                         "truth is formed mass); got '" + model.config().obs.mass_label + "'");
+  if (model.time_grid().size() != fm_->time_grid().size())
+    return Status::Error("galaxy: the truth library's forward model has a different time grid (substeps_per_bin) "
+                         "from the galaxy's; use the default spectrum.substeps_per_bin");
+  const int64_t nx = cfg_.nx, ny = cfg_.ny;
+  std::vector<int64_t> spax;
+  for (int64_t i = 0; i < nx * ny; ++i)
+    if (Truth(i % nx, i / nx).valid) spax.push_back(i);
+  const int64_t n = static_cast<int64_t>(spax.size());
+  LibraryData d = NewLibrary(model, n);
+  std::vector<double> xs(n), ys(n), mass(n), vel(n), sig(n), fnorm(n);
+  tbb::task_arena arena(threads > 0 ? threads : tbb::task_arena::automatic);
+  arena.execute([&] {
+    tbb::parallel_for(int64_t(0), n, [&](int64_t k) {
+      const int64_t x = spax[k] % nx, y = spax[k] / nx;
+      const SpaxelTruth t = Truth(x, y);
+      Rendered r;
+      model.Render(t.binned, t.dust, t.z_gas, &r);
+      SimulatedObject o;
+      o.kind = SfhKind::kSkewNormalBurst;
+      o.sfh.z_final = t.z_gas;
+      o.dust = t.dust;
+      o.labels = t.labels;
+      Rng rng(noise_seed, static_cast<uint64_t>(spax[k]), 0);
+      model.Observe(r, rng, &o);
+      SetLibraryRow(o, k, &d);
+      xs[k] = static_cast<double>(x);
+      ys[k] = static_cast<double>(y);
+      mass[k] = t.mass;
+      vel[k] = t.v_kms;
+      sig[k] = t.sigma_kms;
+      fnorm[k] = r.norm * t.mass * kLsunErg / (4.0 * M_PI * dist_cm_ * dist_cm_) / (1.0 + cfg_.redshift) * 1e20;
+    });
+  });
+  d.meta["seed"] = std::to_string(noise_seed);
+  d.meta["source"] = "mock galaxy (cubeflow simulate galaxy --seed " + std::to_string(cfg_.seed) + " --nx " +
+                     std::to_string(nx) + " --ny " + std::to_string(ny) + "), one row per valid spaxel";
+  namespace fs = std::filesystem;
+  const std::string part = path + ".part";
+  CUBEFLOW_RETURN_NOT_OK(WriteLibrary(part, d));
+  // SPAXELS: where each row comes from, for summing rows over a bin
+  fitsfile* f = nullptr;
+  int st = 0;
+  fits_open_file(&f, part.c_str(), READWRITE, &st);
+  char* ttype[] = {const_cast<char*>("X"), const_cast<char*>("Y"), const_cast<char*>("MASS"),
+                   const_cast<char*>("V_STARS"), const_cast<char*>("SIGMA_STARS"), const_cast<char*>("FLUXNORM")};
+  char* tform[] = {const_cast<char*>("J"), const_cast<char*>("J"), const_cast<char*>("D"),
+                   const_cast<char*>("D"), const_cast<char*>("D"), const_cast<char*>("D")};
+  char* tunit[] = {const_cast<char*>("pix"), const_cast<char*>("pix"), const_cast<char*>("Msun"),
+                   const_cast<char*>("km/s"), const_cast<char*>("km/s"),
+                   const_cast<char*>("10**(-20)*erg/s/cm**2/Angstrom")};
+  fits_create_tbl(f, BINARY_TBL, n, 6, ttype, tform, tunit, "SPAXELS", &st);
+  fits_write_comment(f, "0-based cube pixel (X, Y) of each library row; V_STARS relative to systemic;", &st);
+  fits_write_comment(f, "FLUXNORM: the spaxel's noise-free mean flux density in the normalisation window", &st);
+  fits_write_comment(f, "(cube units): SPECTRA row * FLUXNORM is the spaxel's rest-frame spectrum.", &st);
+  std::vector<int32_t> ix(n), iy(n);
+  for (int64_t k = 0; k < n; ++k) { ix[k] = static_cast<int32_t>(xs[k]); iy[k] = static_cast<int32_t>(ys[k]); }
+  if (n > 0) {
+    fits_write_col(f, TINT, 1, 1, 1, n, ix.data(), &st);
+    fits_write_col(f, TINT, 2, 1, 1, n, iy.data(), &st);
+    fits_write_col(f, TDOUBLE, 3, 1, 1, n, mass.data(), &st);
+    fits_write_col(f, TDOUBLE, 4, 1, 1, n, vel.data(), &st);
+    fits_write_col(f, TDOUBLE, 5, 1, 1, n, sig.data(), &st);
+    fits_write_col(f, TDOUBLE, 6, 1, 1, n, fnorm.data(), &st);
+  }
+  int st2 = 0;
+  if (f) fits_close_file(f, &st2);
+  if (st || st2) {
+    std::error_code ec;
+    fs::remove(part, ec);
+    return Status::Error("galaxy: writing the SPAXELS table of " + path + ": " + FitsErr(st ? st : st2));
+  }
+  std::error_code ec;
+  fs::rename(part, path, ec);
+  if (ec) return Status::Error("galaxy: cannot rename " + part + " to " + path + ": " + ec.message());
   return Status::OK();
 }
 

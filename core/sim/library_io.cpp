@@ -60,25 +60,40 @@ void Resize(LibraryData* d, int64_t n) {
   d->z_final.resize(n);
 }
 
-void SimulateInto(const ForwardModel& model, int64_t first, int64_t count, uint64_t seed, LibraryData* d) {
+}  // namespace
+
+LibraryData NewLibrary(const ForwardModel& model, int64_t n) {
+  LibraryData d;
+  Fill(&d, model);
+  Resize(&d, n);
+  return d;
+}
+
+void SetLibraryRow(const SimulatedObject& o, int64_t i, LibraryData* d) {
   const size_t nw = static_cast<size_t>(d->wave.n), nb = d->bands.size();
+  std::copy(o.spectrum.begin(), o.spectrum.end(), d->spectra.begin() + i * nw);
+  std::copy(o.spectrum_err.begin(), o.spectrum_err.end(), d->spectra_err.begin() + i * nw);
+  std::copy(o.phot.begin(), o.phot.end(), d->photometry.begin() + i * nb);
+  std::copy(o.phot_err.begin(), o.phot_err.end(), d->photometry_err.begin() + i * nb);
+  std::copy(o.labels.mass_frac.begin(), o.labels.mass_frac.end(), d->mass_frac.begin() + i * kNumAgeBins);
+  std::copy(o.light_frac.begin(), o.light_frac.end(), d->light_frac.begin() + i * kNumAgeBins);
+  std::copy(o.labels.zh.begin(), o.labels.zh.end(), d->zh.begin() + i * kNumAgeBins);
+  std::copy(o.labels.t_mass.begin(), o.labels.t_mass.end(), d->t_mass.begin() + i * kNumMassPercentiles);
+  d->snr[i] = o.snr;
+  d->tau_bc[i] = static_cast<float>(o.dust.tau_bc);
+  d->tau_ism[i] = static_cast<float>(o.dust.tau_ism);
+  d->sfh_kind[i] = static_cast<int32_t>(o.kind);
+  d->z_final[i] = static_cast<float>(o.sfh.z_final);
+}
+
+namespace {
+
+void SimulateInto(const ForwardModel& model, int64_t first, int64_t count, uint64_t seed, LibraryData* d) {
   tbb::parallel_for(tbb::blocked_range<int64_t>(0, count, 16), [&](const tbb::blocked_range<int64_t>& r) {
     SimulatedObject o;
     for (int64_t i = r.begin(); i < r.end(); ++i) {
       model.Simulate(seed, first + i, &o);
-      std::copy(o.spectrum.begin(), o.spectrum.end(), d->spectra.begin() + i * nw);
-      std::copy(o.spectrum_err.begin(), o.spectrum_err.end(), d->spectra_err.begin() + i * nw);
-      std::copy(o.phot.begin(), o.phot.end(), d->photometry.begin() + i * nb);
-      std::copy(o.phot_err.begin(), o.phot_err.end(), d->photometry_err.begin() + i * nb);
-      std::copy(o.labels.mass_frac.begin(), o.labels.mass_frac.end(), d->mass_frac.begin() + i * kNumAgeBins);
-      std::copy(o.light_frac.begin(), o.light_frac.end(), d->light_frac.begin() + i * kNumAgeBins);
-      std::copy(o.labels.zh.begin(), o.labels.zh.end(), d->zh.begin() + i * kNumAgeBins);
-      std::copy(o.labels.t_mass.begin(), o.labels.t_mass.end(), d->t_mass.begin() + i * kNumMassPercentiles);
-      d->snr[i] = o.snr;
-      d->tau_bc[i] = static_cast<float>(o.dust.tau_bc);
-      d->tau_ism[i] = static_cast<float>(o.dust.tau_ism);
-      d->sfh_kind[i] = static_cast<int32_t>(o.kind);
-      d->z_final[i] = static_cast<float>(o.sfh.z_final);
+      SetLibraryRow(o, i, d);
     }
   });
 }

@@ -488,6 +488,10 @@ void ForwardModel::SimulateFrom(const Sfh& sfh, const DustParams& dust, Rng& rng
   }
   Rendered r;
   Render(binned, dust, sfh.z_final, &r);
+  Observe(r, rng, out);
+}
+
+void ForwardModel::Observe(const Rendered& r, Rng& rng, SimulatedObject* out) const {
   double lv = 0;
   for (double v : r.light_v) lv += v;
   for (int i = 0; i < kNumAgeBins; ++i) out->light_frac[i] = static_cast<float>(lv > 0 ? r.light_v[i] / lv : 0);

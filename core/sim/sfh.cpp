@@ -90,6 +90,29 @@ SfhKind DrawSfhKind(const SfhPrior& p, Rng& rng) {
   return SfhKind::kSkewNormalBurst;
 }
 
+void SetNonParametric(Sfh* s, const std::array<double, 3>& time_frac, double ssfr) {
+  s->kind = SfhKind::kNonParametric;
+  s->t_hi = s->t_universe;
+  s->knot_tau[0] = 0;
+  for (int k = 0; k < 3; ++k) s->knot_tau[k + 1] = time_frac[k] * s->t_universe;
+  s->knot_tau[4] = s->t_universe;
+  for (int k = 0; k < 5; ++k) s->knot_c[k] = 0.25 * k;
+  s->ssfr = ssfr;
+  // PCHIP derivatives (Fritsch-Carlson weighted harmonic mean); d = 0 at the Big Bang, the
+  // sSFR (per Gyr) at z = 0, limited to 3x the last secant to keep C monotone.
+  double h[4], del[4];
+  for (int k = 0; k < 4; ++k) {
+    h[k] = std::max(s->knot_tau[k + 1] - s->knot_tau[k], 1e-9);
+    del[k] = 0.25 / h[k];
+  }
+  s->knot_d[0] = 0;
+  for (int k = 1; k < 4; ++k) {
+    const double w1 = 2 * h[k] + h[k - 1], w2 = h[k] + 2 * h[k - 1];
+    s->knot_d[k] = (w1 + w2) / (w1 / del[k - 1] + w2 / del[k]);
+  }
+  s->knot_d[4] = std::min(s->ssfr * 1e9, 3.0 * del[3]);
+}
+
 Sfh DrawSfh(const SfhPrior& p, SfhKind kind, Rng& rng) {
   Sfh s;
   s.kind = kind;
@@ -98,30 +121,15 @@ Sfh DrawSfh(const SfhPrior& p, SfhKind kind, Rng& rng) {
   s.z_sun = p.z_sun;
   s.z_final = rng.Uniform(p.z_final_min, p.z_final_max);
   if (kind == SfhKind::kNonParametric) {
-    s.t_hi = s.t_universe;
     // Three cumulative time fractions from a 4-component Dirichlet (DenseBasis t_x).
     double g[4], sum = 0;
     for (double& v : g) { v = rng.Gamma(p.dirichlet_alpha) + 1e-12; sum += v; }
+    std::array<double, 3> frac{};
     double acc = 0;
-    s.knot_tau[0] = 0;
-    for (int k = 0; k < 3; ++k) { acc += g[k] / sum; s.knot_tau[k + 1] = acc * s.t_universe; }
-    s.knot_tau[4] = s.t_universe;
-    for (int k = 0; k < 5; ++k) s.knot_c[k] = 0.25 * k;
-    s.ssfr = p.ssfr_log_uniform ? rng.LogUniform(p.ssfr_min, p.ssfr_max)
-                                : rng.Uniform(p.ssfr_min, p.ssfr_max);
-    // PCHIP derivatives (Fritsch-Carlson weighted harmonic mean); d = 0 at the Big Bang, the
-    // sSFR (per Gyr) at z = 0, limited to 3x the last secant to keep C monotone.
-    double h[4], del[4];
-    for (int k = 0; k < 4; ++k) {
-      h[k] = std::max(s.knot_tau[k + 1] - s.knot_tau[k], 1e-9);
-      del[k] = 0.25 / h[k];
-    }
-    s.knot_d[0] = 0;
-    for (int k = 1; k < 4; ++k) {
-      const double w1 = 2 * h[k] + h[k - 1], w2 = h[k] + 2 * h[k - 1];
-      s.knot_d[k] = (w1 + w2) / (w1 / del[k - 1] + w2 / del[k]);
-    }
-    s.knot_d[4] = std::min(s.ssfr * 1e9, 3.0 * del[3]);
+    for (int k = 0; k < 3; ++k) { acc += g[k] / sum; frac[k] = acc; }
+    const double ssfr = p.ssfr_log_uniform ? rng.LogUniform(p.ssfr_min, p.ssfr_max)
+                                           : rng.Uniform(p.ssfr_min, p.ssfr_max);
+    SetNonParametric(&s, frac, ssfr);
     return s;
   }
   s.t_hi = p.clip_to_universe_age ? std::min(p.t_max, s.t_universe) : p.t_max;

@@ -10,6 +10,7 @@
 #include "cubeflow/plugin.hpp"
 #include "model_path.hpp"
 #include "sbi_node.hpp"
+#include "spectrum_fields.hpp"
 
 namespace cubeflow::inference {
 
@@ -262,6 +263,7 @@ void CnnNode::Process(ProcessContext& ctx) {
     rec->Set("lw_logage", w.lw_logage, "dex", "V-band-light-weighted mean log10(age/yr) (eq. 6)");
     rec->Set("mw_zh", w.mw_zh, "dex", "mass-weighted mean [Z/H] (eq. 7)");
     rec->Set("lw_zh", w.lw_zh, "dex", "V-band-light-weighted mean [Z/H] (eq. 7)");
+    AddSpectrumFields(*ctx.Input<Spectrum>("spectra", i), rec.get());
     ctx.Emit("results", rec, i);
   }
 }

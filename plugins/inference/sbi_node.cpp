@@ -1,6 +1,7 @@
 // Node inference.sbi: amortised posteriors of the SFH (times by which 10..90 % of the stellar
 // mass formed) and mean [M/H] per bin from a simulation-based-inference model (docs/sbi.md).
 #include "sbi_node.hpp"
+#include "spectrum_fields.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -212,6 +213,7 @@ void SbiNode::Process(ProcessContext& ctx) {
       if (opt_.emit_samples)
         rec->SetVector(p.name + "_samples", std::move(all), p.unit, {}, p.doc + ": posterior samples");
     }
+    AddSpectrumFields(*ctx.Input<Spectrum>("spectra", i), rec.get());
     ctx.Emit("results", rec, i);
   }
 }

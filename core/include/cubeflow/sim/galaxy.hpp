@@ -4,8 +4,9 @@
 /// end-to-end tests of the pipeline: `cubeflow simulate galaxy`.
 ///
 /// Every spaxel gets a history from a few smooth fields (bulge weight, disc, spiral-arm
-/// strength): an old skew-normal bulge component, a disc component and recent star formation in
-/// the arms, with metallicity rising towards the arms and the centre. Spectra are rendered by a
+/// strength): old and metal-rich in the centre, younger in the disc, recent star formation in
+/// the arms, with metallicity rising towards the arms and the centre (see
+/// GalaxyConfig::histories for the two ways the history is built). Spectra are rendered by a
 /// ForwardModel on a rest-frame log-lambda grid with the MUSE LSF (Bacon et al. 2017), broadened
 /// by the spaxel's stellar dispersion, shifted by systemic + rotation velocity and rebinned
 /// (flux-conserving) onto the observed air-wavelength grid. Memory is bounded by writing the
@@ -36,6 +37,12 @@ struct GalaxyConfig {
   int64_t nan_spaxels = 5;                  ///< random NaN spaxels (plus the ragged edge)
   std::vector<std::string> bands = {"F275W", "F336W", "F438W", "F555W", "F814W"};
   std::string ssp = "builtin";              ///< SSP library (must cover 3000-9400 A for the bands)
+  /// How spaxel histories are made. "prior": one non-parametric history per spaxel, from the
+  /// family that dominates the training prior, with parameters varying over the disc (tests the
+  /// pipeline where the model's prior holds). "components": a mass-weighted mixture of three
+  /// skew-normal components (old bulge, disc, young arm bursts) with separate enrichment
+  /// histories, which no single prior history reproduces (tests robustness to prior mismatch).
+  std::string histories = "prior";
 };
 
 /// \brief Truth of one spaxel.
@@ -46,6 +53,8 @@ struct SpaxelTruth {
   BinnedSfh binned;                         ///< mass per time step and Z
   SfhLabels labels;
   std::array<double, kNumAgeBins> light{};  ///< V-band light fraction per bin
+  DustParams dust;                          ///< dust of the spaxel (birth clouds, diffuse ISM)
+  double z_gas = 0.02;                      ///< gas metallicity of the nebular lines
 };
 
 /// \brief The galaxy model: fields, forward model and rendering of any spaxel (thread-safe).
@@ -61,6 +70,14 @@ class MockGalaxy {
   /// cube.fits, hst_<band>.fits, kinematics.fits (V_STARS, SIGMA_STARS), truth.fits (incl.
   /// PHOT_<band>: noise-free band flux density per spaxel, erg/s/cm^2/A).
   Status Write(const std::string& dir, int threads = 0) const;
+  /// Renders every valid spaxel's history and dust through `library_model` (the forward model
+  /// of a training library: its LSF, dispersion, rest-frame grid, normalisation, bands and noise)
+  /// and writes the result as a library file (`WriteLibrary` layout) with the spaxels' truth
+  /// labels, plus a SPAXEL table (X, Y, MASS, V, SIGMA). This is what the pipeline's rest-frame
+  /// spectra of single spaxels should look like; `cubeflow evaluate MODEL FILE` on it measures
+  /// a model on the galaxy's histories without any pipeline processing.
+  Status WriteTruthLibrary(const std::string& path, const ForwardModel& library_model, uint64_t noise_seed,
+                           int threads = 0) const;
 
  private:
   GalaxyConfig cfg_;

@@ -57,6 +57,11 @@ struct LibraryWriteOptions {
   std::map<std::string, std::string> extra_meta;  ///< added to the primary header / meta
 };
 
+struct SimulatedObject;
+/// \brief An empty library of `n` rows with `model`'s grid, bands, age bins and config metadata.
+LibraryData NewLibrary(const ForwardModel& model, int64_t n);
+/// \brief Copies one simulated object into row `row` of `data` (spectra, photometry, labels).
+void SetLibraryRow(const SimulatedObject& object, int64_t row, LibraryData* data);
 /// \brief Simulates objects [first, first + count) of a run seeded with `seed` in memory
 /// (parallel with TBB; identical results for any thread count). Fills every field incl. metadata.
 LibraryData SimulateLibrary(const ForwardModel& model, int64_t first, int64_t count, uint64_t seed,

@@ -149,6 +149,9 @@ class ForwardModel {
   /// Same with a given history and dust (labels, normalisation and noise as in Simulate);
   /// `rng` supplies the S/N and noise draws.
   void SimulateFrom(const Sfh& sfh, const DustParams& dust, Rng& rng, SimulatedObject* out) const;
+  /// The observation step of SimulateFrom: light fractions, normalisation, S/N draw and noise of
+  /// a rendering (fills light_frac, snr, spectrum[_err], phot[_err] of `out`).
+  void Observe(const Rendered& r, Rng& rng, SimulatedObject* out) const;
 
  private:
   ForwardModel() = default;

@@ -77,6 +77,10 @@ struct Sfh {
 /// [0, t_hi].
 void FinalizeSfh(Sfh* sfh);
 
+/// Makes `sfh` a non-parametric history (kind, t_hi, knots) with the cumulative mass fractions
+/// 25/50/75 % reached at cosmic times time_frac[k] * t_universe (increasing, in (0, 1)) and
+/// the given sSFR (1/yr) at z = 0. Used by DrawSfh and by the mock galaxy.
+void SetNonParametric(Sfh* sfh, const std::array<double, 3>& time_frac, double ssfr);
 /// Draws the kind from the mixture weights.
 SfhKind DrawSfhKind(const SfhPrior& prior, Rng& rng);
 /// Draws one history of the given kind (including Z_final).
