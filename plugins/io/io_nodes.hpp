@@ -2,6 +2,7 @@
 // Node classes of the "io" plugin (internal header; tests compile the sources directly).
 
 #include <cstdint>
+#include <cstdio>
 #include <map>
 #include <memory>
 #include <string>
@@ -73,6 +74,67 @@ class WriteMapsNode : public Node {
   std::vector<std::shared_ptr<const Map>> maps_;
   std::shared_ptr<const Binning> binning_;
   std::map<int64_t, BinResult> bins_;
+};
+
+/// io.write_spectra: writes the bin spectra of a stream (binning.voronoi's or
+/// spectral.restframe's `spectra`) as one FITS product, row i of the images = bin i
+/// (docs/products.md). Spectra go to an unlinked scratch file next to the output as they arrive
+/// (memory stays O(bins), not O(bins x wavelengths)); Finish writes the product in bin order.
+/// Serial: Process is never called concurrently (declared Concurrency::kSerial).
+class WriteSpectraNode : public Node {
+ public:
+  static NodeSpec Spec();
+  explicit WriteSpectraNode(const Params& p);
+  ~WriteSpectraNode() override;
+  WriteSpectraNode(const WriteSpectraNode&) = delete;
+  WriteSpectraNode& operator=(const WriteSpectraNode&) = delete;
+  void Process(ProcessContext& ctx) override;
+  void Finish(ProcessContext& ctx) override;
+
+  /// Bits of the MASK extension (uint8; documented in docs/products.md and in the MASK header).
+  enum MaskBit : uint8_t {
+    kMaskBadPixel = 1u << 0,   ///< the spectrum's own mask flags the pixel
+    kMaskNonFinite = 1u << 1,  ///< flux or variance not finite, or variance < 0
+    kMaskNoError = 1u << 2,    ///< the spectrum carries no variance
+    kMaskNoSpectrum = 1u << 3, ///< no spectrum for this row: the bin failed or never arrived
+  };
+  /// SPECSTAT column of the BINS table.
+  enum SpecStatus : int16_t { kSpecWritten = 0, kSpecFailed = 1, kSpecMissing = 2 };
+
+  /// Number of spectra and failures received so far (for tests).
+  size_t received() const { return entries_.size(); }
+
+ private:
+  struct Entry {
+    int64_t id = -1;
+    int64_t scratch_row = -1;  ///< row in the scratch file; -1 = failed upstream
+    uint32_t quality = 0;
+    double norm = 1.0;
+    int64_t ngood = 0;
+    std::string failure;
+  };
+  void AddSpectrum(ProcessContext& ctx, int64_t id, const Spectrum& s);
+  void AddFailure(int64_t id, const std::string& why);
+  void OpenScratch();
+  size_t NewEntry(int64_t id);
+
+  std::string path_, error_kind_, dtype_, bunit_param_;
+  bool overwrite_ = true;
+  size_t elem_ = 4;  ///< bytes per value in SPECTRA/ERROR (4 or 8)
+  std::shared_ptr<const Binning> binning_;
+  // Common properties of every spectrum (from the first one).
+  bool have_axis_ = false;
+  WavelengthAxis axis_;
+  bool rest_frame_ = false;
+  double bunit_scale_ = 0;  ///< 0: none seen yet; NaN: the spectra carry none
+  int64_t first_id_ = -1;
+  // Per-bin state, in arrival order (small: no spectra).
+  std::vector<Entry> entries_;
+  std::map<int64_t, size_t> by_id_;
+  std::map<std::string, std::vector<double>> meta_;  ///< meta key -> value per entry (NaN = absent)
+  std::FILE* scratch_ = nullptr;
+  int64_t scratch_rows_ = 0;
+  std::string scratch_path_;
 };
 
 }  // namespace cubeflow::io

@@ -1,4 +1,4 @@
-// The "io" plugin: io.read_cube, io.read_map (sources) and io.write_maps (sink).
+// The "io" plugin: io.read_cube, io.read_map (sources), io.write_maps and io.write_spectra (sinks).
 #include "cubeflow/plugin.hpp"
 #include "io_nodes.hpp"
 
@@ -8,6 +8,7 @@ void RegisterNodes(Registry& r) {
   r.Add<ReadCubeNode>();
   r.Add<ReadMapNode>();
   r.Add<WriteMapsNode>();
+  r.Add<WriteSpectraNode>();
 }
 }  // namespace
 }  // namespace cubeflow::io
