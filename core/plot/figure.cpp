@@ -24,6 +24,18 @@ TextStyle Txt(const Theme& th, HAlign h, VAlign v, bool vertical = false, bool b
   return s;
 }
 
+std::vector<std::string> SplitLines(const std::string& s) {
+  std::vector<std::string> out;
+  size_t a = 0;
+  for (;;) {
+    const size_t b = s.find('\n', a);
+    out.push_back(s.substr(a, b == std::string::npos ? std::string::npos : b - a));
+    if (b == std::string::npos) break;
+    a = b + 1;
+  }
+  return out;
+}
+
 int TextH(const Theme& th, int scale = 0) {
   const int s = scale > 0 ? scale : th.font_scale;
   return 9 * s;  // ascent 7 + descent 2 glyph rows
@@ -68,6 +80,42 @@ Ticks FitTicks(double lo, double hi, bool log, int length_px, bool horizontal, c
     if (ok) return t;
   }
   return best;
+}
+
+/// Ticks of an XY axis: the automatic ones, or the axis's explicit ones (kept where they are in
+/// range and their labels clear the previous kept label), with the automatic minor ticks.
+Ticks AxisFitTicks(const AxisSpec& a, double lo, double hi, int length_px, bool horizontal, const Theme& th,
+                   const std::function<double(double)>& to_px) {
+  Ticks t = FitTicks(lo, hi, a.log, length_px, horizontal, th, to_px);
+  if (a.ticks.empty()) return t;
+  std::vector<double> vals = a.ticks;
+  std::sort(vals.begin(), vals.end());
+  Ticks e;
+  e.minor = t.minor;
+  e.step = t.step;
+  const double mn = std::min(lo, hi), mx = std::max(lo, hi), tol = 1e-9 * (mx - mn);
+  double last_px = std::numeric_limits<double>::quiet_NaN(), last_half = 0;
+  for (double v : vals) {
+    if (!std::isfinite(v) || v < mn - tol || v > mx + tol || (a.log && !(v > 0))) continue;
+    const std::string label = FormatNumber(v, 3);
+    const double p = to_px(v);
+    const double half = horizontal ? MeasureText(label, th.font_scale).width / 2.0 + th.font_scale * 3
+                                   : TextH(th) / 2.0 + th.font_scale * 2;
+    if (std::isfinite(last_px) && std::fabs(p - last_px) < half + last_half) continue;
+    e.major.push_back(v);
+    e.labels.push_back(label);
+    last_px = p;
+    last_half = half;
+  }
+  // Minor ticks that fall on a labelled tick are dropped.
+  e.minor.erase(std::remove_if(e.minor.begin(), e.minor.end(),
+                               [&](double m) {
+                                 for (double v : e.major)
+                                   if (std::fabs(m - v) <= 1e-9 * std::max(1.0, std::fabs(v))) return true;
+                                 return false;
+                               }),
+                e.minor.end());
+  return e;
 }
 
 int MaxLabelWidth(const std::vector<std::string>& labels, int scale) {
@@ -186,6 +234,7 @@ struct XYPanel::Item {
   std::string text;
   HAlign h = HAlign::kLeft;
   VAlign v = VAlign::kTop;
+  bool box = false;
 };
 
 plot::Style XYPanel::Next(plot::Style s) {
@@ -294,8 +343,10 @@ XYPanel& XYPanel::Hist2D(std::vector<double> xs, std::vector<double> ys, int nx_
   return *this;
 }
 
-XYPanel& XYPanel::Annotate(double fx, double fy, std::string text, HAlign h, VAlign v, std::optional<Rgb> color) {
+XYPanel& XYPanel::Annotate(double fx, double fy, std::string text, HAlign h, VAlign v, std::optional<Rgb> color,
+                           bool box) {
   auto it = std::make_shared<Item>();
+  it->box = box;
   it->kind = Item::Kind::kText;
   it->fx = fx;
   it->fy = fy;
@@ -428,7 +479,7 @@ void XYPanel::Draw(Canvas& c, const Rect& cell, const Theme& th, PanelLayout& ou
 
   AxisMap ym{ylo, yhi, y.log, static_cast<double>(bottom - 1), static_cast<double>(top)};
   if (y.invert) std::swap(ym.p0, ym.p1);
-  const Ticks yt = FitTicks(ylo, yhi, y.log, plot_h, false, th, ym);
+  Ticks yt = AxisFitTicks(y, ylo, yhi, plot_h, false, th, ym);
   left += MaxLabelWidth(yt.labels, fs) + th.pad;
 
   int right = cell.right() - 2 * th.pad;
@@ -461,11 +512,44 @@ void XYPanel::Draw(Canvas& c, const Rect& cell, const Theme& th, PanelLayout& ou
     cb.label = hist->cbar_label;
     right -= ColorbarBand(cb, plot_h, th);
   }
-  const Rect plot{left, top, std::max(20, right - left), plot_h};
-  out.plot = plot;
+  Rect plot{left, top, std::max(20, right - left), plot_h};
+  int shift = 0;  // horizontal offset of the data area (and the y-axis label) for `aspect`
+  if (aspect > 0) {
+    const int want_h = static_cast<int>(std::lround(plot.w * aspect));
+    const int want_w = static_cast<int>(std::lround(plot.h / aspect));
+    if (want_h < plot.h && want_h >= 20) {  // too tall: centred vertically
+      plot.y += (plot.h - want_h) / 2;
+      plot.h = want_h;
+      ym = AxisMap{ylo, yhi, y.log, static_cast<double>(plot.bottom() - 1), static_cast<double>(plot.y)};
+      if (y.invert) std::swap(ym.p0, ym.p1);
+      yt = AxisFitTicks(y, ylo, yhi, plot.h, false, th, ym);
+    } else if (want_w < plot.w && want_w >= 20) {  // too wide: centred horizontally
+      shift = (plot.w - want_w) / 2;
+      plot.x += shift;
+      plot.w = want_w;
+    }
+  }
   AxisMap xm{xlo, xhi, x.log, static_cast<double>(plot.x), static_cast<double>(plot.right() - 1)};
   if (x.invert) std::swap(xm.p0, xm.p1);
-  const Ticks xt = FitTicks(xlo, xhi, x.log, plot.w, true, th, xm);
+  Ticks xt = AxisFitTicks(x, xlo, xhi, plot.w, true, th, xm);
+  if (!hist) {
+    // A tick label at the right end must not stick out of the cell (it would be cut at the
+    // edge of the figure or run into the next panel): narrow the data area by the overhang.
+    int over = 0;
+    for (size_t i = 0; i < xt.major.size(); ++i) {
+      const double sx = std::round(xm(xt.major[i]));
+      if (!std::isfinite(sx) || sx < plot.x || sx > plot.right() - 1) continue;
+      over = std::max(over, static_cast<int>(std::ceil(sx + MeasureText(xt.labels[i], fs).width / 2.0)) -
+                                (cell.right() - th.pad));
+    }
+    if (over > 0 && plot.w - over >= 20) {
+      plot.w -= over;
+      xm = AxisMap{xlo, xhi, x.log, static_cast<double>(plot.x), static_cast<double>(plot.right() - 1)};
+      if (x.invert) std::swap(xm.p0, xm.p1);
+      xt = AxisFitTicks(x, xlo, xhi, plot.w, true, th, xm);
+    }
+  }
+  out.plot = plot;
 
   // --- data ---
   c.SetClip(plot);
@@ -621,6 +705,45 @@ void XYPanel::Draw(Canvas& c, const Rect& cell, const Theme& th, PanelLayout& ou
     }
   }
 
+  // --- annotations: a block of lines anchored in axes fractions; boxed blocks repel the legend ---
+  struct TextBlock {
+    const Item* item = nullptr;
+    std::vector<std::string> lines;
+    Rect text;  // the lines' extent
+    int line_h = 0;
+  };
+  std::vector<TextBlock> blocks;
+  for (const auto& it : items_) {
+    if (it->kind != K::kText) continue;
+    TextBlock b;
+    b.item = it.get();
+    b.lines = SplitLines(it->text);
+    int w = 0, lh = TextH(th);
+    for (const auto& l : b.lines) {
+      const TextSize ts = MeasureText(l, fs);
+      w = std::max(w, ts.width);
+      lh = std::max(lh, ts.height());
+    }
+    b.line_h = lh + fs;
+    const int h = b.line_h * static_cast<int>(b.lines.size()) - fs;
+    const double ax = plot.x + it->fx * plot.w, ay = plot.bottom() - it->fy * plot.h;
+    const double x0 = it->h == HAlign::kLeft ? ax : it->h == HAlign::kCenter ? ax - w / 2.0 : ax - w;
+    double y0 = ay;
+    switch (it->v) {
+      case VAlign::kTop: y0 = ay; break;
+      case VAlign::kMiddle: y0 = ay - h / 2.0; break;
+      case VAlign::kBottom: y0 = ay - h; break;
+      case VAlign::kBaseline: y0 = ay - MeasureText(b.lines[0], fs).ascent; break;
+    }
+    b.text = Rect{static_cast<int>(std::lround(x0)), static_cast<int>(std::lround(y0)), w, h};
+    if (it->box) {
+      for (int yy = b.text.y - th.pad; yy <= b.text.bottom() + th.pad; yy += 3)
+        for (int xx = b.text.x - th.pad; xx <= b.text.right() + th.pad; xx += 3)
+          drawn.push_back({static_cast<double>(xx), static_cast<double>(yy)});
+    }
+    blocks.push_back(std::move(b));
+  }
+
   // --- legend ---
   std::vector<const Item*> entries;
   for (const auto& it : items_)
@@ -681,12 +804,24 @@ void XYPanel::Draw(Canvas& c, const Rect& cell, const Theme& th, PanelLayout& ou
       yy += row_h;
     }
   }
-  for (const auto& it : items_) {
-    if (it->kind != K::kText) continue;
-    TextStyle ts = Txt(th, it->h, it->v);
+  for (const TextBlock& b : blocks) {
+    const Item* it = b.item;
+    if (b.lines.size() == 1 && !it->box) {  // one plain line: anchored exactly as given
+      TextStyle ts = Txt(th, it->h, it->v);
+      if (it->style.color) ts.color = *it->style.color;
+      c.Text(plot.x + it->fx * plot.w, plot.bottom() - it->fy * plot.h, it->text, ts);
+      continue;
+    }
+    if (it->box) {
+      const Rect box{b.text.x - th.pad, b.text.y - th.pad, b.text.w + 2 * th.pad, b.text.h + 2 * th.pad};
+      c.FillRect(box, th.background, 0.85);
+      c.StrokeRect(box, th.legend_edge);
+    }
+    TextStyle ts = Txt(th, it->h, VAlign::kTop);
     if (it->style.color) ts.color = *it->style.color;
-    const double fx = plot.x + it->fx * plot.w, fy = plot.bottom() - it->fy * plot.h;
-    c.Text(fx, fy, it->text, ts);
+    const double lx = it->h == HAlign::kLeft ? b.text.x : it->h == HAlign::kCenter ? b.text.x + b.text.w / 2.0
+                                                                                    : b.text.right();
+    for (size_t i = 0; i < b.lines.size(); ++i) c.Text(lx, b.text.y + static_cast<int>(i) * b.line_h, b.lines[i], ts);
   }
   c.ResetClip();
 
@@ -718,7 +853,7 @@ void XYPanel::Draw(Canvas& c, const Rect& cell, const Theme& th, PanelLayout& ou
     c.Text(plot.x + plot.w / 2.0, plot.bottom() + th.pad + LabelsHeight(xt.labels, th) + th.pad, x.label,
            Txt(th, HAlign::kCenter, VAlign::kTop));
   if (!y.label.empty())
-    c.Text(cell.x + th.pad, plot.y + plot.h / 2.0, y.label, Txt(th, HAlign::kCenter, VAlign::kTop, true));
+    c.Text(cell.x + th.pad + shift, plot.y + plot.h / 2.0, y.label, Txt(th, HAlign::kCenter, VAlign::kTop, true));
   if (!title.empty())
     c.Text(plot.x + plot.w / 2.0, plot.y - th.pad, title,
            Txt(th, HAlign::kCenter, VAlign::kBottom, false, true, th.title_scale));
@@ -1205,20 +1340,6 @@ NotePanel& Figure::Note(int row, int col, std::string text) {
   n.text = std::move(text);
   return n;
 }
-
-namespace {
-std::vector<std::string> SplitLines(const std::string& s) {
-  std::vector<std::string> out;
-  size_t a = 0;
-  for (;;) {
-    const size_t b = s.find('\n', a);
-    out.push_back(s.substr(a, b == std::string::npos ? std::string::npos : b - a));
-    if (b == std::string::npos) break;
-    a = b + 1;
-  }
-  return out;
-}
-}  // namespace
 
 namespace {
 /// Text scale of each title line: the first at suptitle_scale (bold), the others at

@@ -568,3 +568,148 @@ TEST(Figure, SkyAxesAndTitlesRenderWithRotatedWcs) {
     for (int x = p2.right() - 90; x < p2.right() - 2; ++x) n2 += c2.Get(x, y) == colors::kBlack;
   EXPECT_EQ(n2, 0);
 }
+
+// ----------------------------------------------------------------------- XY panel options
+namespace {
+/// Pixel of a data value on a linear axis of a panel (as XYPanel maps it).
+int PxX(const Rect& p, double lo, double hi, double v) {
+  return static_cast<int>(std::lround(p.x + (v - lo) / (hi - lo) * (p.right() - 1 - p.x)));
+}
+int PxY(const Rect& p, double lo, double hi, double v) {
+  return static_cast<int>(std::lround(p.bottom() - 1 + (v - lo) / (hi - lo) * (p.y - (p.bottom() - 1))));
+}
+bool IsLegendEdge(Rgb c) { return c == Theme{}.legend_edge; }
+/// Legend-edge pixels in a rectangle.
+int CountEdge(const Canvas& c, const Rect& r) {
+  int n = 0;
+  for (int y = r.y; y < r.bottom(); ++y)
+    for (int x = r.x; x < r.right(); ++x) n += IsLegendEdge(c.Get(x, y));
+  return n;
+}
+}  // namespace
+
+TEST(Figure, BoxedMultiLineAnnotationSitsOnABoxOverTheDensity) {
+  Figure fig(1, 1, 520, 420);
+  auto& xy = fig.XY(0, 0);
+  std::vector<double> x, y;
+  for (int i = 0; i < 60; ++i)
+    for (int j = 0; j < 60; ++j) {  // every cell of a 20 x 20 histogram filled
+      x.push_back((i + 0.5) / 60.0);
+      y.push_back((j + 0.5) / 60.0);
+    }
+  xy.x.lo = xy.y.lo = 0;
+  xy.x.hi = xy.y.hi = 1;
+  xy.Hist2D(x, y, 20, 20);
+  xy.Annotate(0.05, 0.95, "first line\nsecond line", HAlign::kLeft, VAlign::kTop, std::nullopt, true);
+  std::vector<PanelLayout> lay;
+  const Canvas c = fig.Render(&lay);
+  const Rect p = lay[0].plot;
+  const int ax = static_cast<int>(std::lround(p.x + 0.05 * p.w)), ay = static_cast<int>(std::lround(p.bottom() - 0.95 * p.h));
+  const int line_w = MeasureText("second line", 2).width;
+  // The box: its edge colour just outside the text block, light background inside.
+  const Theme th;
+  EXPECT_TRUE(IsLegendEdge(c.Get(ax - th.pad, ay + 5)));
+  const Rgb inside = c.Get(ax - th.pad + 2, ay + 3);
+  EXPECT_GE(std::min({inside.r, inside.g, inside.b}), 200);
+  // Two lines of black text: dark rows in two bands separated by a light gap.
+  std::vector<int> dark_rows;
+  for (int yy = ay - 2; yy < ay + 60; ++yy) {
+    int n = 0;
+    for (int xx = ax; xx < ax + line_w; ++xx) n += c.Get(xx, yy) == colors::kBlack;
+    if (n > 0) dark_rows.push_back(yy);
+  }
+  ASSERT_FALSE(dark_rows.empty());
+  int bands = 1;
+  for (size_t i = 1; i < dark_rows.size(); ++i) bands += dark_rows[i] > dark_rows[i - 1] + 1;
+  EXPECT_EQ(bands, 2);
+  // Outside the box the density is drawn as before (dark viridis, not the light box).
+  const Rgb far = c.Get(p.x + p.w - 10, p.y + p.h / 2);
+  EXPECT_LT(std::min({far.r, far.g, far.b}), 200);
+}
+
+TEST(Figure, LegendAvoidsABoxedAnnotation) {
+  auto render = [](bool annotate) {
+    Figure fig(1, 1, 500, 400);
+    auto& xy = fig.XY(0, 0);
+    xy.y.lo = 0;
+    xy.y.hi = 1;
+    xy.Line({0, 1}, {0.02, 0.02}, {.label = "data"});
+    if (annotate) xy.Annotate(0.97, 0.97, "N = 1000\nbias = 0.01", HAlign::kRight, VAlign::kTop, std::nullopt, true);
+    std::vector<PanelLayout> lay;
+    Canvas c = fig.Render(&lay);
+    return std::make_pair(c, lay[0].plot);
+  };
+  const auto [plain, p0] = render(false);
+  const auto [boxed, p1] = render(true);
+  const Rect ul0{p0.x, p0.y, p0.w / 2, p0.h / 2}, ur0{p0.x + p0.w / 2, p0.y, p0.w / 2, p0.h / 2};
+  const Rect ul1{p1.x, p1.y, p1.w / 2, p1.h / 2};
+  // Without the box the legend takes the upper right; with it, the upper left.
+  EXPECT_GT(CountEdge(plain, ur0), 50);
+  EXPECT_EQ(CountEdge(plain, ul0), 0);
+  EXPECT_GT(CountEdge(boxed, ul1), 50);
+}
+
+TEST(Figure, ExplicitTicksAreLabelledAndCollidingOnesDropped) {
+  Figure fig(1, 1, 600, 400);
+  auto& xy = fig.XY(0, 0);
+  xy.x.log = true;
+  xy.x.lo = 4;
+  xy.x.hi = 120;
+  xy.x.ticks = {5, 10, 10.4, 20, 35, 50, 100, 500};  // 10.4 collides with 10; 500 is out of range
+  xy.legend = LegendPos::kNone;
+  xy.Line({5, 100}, {0, 1});
+  std::vector<PanelLayout> lay;
+  const Canvas c = fig.Render(&lay);
+  const Rect p = lay[0].plot;
+  auto sx = [&](double v) {
+    return static_cast<int>(std::lround(p.x + (std::log10(v) - std::log10(4.0)) / (std::log10(120.0) - std::log10(4.0)) *
+                                                  (p.right() - 1 - p.x)));
+  };
+  const Theme th;
+  auto major_tick = [&](double v) {  // the inward major tick reaches tick_length - 1 pixels up
+    return c.Get(sx(v), p.bottom() - th.tick_length) == th.foreground;
+  };
+  auto label_below = [&](double v) {
+    int n = 0;
+    for (int yy = p.bottom() + th.pad; yy < p.bottom() + th.pad + 20; ++yy)
+      for (int xx = sx(v) - 3; xx <= sx(v) + 3; ++xx) n += c.Get(xx, yy) == th.foreground;
+    return n > 0;
+  };
+  for (double v : {5.0, 10.0, 20.0, 35.0, 50.0, 100.0}) {
+    EXPECT_TRUE(major_tick(v)) << v;
+    EXPECT_TRUE(label_below(v)) << v;
+  }
+  EXPECT_FALSE(major_tick(10.4));
+  EXPECT_FALSE(major_tick(30));  // an automatic minor tick: shorter
+  EXPECT_TRUE(c.Get(sx(30), p.bottom() - 2) == th.foreground);
+}
+
+TEST(Figure, AspectMakesTheDataAreaSquareAndRightLabelsStayInTheCell) {
+  Figure fig(1, 2, 700, 360);
+  auto& sq = fig.XY(0, 0);
+  sq.aspect = 1;
+  sq.Hist2D({0, 1, 0.5}, {0, 1, 0.5}, 10, 10);
+  sq.y.label = "y";
+  auto& wide = fig.XY(0, 1);
+  wide.x.lo = 0;
+  wide.x.hi = 1000;  // "1000" at the right end of the axis
+  wide.Line({0, 1000}, {0, 1});
+  std::vector<PanelLayout> lay;
+  const Canvas c = fig.Render(&lay);
+  ASSERT_EQ(lay.size(), 2u);
+  EXPECT_LE(std::abs(lay[0].plot.w - lay[0].plot.h), 1);
+  // Centred horizontally in the space left of the colour bar: the y label moved with it.
+  EXPECT_GT(lay[0].plot.x, 100);
+  EXPECT_FALSE(lay[0].colorbar.empty());
+  EXPECT_EQ(lay[0].colorbar.h, lay[0].plot.h);
+  const Rect w = lay[1].plot;
+  const int half = MeasureText("1000", 2).width / 2;
+  EXPECT_LE(w.right() - 1 + half, lay[1].cell.right());
+  EXPECT_EQ(PxX(w, 0, 1000, 1000), w.right() - 1);
+  // The label "1000" is drawn in full: dark pixels right of the last tick, inside the figure.
+  int dark = 0;
+  for (int yy = w.bottom(); yy < w.bottom() + 30; ++yy)
+    for (int xx = w.right(); xx < c.width(); ++xx) dark += c.Get(xx, yy) == colors::kBlack;
+  EXPECT_GT(dark, 5);
+  (void)PxY;
+}

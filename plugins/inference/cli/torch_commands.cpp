@@ -18,7 +18,8 @@ std::string FirstPositional(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--threads" || a == "--rows" || a == "--first" || a == "--csv" || a == "--json" || a == "--samples" ||
-        a == "--seed" || a == "--objects" || a == "--add-noise" || a == "--phot-snr") {
+        a == "--seed" || a == "--objects" || a == "--add-noise" || a == "--phot-snr" || a == "--out" || a == "--snr" ||
+        a == "--ablate") {
       ++i;
       continue;
     }

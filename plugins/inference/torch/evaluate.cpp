@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "cubeflow_torch/commands.hpp"
+#include "cubeflow_torch/eval_figures.hpp"
 #include "cubeflow_torch/train.hpp"
 
 #ifdef CUBEFLOW_HAVE_SIM
@@ -191,7 +192,8 @@ constexpr const char* kUsage =
     "  --ablate SPEC     permutation test; SPEC = band:NAME | bands | window:LO:HI | standard\n"
     "                    (each band, all bands and 200 A windows); repeatable\n"
     "  --seed N          seed of the added noise and permutations (default 1)\n"
-    "  --out DIR         write CSV tables (summary, per age bin, per S/N, ablation, objects)\n"
+    "  --out DIR         write CSV tables (summary, per age bin, per S/N, ablation, objects) and\n"
+    "                    PNG figures (predicted vs true, age-bin errors, bias/scatter vs S/N)\n"
     "  --json FILE       write the figures machine-readably\n"
     "  --csv FILE        write per-object true and predicted means\n";
 
@@ -485,6 +487,83 @@ int EvaluateMain(int argc, char** argv) {
       if (auto st = WriteText(d + name, text); !st.ok()) return fail(st.message());
     }
     std::fprintf(stderr, "cubeflow evaluate: tables written to %s\n", o.out_dir.c_str());
+
+    // Figures (docs/cnn.md): Fig. 5, Fig. 4 and, after an S/N sweep, Fig. 8.
+    namespace fs = std::filesystem;
+    char sub[512];
+    std::snprintf(sub, sizeof sub, "%s on %s: %lld objects (rows %lld-%lld)%s",
+                  fs::path(o.model).filename().string().c_str(), fs::path(o.library).filename().string().c_str(),
+                  static_cast<long long>(lib.n), static_cast<long long>(o.first),
+                  static_cast<long long>(o.first + lib.n - 1), noise_free ? ", noise-free" : "");
+    const std::string subtitle = sub;
+    std::vector<std::string> figures;
+    {
+      const char* titles[4] = {"LW log age", "MW log age", "LW [Z/H]", "MW [Z/H]"};
+      std::vector<evalfig::TruthPrediction> panels(4);
+      for (int q = 0; q < 4; ++q) {
+        auto& p = panels[q];
+        p.title = titles[q];
+        p.quantity = q < 2 ? "log_{10}(age/yr)" : "[Z/H] (dex)";
+        for (int64_t i = 0; i < lib.n; ++i) {
+          const WeightedMeans& t = truth[i];
+          const WeightedMeans& m = base.means[i];
+          const double tv[4] = {t.lw_logage, t.mw_logage, t.lw_zh, t.mw_zh};
+          const double pv[4] = {m.lw_logage, m.mw_logage, m.lw_zh, m.mw_zh};
+          p.truth.push_back(tv[q]);
+          p.predicted.push_back(pv[q]);
+        }
+        char ann[160];
+        std::snprintf(ann, sizeof ann, "bias = %+.3f dex\nσ = %.3f dex\nN = %lld", base_s[q].bias, base_s[q].scatter,
+                      static_cast<long long>(base_s[q].n));
+        p.annotation = ann;
+        p.empty_note = q == 0 || q == 2 ? "no light-weighted truth: the library has no LIGHT_FRAC"
+                                        : "no finite values";
+      }
+      auto w = evalfig::WriteTruthVsPrediction(
+          d + "pred_vs_true.png",
+          "Predicted versus true eq. 6-7 means (paper Fig. 5)\n" + subtitle +
+              "\nbias = mean(true − predicted), σ = standard deviation; red: 1:1",
+          panels, 2);
+      if (!w.ok()) return fail(w.status().message());
+      figures.push_back("pred_vs_true.png");
+    }
+    {
+      evalfig::AgeBinErrors b;
+      b.age_gyr.assign(md.age_bin_centres.begin(), md.age_bin_centres.end());
+      b.rel_error = sfr_rel;
+      b.rel_sd = sfr_rel_sd;
+      b.mean_true = sfr_true;
+      b.mean_pred = sfr_pred;
+      auto w = evalfig::WriteAgeBinErrors(d + "sfr_age_bins.png",
+                                          "Mass fraction per age bin (paper Fig. 4)\n" + subtitle, b);
+      if (!w.ok()) return fail(w.status().message());
+      figures.push_back("sfr_age_bins.png");
+    }
+    if (!snr_rows.empty()) {
+      std::vector<double> levels;
+      for (const auto& r : snr_rows) levels.push_back(r.snr);
+      const char* labels[4] = {"LW", "MW", "LW", "MW"};
+      std::vector<evalfig::SnrQuantity> qs(4);
+      for (int q = 0; q < 4; ++q) {
+        qs[q].label = labels[q];
+        qs[q].age = q < 2;
+        for (const auto& r : snr_rows) {
+          qs[q].bias.push_back(r.s[q].bias);
+          qs[q].scatter.push_back(r.s[q].scatter);
+        }
+      }
+      char ph[64];
+      std::snprintf(ph, sizeof ph, ", photometric S/N %g", o.phot_snr);
+      auto w = evalfig::WriteSnrTrends(d + "snr.png",
+                                       "Bias and scatter versus S/N (paper Fig. 8)\n" + subtitle +
+                                           "\nnoise added to every object at each S/N" + ph,
+                                       levels, qs, "bias: mean(true − predicted)");
+      if (!w.ok()) return fail(w.status().message());
+      figures.push_back("snr.png");
+    }
+    std::string list;
+    for (const auto& f : figures) list += (list.empty() ? "" : ", ") + f;
+    std::fprintf(stderr, "cubeflow evaluate: figures written to %s: %s\n", o.out_dir.c_str(), list.c_str());
   }
   if (!o.json.empty()) {
     std::ostringstream j;

@@ -19,6 +19,7 @@
 #include <sstream>
 
 #include "cubeflow/sim/rng.hpp"
+#include "cubeflow_torch/eval_figures.hpp"
 #include "cubeflow_torch/sbi_train.hpp"
 #include "cubeflow_torch/train.hpp"
 #include "sbi_net.hpp"
@@ -265,6 +266,23 @@ std::string JsonNum(double v) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "%.6g", v);
   return buf;
+}
+
+/// Writes a text file atomically (temporary file + rename).
+Status WriteTextAtomic(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary);
+    f << text;
+    if (!f) return Status::Error("cannot write " + tmp + " (is the directory writable?)");
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) {
+    fs::remove(tmp, ec);
+    return Status::Error("cannot rename " + tmp + " to " + path + ": " + ec.message());
+  }
+  return Status::OK();
 }
 
 }  // namespace
@@ -1332,12 +1350,13 @@ int TrainMain(int argc, char** argv) {
 int EvaluateMain(int argc, char** argv) {
   const char* usage =
       "usage: cubeflow evaluate SBI_MODEL LIBRARY [--rows N] [--first N] [--samples N] [--seed S] [--threads N]\n"
-      "                         [--json FILE] [--csv FILE] [--objects FILE] [--add-noise S1,S2,... [--phot-snr X]]\n";
+      "                         [--json FILE] [--csv FILE] [--objects FILE] [--add-noise S1,S2,... [--phot-snr X]]\n"
+      "                         [--out DIR]   (tables and PNG figures: coverage, SBC ranks, medians vs truth)\n";
   std::vector<std::string> pos;
   int64_t rows = 1000, first = 0, n_samples = 1000;
   uint64_t seed = 0;
   int threads = 0;
-  std::string json, csv, objects;
+  std::string json, csv, objects, out_dir;
   NoiseAugment noise;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -1351,6 +1370,7 @@ int EvaluateMain(int argc, char** argv) {
     else if (a == "--json" && (v = next())) json = v;
     else if (a == "--csv" && (v = next())) csv = v;
     else if (a == "--objects" && (v = next())) objects = v;
+    else if (a == "--out" && (v = next())) out_dir = v;
     else if (a == "--phot-snr" && (v = next())) noise.phot_snr = std::atof(v);
     else if (a == "--add-noise" && (v = next())) {
       std::stringstream ss(v);
@@ -1388,7 +1408,15 @@ int EvaluateMain(int argc, char** argv) {
     return 1;
   }
   const auto t0 = std::chrono::steady_clock::now();
-  auto cal_r = EvaluateCalibration(**model, *lib, {}, n_samples, seed, threads, !objects.empty(),
+  if (!out_dir.empty()) {
+    std::error_code ec;
+    fs::create_directories(out_dir, ec);
+    if (ec) {
+      std::cerr << "cubeflow evaluate: cannot create " << out_dir << ": " << ec.message() << "\n";
+      return 1;
+    }
+  }
+  auto cal_r = EvaluateCalibration(**model, *lib, {}, n_samples, seed, threads, !objects.empty() || !out_dir.empty(),
                                    noise.enabled() ? &noise : nullptr);
   if (!cal_r.ok()) {
     std::cerr << "cubeflow evaluate: " << cal_r.status().message() << "\n";
@@ -1478,8 +1506,8 @@ int EvaluateMain(int argc, char** argv) {
       return 1;
     }
   }
-  if (!objects.empty()) {
-    std::ofstream out(objects);
+  auto objects_csv = [&]() {
+    std::ostringstream out;
     out << "row";
     for (const auto& nm : c.names) out << "," << nm << "_true," << nm << "_median," << nm << "_p16," << nm << "_p84";
     out << "\n";
@@ -1489,10 +1517,79 @@ int EvaluateMain(int argc, char** argv) {
         out << "," << c.truth[i][k] << "," << c.median[i][k] << "," << c.p16[i][k] << "," << c.p84[i][k];
       out << "\n";
     }
+    return out.str();
+  };
+  if (!objects.empty()) {
+    std::ofstream out(objects);
+    out << objects_csv();
     if (!out) {
       std::cerr << "cubeflow evaluate: cannot write " << objects << "\n";
       return 1;
     }
+  }
+  if (!out_dir.empty()) {
+    auto fail = [](const std::string& msg) {
+      std::cerr << "cubeflow evaluate: " << msg << "\n";
+      return 1;
+    };
+    const std::string d = out_dir + "/";
+    std::ostringstream sum, cov, rk;
+    sum << "parameter,unit,r2,bias,scatter,width68,max_coverage_dev,sbc_chi2,n\n";
+    for (size_t k = 0; k < D; ++k)
+      sum << c.names[k] << "," << c.units[k] << "," << c.r2[k] << "," << c.bias[k] << "," << c.scatter[k] << ","
+          << c.width68[k] << "," << c.max_coverage_dev[k] << "," << c.rank_chi2[k] << "," << c.n << "\n";
+    cov << "parameter,level,coverage\n";
+    for (size_t k = 0; k < D; ++k)
+      for (size_t l = 0; l < c.levels.size(); ++l) cov << c.names[k] << "," << c.levels[l] << "," << c.coverage[k][l] << "\n";
+    rk << "parameter,bin,rank_lo,rank_hi,count\n";
+    for (size_t k = 0; k < D; ++k)
+      for (int64_t b = 0; b < c.rank_bins; ++b)
+        rk << c.names[k] << "," << b << "," << static_cast<double>(b) / c.rank_bins << ","
+           << static_cast<double>(b + 1) / c.rank_bins << "," << c.ranks[k][b] << "\n";
+    for (const auto& [name, text] : std::vector<std::pair<std::string, std::string>>{
+             {"summary.csv", sum.str()}, {"coverage.csv", cov.str()}, {"sbc_ranks.csv", rk.str()},
+             {"objects.csv", objects_csv()}})
+      if (auto st = WriteTextAtomic(d + name, text); !st.ok()) return fail(st.message());
+
+    // Figures (docs/sbi.md).
+    char sub[512];
+    std::snprintf(sub, sizeof sub, "%s on %s: %lld objects (rows %lld-%lld), %lld posterior samples each%s",
+                  fs::path(pos[0]).filename().string().c_str(), fs::path(pos[1]).filename().string().c_str(),
+                  static_cast<long long>(c.n), static_cast<long long>(first), static_cast<long long>(first + c.n - 1),
+                  static_cast<long long>(c.n_samples), noise.enabled() ? ", noise added" : "");
+    const std::string subtitle = sub;
+    auto cw = evalfig::WriteCoverage(d + "coverage.png", "Expected coverage of the central credible intervals\n" + subtitle,
+                                     c.names, c.levels, c.coverage, c.n);
+    if (!cw.ok()) return fail(cw.status().message());
+    std::string sbc_head = "SBC rank histograms (" + std::to_string(c.rank_bins) +
+                           " bins; grey: 99 % range of uniform ranks";
+    if (c.rank_bins == 20) sbc_head += "; chi^{2} 99 % limit 36.2";
+    sbc_head += ")\n";
+    auto sw = evalfig::WriteSbcRanks(d + "sbc_ranks.png", sbc_head + subtitle, c.names, c.ranks, c.rank_chi2);
+    if (!sw.ok()) return fail(sw.status().message());
+    std::vector<evalfig::TruthPrediction> panels(D);
+    for (size_t k = 0; k < D; ++k) {
+      auto& p = panels[k];
+      p.title = evalfig::DisplayName(c.names[k]);
+      p.quantity = p.title + (c.units[k].empty() ? "" : " (" + c.units[k] + ")");
+      for (size_t i = 0; i < c.truth.size(); ++i) {
+        p.truth.push_back(c.truth[i][k]);
+        p.predicted.push_back(c.median[i][k]);
+      }
+      char ann[160];
+      std::snprintf(ann, sizeof ann, "R^{2} = %.3f\nσ = %.3g%s%s", c.r2[k], c.scatter[k], c.units[k].empty() ? "" : " ",
+                    c.units[k].c_str());
+      p.annotation = ann;
+      p.empty_note = "no truth for " + c.names[k] + " in the library";
+    }
+    auto mw = evalfig::WriteTruthVsPrediction(
+        d + "medians_vs_truth.png",
+        "Posterior medians versus truth\n" + subtitle + "\nσ = standard deviation of median − truth; red: 1:1", panels,
+        std::min<int>(static_cast<int>(D), 5), "posterior median", 500, 380);
+    if (!mw.ok()) return fail(mw.status().message());
+    std::cerr << "cubeflow evaluate: tables and figures written to " << out_dir
+              << ": summary.csv, coverage.csv, sbc_ranks.csv, objects.csv, coverage.png, sbc_ranks.png, "
+                 "medians_vs_truth.png\n";
   }
   return 0;
 }

@@ -54,6 +54,10 @@ struct AxisSpec {
   double lo = std::numeric_limits<double>::quiet_NaN();
   double hi = std::numeric_limits<double>::quiet_NaN();
   bool invert = false;
+  /// Explicit labelled ticks (e.g. the S/N levels of a sweep) instead of automatic ones; those
+  /// outside the axis range, or whose labels would overlap the previous one, are left out.
+  /// Minor ticks stay automatic.
+  std::vector<double> ticks;
 };
 
 /// \brief How a series is drawn. A default colour takes the next one of colors::Cycle().
@@ -93,6 +97,9 @@ class XYPanel : public Panel {
   AxisSpec x, y;
   LegendPos legend = LegendPos::kBest;
   bool grid = false;  ///< faint lines at the major ticks
+  /// > 0: the data area's height / width in pixels (1: square, e.g. for equal axes of a 1:1
+  /// plot); it is shrunk to that shape and centred in the space the cell leaves. 0: fill it.
+  double aspect = 0;
 
   /// Polyline through (x, y); NaN points break the line. Markers if style.marker is set.
   XYPanel& Line(std::vector<double> x, std::vector<double> y, Style style = {});
@@ -111,9 +118,12 @@ class XYPanel : public Panel {
   /// 2-D histogram of (x, y) points with a log colour scale and a colour bar (one per panel).
   XYPanel& Hist2D(std::vector<double> x, std::vector<double> y, int nx_bins = 60, int ny_bins = 60,
                   const std::string& colormap = "viridis", const std::string& colorbar_label = "N");
-  /// Text at a position in axes fractions (0, 0 bottom-left .. 1, 1 top-right).
+  /// Text at a position in axes fractions (0, 0 bottom-left .. 1, 1 top-right); h / v align
+  /// the whole block there. '\n' starts a new line (lines aligned by h). With `box`, the block
+  /// sits on a translucent background-coloured box with the legend's edge (readable over
+  /// 2-D histograms), and the legend (LegendPos::kBest) avoids it.
   XYPanel& Annotate(double fx, double fy, std::string text, HAlign h = HAlign::kLeft, VAlign v = VAlign::kTop,
-                    std::optional<Rgb> color = {});
+                    std::optional<Rgb> color = {}, bool box = false);
 
   void Draw(Canvas& canvas, const Rect& cell, const Theme& theme, PanelLayout& out) const override;
 

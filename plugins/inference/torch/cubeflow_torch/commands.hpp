@@ -12,7 +12,8 @@ int TrainMain(int argc, char** argv);
 
 /// `cubeflow evaluate MODEL LIBRARY [--rows N] [--first N] [--threads N] [--csv OUT]`: runs a
 /// model on a library and prints metrics (log-cosh loss, MAE, eq. 6-7 bias and scatter,
-/// throughput); --csv writes per-object true/predicted means.
+/// throughput); --csv writes per-object true/predicted means; --out DIR writes CSV tables and
+/// PNG figures (Figs. 4, 5 and, with --snr, 8 of the paper; docs/cnn.md).
 int EvaluateMain(int argc, char** argv);
 
 }  // namespace cubeflow::cnn

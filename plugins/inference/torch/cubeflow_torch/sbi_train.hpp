@@ -152,7 +152,8 @@ Calibration CalibrationFromSamples(const std::vector<std::string>& names, const 
 /// `cubeflow train CONFIG.yaml [--resume] [--threads N]` for configurations with `kind: sbi`.
 int TrainMain(int argc, char** argv);
 /// `cubeflow evaluate MODEL LIBRARY [--rows N] [--first N] [--samples N] [--seed S] [--threads N]
-/// [--json FILE] [--csv FILE] [--objects FILE]` for SBI models.
+/// [--json FILE] [--csv FILE] [--objects FILE] [--out DIR]` for SBI models; --out writes tables
+/// and PNG figures (coverage curves, SBC rank histograms, medians versus truth; docs/sbi.md).
 int EvaluateMain(int argc, char** argv);
 
 }  // namespace cubeflow::sbi
