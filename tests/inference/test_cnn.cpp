@@ -346,6 +346,13 @@ TEST(CnnTrain, ConfigParsing) {
   bad = cnn::ParseTrainConfig("output: m.pt\narchitecture: {latent: abc}\n", "t.yaml");
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("architecture.latent"), std::string::npos) << bad.status().message();
+  c = cnn::ParseTrainConfig("output: m.pt\nloss_weight_lw: 0.5\ninit_from: base.pt\n", "t.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_DOUBLE_EQ(c->loss_weight_lw, 0.5);
+  EXPECT_EQ(c->init_from, "base.pt");
+  bad = cnn::ParseTrainConfig("output: m.pt\nloss_weight_lw: -1\n", "t.yaml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("loss_weight_lw"), std::string::npos);
 }
 
 TEST(CnnTrain, LossFallsAndModelIsWritten) {
@@ -420,6 +427,53 @@ TEST(CnnTrain, ResumeContinuesExactly) {
   EXPECT_NE(bad.status().message().find("checkpoint"), std::string::npos);
   fs::remove_all(dir_a);
   fs::remove_all(dir_b);
+}
+
+TEST(CnnTrain, FineTuneStartsFromTheGivenModelAndAddsTheLightWeightedTerm) {
+  auto lib = MakeLibrary(300, 3);
+  auto dir = TempDir("finetune");
+  auto base_cfg = TinyConfig(dir / "base");
+  auto base = cnn::Train(base_cfg, lib);
+  ASSERT_TRUE(base.ok()) << base.status().message();
+
+  // A fine-tune with a vanishing learning rate keeps the base weights: its first validation
+  // loss is the base model's best one, so the weights were loaded, not re-initialised.
+  auto ft_cfg = TinyConfig(dir / "ft");
+  ft_cfg.epochs = 1;
+  ft_cfg.lr = 1e-12;
+  ft_cfg.init_from = base_cfg.output;
+  auto ft = cnn::Train(ft_cfg, lib);
+  ASSERT_TRUE(ft.ok()) << ft.status().message();
+  EXPECT_NEAR(ft->val_losses[0], base->best_val, 1e-6 * base->best_val);
+  auto scratch_cfg = TinyConfig(dir / "scratch");
+  scratch_cfg.epochs = 1;
+  auto scratch = cnn::Train(scratch_cfg, lib);
+  ASSERT_TRUE(scratch.ok());
+  EXPECT_LT(ft->val_losses[0], scratch->val_losses[0]);
+
+  // The same weights with loss_weight_lw > 0: the loss grows by the Log-Cosh of the
+  // light-weighted mean log age error, which is positive for an imperfect model.
+  auto lw_cfg = ft_cfg;
+  lw_cfg.output = (dir / "lw" / "model.pt").string();
+  lw_cfg.loss_weight_lw = 1.0;
+  auto lw = cnn::Train(lw_cfg, lib);
+  ASSERT_TRUE(lw.ok()) << lw.status().message();
+  EXPECT_GT(lw->val_losses[0], ft->val_losses[0] + 1e-5);
+  EXPECT_LT(lw->val_losses[0], ft->val_losses[0] + 1.0);  // Log-Cosh of a dex-scale error
+
+  // Another architecture, or a missing file, is refused by name.
+  auto arch_cfg = TinyConfig(dir / "arch");
+  arch_cfg.arch.channels = {4, 8, 8};
+  arch_cfg.init_from = base_cfg.output;
+  auto bad = cnn::Train(arch_cfg, lib);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("architecture"), std::string::npos) << bad.status().message();
+  arch_cfg = TinyConfig(dir / "missing");
+  arch_cfg.init_from = (dir / "nope.pt").string();
+  bad = cnn::Train(arch_cfg, lib);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("init_from"), std::string::npos) << bad.status().message();
+  fs::remove_all(dir);
 }
 
 TEST(CnnNode, SpecDeclaresPortsAndParams) {

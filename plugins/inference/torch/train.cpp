@@ -56,6 +56,23 @@ torch::Tensor PaperLoss(const torch::Tensor& mf_pred, const torch::Tensor& zh_pr
   return w_sfh * LogCosh(mf_pred, mf) + (1.0 - w_sfh) * LogCosh(zh_pred, zh);
 }
 
+/// Eq. 6 light-weighted mean log age of mass fractions `mf` [B, 16] with light-to-mass ratios
+/// `lm` [B, 16] and bin log ages `logt` [16].
+torch::Tensor LightWeightedLogAge(const torch::Tensor& mf, const torch::Tensor& lm, const torch::Tensor& logt) {
+  auto l = mf.clamp_min(0) * lm;
+  return (l * logt).sum(1) / l.sum(1).clamp_min(1e-12);
+}
+
+/// The paper's loss plus, when w_lw > 0, Log-Cosh on the light-weighted mean log age.
+torch::Tensor TrainLoss(const torch::Tensor& mf_pred, const torch::Tensor& zh_pred, const torch::Tensor& mf,
+                        const torch::Tensor& zh, const torch::Tensor& lm, const torch::Tensor& logt, double w_sfh,
+                        double w_lw) {
+  auto loss = PaperLoss(mf_pred, zh_pred, mf, zh, w_sfh);
+  if (w_lw > 0 && lm.defined() && lm.numel() > 0)
+    loss = loss + w_lw * LogCosh(LightWeightedLogAge(mf_pred, lm, logt), LightWeightedLogAge(mf, lm, logt));
+  return loss;
+}
+
 /// Adds the forward model's noise to a batch of noise-free inputs: per object an S/N drawn from
 /// `snr`, pixel sigma sqrt(max(f, 1e-4)) / S/N (as in the simulator); photometry gets
 /// |F| / phot_snr, i.e. 0.4343 / phot_snr dex, divided by the band's standardisation scale.
@@ -179,7 +196,7 @@ Result<TrainConfig> ParseTrainConfig(const std::string& yaml_text, const std::st
     static const std::set<std::string> kKnown = {
         "library", "output", "checkpoint", "epochs", "batch_size", "lr", "lr_factor", "lr_patience",
         "stop_patience", "loss_weight_sfh", "seed", "threads", "max_rows", "batches_per_epoch", "split",
-        "photometry", "architecture", "augment_noise"};
+        "photometry", "architecture", "augment_noise", "loss_weight_lw", "init_from"};
     for (const auto& kv : root) {
       key = kv.first.as<std::string>();
       if (!kKnown.count(key)) {
@@ -201,6 +218,8 @@ Result<TrainConfig> ParseTrainConfig(const std::string& yaml_text, const std::st
     i64("lr_patience", c.lr_patience);
     i64("stop_patience", c.stop_patience);
     dbl("loss_weight_sfh", c.loss_weight_sfh);
+    dbl("loss_weight_lw", c.loss_weight_lw);
+    str("init_from", c.init_from);
     key = "seed";
     if (root["seed"]) c.seed = root["seed"].as<uint64_t>();
     key = "threads";
@@ -271,6 +290,8 @@ Result<TrainConfig> ParseTrainConfig(const std::string& yaml_text, const std::st
   if (!(c.lr_factor > 0 && c.lr_factor <= 1)) return Status::Error(file_name + ": lr_factor must be in (0, 1]");
   if (!(c.loss_weight_sfh >= 0 && c.loss_weight_sfh <= 1))
     return Status::Error(file_name + ": loss_weight_sfh must be in [0, 1]");
+  if (!(c.loss_weight_lw >= 0))
+    return Status::Error(file_name + ": loss_weight_lw must be >= 0");
   if (c.output.empty()) return Status::Error(file_name + ": 'output' (the model file to write) is required");
   return c;
 }
@@ -604,9 +625,43 @@ Result<TrainResult> Train(const TrainConfig& cfg, const sim::LibraryData& lib_in
       if (!st.ok()) std::cerr << "cubeflow train: warning: no light-weighted means: " << st.message() << "\n";
     }
 
+    // Light-to-mass ratio of every object's bins at their true [Z/H] (for loss_weight_lw).
+    torch::Tensor lm, logt;
+    if (cfg.loss_weight_lw > 0) {
+      if (md.lm_v.empty())
+        return Status::Error("loss_weight_lw needs the library's light fractions (LIGHT_FRAC) to fit the light-to-mass table");
+      std::vector<float> v(static_cast<size_t>(n) * kNumBins);
+      for (int64_t i = 0; i < n; ++i)
+        for (int j = 0; j < kNumBins; ++j)
+          v[i * kNumBins + j] = static_cast<float>(md.LightToMass(j, lib.zh[i * kNumBins + j]));
+      lm = torch::from_blob(v.data(), {n, kNumBins}, torch::kFloat).clone();
+      std::vector<float> lt(kNumBins);
+      for (int j = 0; j < kNumBins; ++j) lt[j] = static_cast<float>(std::log10(md.age_bin_centres[j] * 1e9));
+      logt = torch::from_blob(lt.data(), {kNumBins}, torch::kFloat).clone();
+    }
+    auto rows_of = [&](const torch::Tensor& t, const torch::Tensor& idx) {
+      return t.defined() ? t.index_select(0, idx) : t;
+    };
+
     torch::manual_seed(cfg.seed);
     CnnNet net(arch), best(arch);
     GlorotInit(*net);
+    if (!cfg.init_from.empty()) {
+      auto base = CnnModel::Load(cfg.init_from);
+      if (!base.ok()) return Status::Error("init_from: " + base.status().message());
+      const auto& bmd = (*base)->metadata();
+      if (bmd.format != "state_dict" || !(bmd.arch == arch) || bmd.bands != md.bands)
+        return Status::Error("init_from: " + cfg.init_from +
+                             " has another architecture, input grid or band set than this training run");
+      for (size_t b = 0; b < md.phot_mean.size(); ++b)
+        if (b >= bmd.phot_mean.size() || std::abs(bmd.phot_mean[b] - md.phot_mean[b]) > 1e-3 ||
+            std::abs(bmd.phot_std[b] - md.phot_std[b]) > 1e-3 * md.phot_std[b])
+          return Status::Error("init_from: " + cfg.init_from + " standardised its photometry differently (band " +
+                               md.bands[b] + "): fine-tune on the library and seed it was trained with");
+      torch::serialize::InputArchive ar;
+      ar.load_from(cfg.init_from);
+      net->load(ar);
+    }
     CopyState(net, best);
     torch::optim::Adam opt(net->parameters(), torch::optim::AdamOptions(cfg.lr));
 
@@ -697,7 +752,8 @@ Result<TrainResult> Train(const TrainConfig& cfg, const sim::LibraryData& lib_in
         auto [pm, pz] = cfg.augment_noise
                             ? model->forward(val_spec.narrow(0, f, c), val_phot.narrow(0, f, c))
                             : model->forward(ds.spec.index_select(0, idx), ds.phot.index_select(0, idx));
-        total += PaperLoss(pm, pz, ds.mf.index_select(0, idx), ds.zh.index_select(0, idx), cfg.loss_weight_sfh).item<double>() * c;
+        total += TrainLoss(pm, pz, ds.mf.index_select(0, idx), ds.zh.index_select(0, idx), rows_of(lm, idx), logt,
+                           cfg.loss_weight_sfh, cfg.loss_weight_lw).item<double>() * c;
         count += static_cast<int64_t>(c);
       }
       return total / std::max<int64_t>(count, 1);
@@ -730,7 +786,8 @@ Result<TrainResult> Train(const TrainConfig& cfg, const sim::LibraryData& lib_in
         if (cfg.augment_noise)
           std::tie(xs, xp) = AddNoise(xs, xp, cfg.augment_snr, cfg.augment_phot_snr, md.phot_std, noise_gen);
         auto [pm, pz] = net->forward(xs, xp);
-        auto loss = PaperLoss(pm, pz, ds.mf.index_select(0, idx), ds.zh.index_select(0, idx), cfg.loss_weight_sfh);
+        auto loss = TrainLoss(pm, pz, ds.mf.index_select(0, idx), ds.zh.index_select(0, idx), rows_of(lm, idx), logt,
+                              cfg.loss_weight_sfh, cfg.loss_weight_lw);
         opt.zero_grad();
         loss.backward();
         opt.step();

@@ -40,6 +40,7 @@ struct CnnArch {
   int64_t latent = 40;                           ///< shared latent space
   int64_t decoder_hidden = 128;                  ///< the two hidden FCs of the decoder
 
+  bool operator==(const CnnArch&) const = default;
   /// Length of the sequence after the three conv/pool blocks.
   int64_t PooledLength() const;
   /// Checks sizes (three blocks, positive values, sequence not pooled away).

@@ -32,6 +32,12 @@ struct TrainConfig {
   int64_t lr_patience = 5;
   int64_t stop_patience = 20;
   double loss_weight_sfh = 0.8;  ///< the [Z/H] weight is 1 - this
+  /// Weight of an extra Log-Cosh term on the V-light-weighted mean log age (eq. 6, dex), the
+  /// light-to-mass ratios taken at each object's true per-bin [Z/H]; 0 = the paper's loss.
+  double loss_weight_lw = 0;
+  /// Start from the weights of this cubeflow model (same architecture and inputs) instead of
+  /// Glorot initialisation: fine-tuning. Empty: train from scratch.
+  std::string init_from;
   uint64_t seed = 42;
   int threads = 0;             ///< 0: libtorch default
   int64_t max_rows = -1;       ///< use only the first rows of the library (-1: all)
