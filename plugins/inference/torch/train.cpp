@@ -939,6 +939,7 @@ int TrainMain(int argc, char** argv) {
   resolve(cfg.library);
   resolve(cfg.output);
   resolve(cfg.checkpoint);
+  resolve(cfg.init_from);
 #ifdef CUBEFLOW_HAVE_SIM
   std::cerr << "cubeflow train: reading " << cfg.library << "\n";
   auto lib = sim::ReadLibrary(cfg.library, 0, cfg.max_rows);
