@@ -84,14 +84,14 @@ out = run("compare", maps, os.path.join(gal, "truth.fits"), "--json", os.path.jo
 print(out)
 acc = json.load(open(os.path.join(work, "acc.json")))
 check(acc["n_bins"] == nbins, f"compare used {acc['n_bins']} of {nbins} bins")
-# Regression bounds on the end-to-end accuracy (the mock galaxy's histories are from the training
+# Issue #7's accuracy targets, end to end (the mock galaxy's histories are from the training
 # prior's family, so what remains is the pipeline plus the CNN's own error; measured with the
-# shipped model on this galaxy: LW age +0.07 / 0.16, MW age 0.00 / 0.05, LW [Z/H] -0.01 / 0.01,
-# MW [Z/H] -0.01 / 0.01 dex median offset / scatter). Issue #7's targets are printed by compare.
-for key, lim in [("mw_logage_median_offset", 0.10), ("mw_logage_scatter", 0.15),
-                 ("lw_logage_median_offset", 0.15), ("lw_logage_scatter", 0.25),
-                 ("mw_zh_median_offset", 0.05), ("mw_zh_scatter", 0.05),
-                 ("lw_zh_median_offset", 0.05), ("lw_zh_scatter", 0.05)]:
+# shipped model on this galaxy: LW age -0.035 / 0.044, MW age +0.024 / 0.057, LW [Z/H]
+# -0.005 / 0.015, MW [Z/H] -0.004 / 0.019 dex median offset / scatter).
+for key, lim in [("mw_logage_median_offset", 0.05), ("mw_logage_scatter", 0.20),
+                 ("lw_logage_median_offset", 0.05), ("lw_logage_scatter", 0.15),
+                 ("mw_zh_median_offset", 0.05), ("mw_zh_scatter", 0.08),
+                 ("lw_zh_median_offset", 0.05), ("lw_zh_scatter", 0.08)]:
     check(abs(acc[key]) < lim, f"{key} = {acc[key]:+.3f}, beyond {lim}")
 
 if failures:
