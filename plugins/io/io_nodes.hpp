@@ -76,6 +76,21 @@ class WriteMapsNode : public Node {
   std::map<int64_t, BinResult> bins_;
 };
 
+/// The MISSING keyword of MAPS and SPECTRA products: comma-separated bin ids, cut with ",..."
+/// once the list passes ~2000 characters (CFITSIO continues long strings over several cards).
+inline std::string MissingIdList(const std::vector<int64_t>& ids) {
+  std::string list;
+  for (int64_t id : ids) {
+    if (list.size() > 2000) {
+      list += ",...";
+      break;
+    }
+    if (!list.empty()) list += ",";
+    list += std::to_string(id);
+  }
+  return list;
+}
+
 /// io.write_spectra: writes the bin spectra of a stream (binning.voronoi's or
 /// spectral.restframe's `spectra`) as one FITS product, row i of the images = bin i
 /// (docs/products.md). Spectra go to an unlinked scratch file next to the output as they arrive

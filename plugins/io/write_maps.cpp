@@ -285,16 +285,7 @@ fits::MapsProduct WriteMapsNode::Assemble(const RunInfo& run, bool aborted) cons
   p.primary["NFAILED"] = std::to_string(nfailed);
   p.primary["NMISSING"] = std::to_string(missing.size());
   if (!missing.empty()) {
-    std::string list;
-    for (int64_t id : missing) {
-      if (list.size() > 2000) {
-        list += ",...";
-        break;
-      }
-      if (!list.empty()) list += ",";
-      list += std::to_string(id);
-    }
-    p.primary["MISSING"] = list;
+    p.primary["MISSING"] = MissingIdList(missing);
     p.comments.push_back("MISSING lists bins whose results never arrived (run aborted or not produced).");
   }
   int shown = 0;

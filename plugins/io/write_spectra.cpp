@@ -439,16 +439,7 @@ void WriteSpectraNode::Finish(ProcessContext& ctx) {
   prim.primary["NFAILED"] = std::to_string(nfailed);
   prim.primary["NMISSING"] = std::to_string(missing.size());
   if (!missing.empty()) {
-    std::string list;
-    for (int64_t id : missing) {
-      if (list.size() > 2000) {
-        list += ",...";
-        break;
-      }
-      if (!list.empty()) list += ",";
-      list += std::to_string(id);
-    }
-    prim.primary["MISSING"] = list;
+    prim.primary["MISSING"] = MissingIdList(missing);
     prim.comments.push_back("MISSING lists bins whose spectra never arrived (run aborted or not produced).");
   }
   int shown = 0;
