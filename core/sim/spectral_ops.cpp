@@ -96,6 +96,45 @@ void ResampleEdges(std::span<const double> in_edges, std::span<const double> flu
   }
 }
 
+SparseRows ResampleWeights(std::span<const double> in_edges, std::span<const double> out_edges) {
+  Require(in_edges.size() >= 1 && out_edges.size() >= 1, "ResampleWeights: empty edges");
+  const size_t n_in = in_edges.size() - 1, n_out = out_edges.size() - 1;
+  SparseRows r;
+  r.first.assign(n_out, 0);
+  r.length.assign(n_out, 0);
+  r.offset.assign(n_out, 0);
+  r.w.reserve(n_out * 3);
+  const double lo = n_in ? in_edges.front() : 0.0;
+  const double hi = n_in ? in_edges.back() : 0.0;
+  size_t i = 0;
+  for (size_t j = 0; j < n_out; ++j) {
+    r.offset[j] = r.w.size();
+    const double a = out_edges[j], b = out_edges[j + 1];
+    const double width = b - a;
+    const double tol = 1e-9 * std::abs(width);
+    if (n_in == 0 || !(width > 0) || a < lo - tol || b > hi + tol) continue;  // as ResampleEdges
+    while (i + 1 < n_in && in_edges[i + 1] <= a) ++i;
+    bool started = false;
+    for (size_t k = i; k < n_in && in_edges[k] < b; ++k) {
+      const double overlap = std::min(b, in_edges[k + 1]) - std::max(a, in_edges[k]);
+      if (overlap <= 0) continue;
+      if (!started) {
+        r.first[j] = static_cast<uint32_t>(k);
+        started = true;
+      } else {
+        // keep the row contiguous: zero weights for any input pixel skipped in between
+        while (r.first[j] + r.length[j] < k) {
+          r.w.push_back(0.0);
+          ++r.length[j];
+        }
+      }
+      r.w.push_back(overlap / width);
+      ++r.length[j];
+    }
+  }
+  return r;
+}
+
 ResampledSpectrum Resample(std::span<const double> in_wave, std::span<const double> flux,
                            std::span<const double> out_wave, std::span<const double> variance,
                            double fill) {
@@ -224,6 +263,40 @@ void GaussianBroadener::ApplyVariance(std::span<const double> in, std::span<doub
     const double* x = in.data() + start_[j];
     double s = 0;
     for (uint32_t k = 0; k < length_[j]; ++k) s += w[k] * w[k] * x[k];
+    out[j] = s;
+  }
+}
+
+void GaussianBroadener::ApplyVarianceAfter(const SparseRows& pre, std::span<const double> pre_in_var,
+                                           std::span<const double> fallback_var,
+                                           std::span<double> out) const {
+  Require(pre.rows() == size() && fallback_var.size() == size() && out.size() == size(),
+          "ApplyVarianceAfter: size mismatch");
+  std::vector<double> coef;  // coefficients on the inputs of `pre`, indices [lo, hi)
+  for (size_t j = 0; j < start_.size(); ++j) {
+    const double* w = weights_.data() + offset_[j];
+    size_t lo = SIZE_MAX, hi = 0;
+    for (uint32_t t = 0; t < length_[j]; ++t) {
+      const size_t k = start_[j] + t;
+      if (pre.length[k] == 0) continue;
+      lo = std::min<size_t>(lo, pre.first[k]);
+      hi = std::max<size_t>(hi, pre.first[k] + pre.length[k]);
+    }
+    double s = 0;
+    if (lo < hi) {
+      Require(hi <= pre_in_var.size(), "ApplyVarianceAfter: pre_in_var too short");
+      coef.assign(hi - lo, 0.0);
+      for (uint32_t t = 0; t < length_[j]; ++t) {
+        const size_t k = start_[j] + t;
+        const double* pw = pre.w.data() + pre.offset[k];
+        for (uint32_t u = 0; u < pre.length[k]; ++u) coef[pre.first[k] + u - lo] += w[t] * pw[u];
+      }
+      for (size_t i = lo; i < hi; ++i) s += coef[i - lo] * coef[i - lo] * pre_in_var[i];
+    }
+    for (uint32_t t = 0; t < length_[j]; ++t) {
+      const size_t k = start_[j] + t;
+      if (pre.length[k] == 0) s += w[t] * w[t] * fallback_var[k];
+    }
     out[j] = s;
   }
 }

@@ -71,7 +71,9 @@ class RestframeNode : public Node {
             "peculiar Doppler factors, the peculiar one to first order in v/c (the neglected "
             "relativistic term, ~(v/c)^2/2 ~ 1e-6 for 400 km/s, is below 1e-3 pixel).\n"
             "3. Flux-conserving rebinning onto the linear rest-frame grid wave_start + i * wave_step "
-            "(i < wave_n), variance propagated as sum w^2 var (output covariance ignored). Output "
+            "(i < wave_n). The variance is propagated from the independent input pixels through the "
+            "rebinning and the broadening (step 4) together, so the covariance the rebinning gives "
+            "neighbouring pixels is counted; the output's own pixel covariance is not stored. Output "
             "pixels that overlap a bad input pixel (mask set, non-finite flux or variance) or are "
             "not fully covered get mask = 1; their flux and variance are filled by linear "
             "interpolation from the neighbours so that the broadening stays unbiased; use the mask.\n"
@@ -271,7 +273,10 @@ class RestframeNode : public Node {
       g.Apply(out->flux, tmp);
       out->flux.swap(tmp);
       if (has_var) {
-        g.ApplyVariance(out->variance, tmp);
+        // From the independent input pixels through rebinning and broadening together: the
+        // rebinned pixels share input pixels, so their marginal variances alone would
+        // underestimate the broadened noise (by ~1.5x in variance at 1.25 A on 1.25 A).
+        g.ApplyVarianceAfter(sim::ResampleWeights(in_edges, edges_), var, out->variance, tmp);
         out->variance.swap(tmp);
       }
     }

@@ -65,6 +65,20 @@ void ResampleEdges(std::span<const double> in_edges, std::span<const double> flu
                    double fill = std::numeric_limits<double>::quiet_NaN());
 
 /// \brief Result of resampling onto an axis.
+/// Sparse rows of a linear map on spectra: out_j = sum_t w[offset[j] + t] * in[first[j] + t]
+/// for t < length[j]. A row of length 0 has no defined value (e.g. an uncovered pixel).
+struct SparseRows {
+  std::vector<uint32_t> first, length;
+  std::vector<size_t> offset;
+  std::vector<double> w;
+  size_t rows() const { return first.size(); }
+};
+
+/// The weights ResampleEdges applies, as rows (one per output pixel; empty where the output
+/// pixel is not fully covered), so that the noise of a later linear step can be propagated
+/// exactly (GaussianBroadener::ApplyVarianceAfter).
+SparseRows ResampleWeights(std::span<const double> in_edges, std::span<const double> out_edges);
+
 struct ResampledSpectrum {
   std::vector<double> flux;
   std::vector<double> variance;  ///< empty unless a variance was given
@@ -123,6 +137,13 @@ class GaussianBroadener {
   void Apply(std::span<const float> in, std::span<float> out) const;
   /// Propagates independent per-pixel variances: var_j = sum_i K_ij^2 var_i.
   void ApplyVariance(std::span<const double> in_var, std::span<double> out_var) const;
+  /// Variance of this broadening applied after the linear map `pre` (size() rows) of
+  /// independent pixels with variances `pre_in_var`: var_j = sum_i (sum_k K_jk P_ki)^2 var_i,
+  /// which counts the covariance `pre` gives its neighbouring outputs (a rebinning correlates
+  /// them; ApplyVariance on its marginal variances would underestimate the noise by up to 2x).
+  /// A row of `pre` that is empty contributes K_jk^2 fallback_var[k], as if independent.
+  void ApplyVarianceAfter(const SparseRows& pre, std::span<const double> pre_in_var,
+                          std::span<const double> fallback_var, std::span<double> out_var) const;
   /// Convenience: returns the convolved copy.
   std::vector<double> operator()(std::span<const double> in) const;
 
