@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "cubeflow/atomic_file.hpp"
 #include "cubeflow/data.hpp"
 #include "cubeflow/fits/image_io.hpp"
 
@@ -152,15 +153,7 @@ int CompareMain(int argc, char** argv) {
   json << ",\n  \"n_bins\": " << nbins_used << ",\n  \"all_pass\": " << (all_pass ? "true" : "false") << "\n}\n";
   std::cout << table.str();
   if (!json_path.empty()) {
-    const std::string tmp = json_path + ".tmp";
-    {
-      std::ofstream f(tmp);
-      f << json.str();
-      if (!f) return fail("cannot write " + tmp);
-    }
-    std::error_code ec;
-    std::filesystem::rename(tmp, json_path, ec);
-    if (ec) return fail("cannot rename " + tmp + ": " + ec.message());
+    if (auto st = WriteFileAtomic(json_path, json.str()); !st.ok()) return fail(st.message());
   }
   return 0;
 }

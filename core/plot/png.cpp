@@ -1,6 +1,8 @@
 // PNG encoder / decoder (8-bit, non-interlaced) on top of zlib.
 #include "cubeflow/plot/png.hpp"
 
+#include "cubeflow/atomic_file.hpp"
+
 #include <unistd.h>
 #include <zlib.h>
 
@@ -142,26 +144,7 @@ Result<std::string> EncodePng(const RgbImage& image, int compression) {
 Status WritePng(const std::string& path, const RgbImage& image, int compression) {
   auto bytes = EncodePng(image, compression);
   if (!bytes.ok()) return Status::Error("cannot write '" + path + "': " + bytes.status().message());
-  const std::string tmp = path + ".tmp-" + std::to_string(static_cast<long>(::getpid()));
-  std::FILE* fp = std::fopen(tmp.c_str(), "wb");
-  if (!fp)
-    return Status::Error("cannot write '" + path + "': cannot create '" + tmp + "': " + std::strerror(errno) +
-                         "; check that the directory exists and is writable");
-  const size_t put = std::fwrite(bytes->data(), 1, bytes->size(), fp);
-  const bool flushed = std::fflush(fp) == 0 && ::fsync(::fileno(fp)) == 0;
-  const int err = errno;
-  const bool closed = std::fclose(fp) == 0;
-  if (put != bytes->size() || !flushed || !closed) {
-    ::unlink(tmp.c_str());
-    return Status::Error("cannot write '" + path + "': writing '" + tmp + "' failed: " + std::strerror(err) +
-                         " (disk full?)");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string e = std::strerror(errno);
-    ::unlink(tmp.c_str());
-    return Status::Error("cannot write '" + path + "': rename from '" + tmp + "' failed: " + e);
-  }
-  return Status::OK();
+  return WriteFileAtomic(path, std::string_view(reinterpret_cast<const char*>(bytes->data()), bytes->size()));
 }
 
 Result<RgbImage> DecodePng(const std::string& bytes) {

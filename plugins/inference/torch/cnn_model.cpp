@@ -12,6 +12,7 @@
 #include <limits>
 #include <sstream>
 
+#include "cubeflow/atomic_file.hpp"
 #include "cubeflow_torch/cnn.hpp"
 #include "net.hpp"
 
@@ -256,16 +257,7 @@ Status WriteMetadata(const std::string& path, const CnnMetadata& md) {
   e << YAML::Key << "config" << YAML::Value << YAML::Literal << md.config_yaml;
   e << YAML::EndMap;
   if (!e.good()) return Status::Error("cannot format model metadata for " + path + ": " + e.GetLastError());
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    out << e.c_str() << "\n";
-    if (!out) return Status::Error("cannot write model metadata " + tmp);
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) return Status::Error("cannot rename " + tmp + " to " + path + ": " + ec.message());
-  return Status::OK();
+  return WriteFileAtomic(path, std::string(e.c_str()) + "\n");
 }
 
 namespace {

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "cubeflow/atomic_file.hpp"
 #include "cubeflow_torch/commands.hpp"
 #include "cubeflow_torch/eval_figures.hpp"
 #include "cubeflow_torch/train.hpp"
@@ -246,18 +247,7 @@ Result<EvalOptions> ParseArgs(int argc, char** argv) {
   return o;
 }
 
-Status WriteText(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary);
-    f << text;
-    if (!f) return Status::Error("cannot write " + tmp);
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) return Status::Error("cannot rename " + tmp + " to " + path + ": " + ec.message());
-  return Status::OK();
-}
+Status WriteText(const std::string& path, const std::string& text) { return WriteFileAtomic(path, text); }
 
 }  // namespace
 #endif  // CUBEFLOW_HAVE_SIM

@@ -13,6 +13,7 @@
 #include <numeric>
 #include <random>
 
+#include "cubeflow/atomic_file.hpp"
 #include "cubeflow/sim/rng.hpp"
 #include "sbi_net.hpp"
 
@@ -535,16 +536,7 @@ Status WriteMetadata(const std::string& path, const SbiMetadata& md) {
   e << YAML::Key << "config" << YAML::Value << YAML::Literal << md.config_yaml;
   e << YAML::EndMap;
   if (!e.good()) return Status::Error("cannot format SBI model metadata for " + path + ": " + e.GetLastError());
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    out << e.c_str() << "\n";
-    if (!out) return Status::Error("cannot write SBI model metadata " + tmp);
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) return Status::Error("cannot rename " + tmp + " to " + path + ": " + ec.message());
-  return Status::OK();
+  return WriteFileAtomic(path, std::string(e.c_str()) + "\n");
 }
 
 Result<SbiMetadata> ReadMetadata(const std::string& path) {

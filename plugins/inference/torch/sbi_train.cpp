@@ -18,6 +18,7 @@
 #include <set>
 #include <sstream>
 
+#include "cubeflow/atomic_file.hpp"
 #include "cubeflow/sim/rng.hpp"
 #include "cubeflow_torch/eval_figures.hpp"
 #include "cubeflow_torch/sbi_train.hpp"
@@ -269,21 +270,7 @@ std::string JsonNum(double v) {
 }
 
 /// Writes a text file atomically (temporary file + rename).
-Status WriteTextAtomic(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary);
-    f << text;
-    if (!f) return Status::Error("cannot write " + tmp + " (is the directory writable?)");
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    fs::remove(tmp, ec);
-    return Status::Error("cannot rename " + tmp + " to " + path + ": " + ec.message());
-  }
-  return Status::OK();
-}
+Status WriteTextAtomic(const std::string& path, const std::string& text) { return WriteFileAtomic(path, text); }
 
 }  // namespace
 
