@@ -79,9 +79,10 @@ class RestframeNode : public Node {
             "interpolation from the neighbours so that the broadening stays unbiased; use the mask.\n"
             "4. Gaussian broadening to the total dispersion sigma_target (instrument included, as in "
             "the paper sec. 2.3): sigma_broad^2 = sigma_target^2 - sigma_gal^2 - sigma_instr^2, with "
-            "the MUSE LSF FWHM linear from lsf_fwhm_blue at lsf_wave_blue to lsf_fwhm_red at "
-            "lsf_wave_red, constant outside (observed-frame wavelengths, converted to km/s at each "
-            "pixel). Where sigma_broad^2 < 0 the spectrum is already broader than the target: those "
+            "the MUSE LSF FWHM (lsf: linear, the default, from lsf_fwhm_blue at lsf_wave_blue to "
+            "lsf_fwhm_red at lsf_wave_red, constant outside; lsf: bacon2017, the Bacon et al. 2017 "
+            "polynomial that `cubeflow simulate galaxy` renders with) at observed-frame wavelengths, "
+            "converted to km/s at each pixel. Where sigma_broad^2 < 0 the spectrum is already broader than the target: those "
             "pixels are left unbroadened and the spectrum gets quality bit kQualBroaderThanTarget "
             "(meta sigma_excess = max over the covered grid of sqrt(sigma_gal^2 + sigma_instr^2) - "
             "sigma_target, km/s).\n"
@@ -120,6 +121,10 @@ class RestframeNode : public Node {
                    .Doc("number of output pixels (default grid 4800-7000 Angstrom)"))
         .Param(ParamSpec::Double("sigma_target", 150.0).Min(0).Unit("km/s")
                    .Doc("common total dispersion (intrinsic + instrumental + added) of the output"))
+        .Param(ParamSpec::String("lsf", "linear")
+                   .Choices({"linear", "bacon2017"})
+                   .Doc("instrumental FWHM model: linear = lsf_fwhm_blue..lsf_fwhm_red (the paper's MUSE "
+                        "values); bacon2017 = Bacon et al. (2017) eq. 8, 2.98 A at 4800 A to 2.48 A at 7000 A"))
         .Param(ParamSpec::Double("lsf_fwhm_blue", 2.9).Min(0).Unit("Angstrom")
                    .Doc("instrumental FWHM at lsf_wave_blue (observed frame; MUSE: 2.9)"))
         .Param(ParamSpec::Double("lsf_fwhm_red", 2.4).Min(0).Unit("Angstrom")
@@ -141,6 +146,7 @@ class RestframeNode : public Node {
         dispersion_(p.GetDouble("dispersion")),
         velocity_spread_(p.GetBool("velocity_spread")),
         sigma_target_(p.GetDouble("sigma_target")),
+        lsf_bacon_(p.GetString("lsf") == "bacon2017"),
         lsf_fwhm_blue_(p.GetDouble("lsf_fwhm_blue")),
         lsf_fwhm_red_(p.GetDouble("lsf_fwhm_red")),
         lsf_wave_blue_(p.GetDouble("lsf_wave_blue")),
@@ -162,6 +168,7 @@ class RestframeNode : public Node {
 
   /// Instrumental FWHM (Angstrom) at an observed wavelength.
   double LsfFwhm(double lambda_obs) const {
+    if (lsf_bacon_) return sim::MuseLsfFwhm(lambda_obs);
     if (lambda_obs <= lsf_wave_blue_) return lsf_fwhm_blue_;
     if (lambda_obs >= lsf_wave_red_) return lsf_fwhm_red_;
     const double t = (lambda_obs - lsf_wave_blue_) / (lsf_wave_red_ - lsf_wave_blue_);
@@ -398,6 +405,7 @@ class RestframeNode : public Node {
   double z_sys_, velocity_, dispersion_;
   bool velocity_spread_;
   double sigma_target_;
+  bool lsf_bacon_;
   double lsf_fwhm_blue_, lsf_fwhm_red_, lsf_wave_blue_, lsf_wave_red_;
   double norm_min_, norm_max_;
   WavelengthAxis axis_;

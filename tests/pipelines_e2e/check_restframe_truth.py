@@ -12,9 +12,11 @@ truth spectra; the pipeline's spectrum is SPECTRA x NORM and its 1-sigma error E
 Asserted, away from the nebular lines (+-12 A): the pulls (pipeline - truth) / error have mean
 within +-0.05 and standard deviation 0.9-1.1 overall and below 1.25 in every bin (the signal
 agrees and the propagated errors are the real noise); the total flux of every bin agrees to
-0.5 %; the Halpha, Hbeta, [O III] 5007 and [N II] 6583 fluxes of the brightest bins to 5 %
-(measured 0.7, 0.5, 0.4 and 2.3 %: the cube is rendered with the Bacon et al. LSF, spectral.restframe
-assumes the paper's linear one, and [N II] sits in the wing of Halpha).
+0.5 %; the Halpha, Hbeta, [O III] 5007 and [N II] 6583 fluxes of the brightest bins to 2 %
+(measured 0.4, 0.8, 0.4 and 0.2 %). The line profiles themselves differ by more than the noise
+(pull rms 2.4-4.4 within 6 A of the bright lines; 0.8 for single-spaxel bins): a bin co-adds
+spaxels at different velocities, which the pipeline represents by one shift and one Gaussian
+broadening (velocity_spread), so strong lines are not checked pixel by pixel.
 
 usage: check_restframe_truth.py CUBEFLOW SOURCE_DIR WORK_DIR
 """
@@ -87,12 +89,13 @@ if np.max(np.abs(flux_ratio - 1)) > 0.005:
 bright = np.argsort(truth.sum(1))[-10:]
 for line in (4861.33, 5006.84, 6562.80, 6583.45):
     j = int(np.argmin(np.abs(wave - line)))
-    win, cont = slice(j - 6, j + 7), np.r_[j - 20:j - 12, j + 13:j + 21]
+    # continuum: pixels within 30 A of the line and more than 12 A from every nebular line
+    win, cont = slice(j - 6, j + 7), np.flatnonzero((np.abs(wave - line) < 30) & ~near)
     fp = (pipe[bright][:, win] - np.median(pipe[bright][:, cont], axis=1)[:, None]).sum(1)
     ft = (truth[bright][:, win] - np.median(truth[bright][:, cont], axis=1)[:, None]).sum(1)
     r = np.median(fp / ft)
     print(f"line {line:.0f}: flux pipeline / truth, median of the 10 brightest bins {r:.4f}")
-    if abs(r - 1) > 0.05:
+    if abs(r - 1) > 0.02:
         failures.append(f"line {line:.0f} flux ratio {r:.3f}")
 if failures:
     print("FAIL: " + "; ".join(failures))

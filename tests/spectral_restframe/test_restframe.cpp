@@ -116,16 +116,25 @@ double LsfFwhm(double l) {
   return 2.9 + (l - 4800) / 1700 * (2.4 - 2.9);
 }
 
+/// Bacon et al. (2017) eq. 8, written out independently of cubeflow::sim::MuseLsfFwhm.
+double BaconFwhm(double l) { return 5.866e-8 * l * l - 9.187e-4 * l + 6.040; }
+
 // (1) A line of known intrinsic width at a known velocity ends at its rest wavelength with a
-// total dispersion of sigma_target.
+// total dispersion of sigma_target, for either instrumental-resolution model (`lsf`).
 TEST(Restframe, LineCentredAndBroadenedToTarget) {
+  for (const std::string lsf : {"linear", "bacon2017"})
   for (const double lrest : {5175.0, 6000.0, 6800.0}) {
     Fixture f;
     const double z = 0.02, v = 250.0, sig_gal = 80.0;
-    auto node = f.Make({{"z_sys", z}, {"velocity", v}, {"dispersion", sig_gal}});
+    // With bacon2017 the linear model's parameters must be ignored: set them far off.
+    auto node = lsf == "linear"
+                    ? f.Make({{"z_sys", z}, {"velocity", v}, {"dispersion", sig_gal}})
+                    : f.Make({{"z_sys", z}, {"velocity", v}, {"dispersion", sig_gal}, {"lsf", lsf},
+                              {"lsf_fwhm_blue", 0.1}, {"lsf_fwhm_red", 0.1}});
     const double dop = (1 + z) * (1 + v / kC);
     const double lobs = lrest * dop;
-    const double s_gal = lobs * sig_gal / kC, s_ins = LsfFwhm(lobs) / kF2S;
+    const double fwhm = lsf == "linear" ? LsfFwhm(lobs) : BaconFwhm(lobs);
+    const double s_gal = lobs * sig_gal / kC, s_ins = fwhm / kF2S;
     const double s_obs = std::sqrt(s_gal * s_gal + s_ins * s_ins);
     auto in = FlatSpectrum(1.0);
     for (int64_t i = 0; i < in->wave.n; ++i) {
@@ -150,14 +159,14 @@ TEST(Restframe, LineCentredAndBroadenedToTarget) {
     }
     const double centre = sx / sw;
     const double var = sxx / sw - centre * centre;
-    EXPECT_NEAR(centre, lrest, 0.1 * 1.25) << "line at " << lrest;
+    EXPECT_NEAR(centre, lrest, 0.1 * 1.25) << "line at " << lrest << ", lsf " << lsf;
     // Pixelisation adds box variances: the observed pixel integration and its step-function
     // representation (2 x (1.25/dop)^2/12, rest frame) and the output pixel (1.25^2/12).
     const double pix = 2 * std::pow(1.25 / dop, 2) / 12 + 1.25 * 1.25 / 12;
     const double sigma_kms = std::sqrt(var - pix) / lrest * kC;
-    EXPECT_NEAR(sigma_kms, 150.0, 0.02 * 150.0) << "line at " << lrest;
-    std::printf("line %.0f A: centre offset %.4f px, sigma %.2f km/s (pixel-corrected), %.2f raw\n",
-                lrest, (centre - lrest) / 1.25, sigma_kms, std::sqrt(var) / lrest * kC);
+    EXPECT_NEAR(sigma_kms, 150.0, 0.02 * 150.0) << "line at " << lrest << ", lsf " << lsf;
+    std::printf("lsf %s, line %.0f A: centre offset %.4f px, sigma %.2f km/s (pixel-corrected), %.2f raw\n",
+                lsf.c_str(), lrest, (centre - lrest) / 1.25, sigma_kms, std::sqrt(var) / lrest * kC);
     // Without the correction it would still be within 4 %.
     EXPECT_NEAR(std::sqrt(var) / lrest * kC, 150.0, 0.04 * 150.0);
   }
