@@ -16,12 +16,6 @@ namespace cubeflow::inference {
 
 namespace {
 
-std::string Num(double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "%.10g", v);
-  return buf;
-}
-
 std::string Join(const std::vector<std::string>& v) {
   std::string s;
   for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
@@ -86,6 +80,13 @@ void CnnNode::Init(std::unique_ptr<cnn::CnnModel> model, std::string model_path,
   model_path_ = std::move(model_path);
   threads_ = threads;
   norm_tolerance_ = norm_tolerance;
+  const auto& md = model_->metadata();
+  conventions_.wave = md.wave;
+  conventions_.rest_frame = md.rest_frame;
+  conventions_.norm_min = md.norm_min;
+  conventions_.norm_max = md.norm_max;
+  conventions_.bands = md.bands;
+  conventions_.pivots = md.pivots;
   for (double c : model_->metadata().age_bin_centres) {
     char buf[32];
     std::snprintf(buf, sizeof(buf), "%gGyr", c);
@@ -94,88 +95,11 @@ void CnnNode::Init(std::unique_ptr<cnn::CnnModel> model, std::string model_path,
 }
 
 std::string CnnNode::CheckSpectrum(const Spectrum& s) const {
-  const auto& md = model_->metadata();
-  const std::string src = " (model metadata " + cnn::MetadataPath(model_path_) + ")";
-  std::vector<std::string> diffs;
-  const double step = md.wave.cdelt;
-  if (s.wave.log != md.wave.log)
-    diffs.push_back(std::string("axis is ") + (s.wave.log ? "logarithmic" : "linear") + ", model's is " +
-                    (md.wave.log ? "logarithmic" : "linear"));
-  if (s.wave.n != md.wave.n) diffs.push_back("n = " + std::to_string(s.wave.n) + " pixels, model has " + std::to_string(md.wave.n));
-  const double start = s.wave.crval + (1.0 - s.wave.crpix) * s.wave.cdelt;
-  const double mstart = md.wave.crval + (1.0 - md.wave.crpix) * md.wave.cdelt;
-  if (std::abs(start - mstart) > 0.01 * std::abs(step))
-    diffs.push_back("start = " + Num(start) + " A, model's is " + Num(mstart) + " A");
-  if (std::abs(s.wave.cdelt - step) * std::max<int64_t>(md.wave.n, 1) > 0.01 * std::abs(step))
-    diffs.push_back("step = " + Num(s.wave.cdelt) + " A, model's is " + Num(step) + " A");
-  if (s.wave.air != md.wave.air)
-    diffs.push_back(std::string("wavelengths are ") + (s.wave.air ? "air" : "vacuum") + ", model's are " +
-                    (md.wave.air ? "air" : "vacuum"));
-  if (!diffs.empty()) {
-    std::string msg = "inference.cnn: spectrum of bin " + std::to_string(s.id) + ": wavelength grid differs from the model's" + src + ": ";
-    for (size_t i = 0; i < diffs.size(); ++i) msg += (i ? "; " : "") + diffs[i];
-    return msg + ". Resample the spectra to start " + Num(mstart) + " A, step " + Num(step) + " A, " +
-           std::to_string(md.wave.n) + " pixels (spectral.restframe)";
-  }
-  if (md.rest_frame && !s.rest_frame)
-    return "inference.cnn: spectrum of bin " + std::to_string(s.id) +
-           " is not in the rest frame (rest_frame = false) but the model expects rest-frame spectra" + src +
-           ": put spectral.restframe before inference.cnn";
-  auto meta_norm_min = s.meta.find("norm_min"), meta_norm_max = s.meta.find("norm_max");
-  if (meta_norm_min != s.meta.end() && meta_norm_max != s.meta.end() &&
-      (std::abs(meta_norm_min->second - md.norm_min) > 1.0 || std::abs(meta_norm_max->second - md.norm_max) > 1.0))
-    return "inference.cnn: spectrum of bin " + std::to_string(s.id) + ": normalisation window " +
-           Num(meta_norm_min->second) + "-" + Num(meta_norm_max->second) + " A, model's is " + Num(md.norm_min) + "-" +
-           Num(md.norm_max) + " A" + src;
-  // The mean flux in the normalisation window must be 1 (the spectrum was divided by it).
-  double sum = 0;
-  int64_t cnt = 0;
-  for (int64_t k = 0; k < s.wave.n && k < static_cast<int64_t>(s.flux.size()); ++k) {
-    const double w = s.wave.At(k);
-    if (w < md.norm_min || w > md.norm_max) continue;
-    if (!s.mask.empty() && s.mask[k]) continue;
-    if (!std::isfinite(s.flux[k])) continue;
-    sum += s.flux[k];
-    ++cnt;
-  }
-  if (cnt > 0) {
-    const double mean = sum / cnt;
-    if (std::abs(mean - 1.0) > norm_tolerance_)
-      return "inference.cnn: spectrum of bin " + std::to_string(s.id) + ": mean flux in the normalisation window " +
-             Num(md.norm_min) + "-" + Num(md.norm_max) + " A is " + Num(mean) +
-             ", expected 1 (the model was trained on spectra divided by their mean flux there" + src +
-             "): normalise the spectra (spectral.restframe)";
-  }
-  return "";
+  return inputs::CheckSpectrum("inference.cnn", cnn::MetadataPath(model_path_), conventions_, s, norm_tolerance_);
 }
 
 std::string CnnNode::CheckPhotometry(const Photometry& p, std::vector<int>& order) const {
-  const auto& md = model_->metadata();
-  order.assign(md.bands.size(), -1);
-  std::vector<std::string> missing;
-  for (size_t b = 0; b < md.bands.size(); ++b) {
-    auto it = std::find(p.bands.begin(), p.bands.end(), md.bands[b]);
-    if (it == p.bands.end()) {
-      missing.push_back(md.bands[b]);
-      continue;
-    }
-    order[b] = static_cast<int>(it - p.bands.begin());
-  }
-  const std::string src = " (model metadata " + cnn::MetadataPath(model_path_) + ")";
-  if (!missing.empty())
-    return "inference.cnn: photometry of bin " + std::to_string(p.id) + " lacks band(s) " + Join(missing) +
-           ": it has " + Join(p.bands) + ", the model needs " + Join(md.bands) + src;
-  if (p.flux.size() != p.bands.size())
-    return "inference.cnn: photometry of bin " + std::to_string(p.id) + " has " + std::to_string(p.flux.size()) +
-           " fluxes for " + std::to_string(p.bands.size()) + " bands";
-  for (size_t b = 0; b < md.bands.size(); ++b) {
-    if (b >= md.pivots.size() || static_cast<size_t>(order[b]) >= p.pivot.size()) continue;
-    const double mp = md.pivots[b], pp = p.pivot[order[b]];
-    if (mp > 0 && pp > 0 && std::abs(pp / mp - 1.0) > 0.01)
-      return "inference.cnn: photometry of bin " + std::to_string(p.id) + ": band " + md.bands[b] + " has pivot " +
-             Num(pp) + " A, model's is " + Num(mp) + " A" + src;
-  }
-  return "";
+  return inputs::CheckPhotometry("inference.cnn", cnn::MetadataPath(model_path_), conventions_, p, order);
 }
 
 void CnnNode::Process(ProcessContext& ctx) {
@@ -199,22 +123,7 @@ void CnnNode::Process(ProcessContext& ctx) {
     if (!err.empty()) throw Error(err);
     quality[i] = s->quality;
     // Copy, interpolating over masked / non-finite pixels.
-    float* d = spec.data() + i * nw;
-    int64_t bad = 0, last_good = -1;
-    for (int64_t k = 0; k < nw; ++k) {
-      const double v = k < static_cast<int64_t>(s->flux.size()) ? s->flux[k] : NAN;
-      const bool good = std::isfinite(v) && (s->mask.empty() || !s->mask[k]);
-      if (!good) { ++bad; continue; }
-      d[k] = static_cast<float>(v);
-      if (last_good < k - 1) {  // fill the gap (last_good, k)
-        const double a = last_good >= 0 ? d[last_good] : v;
-        for (int64_t g = last_good + 1; g < k; ++g)
-          d[g] = static_cast<float>(last_good >= 0 ? a + (v - a) * (g - last_good) / double(k - last_good) : v);
-      }
-      last_good = k;
-    }
-    if (last_good >= 0)
-      for (int64_t g = last_good + 1; g < nw; ++g) d[g] = d[last_good];
+    const int64_t bad = inputs::CopyInterpolated(*s, nw, spec.data() + i * nw);
     if (bad * 2 > nw) ok[i] = 0;
     if (nb > 0) {
       auto p = ctx.Input<Photometry>("photometry", i);

@@ -8,6 +8,7 @@
 #include "cubeflow/node.hpp"
 #include "cubeflow/registry.hpp"
 #include "cubeflow_torch/cnn.hpp"
+#include "cubeflow_torch/inputs.hpp"
 
 namespace cubeflow::inference {
 
@@ -22,7 +23,8 @@ class CnnNode : public Node {
           double norm_tolerance = 0.05);
   void Process(ProcessContext& ctx) override;
 
-  /// "" if the spectrum matches the model's input conventions, else the message naming the field.
+  /// "" if the spectrum matches the model's input conventions, else the message naming the field
+  /// (inputs::CheckSpectrum, shared with inference.sbi).
   std::string CheckSpectrum(const Spectrum& s) const;
   /// Same for photometry; fills `order` (model band -> index in p.bands).
   std::string CheckPhotometry(const Photometry& p, std::vector<int>& order) const;
@@ -33,6 +35,7 @@ class CnnNode : public Node {
   std::string model_path_;
   int threads_ = 0;
   double norm_tolerance_ = 0.05;
+  inputs::InputConventions conventions_;  ///< from the model metadata (shared checks with inference.sbi)
   std::vector<std::string> labels_;
   bool warned_unused_phot_ = false;
 };
