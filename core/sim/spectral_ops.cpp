@@ -57,6 +57,38 @@ WavelengthAxis LogAxis(double lambda_min, double lambda_max, double velscale_kms
   return a;
 }
 
+namespace {
+
+/// The overlap weights of flux-conserving rebinning, shared by ResampleEdges and
+/// ResampleWeights: for each output pixel j, begin(j, covered), then, if it is covered,
+/// add(j, k, w) for every input pixel k it overlaps (k increasing, w = overlap(k, j) / width(j))
+/// and end(j). A pixel is covered if the input spans it (to 1e-9 of its width, for rounded edges).
+template <class Begin, class Add, class End>
+void ForEachOverlap(std::span<const double> in_edges, std::span<const double> out_edges, Begin&& begin, Add&& add,
+                    End&& end) {
+  const size_t n_in = in_edges.empty() ? 0 : in_edges.size() - 1;
+  const size_t n_out = out_edges.empty() ? 0 : out_edges.size() - 1;
+  const double lo = n_in ? in_edges.front() : 0.0;
+  const double hi = n_in ? in_edges.back() : 0.0;
+  size_t i = 0;
+  for (size_t j = 0; j < n_out; ++j) {
+    const double a = out_edges[j], b = out_edges[j + 1];
+    const double width = b - a;
+    const double tol = 1e-9 * std::abs(width);
+    const bool covered = n_in > 0 && width > 0 && a >= lo - tol && b <= hi + tol;
+    begin(j, covered);
+    if (!covered) continue;
+    while (i + 1 < n_in && in_edges[i + 1] <= a) ++i;
+    for (size_t k = i; k < n_in && in_edges[k] < b; ++k) {
+      const double overlap = std::min(b, in_edges[k + 1]) - std::max(a, in_edges[k]);
+      if (overlap > 0) add(j, k, overlap / width);
+    }
+    end(j);
+  }
+}
+
+}  // namespace
+
 void ResampleEdges(std::span<const double> in_edges, std::span<const double> flux,
                    std::span<const double> variance, std::span<const double> out_edges,
                    std::span<double> out_flux, std::span<double> out_variance, double fill) {
@@ -68,71 +100,62 @@ void ResampleEdges(std::span<const double> in_edges, std::span<const double> flu
   Require(!with_var || variance.size() == n_in, "variance and flux sizes differ");
   Require(!with_var || out_variance.size() == out_flux.size(),
           "output variance must have the size of the output flux");
-  const size_t n_out = out_flux.size();
-  const double lo = n_in ? in_edges.front() : 0.0;
-  const double hi = n_in ? in_edges.back() : 0.0;
-  // Tolerance for "fully covered": a tiny fraction of the pixel width (rounding of edges).
-  size_t i = 0;
-  for (size_t j = 0; j < n_out; ++j) {
-    const double a = out_edges[j], b = out_edges[j + 1];
-    const double width = b - a;
-    const double tol = 1e-9 * std::abs(width);
-    if (n_in == 0 || !(width > 0) || a < lo - tol || b > hi + tol) {
-      out_flux[j] = fill;
-      if (with_var) out_variance[j] = fill;
-      continue;
-    }
-    while (i + 1 < n_in && in_edges[i + 1] <= a) ++i;
-    double sum = 0, sum_var = 0;
-    for (size_t k = i; k < n_in && in_edges[k] < b; ++k) {
-      const double overlap = std::min(b, in_edges[k + 1]) - std::max(a, in_edges[k]);
-      if (overlap <= 0) continue;
-      const double w = overlap / width;
-      sum += w * flux[k];
-      if (with_var) sum_var += w * w * variance[k];
-    }
-    out_flux[j] = sum;
-    if (with_var) out_variance[j] = sum_var;
-  }
+  double sum = 0, sum_var = 0;  // in registers: the outputs might alias the inputs for all the compiler knows
+  ForEachOverlap(
+      in_edges, out_edges,
+      [&](size_t j, bool covered) {
+        sum = sum_var = 0;
+        if (!covered) {
+          out_flux[j] = fill;
+          if (with_var) out_variance[j] = fill;
+        }
+      },
+      [&](size_t, size_t k, double w) {
+        sum += w * flux[k];
+        if (with_var) sum_var += w * w * variance[k];
+      },
+      [&](size_t j) {
+        out_flux[j] = sum;
+        if (with_var) out_variance[j] = sum_var;
+      });
 }
 
 SparseRows ResampleWeights(std::span<const double> in_edges, std::span<const double> out_edges) {
   Require(in_edges.size() >= 1 && out_edges.size() >= 1, "ResampleWeights: empty edges");
-  const size_t n_in = in_edges.size() - 1, n_out = out_edges.size() - 1;
+  const size_t n_out = out_edges.size() - 1;
   SparseRows r;
   r.first.assign(n_out, 0);
   r.length.assign(n_out, 0);
   r.offset.assign(n_out, 0);
   r.w.reserve(n_out * 3);
-  const double lo = n_in ? in_edges.front() : 0.0;
-  const double hi = n_in ? in_edges.back() : 0.0;
-  size_t i = 0;
-  for (size_t j = 0; j < n_out; ++j) {
-    r.offset[j] = r.w.size();
-    const double a = out_edges[j], b = out_edges[j + 1];
-    const double width = b - a;
-    const double tol = 1e-9 * std::abs(width);
-    if (n_in == 0 || !(width > 0) || a < lo - tol || b > hi + tol) continue;  // as ResampleEdges
-    while (i + 1 < n_in && in_edges[i + 1] <= a) ++i;
-    bool started = false;
-    for (size_t k = i; k < n_in && in_edges[k] < b; ++k) {
-      const double overlap = std::min(b, in_edges[k + 1]) - std::max(a, in_edges[k]);
-      if (overlap <= 0) continue;
-      if (!started) {
-        r.first[j] = static_cast<uint32_t>(k);
-        started = true;
-      } else {
-        // keep the row contiguous: zero weights for any input pixel skipped in between
-        while (r.first[j] + r.length[j] < k) {
+  ForEachOverlap(
+      in_edges, out_edges, [&](size_t j, bool) { r.offset[j] = r.w.size(); },
+      [&](size_t j, size_t k, double w) {
+        if (r.length[j] == 0) r.first[j] = static_cast<uint32_t>(k);
+        while (r.first[j] + r.length[j] < k) {  // keep the row contiguous (zero-width inputs)
           r.w.push_back(0.0);
           ++r.length[j];
         }
-      }
-      r.w.push_back(overlap / width);
-      ++r.length[j];
-    }
-  }
+        r.w.push_back(w);
+        ++r.length[j];
+      },
+      [](size_t) {});
   return r;
+}
+
+void SparseRows::Apply(std::span<const double> in, std::span<double> out, double fill, bool squared) const {
+  Require(out.size() == rows(), "SparseRows::Apply: output size differs from the rows");
+  for (size_t j = 0; j < rows(); ++j) {
+    if (length[j] == 0) {
+      out[j] = fill;
+      continue;
+    }
+    Require(first[j] + length[j] <= in.size(), "SparseRows::Apply: input too short");
+    const double* wj = w.data() + offset[j];
+    double s = 0;
+    for (uint32_t t = 0; t < length[j]; ++t) s += (squared ? wj[t] * wj[t] : wj[t]) * in[first[j] + t];
+    out[j] = s;
+  }
 }
 
 ResampledSpectrum Resample(std::span<const double> in_wave, std::span<const double> flux,

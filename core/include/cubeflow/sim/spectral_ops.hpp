@@ -72,6 +72,9 @@ struct SparseRows {
   std::vector<size_t> offset;
   std::vector<double> w;
   size_t rows() const { return first.size(); }
+  /// out_j = sum_t w * in[first + t] (with `squared`, sum_t w^2 * in: the variance of
+  /// independent inputs); rows of length 0 get `fill`.
+  void Apply(std::span<const double> in, std::span<double> out, double fill, bool squared = false) const;
 };
 
 /// The weights ResampleEdges applies, as rows (one per output pixel; empty where the output
