@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <limits>
 
+#include "cubeflow/fits/cfitsio_error.hpp"
 #include "cubeflow/fits/cube_io.hpp"
 
 namespace cubeflow::plot {
@@ -20,16 +21,6 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 std::string Upper(std::string s) {
   for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   return s;
-}
-
-std::string CfitsioText(int status) {
-  char text[FLEN_STATUS] = {0};
-  fits_get_errstatus(status, text);
-  std::string out = "CFITSIO status " + std::to_string(status) + ": " + text;
-  char msg[FLEN_ERRMSG] = {0};
-  if (fits_read_errmsg(msg) && msg[0] != '\0') out += " (" + std::string(msg) + ")";
-  fits_clear_errmsg();
-  return out;
 }
 
 class Handle {
@@ -112,14 +103,14 @@ Status ReadTable(fitsfile* f, const std::string& path, MapsTable& t) {
   int ncols = 0;
   fits_get_num_rowsll(f, &nrows, &st);
   fits_get_num_cols(f, &ncols, &st);
-  if (st) return Status::Error("cannot read table '" + t.name + "' of '" + path + "': " + CfitsioText(st));
+  if (st) return Status::Error("cannot read table '" + t.name + "' of '" + path + "': " + fits::CfitsioErrorText(st));
   t.nrows = nrows;
   for (int col = 1; col <= ncols; ++col) {
     int type = 0;
     long long repeat = 0, width = 0;
     fits_get_coltypell(f, col, &type, &repeat, &width, &st);
     if (st) return Status::Error("cannot read column " + std::to_string(col) + " of table '" + t.name + "' in '" +
-                                 path + "': " + CfitsioText(st));
+                                 path + "': " + fits::CfitsioErrorText(st));
     if (type == TSTRING || type == TLOGICAL || type == TBIT || repeat < 1) continue;
     MapsColumn c;
     const std::string n = std::to_string(col);
@@ -132,7 +123,7 @@ Status ReadTable(fitsfile* f, const std::string& path, MapsTable& t) {
       int anynul = 0;
       fits_read_col(f, TDOUBLE, col, 1, 1, nrows * repeat, &nul, c.values.data(), &anynul, &st);
       if (st) return Status::Error("cannot read column '" + c.name + "' of table '" + t.name + "' in '" + path +
-                                   "': " + CfitsioText(st));
+                                   "': " + fits::CfitsioErrorText(st));
     }
     t.columns.push_back(std::move(c));
   }
@@ -161,14 +152,14 @@ Result<MapsFile> MapsFile::Open(const std::string& path) {
   int st = 0;
   if (fits_open_diskfile(&h.f, path.c_str(), READONLY, &st)) {
     h.f = nullptr;
-    return Status::Error("cannot open '" + path + "': " + CfitsioText(st) +
+    return Status::Error("cannot open '" + path + "': " + fits::CfitsioErrorText(st) +
                          "; check the path and that it is a FITS file");
   }
   MapsFile m;
   m.path_ = path;
   int nhdu = 0;
   fits_get_num_hdus(h.f, &nhdu, &st);
-  if (st) return Status::Error("cannot read '" + path + "': " + CfitsioText(st));
+  if (st) return Status::Error("cannot read '" + path + "': " + fits::CfitsioErrorText(st));
   for (const char* k : {"CFVERS", "OBJECT", "PIPEFILE", "RUNUTC", "DATE", "NBINS", "NFAILED", "NMISSING", "PARTIAL"}) {
     std::string v;
     if (ReadRaw(h.f, k, v)) m.primary_[k] = v;
@@ -176,7 +167,7 @@ Result<MapsFile> MapsFile::Open(const std::string& path) {
   for (int i = 1; i <= nhdu; ++i) {
     int type = 0;
     fits_movabs_hdu(h.f, i, &type, &st);
-    if (st) return Status::Error("cannot read HDU " + std::to_string(i - 1) + " of '" + path + "': " + CfitsioText(st));
+    if (st) return Status::Error("cannot read HDU " + std::to_string(i - 1) + " of '" + path + "': " + fits::CfitsioErrorText(st));
     std::string name;
     if (!ReadString(h.f, "EXTNAME", name)) name = i == 1 ? "PRIMARY" : "HDU" + std::to_string(i - 1);
     m.hdu_names_.push_back(name);
@@ -185,7 +176,7 @@ Result<MapsFile> MapsFile::Open(const std::string& path) {
       long long naxes[3] = {0, 0, 0};
       fits_get_img_dim(h.f, &naxis, &st);
       if (!st && naxis >= 2 && naxis <= 3) fits_get_img_sizell(h.f, 3, naxes, &st);
-      if (st) return Status::Error("cannot read the image size of '" + name + "' in '" + path + "': " + CfitsioText(st));
+      if (st) return Status::Error("cannot read the image size of '" + name + "' in '" + path + "': " + fits::CfitsioErrorText(st));
       if (naxis < 2 || naxis > 3 || naxes[0] < 1 || naxes[1] < 1) continue;
       MapsImage im;
       im.name = name;
@@ -229,7 +220,7 @@ Result<MapsImage> MapsFile::Load(const std::string& name) const {
   int st = 0, type = 0;
   if (fits_open_diskfile(&h.f, path_.c_str(), READONLY, &st)) {
     h.f = nullptr;
-    return Status::Error("cannot open '" + path_ + "': " + CfitsioText(st));
+    return Status::Error("cannot open '" + path_ + "': " + fits::CfitsioErrorText(st));
   }
   fits_movabs_hdu(h.f, im.hdu, &type, &st);
   const long long n = im.nx * im.ny * im.nplanes;
@@ -238,7 +229,7 @@ Result<MapsImage> MapsFile::Load(const std::string& name) const {
   double nul = kNaN;
   int anynul = 0;
   fits_read_pixll(h.f, TDOUBLE, fpix, n, &nul, im.values.data(), &anynul, &st);
-  if (st) return Status::Error("cannot read the pixels of '" + name + "' in '" + path_ + "': " + CfitsioText(st));
+  if (st) return Status::Error("cannot read the pixels of '" + name + "' in '" + path_ + "': " + fits::CfitsioErrorText(st));
   return im;
 }
 

@@ -13,6 +13,7 @@
 #include <set>
 #include <sstream>
 
+#include "cubeflow/fits/cfitsio_error.hpp"
 #include "cubeflow/fits/wcs.hpp"
 #include "io_nodes.hpp"
 
@@ -22,16 +23,6 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr const char* kNode = "io.write_spectra";
-
-std::string CfitsioText(int status) {
-  char text[FLEN_STATUS] = {0};
-  fits_get_errstatus(status, text);
-  std::string out = "CFITSIO status " + std::to_string(status) + ": " + text;
-  char msg[FLEN_ERRMSG] = {0};
-  if (fits_read_errmsg(msg) && msg[0] != '\0') out += " (" + std::string(msg) + ")";
-  fits_clear_errmsg();
-  return out;
-}
 
 std::string Num(double v) {
   std::ostringstream s;
@@ -468,7 +459,7 @@ void WriteSpectraNode::Finish(ProcessContext& ctx) {
   };
   if (fits_open_diskfile(&f, part.c_str(), READWRITE, &status)) {
     f = nullptr;
-    return cleanup_fail(CfitsioText(status));
+    return cleanup_fail(fits::CfitsioErrorText(status));
   }
   auto key_str = [&](const char* k, const std::string& v, const char* comment) {
     fits_update_key(f, TSTRING, k, const_cast<char*>(v.c_str()), comment, &status);
@@ -559,7 +550,7 @@ void WriteSpectraNode::Finish(ProcessContext& ctx) {
       }
       fits_write_comment(f, "MASK: 0 = good pixel; otherwise the OR of 2**MBITn of the reasons.", &status);
     }
-    if (status) return cleanup_fail(CfitsioText(status));
+    if (status) return cleanup_fail(fits::CfitsioErrorText(status));
     if (nwave == 0) continue;
     // Rows without a spectrum.
     std::vector<unsigned char> empty(static_cast<size_t>(nwave) * (seg == 2 ? 1 : elem_));
@@ -589,7 +580,7 @@ void WriteSpectraNode::Finish(ProcessContext& ctx) {
       long long fpix[2] = {1, r + 1};
       fits_write_pixll(f, seg == 2 ? TBYTE : dtype, fpix, nwave, data, &status);
     }
-    if (status) return cleanup_fail(CfitsioText(status));
+    if (status) return cleanup_fail(fits::CfitsioErrorText(status));
   }
 
   // WAVE: pixel-centre wavelengths.
@@ -607,7 +598,7 @@ void WriteSpectraNode::Finish(ProcessContext& ctx) {
     std::vector<double> w(static_cast<size_t>(nwave));
     for (int64_t k = 0; k < nwave; ++k) w[static_cast<size_t>(k)] = axis_.At(k);
     if (nwave > 0) fits_write_img(f, TDOUBLE, 1, nwave, w.data(), &status);
-    if (status) return cleanup_fail(CfitsioText(status));
+    if (status) return cleanup_fail(fits::CfitsioErrorText(status));
   }
 
   // BINID map.
@@ -631,7 +622,7 @@ void WriteSpectraNode::Finish(ProcessContext& ctx) {
     }
     std::vector<int32_t> ids(bn.binid.begin(), bn.binid.end());
     if (!ids.empty()) fits_write_img(f, TINT, 1, static_cast<long long>(ids.size()), ids.data(), &status);
-    if (status) return cleanup_fail(CfitsioText(status));
+    if (status) return cleanup_fail(fits::CfitsioErrorText(status));
   }
 
   // BINS table.
@@ -773,7 +764,7 @@ void WriteSpectraNode::Finish(ProcessContext& ctx) {
       }
     }
     key_str("HDUCLAS1", "BINS", "one row per bin");
-    if (status) return cleanup_fail(CfitsioText(status));
+    if (status) return cleanup_fail(fits::CfitsioErrorText(status));
   }
 
   // Checksums of every HDU, close, rename into place.
@@ -785,11 +776,11 @@ void WriteSpectraNode::Finish(ProcessContext& ctx) {
     fits_movabs_hdu(f, i, &type, &status);
     fits_write_chksum(f, &status);
   }
-  if (status) return cleanup_fail(CfitsioText(status));
+  if (status) return cleanup_fail(fits::CfitsioErrorText(status));
   stage = "(closing)";
   fits_close_file(f, &status);
   f = nullptr;
-  if (status) return cleanup_fail(CfitsioText(status));
+  if (status) return cleanup_fail(fits::CfitsioErrorText(status));
   if (std::rename(part.c_str(), path_.c_str()) != 0) {
     const std::string err = std::strerror(errno);
     ::unlink(part.c_str());
