@@ -1,3 +1,3 @@
-# cnn_bench: links the libtorch CNN library (plugins/inference).
-set(BENCH_LIBS_cnn cubeflow_torch)
+# cnn_bench: links the libtorch CNN library (libs/nn).
+set(BENCH_LIBS_cnn cubeflow_nn)
 set(BENCH_NEEDS_TORCH_cnn ON)

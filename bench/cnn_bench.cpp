@@ -7,7 +7,7 @@
 #include <random>
 #include <vector>
 
-#include "cubeflow_torch/cnn.hpp"
+#include "cubeflow/nn/cnn.hpp"
 
 int main(int argc, char** argv) {
   using namespace cubeflow;

@@ -1,3 +1,3 @@
-# sbi_bench: links the libtorch SBI model (plugins/inference).
-set(BENCH_LIBS_sbi cubeflow_torch)
+# sbi_bench: links the libtorch SBI model (libs/nn).
+set(BENCH_LIBS_sbi cubeflow_nn)
 set(BENCH_NEEDS_TORCH_sbi ON)

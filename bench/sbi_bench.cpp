@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "cubeflow_torch/sbi.hpp"
+#include "cubeflow/nn/sbi.hpp"
 
 namespace {
 

@@ -1,1 +1,1 @@
-set(BENCH_LIBS_voronoi cubeflow_voronoi)
+set(BENCH_LIBS_voronoi cubeflow_binning)

@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "voronoi.hpp"
+#include "cubeflow/binning/voronoi.hpp"
 
 namespace {
 

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS="${JOBS:-2}"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release > /dev/null
-cmake --build build -j"$JOBS"
+cmake --build build -j"$JOBS" --target demo
 CF=build/bin/cubeflow
 mkdir -p out
 start=$(date +%s)

@@ -12,7 +12,7 @@
 #include "cubeflow/data.hpp"
 #include "cubeflow/node.hpp"
 #include "cubeflow/spec.hpp"
-#include "voronoi.hpp"
+#include "cubeflow/binning/voronoi.hpp"
 
 namespace cubeflow::binning {
 

@@ -7,7 +7,6 @@
 #include <limits>
 #include <sstream>
 
-#include "cubeflow/plugin.hpp"
 #include "model_path.hpp"
 #include "sbi_node.hpp"
 #include "spectrum_fields.hpp"
@@ -177,11 +176,6 @@ void CnnNode::Process(ProcessContext& ctx) {
   }
 }
 
-void RegisterNodes(Registry& r) {
-  r.Add<CnnNode>();
-  RegisterSbiNodes(r);
-}
+void RegisterCnnNodes(Registry& r) { r.Add<CnnNode>(); }
 
 }  // namespace cubeflow::inference
-
-CUBEFLOW_PLUGIN(inference, "0.1.0", cubeflow::inference::RegisterNodes)

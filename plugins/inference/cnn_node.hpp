@@ -7,8 +7,8 @@
 
 #include "cubeflow/node.hpp"
 #include "cubeflow/registry.hpp"
-#include "cubeflow_torch/cnn.hpp"
-#include "cubeflow_torch/inputs.hpp"
+#include "cubeflow/nn/cnn.hpp"
+#include "cubeflow/nn/inputs.hpp"
 
 namespace cubeflow::inference {
 
@@ -40,6 +40,7 @@ class CnnNode : public Node {
   bool warned_unused_phot_ = false;
 };
 
-void RegisterNodes(Registry& r);
+/// Registers inference.cnn; called from the "inference" plugin's registration function.
+void RegisterCnnNodes(Registry& r);
 
 }  // namespace cubeflow::inference

@@ -8,7 +8,7 @@
 #include <cstdio>
 #include <limits>
 
-#include "cubeflow_torch/inputs.hpp"
+#include "cubeflow/nn/inputs.hpp"
 #include "model_path.hpp"
 
 namespace cubeflow::inference {

@@ -7,7 +7,7 @@
 
 #include "cubeflow/node.hpp"
 #include "cubeflow/registry.hpp"
-#include "cubeflow_torch/sbi.hpp"
+#include "cubeflow/nn/sbi.hpp"
 
 namespace cubeflow::inference {
 

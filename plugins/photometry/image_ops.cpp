@@ -13,9 +13,7 @@
 
 #include "hst_match.hpp"
 
-#ifdef CUBEFLOW_HAVE_SIM
 #include "cubeflow/sim/filters.hpp"
-#endif
 
 namespace cubeflow::photometry {
 
@@ -215,10 +213,8 @@ Result<Calibration> Calibrate(const fits::ImageReader& img, const CalibrationOpt
   } else if (has_photplam) {
     cal.pivot = photplam;
   } else {
-#ifdef CUBEFLOW_HAVE_SIM
     auto f = sim::BuiltinFilter(opt.band);
     if (f.ok()) cal.pivot = sim::PivotWavelength(*f);
-#endif
     if (!(cal.pivot > 0))
       return Status::Error(where + " (band " + opt.band +
                            "): no pivot wavelength: the header has no PHOTPLAM and the band is not a built-in "

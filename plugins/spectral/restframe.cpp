@@ -12,7 +12,7 @@
 #include "cubeflow/data.hpp"
 #include "cubeflow/node.hpp"
 #include "cubeflow/registry.hpp"
-#include "cubeflow/sim/spectral_ops.hpp"
+#include "cubeflow/spectral/spectral_ops.hpp"
 #include "cubeflow/spec.hpp"
 #include "cubeflow/status.hpp"
 
@@ -20,7 +20,7 @@ namespace cubeflow::spectral {
 
 namespace {
 
-constexpr double kC = sim::kSpeedOfLightKms;
+constexpr double kC = spectral::kSpeedOfLightKms;
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 /// Line-of-sight kinematics of one bin (km/s).
@@ -162,13 +162,13 @@ class RestframeNode : public Node {
     if (norm_max_ < axis_.At(0) || norm_min_ > axis_.At(axis_.n - 1))
       throw Error("spectral.restframe: normalisation window [norm_min, norm_max] lies outside the "
                   "output grid; change norm_min/norm_max or wave_start/wave_step/wave_n");
-    centres_ = sim::AxisCentres(axis_);
-    edges_ = sim::AxisEdges(axis_);
+    centres_ = spectral::AxisCentres(axis_);
+    edges_ = spectral::AxisEdges(axis_);
   }
 
   /// Instrumental FWHM (Angstrom) at an observed wavelength.
   double LsfFwhm(double lambda_obs) const {
-    if (lsf_bacon_) return sim::MuseLsfFwhm(lambda_obs);
+    if (lsf_bacon_) return spectral::MuseLsfFwhm(lambda_obs);
     if (lambda_obs <= lsf_wave_blue_) return lsf_fwhm_blue_;
     if (lambda_obs >= lsf_wave_red_) return lsf_fwhm_red_;
     const double t = (lambda_obs - lsf_wave_blue_) / (lsf_wave_red_ - lsf_wave_blue_);
@@ -207,7 +207,7 @@ class RestframeNode : public Node {
     // 1. Rest-frame pixel edges (the Doppler factor is a pure scaling of the wavelengths).
     const double doppler = (1.0 + z_sys_) * (1.0 + kin.velocity / kC);
     if (!(doppler > 0)) throw Error(who + ": non-positive Doppler factor (check z_sys, velocity)");
-    std::vector<double> in_edges = sim::AxisEdges(in.wave);
+    std::vector<double> in_edges = spectral::AxisEdges(in.wave);
     for (double& e : in_edges) e /= doppler;
 
     // 2. Bad input pixels, filled so that they do not poison their neighbours.
@@ -230,7 +230,7 @@ class RestframeNode : public Node {
     out->flux.assign(n, 0.0);
     if (has_var) out->variance.assign(n, 0.0);
     std::vector<double> badout(n, 0.0);
-    const sim::SparseRows rebin = sim::ResampleWeights(in_edges, edges_);  // also used in step 4
+    const spectral::SparseRows rebin = spectral::ResampleWeights(in_edges, edges_);  // also used in step 4
     rebin.Apply(flux, out->flux, kNaN);
     if (has_var) rebin.Apply(var, out->variance, kNaN, /*squared=*/true);
     rebin.Apply(badf, badout, 1.0);
@@ -260,7 +260,7 @@ class RestframeNode : public Node {
     for (size_t j = 0; j < n; ++j) {
       const double lr = centres_[j];
       const double lo = lr * doppler;
-      const double si = LsfFwhm(lo) / sim::kFwhmToSigma / lo * kC;  // km/s
+      const double si = LsfFwhm(lo) / spectral::kFwhmToSigma / lo * kC;  // km/s
       const double have2 = sg2 + si * si;
       const double d2 = st2 - have2;
       if (!uncovered[j]) {
@@ -271,7 +271,7 @@ class RestframeNode : public Node {
     }
     if (broader) out->quality |= kQualBroaderThanTarget;
     {
-      auto g = sim::GaussianBroadener::FromSigma(
+      auto g = spectral::GaussianBroadener::FromSigma(
           centres_, [&](double l) {
             const double pos = axis_.PixelOf(l);
             const auto j = static_cast<size_t>(std::clamp<double>(std::lround(pos), 0.0,

@@ -1,0 +1,519 @@
+// The CNN: network definition, metadata I/O, model loading/saving and prediction.
+#include <torch/script.h>
+#include <torch/torch.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <sstream>
+
+#include "cubeflow/atomic_file.hpp"
+#include "cubeflow/nn/cnn.hpp"
+#include "net.hpp"
+
+namespace cubeflow::cnn {
+
+namespace {
+constexpr int64_t kPredictChunk = 64;
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// Architecture
+// ---------------------------------------------------------------------------------------
+
+int64_t CnnArch::PooledLength() const {
+  int64_t len = nwave;
+  for (int64_t p : pools) len = p > 0 ? len / p : len;
+  return len;
+}
+
+Status CnnArch::Validate() const {
+  if (nwave <= 0) return Status::Error("nwave must be > 0 (got " + std::to_string(nwave) + ")");
+  if (nbands < 0) return Status::Error("nbands must be >= 0");
+  if (channels.size() != 3 || kernels.size() != 3 || pools.size() != 3)
+    return Status::Error("channels, kernels and pools must each have 3 values (one per conv block)");
+  for (int i = 0; i < 3; ++i) {
+    if (channels[i] <= 0 || kernels[i] <= 0 || pools[i] <= 0)
+      return Status::Error("channels, kernels and pools must be positive");
+    if (kernels[i] % 2 == 0)
+      return Status::Error("kernel sizes must be odd (got " + std::to_string(kernels[i]) + ")");
+  }
+  if (PooledLength() < 1)
+    return Status::Error("the pools " + std::to_string(pools[0]) + "x" + std::to_string(pools[1]) + "x" +
+                         std::to_string(pools[2]) + " reduce " + std::to_string(nwave) +
+                         " pixels to nothing");
+  if (attention_dim <= 0 || spec_hidden <= 0 || spec_features <= 0 || phot_hidden <= 0 ||
+      phot_features <= 0 || latent <= 0 || decoder_hidden <= 0)
+    return Status::Error("layer sizes must be positive");
+  return Status::OK();
+}
+
+std::vector<double> DefaultAgeBinCentres() {
+  return {0.007, 0.021, 0.0425, 0.076, 0.1145, 0.1615, 0.23, 0.345,
+          0.545, 0.865, 1.37,   2.17,  3.44,   5.455,  8.645,  14.2};
+}
+
+AttentionImpl::AttentionImpl(int64_t channels, int64_t dim) {
+  query = register_module("query", torch::nn::Conv1d(torch::nn::Conv1dOptions(channels, dim, 1)));
+  key = register_module("key", torch::nn::Conv1d(torch::nn::Conv1dOptions(channels, dim, 1)));
+  value = register_module("value", torch::nn::Conv1d(torch::nn::Conv1dOptions(channels, channels, 1)));
+  gamma = register_parameter("gamma", torch::zeros({1}));
+  scale = 1.0 / std::sqrt(static_cast<double>(dim));
+}
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x) {
+  auto q = query->forward(x).transpose(1, 2);               // [B, L, d]
+  auto k = key->forward(x);                                 // [B, d, L]
+  auto v = value->forward(x);                               // [B, C, L]
+  auto w = torch::softmax(torch::bmm(q, k) * scale, -1);    // [B, L(query), L(key)]
+  auto attended = torch::bmm(v, w.transpose(1, 2));         // [B, C, L]
+  return x + gamma * attended;
+}
+
+CnnNetImpl::CnnNetImpl(const CnnArch& a) : arch(a) {
+  namespace nn = torch::nn;
+  conv = nn::Sequential();
+  int64_t in_ch = 1;
+  for (int i = 0; i < 3; ++i) {
+    // Conv -> MaxPool -> InstanceNorm -> PReLU: pooling before the (monotonic) normalisation and
+    // activation keeps the paper's "activation after IN" order while normalising 4x fewer values.
+    conv->push_back(nn::Conv1d(nn::Conv1dOptions(in_ch, a.channels[i], a.kernels[i]).padding(a.kernels[i] / 2)));
+    conv->push_back(nn::MaxPool1d(nn::MaxPool1dOptions(a.pools[i])));
+    conv->push_back(nn::InstanceNorm1d(nn::InstanceNorm1dOptions(a.channels[i]).affine(true)));
+    conv->push_back(nn::PReLU(nn::PReLUOptions().num_parameters(a.channels[i])));
+    in_ch = a.channels[i];
+  }
+  register_module("conv", conv);
+  if (a.attention) attention = register_module("attention", Attention(in_ch, a.attention_dim));
+  const int64_t flat = in_ch * a.PooledLength();
+  spec_fc = register_module("spec_fc", nn::Sequential(
+      nn::Linear(flat, a.spec_hidden), nn::PReLU(),
+      nn::Linear(a.spec_hidden, a.spec_features), nn::PReLU()));
+  int64_t joint = a.spec_features;
+  if (a.nbands > 0) {
+    phot_fc = register_module("phot_fc", nn::Sequential(
+        nn::Linear(a.nbands, a.phot_hidden), nn::PReLU(),
+        nn::Linear(a.phot_hidden, a.phot_hidden), nn::PReLU(),
+        nn::Linear(a.phot_hidden, a.phot_features), nn::PReLU()));
+    joint += a.phot_features;
+  }
+  latent = register_module("latent", nn::Sequential(nn::Linear(joint, a.latent), nn::PReLU()));
+  decoder = register_module("decoder", nn::Sequential(
+      nn::Linear(a.latent, a.decoder_hidden), nn::PReLU(),
+      nn::Linear(a.decoder_hidden, a.decoder_hidden), nn::PReLU(),
+      nn::Linear(a.decoder_hidden, 2 * kNumBins)));
+}
+
+std::pair<torch::Tensor, torch::Tensor> CnnNetImpl::forward(const torch::Tensor& spec,
+                                                             const torch::Tensor& phot) {
+  auto x = conv->forward(spec.unsqueeze(1));
+  if (attention) x = attention->forward(x);
+  auto h = spec_fc->forward(x.flatten(1));
+  if (arch.nbands > 0) h = torch::cat({h, phot_fc->forward(phot)}, 1);
+  auto out = decoder->forward(latent->forward(h));
+  auto mass = torch::softmax(out.narrow(1, 0, kNumBins), 1);
+  auto zh = out.narrow(1, kNumBins, kNumBins);
+  return {mass, zh};
+}
+
+void GlorotInit(torch::nn::Module& m) {
+  torch::NoGradGuard guard;
+  for (auto& mod : m.modules(/*include_self=*/true)) {
+    if (auto* lin = mod->as<torch::nn::Linear>()) {
+      torch::nn::init::xavier_uniform_(lin->weight);
+      torch::nn::init::zeros_(lin->bias);
+    } else if (auto* c = mod->as<torch::nn::Conv1d>()) {
+      torch::nn::init::xavier_uniform_(c->weight);
+      torch::nn::init::zeros_(c->bias);
+    }
+  }
+}
+
+void SaveModuleAtomic(torch::nn::Module& m, const std::string& path) {
+  torch::serialize::OutputArchive ar;
+  m.save(ar);
+  const std::string tmp = path + ".tmp";
+  ar.save_to(tmp);
+  std::filesystem::rename(tmp, path);
+}
+
+// ---------------------------------------------------------------------------------------
+// Metadata
+// ---------------------------------------------------------------------------------------
+
+std::string MetadataPath(const std::string& model_path) { return model_path + ".yaml"; }
+
+double CnnMetadata::LightToMass(int ibin, double zh) const {
+  const size_t nz = lm_zh_grid.size();
+  if (nz == 0 || lm_v.size() != nz * kNumBins) return 1.0;
+  if (nz == 1 || !std::isfinite(zh)) return lm_v[ibin];
+  if (zh <= lm_zh_grid.front()) return lm_v[ibin];
+  if (zh >= lm_zh_grid.back()) return lm_v[(nz - 1) * kNumBins + ibin];
+  size_t j = std::upper_bound(lm_zh_grid.begin(), lm_zh_grid.end(), zh) - lm_zh_grid.begin();
+  const double z0 = lm_zh_grid[j - 1], z1 = lm_zh_grid[j];
+  const double t = (zh - z0) / (z1 - z0);
+  // Interpolate log(L/M): light-to-mass ratios vary by orders of magnitude.
+  const double a = std::log(lm_v[(j - 1) * kNumBins + ibin]), b = std::log(lm_v[j * kNumBins + ibin]);
+  return std::exp(a + t * (b - a));
+}
+
+WeightedMeans ComputeWeightedMeans(const CnnMetadata& md, const float* mass_frac, const float* zh) {
+  WeightedMeans r;
+  double sm = 0, sm_age = 0, sm_zh = 0, sl = 0, sl_age = 0, sl_zh = 0;
+  const bool have_lm = !md.lm_v.empty();
+  for (int i = 0; i < kNumBins; ++i) {
+    const double age = i < static_cast<int>(md.age_bin_centres.size()) ? md.age_bin_centres[i] : 1.0;
+    const double logage = std::log10(age * 1e9);
+    const double m = std::max(0.0f, mass_frac[i]);
+    sm += m;
+    sm_age += m * logage;
+    sm_zh += m * zh[i];
+    if (have_lm) {
+      const double l = m * md.LightToMass(i, zh[i]);
+      sl += l;
+      sl_age += l * logage;
+      sl_zh += l * zh[i];
+    }
+  }
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  r.mw_logage = sm > 0 ? sm_age / sm : nan;
+  r.mw_zh = sm > 0 ? sm_zh / sm : nan;
+  r.lw_logage = sl > 0 ? sl_age / sl : nan;
+  r.lw_zh = sl > 0 ? sl_zh / sl : nan;
+  return r;
+}
+
+namespace {
+
+template <typename T>
+void EmitSeq(YAML::Emitter& e, const char* key, const std::vector<T>& v) {
+  e << YAML::Key << key << YAML::Value << YAML::Flow << YAML::BeginSeq;
+  for (const auto& x : v) e << x;
+  e << YAML::EndSeq;
+}
+
+}  // namespace
+
+Status WriteMetadata(const std::string& path, const CnnMetadata& md) {
+  YAML::Emitter e;
+  e.SetDoublePrecision(17);
+  e << YAML::BeginMap;
+  e << YAML::Key << "cubeflow_cnn_metadata" << YAML::Value << 1;
+  e << YAML::Key << "format" << YAML::Value << md.format;
+  e << YAML::Key << "architecture" << YAML::Value << YAML::BeginMap;
+  e << YAML::Key << "nwave" << YAML::Value << md.arch.nwave;
+  e << YAML::Key << "nbands" << YAML::Value << md.arch.nbands;
+  EmitSeq(e, "channels", md.arch.channels);
+  EmitSeq(e, "kernels", md.arch.kernels);
+  EmitSeq(e, "pools", md.arch.pools);
+  e << YAML::Key << "attention" << YAML::Value << md.arch.attention;
+  e << YAML::Key << "attention_dim" << YAML::Value << md.arch.attention_dim;
+  e << YAML::Key << "spec_hidden" << YAML::Value << md.arch.spec_hidden;
+  e << YAML::Key << "spec_features" << YAML::Value << md.arch.spec_features;
+  e << YAML::Key << "phot_hidden" << YAML::Value << md.arch.phot_hidden;
+  e << YAML::Key << "phot_features" << YAML::Value << md.arch.phot_features;
+  e << YAML::Key << "latent" << YAML::Value << md.arch.latent;
+  e << YAML::Key << "decoder_hidden" << YAML::Value << md.arch.decoder_hidden;
+  e << YAML::EndMap;
+  e << YAML::Key << "wavelength" << YAML::Value << YAML::BeginMap;
+  e << YAML::Key << "start" << YAML::Value << md.wave.At(0);
+  e << YAML::Key << "step" << YAML::Value << md.wave.cdelt;
+  e << YAML::Key << "n" << YAML::Value << md.wave.n;
+  e << YAML::Key << "log" << YAML::Value << md.wave.log;
+  e << YAML::Key << "air" << YAML::Value << md.wave.air;
+  e << YAML::Key << "rest_frame" << YAML::Value << md.rest_frame;
+  e << YAML::EndMap;
+  e << YAML::Key << "normalisation" << YAML::Value << YAML::BeginMap;
+  e << YAML::Key << "window" << YAML::Value << YAML::Flow << YAML::BeginSeq << md.norm_min << md.norm_max << YAML::EndSeq;
+  e << YAML::Key << "statistic" << YAML::Value << "mean";
+  e << YAML::EndMap;
+  e << YAML::Key << "sigma_target" << YAML::Value << md.sigma_target;
+  e << YAML::Key << "photometry" << YAML::Value << YAML::BeginMap;
+  EmitSeq(e, "bands", md.bands);
+  EmitSeq(e, "pivots", md.pivots);
+  e << YAML::Key << "transform" << YAML::Value << md.phot_transform;
+  e << YAML::Key << "floor" << YAML::Value << md.phot_floor;
+  EmitSeq(e, "mean", md.phot_mean);
+  EmitSeq(e, "std", md.phot_std);
+  e << YAML::EndMap;
+  EmitSeq(e, "age_bin_centres", md.age_bin_centres);
+  EmitSeq(e, "age_bin_edges", md.age_bin_edges);
+  e << YAML::Key << "ssp" << YAML::Value << md.ssp_name;
+  e << YAML::Key << "light_to_mass" << YAML::Value << YAML::BeginMap;
+  EmitSeq(e, "zh_grid", md.lm_zh_grid);
+  EmitSeq(e, "lm_v", md.lm_v);
+  e << YAML::EndMap;
+  e << YAML::Key << "training" << YAML::Value << YAML::BeginMap;
+  for (const auto& [k, v] : md.training) e << YAML::Key << k << YAML::Value << v;
+  e << YAML::EndMap;
+  e << YAML::Key << "metrics" << YAML::Value << YAML::BeginMap;
+  for (const auto& [k, v] : md.metrics) e << YAML::Key << k << YAML::Value << v;
+  e << YAML::EndMap;
+  e << YAML::Key << "config" << YAML::Value << YAML::Literal << md.config_yaml;
+  e << YAML::EndMap;
+  if (!e.good()) return Status::Error("cannot format model metadata for " + path + ": " + e.GetLastError());
+  return WriteFileAtomic(path, std::string(e.c_str()) + "\n");
+}
+
+namespace {
+
+template <typename T>
+std::vector<T> ReadSeq(const YAML::Node& n) {
+  std::vector<T> v;
+  if (n && n.IsSequence())
+    for (const auto& x : n) v.push_back(x.as<T>());
+  return v;
+}
+
+}  // namespace
+
+Result<CnnMetadata> ReadMetadata(const std::string& path) {
+  CnnMetadata md;
+  std::string where = "top level";
+  try {
+    YAML::Node root = YAML::LoadFile(path);
+    if (!root.IsMap()) return Status::Error("model metadata " + path + " is not a YAML mapping");
+    if (root["format"]) md.format = root["format"].as<std::string>();
+    if (md.format != "state_dict" && md.format != "torchscript")
+      return Status::Error("model metadata " + path + ": format '" + md.format +
+                           "' is not 'state_dict' or 'torchscript'");
+    if (auto a = root["architecture"]) {
+      where = "architecture";
+      auto get = [&](const char* k, int64_t& dst) { if (a[k]) dst = a[k].as<int64_t>(); };
+      get("nwave", md.arch.nwave);
+      get("nbands", md.arch.nbands);
+      if (a["channels"]) md.arch.channels = ReadSeq<int64_t>(a["channels"]);
+      if (a["kernels"]) md.arch.kernels = ReadSeq<int64_t>(a["kernels"]);
+      if (a["pools"]) md.arch.pools = ReadSeq<int64_t>(a["pools"]);
+      if (a["attention"]) md.arch.attention = a["attention"].as<bool>();
+      get("attention_dim", md.arch.attention_dim);
+      get("spec_hidden", md.arch.spec_hidden);
+      get("spec_features", md.arch.spec_features);
+      get("phot_hidden", md.arch.phot_hidden);
+      get("phot_features", md.arch.phot_features);
+      get("latent", md.arch.latent);
+      get("decoder_hidden", md.arch.decoder_hidden);
+    }
+    where = "wavelength";
+    auto w = root["wavelength"];
+    if (!w || !w["start"] || !w["step"] || !w["n"])
+      return Status::Error("model metadata " + path + ": missing wavelength.start/step/n");
+    md.wave = WavelengthAxis::Linear(w["start"].as<double>(), w["step"].as<double>(), w["n"].as<int64_t>());
+    if (w["log"]) md.wave.log = w["log"].as<bool>();
+    if (w["air"]) md.wave.air = w["air"].as<bool>();
+    if (w["rest_frame"]) md.rest_frame = w["rest_frame"].as<bool>();
+    if (md.wave.n != md.arch.nwave)
+      return Status::Error("model metadata " + path + ": wavelength.n = " + std::to_string(md.wave.n) +
+                           " but architecture.nwave = " + std::to_string(md.arch.nwave));
+    where = "normalisation";
+    if (auto nm = root["normalisation"]) {
+      auto win = ReadSeq<double>(nm["window"]);
+      if (win.size() != 2) return Status::Error("model metadata " + path + ": normalisation.window needs 2 values");
+      md.norm_min = win[0];
+      md.norm_max = win[1];
+    }
+    if (root["sigma_target"]) md.sigma_target = root["sigma_target"].as<double>();
+    where = "photometry";
+    if (auto p = root["photometry"]) {
+      md.bands = ReadSeq<std::string>(p["bands"]);
+      md.pivots = ReadSeq<double>(p["pivots"]);
+      if (p["transform"]) md.phot_transform = p["transform"].as<std::string>();
+      if (p["floor"]) md.phot_floor = p["floor"].as<double>();
+      md.phot_mean = ReadSeq<double>(p["mean"]);
+      md.phot_std = ReadSeq<double>(p["std"]);
+    }
+    if (md.phot_transform != "log10_standardise" && md.phot_transform != "none")
+      return Status::Error("model metadata " + path + ": photometry.transform '" + md.phot_transform +
+                           "' is not 'log10_standardise' or 'none'");
+    const size_t nb = static_cast<size_t>(md.arch.nbands);
+    if (md.bands.size() != nb)
+      return Status::Error("model metadata " + path + ": photometry.bands has " + std::to_string(md.bands.size()) +
+                           " names but architecture.nbands = " + std::to_string(nb));
+    if (md.phot_mean.empty()) md.phot_mean.assign(nb, 0.0);
+    if (md.phot_std.empty()) md.phot_std.assign(nb, 1.0);
+    if (md.phot_mean.size() != nb || md.phot_std.size() != nb)
+      return Status::Error("model metadata " + path + ": photometry.mean/std need one value per band");
+    where = "age_bin_centres";
+    md.age_bin_centres = ReadSeq<double>(root["age_bin_centres"]);
+    if (md.age_bin_centres.empty()) md.age_bin_centres = DefaultAgeBinCentres();
+    if (md.age_bin_centres.size() != kNumBins)
+      return Status::Error("model metadata " + path + ": age_bin_centres needs " + std::to_string(kNumBins) + " values");
+    md.age_bin_edges = ReadSeq<double>(root["age_bin_edges"]);
+    if (root["ssp"]) md.ssp_name = root["ssp"].as<std::string>();
+    where = "light_to_mass";
+    if (auto lm = root["light_to_mass"]) {
+      md.lm_zh_grid = ReadSeq<double>(lm["zh_grid"]);
+      md.lm_v = ReadSeq<double>(lm["lm_v"]);
+      if (md.lm_v.size() != md.lm_zh_grid.size() * kNumBins)
+        return Status::Error("model metadata " + path + ": light_to_mass.lm_v needs len(zh_grid) x 16 values");
+    }
+    where = "training";
+    if (auto t = root["training"])
+      for (const auto& kv : t) md.training[kv.first.as<std::string>()] = kv.second.as<std::string>();
+    where = "metrics";
+    if (auto m = root["metrics"])
+      for (const auto& kv : m) md.metrics[kv.first.as<std::string>()] = kv.second.as<double>();
+    if (root["config"]) md.config_yaml = root["config"].as<std::string>();
+  } catch (const YAML::Exception& ex) {
+    return Status::Error("cannot read model metadata " + path + " (" + where + "): " + ex.what());
+  }
+  if (md.format == "state_dict") {
+    Status st = md.arch.Validate();
+    if (!st.ok()) return Status::Error("model metadata " + path + ": architecture: " + st.message());
+  }
+  return md;
+}
+
+// ---------------------------------------------------------------------------------------
+// CnnModel
+// ---------------------------------------------------------------------------------------
+
+torch::Tensor CnnModel::Impl::TransformPhot(const torch::Tensor& raw) const {
+  const int64_t nb = md.arch.nbands;
+  if (nb == 0 || md.phot_transform == "none") return raw;
+  auto mean = torch::tensor(std::vector<float>(md.phot_mean.begin(), md.phot_mean.end())).view({1, nb});
+  auto sd = torch::tensor(std::vector<float>(md.phot_std.begin(), md.phot_std.end())).view({1, nb});
+  auto x = torch::log10(torch::clamp_min(torch::nan_to_num(raw, 0.0), md.phot_floor));
+  return (x - mean) / sd;
+}
+
+std::pair<torch::Tensor, torch::Tensor> CnnModel::Impl::Forward(const torch::Tensor& spec,
+                                                                 const torch::Tensor& phot_raw) const {
+  auto phot = TransformPhot(phot_raw);
+  if (net) return net->forward(spec, phot);
+  std::vector<torch::jit::IValue> args{spec};
+  if (script_args >= 2) args.emplace_back(phot);
+  auto out = script->forward(args);
+  auto check = [&](const torch::Tensor& t, const char* what) {
+    if (t.dim() != 2 || t.size(0) != spec.size(0) || t.size(1) != kNumBins)
+      throw std::runtime_error(std::string("TorchScript model returned ") + what + " of shape " +
+                               c10::str(t.sizes()) + ", expected [" + std::to_string(spec.size(0)) + ", 16]");
+    return t.to(torch::kFloat);
+  };
+  if (out.isTuple()) {
+    auto el = out.toTuple()->elements();
+    if (el.size() != 2) throw std::runtime_error("TorchScript model returned a tuple of " + std::to_string(el.size()) + " elements, expected (mass_frac, zh)");
+    return {check(el[0].toTensor(), "mass_frac"), check(el[1].toTensor(), "zh")};
+  }
+  if (out.isGenericDict()) {
+    auto d = out.toGenericDict();
+    if (!d.contains("mass_frac") || !d.contains("zh"))
+      throw std::runtime_error("TorchScript model returned a dict without keys 'mass_frac' and 'zh'");
+    return {check(d.at("mass_frac").toTensor(), "mass_frac"), check(d.at("zh").toTensor(), "zh")};
+  }
+  if (out.isTensor()) {
+    auto t = out.toTensor();
+    if (t.dim() != 2 || t.size(1) != 2 * kNumBins)
+      throw std::runtime_error("TorchScript model returned a tensor of shape " + c10::str(t.sizes()) + ", expected [B, 32]");
+    return {check(t.narrow(1, 0, kNumBins), "mass_frac"), check(t.narrow(1, kNumBins, kNumBins), "zh")};
+  }
+  throw std::runtime_error("TorchScript model returned " + out.tagKind() + ", expected (mass_frac, zh), a dict or a [B,32] tensor");
+}
+
+CnnModel::CnnModel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+CnnModel::~CnnModel() = default;
+const CnnMetadata& CnnModel::metadata() const { return impl_->md; }
+CnnMetadata& CnnModel::mutable_metadata() { return impl_->md; }
+
+Result<std::unique_ptr<CnnModel>> CnnModel::CreateRandom(const CnnMetadata& md, uint64_t seed) {
+  CUBEFLOW_RETURN_NOT_OK(md.arch.Validate());
+  try {
+    auto impl = std::make_unique<Impl>();
+    impl->md = md;
+    impl->md.format = "state_dict";
+    torch::manual_seed(seed);
+    impl->net = CnnNet(md.arch);
+    GlorotInit(*impl->net);
+    impl->net->eval();
+    return std::make_unique<CnnModel>(std::move(impl));
+  } catch (const std::exception& ex) {
+    return Status::Error(std::string("cannot build the CNN: ") + ex.what());
+  }
+}
+
+Result<std::unique_ptr<CnnModel>> CnnModel::Load(const std::string& path) {
+  if (path.empty())
+    return Status::Error("no CNN model file given: set the 'model' parameter to a .pt file written by `cubeflow train`");
+  if (!std::filesystem::exists(path))
+    return Status::Error("CNN model file " + path + " does not exist");
+  const std::string mpath = MetadataPath(path);
+  if (!std::filesystem::exists(mpath))
+    return Status::Error("CNN model " + path + " has no metadata file " + mpath +
+                         " (written by `cubeflow train`; for a TorchScript model write it by hand, see docs/cnn.md)");
+  CUBEFLOW_ASSIGN_OR_RETURN(CnnMetadata md, ReadMetadata(mpath));
+  auto impl = std::make_unique<Impl>();
+  impl->md = md;
+  try {
+    if (md.format == "state_dict") {
+      impl->net = CnnNet(md.arch);
+      torch::serialize::InputArchive ar;
+      ar.load_from(path);
+      impl->net->load(ar);
+      impl->net->eval();
+    } else {
+      impl->script = std::make_shared<torch::jit::Module>(torch::jit::load(path));
+      impl->script->eval();
+      auto method = impl->script->find_method("forward");
+      if (!method)
+        return Status::Error("TorchScript model " + path + " has no forward method");
+      const size_t nargs = method->function().getSchema().arguments().size();  // includes self
+      impl->script_args = static_cast<int>(nargs) - 1;
+      if (impl->script_args < 1 || impl->script_args > 2)
+        return Status::Error("TorchScript model " + path + ": forward takes " + std::to_string(impl->script_args) +
+                             " arguments, expected forward(spectra) or forward(spectra, phot)");
+      if (impl->script_args == 1 && md.arch.nbands > 0)
+        return Status::Error("TorchScript model " + path + ": forward(spectra) takes no photometry but the metadata "
+                             "lists " + std::to_string(md.arch.nbands) + " bands");
+    }
+  } catch (const std::exception& ex) {
+    return Status::Error("cannot load CNN model " + path + " (format " + md.format + " per " + mpath + "): " + ex.what());
+  }
+  return std::make_unique<CnnModel>(std::move(impl));
+}
+
+Status CnnModel::Save(const std::string& path) const {
+  if (!impl_->net) return Status::Error("only cubeflow (state_dict) models can be saved, not TorchScript ones");
+  try {
+    auto parent = std::filesystem::path(path).parent_path();
+    if (!parent.empty()) std::filesystem::create_directories(parent);
+    SaveModuleAtomic(*impl_->net, path);
+  } catch (const std::exception& ex) {
+    return Status::Error("cannot save CNN model " + path + ": " + ex.what());
+  }
+  return WriteMetadata(MetadataPath(path), impl_->md);
+}
+
+Status CnnModel::Predict(const float* spectra, const float* phot, int64_t n, float* mass_frac, float* zh,
+                         int threads, int64_t batch) const {
+  if (n <= 0) return Status::OK();
+  const int64_t nw = impl_->md.arch.nwave, nb = impl_->md.arch.nbands;
+  if (nb > 0 && phot == nullptr) return Status::Error("the CNN model needs photometry in " + std::to_string(nb) + " bands");
+  if (batch <= 0) batch = 256;
+  try {
+    if (threads > 0 && at::get_num_threads() != threads) at::set_num_threads(threads);
+    c10::InferenceMode guard;
+    // Feature maps of more than ~64 spectra fall out of the CPU caches: run in chunks of <= 64.
+    batch = std::min<int64_t>(batch, kPredictChunk);
+    for (int64_t first = 0; first < n; first += batch) {
+      const int64_t b = std::min(batch, n - first);
+      auto s = torch::from_blob(const_cast<float*>(spectra + first * nw), {b, nw}, torch::kFloat);
+      torch::Tensor p = nb > 0 ? torch::from_blob(const_cast<float*>(phot + first * nb), {b, nb}, torch::kFloat)
+                               : torch::zeros({b, 0});
+      auto [m, z] = impl_->Forward(s, p);
+      m = m.contiguous();
+      z = z.contiguous();
+      std::memcpy(mass_frac + first * kNumBins, m.data_ptr<float>(), sizeof(float) * b * kNumBins);
+      std::memcpy(zh + first * kNumBins, z.data_ptr<float>(), sizeof(float) * b * kNumBins);
+    }
+  } catch (const std::exception& ex) {
+    return Status::Error(std::string("CNN prediction failed: ") + ex.what());
+  }
+  return Status::OK();
+}
+
+}  // namespace cubeflow::cnn

@@ -1,0 +1,56 @@
+// `cubeflow train` / `cubeflow evaluate` (tools/cubeflow registers them when libs/nn is built).
+// Dispatch: a training configuration with top-level `kind: sbi`, or a model whose metadata
+// (<model>.yaml) says `kind: sbi`, goes to the SBI commands (docs/sbi.md); everything else to
+// the CNN's (docs/cnn.md).
+#include <yaml-cpp/yaml.h>
+
+#include <string>
+
+#include "cubeflow/nn/commands.hpp"
+#include "cubeflow/nn/sbi.hpp"
+#include "cubeflow/nn/sbi_train.hpp"
+
+namespace {
+
+/// First argument after the sub-command that is not an option (or an option's value).
+std::string FirstPositional(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--threads" || a == "--rows" || a == "--first" || a == "--csv" || a == "--json" || a == "--samples" ||
+        a == "--seed" || a == "--objects" || a == "--add-noise" || a == "--phot-snr" || a == "--out" || a == "--snr" ||
+        a == "--ablate") {
+      ++i;
+      continue;
+    }
+    if (!a.empty() && a[0] != '-') return a;
+  }
+  return "";
+}
+
+bool ConfigIsSbi(const std::string& path) {
+  try {
+    YAML::Node root = YAML::LoadFile(path);
+    return root.IsMap() && root["kind"] && root["kind"].as<std::string>() == "sbi";
+  } catch (const std::exception&) {
+    return false;  // the CNN command reports unreadable files
+  }
+}
+
+}  // namespace
+
+namespace cubeflow::nn {
+
+int TrainCommand(int argc, char** argv) {
+  const std::string cfg = FirstPositional(argc, argv);
+  if (!cfg.empty() && ConfigIsSbi(cfg)) return cubeflow::sbi::TrainMain(argc, argv);
+  return cubeflow::cnn::TrainMain(argc, argv);
+}
+
+int EvaluateCommand(int argc, char** argv) {
+  const std::string model = FirstPositional(argc, argv);
+  if (!model.empty() && cubeflow::sbi::IsSbiMetadata(cubeflow::sbi::MetadataPath(model)))
+    return cubeflow::sbi::EvaluateMain(argc, argv);
+  return cubeflow::cnn::EvaluateMain(argc, argv);
+}
+
+}  // namespace cubeflow::nn

@@ -1,0 +1,258 @@
+// `cubeflow run`, `validate`, `plugins` and `inspect`: the commands over the runtime (core).
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "commands.hpp"
+#include "cubeflow/loader.hpp"
+#include "cubeflow/log.hpp"
+#include "cubeflow/pipeline.hpp"
+#include "cubeflow/runner.hpp"
+
+namespace cubeflow::tools {
+namespace {
+
+struct Args {
+  std::vector<std::string> positional;
+  std::vector<std::string> sets;
+  int threads = 0;
+  int64_t max_in_flight = 0;
+  bool progress = true;
+  int verbose = 0;
+  bool help = false;
+};
+
+bool ParseArgs(int argc, char** argv, int start, Args& a, std::string& err) {
+  for (int i = start; i < argc; ++i) {
+    std::string s = argv[i];
+    auto need = [&](const char* what) -> const char* {
+      if (i + 1 >= argc) {
+        err = std::string(what) + " needs a value";
+        return nullptr;
+      }
+      return argv[++i];
+    };
+    if (s == "--set") {
+      const char* v = need("--set");
+      if (!v) return false;
+      a.sets.push_back(v);
+    } else if (s.rfind("--set=", 0) == 0) {
+      a.sets.push_back(s.substr(6));
+    } else if (s == "--threads" || s == "-j") {
+      const char* v = need("--threads");
+      if (!v) return false;
+      a.threads = std::atoi(v);
+      if (a.threads < 1) { err = "--threads must be >= 1"; return false; }
+    } else if (s == "--max-in-flight") {
+      const char* v = need("--max-in-flight");
+      if (!v) return false;
+      a.max_in_flight = std::atoll(v);
+    } else if (s == "--no-progress") {
+      a.progress = false;
+    } else if (s == "-v" || s == "--verbose") {
+      a.verbose = std::max(a.verbose, 1);
+    } else if (s == "-vv") {
+      a.verbose = 2;
+    } else if (s == "-h" || s == "--help") {
+      a.help = true;
+    } else if (!s.empty() && s[0] == '-') {
+      err = "unknown option '" + s + "'";
+      return false;
+    } else {
+      a.positional.push_back(s);
+    }
+  }
+  return true;
+}
+
+void LoadDefaultPlugins(PluginManager& pm) {
+  pm.LoadSearchPath(PluginManager::DefaultSearchPath());
+  for (const auto& f : pm.Failures())
+    Log(LogLevel::kWarn, "", "plugin " + f.file + " not loaded: " + f.error);
+}
+
+std::string KindName(PortKind k) { return k == PortKind::kStream ? "stream" : "single"; }
+
+int CmdPlugins(const Args& a) {
+  PluginManager pm;
+  pm.LoadSearchPath(PluginManager::DefaultSearchPath());
+  if (pm.reports().empty()) {
+    std::cout << "no plugins found (search path:";
+    for (const auto& d : PluginManager::DefaultSearchPath()) std::cout << " " << d;
+    std::cout << ")\n";
+  }
+  for (const auto& r : pm.reports()) {
+    if (!r.ok) continue;
+    std::cout << r.name << " " << r.version;
+    if (a.verbose) std::cout << "  (" << r.file << ")";
+    std::cout << "\n";
+    for (const NodeSpec* s : pm.registry().All()) {
+      const auto* o = pm.registry().OriginOf(s->name());
+      if (!o || o->plugin != r.name) continue;
+      char buf[512];
+      std::snprintf(buf, sizeof buf, "  %-24s %s\n", s->name().c_str(), s->summary().c_str());
+      std::cout << buf;
+    }
+  }
+  for (const auto& r : pm.reports()) {
+    if (!r.ok) std::cout << "failed: " << r.file << ": " << r.error << "\n";
+  }
+  return 0;
+}
+
+std::string Wrap(const std::string& text, size_t indent, size_t width = 92) {
+  std::istringstream is(text);
+  std::string word, line, out;
+  while (is >> word) {
+    if (!line.empty() && line.size() + 1 + word.size() > width - indent) {
+      out += std::string(indent, ' ') + line + "\n";
+      line.clear();
+    }
+    line += (line.empty() ? "" : " ") + word;
+  }
+  if (!line.empty()) out += std::string(indent, ' ') + line + "\n";
+  return out;
+}
+
+int CmdInspect(const Args& a) {
+  if (a.positional.size() != 1) {
+    std::cerr << "usage: cubeflow inspect NODE_TYPE   (e.g. cubeflow inspect spectral.snr_map)\n";
+    return 2;
+  }
+  PluginManager pm;
+  LoadDefaultPlugins(pm);
+  const std::string& name = a.positional[0];
+  const NodeSpec* s = pm.registry().Find(name);
+  if (!s) {
+    std::string c = pm.registry().Closest(name);
+    std::cerr << "cubeflow: error: unknown node type '" << name << "'" << (c.empty() ? "" : "; did you mean '" + c + "'?")
+              << "\n";
+    return 1;
+  }
+  const auto* o = pm.registry().OriginOf(name);
+  std::cout << s->name() << " - " << s->summary() << "\n";
+  if (o) std::cout << "plugin: " << o->plugin << " " << o->version << " (" << o->file << ")\n";
+  if (!s->description().empty()) std::cout << "\n" << Wrap(s->description(), 2);
+  std::cout << "\nexecution: " << (s->concurrency() == Concurrency::kSerial ? "serial" : "parallel")
+            << (s->IsPerItem() ? ", per item" : ", once per run");
+  if (!s->batch_param().empty()) std::cout << ", batched by '" << s->batch_param() << "'";
+  if (s->accepts_failures()) std::cout << ", records failed items";
+  std::cout << "\n\ninputs:\n";
+  if (s->inputs().empty()) std::cout << "  (none: a source)\n";
+  for (const auto& p : s->inputs()) {
+    std::cout << "  " << p.name << " : " << p.type << " (" << KindName(p.kind) << (p.required ? "" : ", optional")
+              << (p.multi ? ", several edges" : "") << ")\n";
+    if (!p.doc.empty()) std::cout << Wrap(p.doc, 6);
+  }
+  std::cout << "\noutputs:\n";
+  if (s->outputs().empty()) std::cout << "  (none: a sink)\n";
+  for (const auto& p : s->outputs()) {
+    std::cout << "  " << p.name << " : " << p.type << " (" << KindName(p.kind) << ")\n";
+    if (!p.doc.empty()) std::cout << Wrap(p.doc, 6);
+  }
+  std::cout << "\nparameters:\n";
+  if (s->params().empty()) std::cout << "  (none)\n";
+  for (const auto& p : s->params()) {
+    std::cout << "  " << p.name() << " : " << ParamTypeName(p.type());
+    if (!p.unit().empty()) std::cout << " [" << p.unit() << "]";
+    if (p.required()) {
+      std::cout << ", required";
+    } else {
+      std::string d = FormatValue(p.default_value());
+      std::cout << ", default " << (d.empty() ? "\"\"" : d);
+    }
+    if (p.min() || p.max()) {
+      std::cout << ", range " << (p.min() ? FormatValue(*p.min()) : "-inf") << " .. "
+                << (p.max() ? FormatValue(*p.max()) : "inf");
+    }
+    if (!p.choices().empty()) {
+      std::cout << ", one of {";
+      for (size_t i = 0; i < p.choices().size(); ++i) std::cout << (i ? ", " : "") << p.choices()[i];
+      std::cout << "}";
+    }
+    std::cout << "\n";
+    if (!p.doc().empty()) std::cout << Wrap(p.doc(), 6);
+  }
+  return 0;
+}
+
+std::optional<Pipeline> Load(const Args& a, PluginManager& pm, bool print_ok) {
+  LoadDefaultPlugins(pm);
+  std::vector<Diagnostic> diags;
+  auto pl = LoadPipeline(a.positional[0], a.sets, pm, diags);
+  size_t errors = 0;
+  for (const auto& d : diags) {
+    std::cerr << d.Format() << "\n";
+    if (d.is_error) ++errors;
+  }
+  if (!pl) {
+    std::cerr << a.positional[0] << ": " << errors << " error" << (errors == 1 ? "" : "s") << "\n";
+    return std::nullopt;
+  }
+  if (print_ok)
+    std::cout << a.positional[0] << ": ok (" << pl->nodes.size() << " nodes, " << pl->edges.size() << " edges)\n";
+  return pl;
+}
+
+int CmdValidate(const Args& a) {
+  if (a.positional.size() != 1) {
+    std::cerr << "usage: cubeflow validate FILE [--set NODE.PARAM=VALUE ...]\n";
+    return 2;
+  }
+  PluginManager pm;
+  return Load(a, pm, true) ? 0 : 1;
+}
+
+int CmdRun(const Args& a) {
+  if (a.positional.size() != 1) {
+    std::cerr << "usage: cubeflow run FILE [--set NODE.PARAM=VALUE ...] [--threads N] [-v]\n";
+    return 2;
+  }
+  PluginManager pm;
+  auto pl = Load(a, pm, false);
+  if (!pl) return 1;
+  RunOptions opt;
+  opt.threads = a.threads;
+  opt.max_in_flight = a.max_in_flight;
+  opt.progress = a.progress;
+  RunSummary s = RunPipeline(*pl, pm, opt);
+  if (!s.ok) {
+    std::cerr << "cubeflow: error: " << s.error << "\n";
+    std::cerr << s.FormatTable();
+    return 1;
+  }
+  std::cerr << s.FormatTable();
+  return 0;
+}
+
+
+/// Parses the options of run/validate/plugins/inspect (argv[0] is the command), sets the log
+/// level and runs `body`; usage errors exit 2, failures 1.
+int WithArgs(int argc, char** argv, int (*body)(const Args&)) {
+  Args a;
+  std::string err;
+  if (!ParseArgs(argc, argv, 1, a, err)) {
+    std::cerr << "cubeflow: error: " << err << "\n" << Usage();
+    return 2;
+  }
+  if (a.help) {
+    std::cout << Usage();
+    return 0;
+  }
+  SetLogLevel(a.verbose >= 2 ? LogLevel::kDebug : a.verbose == 1 ? LogLevel::kInfo : LogLevel::kWarn);
+  return body(a);
+}
+
+}  // namespace
+
+int RunCommand(int argc, char** argv) { return WithArgs(argc, argv, CmdRun); }
+int ValidateCommand(int argc, char** argv) { return WithArgs(argc, argv, CmdValidate); }
+int PluginsCommand(int argc, char** argv) { return WithArgs(argc, argv, CmdPlugins); }
+int InspectCommand(int argc, char** argv) { return WithArgs(argc, argv, CmdInspect); }
+
+}  // namespace cubeflow::tools
