@@ -188,6 +188,29 @@ std::string Convert(const ParamSpec& spec, const YAML::Node& n, const std::strin
       out = s;
       return "";
     }
+    case ParamType::kModel: {
+      if (!n.IsScalar()) return scalar_err();
+      std::string s = ExpandEnv(n.Scalar());
+      if (ModelRef::IsName(s)) {
+        if (!ModelRef::Parse(s).File().empty()) {
+          out = s;
+          return "";
+        }
+        const auto names = ShippedModelNames();
+        std::string e = "no shipped model named '" + s + "'";
+        if (auto c = Closest(s, names); !c.empty()) e += " (did you mean '" + c + "'?)";
+        e += "; shipped models: " + (names.empty() ? std::string("none found") : Join(names, ", ")) +
+             "; a model file is given by its path (e.g. ./" + s + ".pt)";
+        return e;
+      }
+      fs::path p(s);
+      if (p.is_relative() && !base_dir.empty()) p = fs::path(base_dir) / p;
+      p = p.lexically_normal();
+      std::error_code ec;
+      if (!fs::is_regular_file(p, ec)) return "model file '" + p.string() + "' does not exist";
+      out = p.string();
+      return "";
+    }
     case ParamType::kDoubleList:
     case ParamType::kIntList:
     case ParamType::kStringList: {
@@ -228,6 +251,37 @@ std::string Convert(const ParamSpec& spec, const YAML::Node& n, const std::strin
     }
   }
   return "unsupported parameter type";
+}
+
+/// Runs the node type's validation hooks on its bound parameters; each issue is reported at
+/// the value of the parameter it names (or at the node when the parameter kept its default).
+void RunNodeChecks(Context& ctx, const std::string& name, const PipelineNode& pn,
+                   const std::map<std::string, SourceLoc>& value_locs) {
+  if (pn.spec->checks().empty()) return;
+  CheckReport report;
+  try {
+    report = pn.spec->RunChecks(pn.params);
+  } catch (const std::exception& e) {
+    ctx.Error(pn.loc, "nodes." + name + ": " + e.what());
+    return;
+  }
+  for (const auto& issue : report.issues()) {
+    SourceLoc loc = pn.loc;
+    std::string where = "nodes." + name;
+    std::string note;
+    if (!issue.param.empty()) {
+      where += "." + issue.param;
+      if (auto it = value_locs.find(issue.param); it != value_locs.end()) {
+        loc = it->second;
+      } else if (const ParamSpec* ps = pn.spec->FindParam(issue.param)) {
+        note = "'" + issue.param + "' has its default value (" + FormatValue(ps->default_value()) + ")";
+      }
+    }
+    if (issue.is_error)
+      ctx.Error(loc, where + ": " + issue.message, note);
+    else
+      ctx.Warn(loc, where + ": " + issue.message, note);
+  }
 }
 
 struct RawNode {
@@ -401,6 +455,8 @@ std::optional<Pipeline> Build(const YAML::Node& root, Context& ctx, const std::v
     }
     const NodeSpec& spec = *pn.spec;
     std::map<std::string, Value> values;
+    std::map<std::string, SourceLoc> value_locs;  // where each given parameter's value is
+    bool node_ok = true;
     std::set<std::string> given;
     std::vector<std::string> param_names;
     for (const auto& p : spec.params()) param_names.push_back(p.name());
@@ -412,15 +468,18 @@ std::optional<Pipeline> Build(const YAML::Node& root, Context& ctx, const std::v
         ctx.Error(key_loc, "nodes." + r.name + ": unknown parameter '" + key + "' for " + pn.type +
                                (c.empty() ? "" : "; did you mean '" + c + "'?"),
                   ValidParams(spec));
+        node_ok = false;
         return;
       }
       Value out;
       std::string err = Convert(*ps, v, base, out);
       if (!err.empty()) {
         ctx.Error(val_loc, "nodes." + r.name + "." + key + ": " + err, ps->Brief() + (ps->doc().empty() ? "" : ": " + ps->doc()));
+        node_ok = false;
         return;
       }
       values[key] = std::move(out);
+      value_locs[key] = val_loc;
       given.insert(key);
     };
     for (auto it = r.body.begin(); it != r.body.end(); ++it) {
@@ -439,6 +498,7 @@ std::optional<Pipeline> Build(const YAML::Node& root, Context& ctx, const std::v
       if (p.required()) {
         ctx.Error(r.loc, "nodes." + r.name + ": missing required parameter '" + p.name() + "' for " + pn.type,
                   p.Brief() + (p.doc().empty() ? "" : ": " + p.doc()));
+        node_ok = false;
         continue;
       }
       Value def = p.default_value();
@@ -448,6 +508,7 @@ std::optional<Pipeline> Build(const YAML::Node& root, Context& ctx, const std::v
       values[p.name()] = def;
     }
     pn.params = Params(std::move(values));
+    if (node_ok) RunNodeChecks(ctx, r.name, pn, value_locs);
     pl.nodes.push_back(std::move(pn));
   }
   for (const auto& o : overrides) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <typeinfo>
 
 namespace cubeflow {
 
@@ -35,6 +36,16 @@ void Registry::Add(NodeSpec spec) {
   if (!ValidTypeName(name))
     throw Error("node type name '" + name + "' must be 'plugin.node' in lower case (letters, digits, _)");
   if (!spec.factory()) throw Error("node type '" + name + "' has no factory");
+  if (!current_.plugin.empty() && name.rfind(current_.plugin + ".", 0) != 0)
+    throw Error("plugin '" + current_.plugin + "' registers node type '" + name + "': a plugin's node types are named '" +
+                current_.plugin + ".<node>'; rename the node type or the plugin");
+  const std::type_info* bound = nullptr;
+  for (const auto& p : spec.params()) {
+    if (!p.options_type()) continue;
+    if (bound && *bound != *p.options_type())
+      throw Error("node type '" + name + "': parameter '" + p.name() + "' is bound to another options struct");
+    bound = p.options_type();
+  }
   if (specs_.count(name)) {
     const auto& o = origins_[name];
     throw Error("node type '" + name + "' is already registered by plugin '" + o.plugin + "' (" + o.file + ")");

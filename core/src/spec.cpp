@@ -17,6 +17,7 @@ const char* ParamTypeName(ParamType t) {
     case ParamType::kDouble: return "double";
     case ParamType::kString: return "string";
     case ParamType::kPath: return "path";
+    case ParamType::kModel: return "model";
     case ParamType::kDoubleList: return "list of double";
     case ParamType::kIntList: return "list of int";
     case ParamType::kStringList: return "list of string";
@@ -72,6 +73,22 @@ std::string ParamSpec::Brief() const {
     s += ", default " + (d.empty() ? std::string("\"\"") : d);
   }
   return s + ")";
+}
+
+std::string CheckReport::ErrorText() const {
+  std::string s;
+  for (const auto& i : issues_) {
+    if (!i.is_error) continue;
+    if (!s.empty()) s += "; ";
+    s += (i.param.empty() ? "" : i.param + ": ") + i.message;
+  }
+  return s;
+}
+
+CheckReport NodeSpec::RunChecks(const Params& params) const {
+  CheckReport r;
+  for (const auto& c : checks_) c(*this, params, r);
+  return r;
 }
 
 const PortSpec* NodeSpec::FindInput(const std::string& n) const {
