@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -308,336 +309,414 @@ bool ParseEdge(const std::string& text, PipelineEdge& e) {
   return true;
 }
 
-std::optional<Pipeline> Build(const YAML::Node& root, Context& ctx, const std::vector<std::string>& overrides_text,
-                              PluginManager& plugins) {
-  Pipeline pl;
-  pl.file = ctx.file;
-  if (!root.IsMap()) {
-    ctx.Error(ctx.Loc(root), "a pipeline file must be a mapping with keys cubeflow, nodes, edges");
-    return std::nullopt;
+/// Builds a Pipeline from the parsed YAML in named steps, reporting every problem in one pass.
+/// Every step is linear in the number of nodes and edges (maps keyed by name, no nested scans).
+class PipelineBuilder {
+ public:
+  PipelineBuilder(const YAML::Node& root, Context& ctx, PluginManager& plugins)
+      : root_(root), ctx_(ctx), plugins_(plugins) {
+    pl_.file = ctx.file;
   }
-  std::vector<std::string> top_keys(std::begin(kTopLevelKeys), std::end(kTopLevelKeys));
-  for (auto it = root.begin(); it != root.end(); ++it) {
-    const std::string k = it->first.as<std::string>("");
-    if (std::find(top_keys.begin(), top_keys.end(), k) == top_keys.end()) {
-      std::string c = Closest(k, top_keys);
-      ctx.Error(ctx.Loc(it->first), "unknown top-level key '" + k + "'" + (c.empty() ? "" : "; did you mean '" + c + "'?"),
-                "valid keys: " + Join(top_keys, ", "));
+
+  std::optional<Pipeline> Build(const std::vector<std::string>& overrides_text) {
+    if (!root_.IsMap()) {
+      ctx_.Error(ctx_.Loc(root_), "a pipeline file must be a mapping with keys cubeflow, nodes, edges");
+      return std::nullopt;
+    }
+    CheckTopLevelKeys();
+    ReadVersion();
+    LoadPlugins();
+    ReadSettings();
+    ParseOverrides(overrides_text);
+    CollectNodes();
+    for (auto& r : raw_) BindNode(r);
+    ReportUnusedOverrides();
+    ConnectEdges();
+    CheckInputs();
+    SortTopologically();
+    if (pl_.nodes.empty() && !ctx_.errors) ctx_.Error(ctx_.Loc(root_), "the pipeline has no nodes");
+    if (ctx_.errors) return std::nullopt;
+    return std::move(pl_);
+  }
+
+ private:
+  void CheckTopLevelKeys() {
+    std::vector<std::string> top_keys(std::begin(kTopLevelKeys), std::end(kTopLevelKeys));
+    for (auto it = root_.begin(); it != root_.end(); ++it) {
+      const std::string k = it->first.as<std::string>("");
+      if (std::find(top_keys.begin(), top_keys.end(), k) == top_keys.end()) {
+        std::string c = Closest(k, top_keys);
+        ctx_.Error(ctx_.Loc(it->first), "unknown top-level key '" + k + "'" + (c.empty() ? "" : "; did you mean '" + c + "'?"),
+                   "valid keys: " + Join(top_keys, ", "));
+      }
     }
   }
-  // Version.
-  if (!root["cubeflow"]) {
-    ctx.Error(ctx.Loc(root), "missing version key 'cubeflow' (add 'cubeflow: 1' at the top)");
-  } else {
+
+  void ReadVersion() {
+    if (!root_["cubeflow"]) {
+      ctx_.Error(ctx_.Loc(root_), "missing version key 'cubeflow' (add 'cubeflow: 1' at the top)");
+      return;
+    }
     int64_t v = 0;
-    if (!root["cubeflow"].IsScalar() || !ParseInt(root["cubeflow"].Scalar(), v) || v != 1)
-      ctx.Error(ctx.Loc(root["cubeflow"]), "unsupported pipeline format version " + DescribeYaml(root["cubeflow"]) +
-                                               "; this cubeflow reads version 1");
-    pl.version = static_cast<int>(v);
+    if (!root_["cubeflow"].IsScalar() || !ParseInt(root_["cubeflow"].Scalar(), v) || v != 1)
+      ctx_.Error(ctx_.Loc(root_["cubeflow"]), "unsupported pipeline format version " + DescribeYaml(root_["cubeflow"]) +
+                                                  "; this cubeflow reads version 1");
+    pl_.version = static_cast<int>(v);
   }
-  // Plugins.
-  if (const YAML::Node p = root["plugins"]) {
+
+  void LoadPlugins() {
+    const YAML::Node p = root_["plugins"];
+    if (!p) return;
     if (!p.IsSequence()) {
-      ctx.Error(ctx.Loc(p), "'plugins' must be a list of plugin names or paths");
-    } else {
-      for (const auto& e : p) {
-        if (!e.IsScalar()) { ctx.Error(ctx.Loc(e), "plugin entries must be names or paths"); continue; }
-        std::string name = ExpandEnv(e.Scalar());
-        pl.plugins.push_back(name);
-        Status st = plugins.Load(name, ctx.base_dir);
-        if (!st.ok()) ctx.Error(ctx.Loc(e), st.message());
+      ctx_.Error(ctx_.Loc(p), "'plugins' must be a list of plugin names or paths");
+      return;
+    }
+    for (const auto& e : p) {
+      if (!e.IsScalar()) {
+        ctx_.Error(ctx_.Loc(e), "plugin entries must be names or paths");
+        continue;
       }
+      std::string name = ExpandEnv(e.Scalar());
+      pl_.plugins.push_back(name);
+      Status st = plugins_.Load(name, ctx_.base_dir);
+      if (!st.ok()) ctx_.Error(ctx_.Loc(e), st.message());
     }
   }
-  // Settings.
-  if (const YAML::Node s = root["settings"]) {
+
+  void ReadSettings() {
+    const YAML::Node s = root_["settings"];
+    if (!s) return;
     if (!s.IsMap()) {
-      ctx.Error(ctx.Loc(s), "'settings' must be a mapping");
-    } else {
-      std::vector<std::string> keys(std::begin(kSettingsKeys), std::end(kSettingsKeys));
-      for (auto it = s.begin(); it != s.end(); ++it) {
-        const std::string k = it->first.as<std::string>("");
-        const YAML::Node v = it->second;
-        if (k == "max_in_flight") {
-          int64_t n;
-          if (!v.IsScalar() || !ParseInt(v.Scalar(), n) || n < 1)
-            ctx.Error(ctx.Loc(v), "settings.max_in_flight: expected an integer >= 1, got " + DescribeYaml(v));
-          else
-            pl.settings.max_in_flight = n;
-        } else if (k == "on_error") {
-          if (!v.IsScalar() || (v.Scalar() != "stop" && v.Scalar() != "flag"))
-            ctx.Error(ctx.Loc(v), "settings.on_error: must be 'stop' or 'flag', got " + DescribeYaml(v));
-          else
-            pl.settings.on_error = v.Scalar();
-        } else {
-          std::string c = Closest(k, keys);
-          ctx.Error(ctx.Loc(it->first), "unknown setting '" + k + "'" + (c.empty() ? "" : "; did you mean '" + c + "'?"),
-                    "valid settings: max_in_flight (int), on_error (stop|flag)");
-        }
+      ctx_.Error(ctx_.Loc(s), "'settings' must be a mapping");
+      return;
+    }
+    std::vector<std::string> keys(std::begin(kSettingsKeys), std::end(kSettingsKeys));
+    for (auto it = s.begin(); it != s.end(); ++it) {
+      const std::string k = it->first.as<std::string>("");
+      const YAML::Node v = it->second;
+      if (k == "max_in_flight") {
+        int64_t n;
+        if (!v.IsScalar() || !ParseInt(v.Scalar(), n) || n < 1)
+          ctx_.Error(ctx_.Loc(v), "settings.max_in_flight: expected an integer >= 1, got " + DescribeYaml(v));
+        else
+          pl_.settings.max_in_flight = n;
+      } else if (k == "on_error") {
+        if (!v.IsScalar() || (v.Scalar() != "stop" && v.Scalar() != "flag"))
+          ctx_.Error(ctx_.Loc(v), "settings.on_error: must be 'stop' or 'flag', got " + DescribeYaml(v));
+        else
+          pl_.settings.on_error = v.Scalar();
+      } else {
+        std::string c = Closest(k, keys);
+        ctx_.Error(ctx_.Loc(it->first), "unknown setting '" + k + "'" + (c.empty() ? "" : "; did you mean '" + c + "'?"),
+                   "valid settings: max_in_flight (int), on_error (stop|flag)");
       }
     }
   }
-  // Overrides from the command line.
-  std::vector<Override> overrides;
-  for (const auto& text : overrides_text) {
-    Override o;
-    o.loc = {"<command line>", 0, 0};
-    o.loc.file = "--set " + text;
-    auto eq = text.find('=');
-    auto dot = text.find('.');
-    if (eq == std::string::npos || dot == std::string::npos || dot > eq) {
-      ctx.Error(o.loc, "expected --set node.param=value");
-      continue;
+
+  /// `--set node.param=value` from the command line, parsed as YAML values.
+  void ParseOverrides(const std::vector<std::string>& overrides_text) {
+    for (const auto& text : overrides_text) {
+      Override o;
+      o.loc = {"--set " + text, 0, 0};
+      auto eq = text.find('=');
+      auto dot = text.find('.');
+      if (eq == std::string::npos || dot == std::string::npos || dot > eq) {
+        ctx_.Error(o.loc, "expected --set node.param=value");
+        continue;
+      }
+      o.node = text.substr(0, dot);
+      o.param = text.substr(dot + 1, eq - dot - 1);
+      o.value_text = text.substr(eq + 1);
+      try {
+        o.value = YAML::Load(o.value_text.empty() ? std::string("''") : o.value_text);
+      } catch (const YAML::Exception&) {
+        o.value = YAML::Node(o.value_text);
+      }
+      overrides_.push_back(std::move(o));
     }
-    o.node = text.substr(0, dot);
-    o.param = text.substr(dot + 1, eq - dot - 1);
-    o.value_text = text.substr(eq + 1);
-    try {
-      o.value = YAML::Load(o.value_text.empty() ? std::string("''") : o.value_text);
-    } catch (const YAML::Exception&) {
-      o.value = YAML::Node(o.value_text);
-    }
-    overrides.push_back(std::move(o));
   }
-  // Nodes.
-  std::vector<RawNode> raw;
-  const YAML::Node nodes = root["nodes"];
-  if (!nodes) {
-    ctx.Error(ctx.Loc(root), "missing 'nodes' (a mapping from node names to {type: ..., parameters})");
-  } else if (!nodes.IsMap()) {
-    ctx.Error(ctx.Loc(nodes), "'nodes' must be a mapping from node names to {type: ..., parameters}");
-  } else {
+
+  /// The `nodes:` mapping: names checked, bodies kept for BindNode.
+  void CollectNodes() {
+    const YAML::Node nodes = root_["nodes"];
+    if (!nodes) {
+      ctx_.Error(ctx_.Loc(root_), "missing 'nodes' (a mapping from node names to {type: ..., parameters})");
+      return;
+    }
+    if (!nodes.IsMap()) {
+      ctx_.Error(ctx_.Loc(nodes), "'nodes' must be a mapping from node names to {type: ..., parameters}");
+      return;
+    }
     static const std::regex name_re("^[A-Za-z][A-Za-z0-9_\\-]*$");
     for (auto it = nodes.begin(); it != nodes.end(); ++it) {
       RawNode r;
       r.name = it->first.as<std::string>("");
       r.body = it->second;
-      r.loc = ctx.Loc(it->first);
+      r.loc = ctx_.Loc(it->first);
       if (!std::regex_match(r.name, name_re)) {
-        ctx.Error(r.loc, "invalid node name '" + r.name + "': use letters, digits, _ or -, starting with a letter");
+        ctx_.Error(r.loc, "invalid node name '" + r.name + "': use letters, digits, _ or -, starting with a letter");
         continue;
       }
-      raw.push_back(r);
+      if (auto [prev, fresh] = first_loc_.emplace(r.name, r.loc); !fresh) {
+        ctx_.Error(r.loc, "duplicate node name '" + r.name + "'",
+                   "first defined at line " + std::to_string(prev->second.line) + "; node names must be unique");
+        continue;
+      }
+      node_names_.push_back(r.name);
+      raw_.push_back(r);
     }
   }
-  std::vector<std::string> node_names;
-  for (const auto& r : raw) node_names.push_back(r.name);
 
-  for (auto& r : raw) {
+  /// Resolves the node's type and binds its parameters (file, then --set), defaults for the
+  /// rest, then runs the type's validation hooks.
+  void BindNode(const RawNode& r) {
     PipelineNode pn;
     pn.name = r.name;
     pn.loc = r.loc;
     if (!r.body.IsMap()) {
-      ctx.Error(ctx.Loc(r.body), "node '" + r.name + "' must be a mapping with a 'type' key");
-      continue;
+      ctx_.Error(ctx_.Loc(r.body), "node '" + r.name + "' must be a mapping with a 'type' key");
+      return;
     }
     const YAML::Node type = r.body["type"];
     if (!type || !type.IsScalar()) {
-      ctx.Error(r.loc, "node '" + r.name + "' has no 'type' (e.g. type: io.read_cube)");
-      continue;
+      ctx_.Error(r.loc, "node '" + r.name + "' has no 'type' (e.g. type: io.read_cube)");
+      return;
     }
     pn.type = type.Scalar();
-    pn.spec = plugins.registry().Find(pn.type);
+    pn.spec = plugins_.registry().Find(pn.type);
     if (!pn.spec) {
-      std::string c = plugins.registry().Closest(pn.type);
-      std::string note;
-      auto fails = plugins.Failures();
-      if (!fails.empty()) {
-        std::vector<std::string> f;
-        for (const auto& rep : fails) f.push_back(rep.file + ": " + rep.error);
-        note = "plugins that failed to load: " + Join(f, "; ");
-      } else {
-        note = "run 'cubeflow plugins' to list the node types";
-      }
-      ctx.Error(ctx.Loc(type), "unknown node type '" + pn.type + "'" + (c.empty() ? "" : "; did you mean '" + c + "'?"),
-                note);
-      continue;
+      ReportUnknownType(pn.type, type);
+      return;
     }
-    const NodeSpec& spec = *pn.spec;
-    std::map<std::string, Value> values;
-    std::map<std::string, SourceLoc> value_locs;  // where each given parameter's value is
-    bool node_ok = true;
-    std::set<std::string> given;
-    std::vector<std::string> param_names;
-    for (const auto& p : spec.params()) param_names.push_back(p.name());
-    auto bind = [&](const std::string& key, const YAML::Node& v, const SourceLoc& key_loc, const SourceLoc& val_loc,
-                    const std::string& base) {
-      const ParamSpec* ps = spec.FindParam(key);
-      if (!ps) {
-        std::string c = Closest(key, param_names);
-        ctx.Error(key_loc, "nodes." + r.name + ": unknown parameter '" + key + "' for " + pn.type +
-                               (c.empty() ? "" : "; did you mean '" + c + "'?"),
-                  ValidParams(spec));
-        node_ok = false;
-        return;
-      }
-      Value out;
-      std::string err = Convert(*ps, v, base, out);
-      if (!err.empty()) {
-        ctx.Error(val_loc, "nodes." + r.name + "." + key + ": " + err, ps->Brief() + (ps->doc().empty() ? "" : ": " + ps->doc()));
-        node_ok = false;
-        return;
-      }
-      values[key] = std::move(out);
-      value_locs[key] = val_loc;
-      given.insert(key);
-    };
+    ParamBinding b{pn, *pn.spec, r.name};
     for (auto it = r.body.begin(); it != r.body.end(); ++it) {
       const std::string key = it->first.as<std::string>("");
       if (key == "type") continue;
-      bind(key, it->second, ctx.Loc(it->first), ctx.Loc(it->second), ctx.base_dir);
+      BindParam(b, key, it->second, ctx_.Loc(it->first), ctx_.Loc(it->second), ctx_.base_dir);
     }
-    for (auto& o : overrides) {
+    for (auto& o : overrides_) {
       if (o.node != r.name) continue;
       o.used = true;
       // Paths given on the command line are relative to the working directory.
-      bind(o.param, o.value, o.loc, o.loc, fs::current_path().string());
+      BindParam(b, o.param, o.value, o.loc, o.loc, fs::current_path().string());
     }
-    for (const auto& p : spec.params()) {
-      if (given.count(p.name())) continue;
+    FillDefaults(b, r.loc);
+    pn.params = Params(std::move(b.values));
+    if (b.ok) RunNodeChecks(ctx_, r.name, pn, b.value_locs);
+    pl_.nodes.push_back(std::move(pn));
+  }
+
+  struct ParamBinding {
+    PipelineNode& node;
+    const NodeSpec& spec;
+    std::string name;
+    std::map<std::string, Value> values;
+    std::map<std::string, SourceLoc> value_locs;  // where each given parameter's value is
+    bool ok = true;
+  };
+
+  void BindParam(ParamBinding& b, const std::string& key, const YAML::Node& v, const SourceLoc& key_loc,
+                 const SourceLoc& val_loc, const std::string& base) {
+    const ParamSpec* ps = b.spec.FindParam(key);
+    if (!ps) {
+      std::vector<std::string> param_names;
+      for (const auto& p : b.spec.params()) param_names.push_back(p.name());
+      std::string c = Closest(key, param_names);
+      ctx_.Error(key_loc, "nodes." + b.name + ": unknown parameter '" + key + "' for " + b.spec.name() +
+                              (c.empty() ? "" : "; did you mean '" + c + "'?"),
+                 ValidParams(b.spec));
+      b.ok = false;
+      return;
+    }
+    Value out;
+    std::string err = Convert(*ps, v, base, out);
+    if (!err.empty()) {
+      ctx_.Error(val_loc, "nodes." + b.name + "." + key + ": " + err, ps->Brief() + (ps->doc().empty() ? "" : ": " + ps->doc()));
+      b.ok = false;
+      return;
+    }
+    b.values[key] = std::move(out);
+    b.value_locs[key] = val_loc;
+  }
+
+  void FillDefaults(ParamBinding& b, const SourceLoc& node_loc) {
+    for (const auto& p : b.spec.params()) {
+      if (b.value_locs.count(p.name())) continue;
       if (p.required()) {
-        ctx.Error(r.loc, "nodes." + r.name + ": missing required parameter '" + p.name() + "' for " + pn.type,
-                  p.Brief() + (p.doc().empty() ? "" : ": " + p.doc()));
-        node_ok = false;
+        ctx_.Error(node_loc, "nodes." + b.name + ": missing required parameter '" + p.name() + "' for " + b.spec.name(),
+                   p.Brief() + (p.doc().empty() ? "" : ": " + p.doc()));
+        b.ok = false;
         continue;
       }
       Value def = p.default_value();
       if (p.type() == ParamType::kPath) {
         if (auto* s = std::get_if<std::string>(&def); s && !s->empty()) *s = ExpandEnv(*s);
       }
-      values[p.name()] = def;
+      b.values[p.name()] = def;
     }
-    pn.params = Params(std::move(values));
-    if (node_ok) RunNodeChecks(ctx, r.name, pn, value_locs);
-    pl.nodes.push_back(std::move(pn));
-  }
-  for (const auto& o : overrides) {
-    if (o.used) continue;
-    std::string c = Closest(o.node, node_names);
-    ctx.Error(o.loc, "no node named '" + o.node + "' in " + ctx.file + (c.empty() ? "" : "; did you mean '" + c + "'?"),
-              "nodes: " + Join(node_names, ", "));
   }
 
-  // Edges.
-  std::map<std::string, const PipelineNode*> by_name;
-  for (const auto& n : pl.nodes) by_name[n.name] = &n;
-  std::set<std::string> known_names(node_names.begin(), node_names.end());
-  const YAML::Node edges = root["edges"];
-  if (edges && !edges.IsSequence()) {
-    ctx.Error(ctx.Loc(edges), "'edges' must be a list of 'from_node.port -> to_node.port'");
-  } else if (edges) {
+  void ReportUnknownType(const std::string& type_name, const YAML::Node& type) {
+    std::string c = plugins_.registry().Closest(type_name);
+    std::string note;
+    auto fails = plugins_.Failures();
+    if (!fails.empty()) {
+      std::vector<std::string> f;
+      for (const auto& rep : fails) f.push_back(rep.file + ": " + rep.error);
+      note = "plugins that failed to load: " + Join(f, "; ");
+    } else {
+      note = "run 'cubeflow plugins' to list the node types";
+    }
+    ctx_.Error(ctx_.Loc(type), "unknown node type '" + type_name + "'" + (c.empty() ? "" : "; did you mean '" + c + "'?"),
+               note);
+  }
+
+  void ReportUnusedOverrides() {
+    for (const auto& o : overrides_) {
+      if (o.used) continue;
+      std::string c = Closest(o.node, node_names_);
+      ctx_.Error(o.loc, "no node named '" + o.node + "' in " + ctx_.file + (c.empty() ? "" : "; did you mean '" + c + "'?"),
+                 "nodes: " + Join(node_names_, ", "));
+    }
+  }
+
+  /// The `edges:` list: both ends exist, types and kinds agree, no self-loop.
+  void ConnectEdges() {
+    for (const auto& n : pl_.nodes) by_name_[n.name] = &n;
+    const YAML::Node edges = root_["edges"];
+    if (!edges) return;
+    if (!edges.IsSequence()) {
+      ctx_.Error(ctx_.Loc(edges), "'edges' must be a list of 'from_node.port -> to_node.port'");
+      return;
+    }
     for (const auto& e : edges) {
       PipelineEdge pe;
-      pe.loc = ctx.Loc(e);
+      pe.loc = ctx_.Loc(e);
       if (!e.IsScalar() || !ParseEdge(e.Scalar(), pe)) {
-        ctx.Error(pe.loc, "malformed edge " + DescribeYaml(e) + "; expected 'from_node.port -> to_node.port'");
+        ctx_.Error(pe.loc, "malformed edge " + DescribeYaml(e) + "; expected 'from_node.port -> to_node.port'");
         continue;
       }
-      bool ok = true;
-      const PortSpec* out = nullptr;
-      const PortSpec* in = nullptr;
-      for (int side = 0; side < 2; ++side) {
-        const std::string& nn = side == 0 ? pe.from_node : pe.to_node;
-        const std::string& port = side == 0 ? pe.from_port : pe.to_port;
-        if (!known_names.count(nn)) {
-          std::string c = Closest(nn, node_names);
-          ctx.Error(pe.loc, "edge refers to unknown node '" + nn + "'" + (c.empty() ? "" : "; did you mean '" + c + "'?"));
-          ok = false;
-          continue;
-        }
-        auto it = by_name.find(nn);
-        if (it == by_name.end()) { ok = false; continue; }  // node had its own error
-        const NodeSpec& spec = *it->second->spec;
-        const auto& ports = side == 0 ? spec.outputs() : spec.inputs();
-        const PortSpec* ps = side == 0 ? spec.FindOutput(port) : spec.FindInput(port);
-        if (!ps) {
-          std::vector<std::string> names;
-          for (const auto& p : ports) names.push_back(p.name + " (" + p.type + ")");
-          std::vector<std::string> plain;
-          for (const auto& p : ports) plain.push_back(p.name);
-          std::string c = Closest(port, plain);
-          ctx.Error(pe.loc, std::string("node '") + nn + "' (" + spec.name() + ") has no " +
-                                (side == 0 ? "output" : "input") + " port '" + port + "'" +
-                                (c.empty() ? "" : "; did you mean '" + c + "'?"),
-                    std::string(side == 0 ? "outputs: " : "inputs: ") + (names.empty() ? "none" : Join(names, ", ")));
-          ok = false;
-          continue;
-        }
-        (side == 0 ? out : in) = ps;
-      }
-      if (!ok || !out || !in) continue;
+      const PortSpec* out = FindEdgePort(pe, pe.from_node, pe.from_port, true);
+      const PortSpec* in = FindEdgePort(pe, pe.to_node, pe.to_port, false);
+      if (!out || !in) continue;
       if (in->type != "any" && in->type != out->type) {
-        ctx.Error(pe.loc, "type mismatch: " + pe.from_node + "." + pe.from_port + " produces '" + out->type + "' but " +
-                              pe.to_node + "." + pe.to_port + " expects '" + in->type + "'");
+        ctx_.Error(pe.loc, "type mismatch: " + pe.from_node + "." + pe.from_port + " produces '" + out->type + "' but " +
+                               pe.to_node + "." + pe.to_port + " expects '" + in->type + "'");
         continue;
       }
       if (in->kind != out->kind) {
         auto kind = [](PortKind k) { return k == PortKind::kStream ? "a stream (one item per bin)" : "a single message"; };
-        ctx.Error(pe.loc, "kind mismatch: " + pe.from_node + "." + pe.from_port + " produces " + kind(out->kind) + " but " +
-                              pe.to_node + "." + pe.to_port + " expects " + kind(in->kind));
+        ctx_.Error(pe.loc, "kind mismatch: " + pe.from_node + "." + pe.from_port + " produces " + kind(out->kind) + " but " +
+                               pe.to_node + "." + pe.to_port + " expects " + kind(in->kind));
         continue;
       }
       if (pe.from_node == pe.to_node) {
-        ctx.Error(pe.loc, "cycle: node '" + pe.from_node + "' feeds itself");
+        ctx_.Error(pe.loc, "cycle: node '" + pe.from_node + "' feeds itself");
         continue;
       }
-      pl.edges.push_back(pe);
+      pl_.edges.push_back(pe);
     }
   }
-  // Duplicate edges into a non-multi input; unconnected required inputs.
-  for (const auto& n : pl.nodes) {
-    for (const auto& in : n.spec->inputs()) {
-      std::vector<const PipelineEdge*> feeding;
-      for (const auto& e : pl.edges)
-        if (e.to_node == n.name && e.to_port == in.name) feeding.push_back(&e);
-      if (feeding.size() > 1 && !in.multi)
-        ctx.Error(feeding[1]->loc, "input " + n.name + "." + in.name + " is already fed by " + feeding[0]->from_node +
-                                       "." + feeding[0]->from_port + "; it accepts one edge");
-      if (feeding.empty() && in.required)
-        ctx.Error(n.loc, "unconnected required input '" + in.name + "' (" + in.type + ") of node '" + n.name + "' (" +
-                             n.type + ")",
-                  "add an edge 'some_node.port -> " + n.name + "." + in.name + "'");
+
+  /// The port at one end of an edge, or null after reporting why not.
+  const PortSpec* FindEdgePort(const PipelineEdge& pe, const std::string& nn, const std::string& port, bool output) {
+    if (!first_loc_.count(nn)) {
+      std::string c = Closest(nn, node_names_);
+      ctx_.Error(pe.loc, "edge refers to unknown node '" + nn + "'" + (c.empty() ? "" : "; did you mean '" + c + "'?"));
+      return nullptr;
+    }
+    auto it = by_name_.find(nn);
+    if (it == by_name_.end()) return nullptr;  // the node had its own error
+    const NodeSpec& spec = *it->second->spec;
+    const auto& ports = output ? spec.outputs() : spec.inputs();
+    const PortSpec* ps = output ? spec.FindOutput(port) : spec.FindInput(port);
+    if (ps) return ps;
+    std::vector<std::string> names, plain;
+    for (const auto& p : ports) {
+      names.push_back(p.name + " (" + p.type + ")");
+      plain.push_back(p.name);
+    }
+    std::string c = Closest(port, plain);
+    ctx_.Error(pe.loc, std::string("node '") + nn + "' (" + spec.name() + ") has no " + (output ? "output" : "input") +
+                           " port '" + port + "'" + (c.empty() ? "" : "; did you mean '" + c + "'?"),
+               std::string(output ? "outputs: " : "inputs: ") + (names.empty() ? "none" : Join(names, ", ")));
+    return nullptr;
+  }
+
+  /// Several edges into a single-edge input; required inputs left unconnected.
+  void CheckInputs() {
+    std::map<std::pair<std::string, std::string>, std::vector<const PipelineEdge*>> feeding;
+    for (const auto& e : pl_.edges) feeding[{e.to_node, e.to_port}].push_back(&e);
+    for (const auto& n : pl_.nodes) {
+      for (const auto& in : n.spec->inputs()) {
+        auto it = feeding.find({n.name, in.name});
+        const size_t count = it == feeding.end() ? 0 : it->second.size();
+        if (count > 1 && !in.multi) {
+          const auto& f = it->second;
+          ctx_.Error(f[1]->loc, "input " + n.name + "." + in.name + " is already fed by " + f[0]->from_node + "." +
+                                    f[0]->from_port + "; it accepts one edge");
+        }
+        if (count == 0 && in.required)
+          ctx_.Error(n.loc, "unconnected required input '" + in.name + "' (" + in.type + ") of node '" + n.name + "' (" +
+                                n.type + ")",
+                     "add an edge 'some_node.port -> " + n.name + "." + in.name + "'");
+      }
     }
   }
-  // Cycles (Kahn's algorithm) and topological order.
-  {
-    std::map<std::string, int> indeg;
-    std::map<std::string, std::vector<std::string>> succ;
-    for (const auto& n : pl.nodes) indeg[n.name] = 0;
-    std::set<std::pair<std::string, std::string>> seen;
-    for (const auto& e : pl.edges) {
-      if (!seen.insert({e.from_node, e.to_node}).second) continue;
-      succ[e.from_node].push_back(e.to_node);
-      indeg[e.to_node]++;
+
+  /// Kahn's algorithm: nodes in an order where every edge points forward, or a cycle reported.
+  void SortTopologically() {
+    std::map<std::string, size_t> index;
+    for (size_t i = 0; i < pl_.nodes.size(); ++i) index[pl_.nodes[i].name] = i;
+    std::vector<size_t> indeg(pl_.nodes.size(), 0);
+    std::vector<std::vector<size_t>> succ(pl_.nodes.size());
+    std::set<std::pair<size_t, size_t>> seen;
+    for (const auto& e : pl_.edges) {
+      const size_t a = index.at(e.from_node), b = index.at(e.to_node);
+      if (!seen.insert({a, b}).second) continue;
+      succ[a].push_back(b);
+      ++indeg[b];
     }
-    std::vector<std::string> order;
-    std::vector<std::string> ready;
-    for (const auto& n : pl.nodes) if (indeg[n.name] == 0) ready.push_back(n.name);
+    std::vector<size_t> order;
+    order.reserve(pl_.nodes.size());
+    std::deque<size_t> ready;
+    for (size_t i = 0; i < pl_.nodes.size(); ++i) if (indeg[i] == 0) ready.push_back(i);
     while (!ready.empty()) {
-      std::string x = ready.front();
-      ready.erase(ready.begin());
+      const size_t x = ready.front();
+      ready.pop_front();
       order.push_back(x);
-      for (const auto& y : succ[x]) if (--indeg[y] == 0) ready.push_back(y);
+      for (size_t y : succ[x]) if (--indeg[y] == 0) ready.push_back(y);
     }
-    if (order.size() != pl.nodes.size()) {
+    if (order.size() != pl_.nodes.size()) {
       std::vector<std::string> in_cycle;
+      for (size_t i = 0; i < pl_.nodes.size(); ++i) if (indeg[i] > 0) in_cycle.push_back(pl_.nodes[i].name);
       const PipelineEdge* first = nullptr;
-      for (const auto& n : pl.nodes) if (indeg[n.name] > 0) in_cycle.push_back(n.name);
-      for (const auto& e : pl.edges)
-        if (indeg[e.to_node] > 0 && indeg[e.from_node] > 0) { first = &e; break; }
-      ctx.Error(first ? first->loc : SourceLoc{ctx.file, 0, 0},
-                "cycle in the pipeline graph through nodes " + Join(in_cycle, ", "),
-                "cubeflow pipelines must be acyclic");
-    } else {
-      std::vector<PipelineNode> sorted;
-      for (const auto& name : order)
-        for (auto& n : pl.nodes) if (n.name == name) sorted.push_back(std::move(n));
-      pl.nodes = std::move(sorted);
+      for (const auto& e : pl_.edges)
+        if (indeg[index.at(e.to_node)] > 0 && indeg[index.at(e.from_node)] > 0) { first = &e; break; }
+      ctx_.Error(first ? first->loc : SourceLoc{ctx_.file, 0, 0},
+                 "cycle in the pipeline graph through nodes " + Join(in_cycle, ", "), "cubeflow pipelines must be acyclic");
+      return;
     }
+    std::vector<PipelineNode> sorted;
+    sorted.reserve(order.size());
+    for (size_t i : order) sorted.push_back(std::move(pl_.nodes[i]));
+    pl_.nodes = std::move(sorted);
   }
-  if (pl.nodes.empty() && !ctx.errors) ctx.Error(ctx.Loc(root), "the pipeline has no nodes");
-  if (ctx.errors) return std::nullopt;
-  return pl;
+
+  const YAML::Node& root_;
+  Context& ctx_;
+  PluginManager& plugins_;
+  Pipeline pl_;
+  std::vector<Override> overrides_;
+  std::vector<RawNode> raw_;
+  std::vector<std::string> node_names_;
+  std::map<std::string, SourceLoc> first_loc_;  // node name -> where it is defined
+  std::map<std::string, const PipelineNode*> by_name_;
+};
+
+std::optional<Pipeline> Build(const YAML::Node& root, Context& ctx, const std::vector<std::string>& overrides_text,
+                              PluginManager& plugins) {
+  return PipelineBuilder(root, ctx, plugins).Build(overrides_text);
 }
 
 std::optional<Pipeline> LoadFromNode(const std::function<YAML::Node()>& parse, const std::string& name,
