@@ -250,7 +250,23 @@ class Runner {
     if (!stopped_.exchange(true) && graph_) graph_->cancel();
   }
   std::string Where(const RtNode& n) const { return "node '" + n.def->name + "' (" + n.def->type + ")"; }
+  // Finishing, node by node in topological order (FinishAll); each step returns false when
+  // the run was stopped meanwhile, and the rest is then finished as aborted.
   void FinishAll(bool aborted);
+  bool Settle();
+  bool FlushInputs(RtNode& n);
+  bool SinglesArrived(RtNode& n);
+  void FlagUnjoinedItems(RtNode& n, std::vector<JobPtr>& jobs);
+  void TakePartialBatch(RtNode& n, std::vector<JobPtr>& jobs);
+  void CallFinish(RtNode& n, bool aborted);
+  void CheckStalledStreams();
+  // Run() in steps.
+  void RecordRunInfo();
+  void CreateNodes();
+  void StartSources();
+  void StopProgress(std::thread& progress);
+  RunSummary Summarise() const;
+  void ReleaseHeldItems();
   void ProgressLoop();
 
   const Pipeline& pl_;
@@ -553,70 +569,90 @@ void Runner::FinishAll(bool aborted) {
     RtNode& n = *up;
     if (n.finished) continue;
     n.finished = true;
-    if (!aborted) {
-      graph_->wait_for_all();
-      if (stopped_) return FinishAll(true);
-      std::vector<JobPtr> jobs;
-      {
-        std::lock_guard<std::mutex> lock(n.mu);
-        if (!n.singles_ready) {
-          for (size_t p = 0; p < n.inputs.size(); ++p) {
-            if (n.inputs[p].spec->kind != PortKind::kSingle) continue;
-            for (size_t s = 0; s < n.singles[p].size(); ++s) {
-              if (n.singles[p][s]) continue;
-              std::string from;
-              for (const auto& e : pl_.edges)
-                if (e.to_node == n.def->name && e.to_port == n.inputs[p].spec->name) from = e.from_node + "." + e.from_port;
-              Fail(Where(n) + ": input '" + n.inputs[p].spec->name + "' never received data (" + from +
-                   " emitted nothing)");
-              break;
-            }
-          }
-          if (stopped_) return FinishAll(true);
-        }
-        if (!n.pending.empty()) {
-          Log(LogLevel::kWarn, n.def->name, std::to_string(n.pending.size()) +
-                                                " item(s) were missing an input from some edge and are flagged as failed");
-          for (auto& [key, it] : n.pending) {
-            it.failure = std::make_shared<const std::string>("missing input on some stream edge of " + Where(n));
-            Enqueue(n, std::move(it), jobs);
-          }
-          n.pending.clear();
-        }
-        if (!n.batch.empty()) {
-          auto j = std::make_shared<Job>();
-          j->items = std::move(n.batch);
-          n.batch.clear();
-          jobs.push_back(j);
-        }
-      }
-      for (auto& j : jobs) n.work->try_put(j);
-      graph_->wait_for_all();
-      if (stopped_) return FinishAll(true);
-    }
-    CtxImpl ctx(this, &n, nullptr, aborted);
-    const auto t0 = Clock::now();
-    try {
-      n.node->Finish(ctx);
-    } catch (const std::exception& e) {
-      if (aborted)
-        Log(LogLevel::kError, n.def->name, std::string("while finishing after an error: ") + e.what());
-      else
-        Fail(Where(n) + " failed while finishing: " + e.what());
-    }
-    n.busy_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count();
-    if (!aborted) {
-      graph_->wait_for_all();
-      if (stopped_) return FinishAll(true);
+    if (!aborted && !FlushInputs(n)) return FinishAll(true);
+    CallFinish(n, aborted);
+    if (!aborted && !Settle()) return FinishAll(true);
+  }
+  if (!aborted) CheckStalledStreams();
+}
+
+/// Waits until the graph is idle; false if the run was stopped meanwhile.
+bool Runner::Settle() {
+  graph_->wait_for_all();
+  return !stopped_;
+}
+
+/// Before node n finishes (everything upstream has): its single inputs must have arrived, items
+/// still waiting for a join partner are flagged as failed, and the partial last batch runs.
+bool Runner::FlushInputs(RtNode& n) {
+  if (!Settle()) return false;
+  std::vector<JobPtr> jobs;
+  {
+    std::lock_guard<std::mutex> lock(n.mu);
+    if (!n.singles_ready && !SinglesArrived(n)) return false;
+    FlagUnjoinedItems(n, jobs);
+    TakePartialBatch(n, jobs);
+  }
+  for (auto& j : jobs) n.work->try_put(j);
+  return Settle();
+}
+
+/// Fails the run (and returns false) if a single input of n never received its message.
+bool Runner::SinglesArrived(RtNode& n) {
+  for (size_t p = 0; p < n.inputs.size(); ++p) {
+    if (n.inputs[p].spec->kind != PortKind::kSingle) continue;
+    for (size_t s = 0; s < n.singles[p].size(); ++s) {
+      if (n.singles[p][s]) continue;
+      std::string from;
+      for (const auto& e : pl_.edges)
+        if (e.to_node == n.def->name && e.to_port == n.inputs[p].spec->name) from = e.from_node + "." + e.from_port;
+      Fail(Where(n) + ": input '" + n.inputs[p].spec->name + "' never received data (" + from + " emitted nothing)");
+      return false;
     }
   }
-  if (!aborted) {
-    for (const auto& p : pumps_) {
-      if (p->active && !p->done)
-        Fail(Where(*p->owner) + ": stream '" + p->port->spec->name + "' stalled after " +
-             std::to_string(p->produced.load()) + " items (a downstream join is waiting for items that never come; "
-             "check that joined streams carry the same bin ids)");
-    }
+  return !stopped_;
+}
+
+void Runner::FlagUnjoinedItems(RtNode& n, std::vector<JobPtr>& jobs) {
+  if (n.pending.empty()) return;
+  Log(LogLevel::kWarn, n.def->name,
+      std::to_string(n.pending.size()) + " item(s) were missing an input from some edge and are flagged as failed");
+  for (auto& [key, it] : n.pending) {
+    it.failure = std::make_shared<const std::string>("missing input on some stream edge of " + Where(n));
+    Enqueue(n, std::move(it), jobs);
+  }
+  n.pending.clear();
+}
+
+void Runner::TakePartialBatch(RtNode& n, std::vector<JobPtr>& jobs) {
+  if (n.batch.empty()) return;
+  auto j = std::make_shared<Job>();
+  j->items = std::move(n.batch);
+  n.batch.clear();
+  jobs.push_back(j);
+}
+
+/// Node::Finish; after an abort its errors are logged, not raised (the first error stands).
+void Runner::CallFinish(RtNode& n, bool aborted) {
+  CtxImpl ctx(this, &n, nullptr, aborted);
+  const auto t0 = Clock::now();
+  try {
+    n.node->Finish(ctx);
+  } catch (const std::exception& e) {
+    if (aborted)
+      Log(LogLevel::kError, n.def->name, std::string("while finishing after an error: ") + e.what());
+    else
+      Fail(Where(n) + " failed while finishing: " + e.what());
+  }
+  n.busy_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count();
+}
+
+void Runner::CheckStalledStreams() {
+  for (const auto& p : pumps_) {
+    if (p->active && !p->done)
+      Fail(Where(*p->owner) + ": stream '" + p->port->spec->name + "' stalled after " +
+           std::to_string(p->produced.load()) + " items (a downstream join is waiting for items that never come; "
+           "check that joined streams carry the same bin ids)");
   }
 }
 
@@ -646,12 +682,36 @@ void Runner::ProgressLoop() {
 }
 
 RunSummary Runner::Run() {
-  RunSummary summary;
   const auto t0 = Clock::now();
   threads_ = opt_.threads > 0 ? opt_.threads : tbb::info::default_concurrency();
   flag_errors_ = pl_.settings.on_error == "flag";
   tbb::global_control gc(tbb::global_control::max_allowed_parallelism, static_cast<size_t>(threads_));
+  RecordRunInfo();
+  try {
+    Build();
+    CreateNodes();
+  } catch (const std::exception& e) {
+    RunSummary failed;
+    failed.error = e.what();
+    failed.ok = false;
+    return failed;
+  }
+  std::thread progress;
+  if (opt_.progress && isatty(2)) progress = std::thread([this] { ProgressLoop(); });
+  StartSources();
+  FinishAll(false);
+  graph_->wait_for_all();
+  StopProgress(progress);
+  RunSummary summary = Summarise();
+  ReleaseHeldItems();
+  summary.wall_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  summary.peak_rss_bytes = PeakRssBytes();
+  return summary;
+}
 
+/// What products record about the run: version, file, start time, nodes and their parameters,
+/// and the input files (existing files named by path parameters of nodes that are not sinks).
+void Runner::RecordRunInfo() {
   run_info_.cubeflow_version = kVersion;
   run_info_.pipeline_file = pl_.file;
   run_info_.started_utc = UtcNow();
@@ -673,29 +733,24 @@ RunSummary Runner::Run() {
     }
     run_info_.nodes.push_back(std::move(ni));
   }
+}
 
-  try {
-    Build();
-    for (auto& n : nodes_) {
-      const auto t = Clock::now();
-      try {
-        n->node = n->def->spec->factory()(n->def->params);
-      } catch (const std::exception& e) {
-        throw Error(Where(*n) + ": " + e.what());
-      }
-      n->busy_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t).count();
-      if (!n->node) throw Error(Where(*n) + ": factory returned no node");
+/// Builds every node instance from its spec's factory; throws naming the node on failure.
+void Runner::CreateNodes() {
+  for (auto& n : nodes_) {
+    const auto t = Clock::now();
+    try {
+      n->node = n->def->spec->factory()(n->def->params);
+    } catch (const std::exception& e) {
+      throw Error(Where(*n) + ": " + e.what());
     }
-  } catch (const std::exception& e) {
-    summary.error = e.what();
-    summary.ok = false;
-    return summary;
+    n->busy_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t).count();
+    if (!n->node) throw Error(Where(*n) + ": factory returned no node");
   }
+}
 
-  std::thread progress;
-  if (opt_.progress && isatty(2)) progress = std::thread([this] { ProgressLoop(); });
-
-  // Start sources: nodes with no connected inputs at all.
+/// Sources are the nodes with no connected input at all: each is called once.
+void Runner::StartSources() {
   for (auto& n : nodes_) {
     if (n->single_edges == 0 && n->stream_edges == 0) {
       auto j = std::make_shared<Job>();
@@ -703,17 +758,20 @@ RunSummary Runner::Run() {
       n->work->try_put(j);
     }
   }
-  FinishAll(false);
-  graph_->wait_for_all();
+}
 
-  if (progress.joinable()) {
-    {
-      std::lock_guard<std::mutex> lock(progress_mu_);
-      progress_stop_ = true;
-    }
-    progress_cv_.notify_all();
-    progress.join();
+void Runner::StopProgress(std::thread& progress) {
+  if (!progress.joinable()) return;
+  {
+    std::lock_guard<std::mutex> lock(progress_mu_);
+    progress_stop_ = true;
   }
+  progress_cv_.notify_all();
+  progress.join();
+}
+
+RunSummary Runner::Summarise() const {
+  RunSummary summary;
   summary.ok = error_.empty();
   summary.error = error_;
   summary.threads = threads_;
@@ -727,7 +785,12 @@ RunSummary Runner::Run() {
     s.busy_seconds = static_cast<double>(n->busy_ns.load()) * 1e-9;
     summary.nodes.push_back(s);
   }
-  // Release items still held (after an abort) before the limiters their tokens point to.
+  return summary;
+}
+
+/// Releases items still held (after an abort) before the limiters their tokens point to, then
+/// the sources and the nodes.
+void Runner::ReleaseHeldItems() {
   for (auto& n : nodes_) {
     std::lock_guard<std::mutex> lock(n->mu);
     n->pending.clear();
@@ -739,9 +802,6 @@ RunSummary Runner::Run() {
   *limiters_alive_ = false;
   pumps_.clear();
   for (auto& n : nodes_) n->node.reset();
-  summary.wall_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-  summary.peak_rss_bytes = PeakRssBytes();
-  return summary;
 }
 
 }  // namespace
