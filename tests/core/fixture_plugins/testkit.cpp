@@ -180,44 +180,7 @@ class Collect : public Node {
   std::map<int64_t, std::string> lines_;
 };
 
-// A node whose parameters are bound to an options struct, with a validation hook: passes items
-// whose v lies in [lo, hi).
-struct WindowOptions {
-  double lo = 0.0;
-  double hi = 10.0;
-  std::string mode = "keep";
-};
-
-class Window : public Node {
- public:
-  using Options = WindowOptions;
-  static NodeSpec Spec() {
-    return NodeSpec("testkit.window", "Keeps (or drops) the items whose v lies in [lo, hi)")
-        .Input("in", "record", PortKind::kStream, "records with field v")
-        .Output("out", "record", PortKind::kStream, "the records kept")
-        .Param(&WindowOptions::lo, "lo", "lower edge", Unit{"v"})
-        .Param(&WindowOptions::hi, "hi", "upper edge", Unit{"v"}, AtMost{1e6})
-        .Param(&WindowOptions::mode, "mode", "keep or drop the items inside", OneOf{{"keep", "drop"}})
-        .Check<WindowOptions>([](const WindowOptions& o, CheckReport& r) {
-          if (!(o.lo < o.hi))
-            r.Error("hi", "must be above lo (lo " + std::to_string(o.lo) + ", hi " + std::to_string(o.hi) + ")");
-          if (o.hi - o.lo > 1e5) r.Warn("lo", "a window wider than 1e5 keeps everything");
-        });
-  }
-  explicit Window(const WindowOptions& o) : o_(o) {}
-  void Process(ProcessContext& ctx) override {
-    auto in = ctx.Input<Record>("in");
-    const double v = ValueOf(*in);
-    const bool inside = v >= o_.lo && v < o_.hi;
-    if (inside == (o_.mode == "keep")) ctx.Emit("out", in);
-  }
-
- private:
-  WindowOptions o_;
-};
-
 void Register(Registry& r) {
-  r.Add<Window>();
   r.Add<Numbers>();
   r.Add<Scale>();
   r.Add<Add>();
