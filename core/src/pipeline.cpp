@@ -12,6 +12,8 @@
 #include <set>
 #include <sstream>
 
+#include <sys/stat.h>
+
 #include <yaml-cpp/yaml.h>
 
 #include "cubeflow/registry.hpp"
@@ -313,8 +315,8 @@ bool ParseEdge(const std::string& text, PipelineEdge& e) {
 /// Every step is linear in the number of nodes and edges (maps keyed by name, no nested scans).
 class PipelineBuilder {
  public:
-  PipelineBuilder(const YAML::Node& root, Context& ctx, PluginManager& plugins)
-      : root_(root), ctx_(ctx), plugins_(plugins) {
+  PipelineBuilder(const YAML::Node& root, Context& ctx, PluginManager& plugins, const LoadOptions& options)
+      : root_(root), ctx_(ctx), plugins_(plugins), options_(options) {
     pl_.file = ctx.file;
   }
 
@@ -331,6 +333,7 @@ class PipelineBuilder {
     CollectNodes();
     for (auto& r : raw_) BindNode(r);
     ReportUnusedOverrides();
+    CheckOutputPaths();
     ConnectEdges();
     CheckInputs();
     SortTopologically();
@@ -503,6 +506,7 @@ class PipelineBuilder {
     FillDefaults(b, r.loc);
     pn.params = Params(std::move(b.values));
     if (b.ok) RunNodeChecks(ctx_, r.name, pn, b.value_locs);
+    value_locs_[r.name] = b.value_locs;
     pl_.nodes.push_back(std::move(pn));
   }
 
@@ -553,6 +557,69 @@ class PipelineBuilder {
         if (auto* s = std::get_if<std::string>(&def); s && !s->empty()) *s = ExpandEnv(*s);
       }
       b.values[p.name()] = def;
+    }
+  }
+
+  /// Inputs are sacred: an output file (a path parameter marked as output) must not be any
+  /// input of the pipeline (same path, symbolic or hard link), nor another node's output, nor an
+  /// existing device, FIFO or directory (unless the run allows special outputs).
+  void CheckOutputPaths() {
+    struct PathParam {
+      std::string where;  // "nodes.read.path"
+      fs::path path, canonical;
+      SourceLoc loc;
+      bool exists = false;
+      struct stat st {};
+    };
+    auto make = [&](const PipelineNode& n, const std::string& param, const std::string& value) {
+      PathParam pp;
+      pp.where = "nodes." + n.name + "." + param;
+      pp.path = value;
+      std::error_code ec;
+      pp.canonical = fs::weakly_canonical(pp.path, ec);
+      if (ec) pp.canonical = pp.path.lexically_normal();
+      pp.exists = ::stat(value.c_str(), &pp.st) == 0;
+      auto locs = value_locs_.find(n.name);
+      pp.loc = n.loc;
+      if (locs != value_locs_.end())
+        if (auto it = locs->second.find(param); it != locs->second.end()) pp.loc = it->second;
+      return pp;
+    };
+    std::vector<PathParam> inputs, outputs;
+    for (const auto& n : pl_.nodes) {
+      for (const auto& ps : n.spec->params()) {
+        if (ps.type() != ParamType::kPath && ps.type() != ParamType::kModel) continue;
+        if (!n.params.Has(ps.name())) continue;
+        const auto* v = std::get_if<std::string>(&n.params.values().at(ps.name()));
+        if (!v || v->empty()) continue;
+        if (ps.type() == ParamType::kModel && ModelRef::IsName(*v)) continue;  // a shipped model
+        (ps.is_output() ? outputs : inputs).push_back(make(n, ps.name(), *v));
+      }
+    }
+    auto same_file = [](const PathParam& a, const PathParam& b) {
+      if (a.canonical == b.canonical) return true;
+      return a.exists && b.exists && a.st.st_dev == b.st.st_dev && a.st.st_ino == b.st.st_ino;
+    };
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      const PathParam& o = outputs[i];
+      if (o.exists && !S_ISREG(o.st.st_mode) && !options_.allow_special_outputs) {
+        const char* what = S_ISDIR(o.st.st_mode) ? "a directory" : S_ISCHR(o.st.st_mode) ? "a character device"
+                           : S_ISBLK(o.st.st_mode) ? "a block device" : S_ISFIFO(o.st.st_mode) ? "a FIFO" : "not a regular file";
+        ctx_.Error(o.loc, o.where + ": output '" + o.path.string() + "' is " + what +
+                              "; give the path of a regular file (or run with --allow-special-outputs to write to it anyway)");
+        continue;
+      }
+      for (const auto& in : inputs) {
+        if (!same_file(o, in)) continue;
+        ctx_.Error(o.loc, o.where + ": output '" + o.path.string() + "' is the input of " + in.where +
+                              (o.path.lexically_normal() == in.path.lexically_normal() ? "" : " (the same file through a link)") +
+                              "; writing it would destroy the input: choose another output path");
+      }
+      for (size_t j = 0; j < i; ++j) {
+        if (!same_file(o, outputs[j])) continue;
+        ctx_.Error(o.loc, o.where + ": output '" + o.path.string() + "' is also written by " + outputs[j].where +
+                              "; give each product its own file");
+      }
     }
   }
 
@@ -712,16 +779,18 @@ class PipelineBuilder {
   std::vector<std::string> node_names_;
   std::map<std::string, SourceLoc> first_loc_;  // node name -> where it is defined
   std::map<std::string, const PipelineNode*> by_name_;
+  std::map<std::string, std::map<std::string, SourceLoc>> value_locs_;  // node -> param -> where its value is
+  LoadOptions options_;
 };
 
 std::optional<Pipeline> Build(const YAML::Node& root, Context& ctx, const std::vector<std::string>& overrides_text,
-                              PluginManager& plugins) {
-  return PipelineBuilder(root, ctx, plugins).Build(overrides_text);
+                              PluginManager& plugins, const LoadOptions& options) {
+  return PipelineBuilder(root, ctx, plugins, options).Build(overrides_text);
 }
 
 std::optional<Pipeline> LoadFromNode(const std::function<YAML::Node()>& parse, const std::string& name,
                                      const std::string& base_dir, const std::vector<std::string>& overrides,
-                                     PluginManager& plugins, std::vector<Diagnostic>& diags) {
+                                     PluginManager& plugins, std::vector<Diagnostic>& diags, const LoadOptions& options) {
   Context ctx{name, base_dir, &diags};
   YAML::Node root;
   try {
@@ -730,13 +799,13 @@ std::optional<Pipeline> LoadFromNode(const std::function<YAML::Node()>& parse, c
     ctx.Error(ctx.Loc(e.mark), "YAML syntax error: " + e.msg);
     return std::nullopt;
   }
-  return Build(root, ctx, overrides, plugins);
+  return Build(root, ctx, overrides, plugins, options);
 }
 
 }  // namespace
 
 std::optional<Pipeline> LoadPipeline(const std::string& path, const std::vector<std::string>& overrides,
-                                     PluginManager& plugins, std::vector<Diagnostic>& diags) {
+                                     PluginManager& plugins, std::vector<Diagnostic>& diags, const LoadOptions& options) {
   std::ifstream in(path);
   if (!in) {
     diags.push_back({{path, 0, 0}, true, "cannot open pipeline file (does it exist?)", ""});
@@ -745,13 +814,14 @@ std::optional<Pipeline> LoadPipeline(const std::string& path, const std::vector<
   std::stringstream ss;
   ss << in.rdbuf();
   std::string base = fs::absolute(path).parent_path().string();
-  return LoadPipelineFromString(ss.str(), path, base, overrides, plugins, diags);
+  return LoadPipelineFromString(ss.str(), path, base, overrides, plugins, diags, options);
 }
 
 std::optional<Pipeline> LoadPipelineFromString(const std::string& yaml_text, const std::string& name,
                                                const std::string& base_dir, const std::vector<std::string>& overrides,
-                                               PluginManager& plugins, std::vector<Diagnostic>& diags) {
-  return LoadFromNode([&] { return YAML::Load(yaml_text); }, name, base_dir, overrides, plugins, diags);
+                                               PluginManager& plugins, std::vector<Diagnostic>& diags,
+                                               const LoadOptions& options) {
+  return LoadFromNode([&] { return YAML::Load(yaml_text); }, name, base_dir, overrides, plugins, diags, options);
 }
 
 }  // namespace cubeflow

@@ -41,6 +41,8 @@ void Registry::Add(NodeSpec spec) {
                 current_.plugin + ".<node>'; rename the node type or the plugin");
   const std::type_info* bound = nullptr;
   for (const auto& p : spec.params()) {
+    if (p.is_output() && p.type() != ParamType::kPath)
+      throw Error("node type '" + name + "': output parameter '" + p.name() + "' must be a path");
     if (!p.options_type()) continue;
     if (bound && *bound != *p.options_type())
       throw Error("node type '" + name + "': parameter '" + p.name() + "' is bound to another options struct");

@@ -52,6 +52,10 @@ std::string RunSummary::FormatTable() const {
   std::snprintf(buf, sizeof buf, "wall time %.3f s on %d thread%s, peak memory %.1f MiB\n", wall_seconds, threads,
                 threads == 1 ? "" : "s", static_cast<double>(peak_rss_bytes) / (1024.0 * 1024.0));
   os << buf;
+  for (const auto& p : products) {
+    os << (p.partial ? "partial product " : "product ") << p.path << ": " << p.usable << " of " << p.items
+       << " usable" << (p.note.empty() ? "" : " (" + p.note + ")") << "\n";
+  }
   return os.str();
 }
 
@@ -189,6 +193,7 @@ class CtxImpl final : public ProcessContext {
   void Log(LogLevel level, const std::string& message) const override {
     cubeflow::Log(level, n_->def->name, message);
   }
+  void ReportProduct(const ProductReport& report) override;
 
  private:
   bool HasItems() const { return job_ && !job_->single_call; }
@@ -265,7 +270,9 @@ class Runner {
   void CreateNodes();
   void StartSources();
   void StopProgress(std::thread& progress);
-  RunSummary Summarise() const;
+  void WatchInterrupt();
+  void StopWatch(std::thread& watcher);
+  RunSummary Summarise();
   void ReleaseHeldItems();
   void ProgressLoop();
 
@@ -283,6 +290,12 @@ class Runner {
   std::shared_ptr<std::atomic<bool>> limiters_alive_ = std::make_shared<std::atomic<bool>>(true);
   std::mutex err_mu_;
   std::string error_;
+  std::mutex products_mu_;
+  std::vector<ProductReport> products_;
+  std::atomic<int> interrupted_by_{0};
+  std::mutex watch_mu_;
+  std::condition_variable watch_cv_;
+  bool watch_stop_ = false;
   std::mutex progress_mu_;
   std::condition_variable progress_cv_;
   bool progress_stop_ = false;
@@ -327,6 +340,11 @@ void CtxImpl::EmitStream(const std::string& port, std::shared_ptr<StreamSource> 
   if (op->spec->kind != PortKind::kStream) throw Error("EmitStream on single output '" + port + "'");
   if (!source) throw Error("EmitStream on '" + port + "' with a null source");
   runner_->ActivatePump(*n_, op, std::move(source));
+}
+
+void CtxImpl::ReportProduct(const ProductReport& report) {
+  std::lock_guard<std::mutex> lock(runner_->products_mu_);
+  runner_->products_.push_back(report);
 }
 
 const RunInfo& CtxImpl::run() const { return runner_->run_info(); }
@@ -696,11 +714,13 @@ RunSummary Runner::Run() {
     failed.ok = false;
     return failed;
   }
-  std::thread progress;
+  std::thread progress, watcher;
   if (opt_.progress && isatty(2)) progress = std::thread([this] { ProgressLoop(); });
+  if (opt_.interrupt) watcher = std::thread([this] { WatchInterrupt(); });
   StartSources();
   FinishAll(false);
   graph_->wait_for_all();
+  StopWatch(watcher);
   StopProgress(progress);
   RunSummary summary = Summarise();
   ReleaseHeldItems();
@@ -770,10 +790,36 @@ void Runner::StopProgress(std::thread& progress) {
   progress.join();
 }
 
-RunSummary Runner::Summarise() const {
+/// Stops the run when RunOptions::interrupt becomes non-zero (a signal arrived): the graph is
+/// cancelled as after an error, and the sinks finish as aborted.
+void Runner::WatchInterrupt() {
+  std::unique_lock<std::mutex> lock(watch_mu_);
+  while (!watch_cv_.wait_for(lock, std::chrono::milliseconds(50), [this] { return watch_stop_; })) {
+    const int sig = opt_.interrupt->load();
+    if (sig == 0) continue;
+    interrupted_by_ = sig;
+    Fail("interrupted by signal " + std::to_string(sig) + (sig == 2 ? " (SIGINT)" : sig == 15 ? " (SIGTERM)" : "") +
+         "; the run stopped and its products are partial");
+    return;
+  }
+}
+
+void Runner::StopWatch(std::thread& watcher) {
+  if (!watcher.joinable()) return;
+  {
+    std::lock_guard<std::mutex> lock(watch_mu_);
+    watch_stop_ = true;
+  }
+  watch_cv_.notify_all();
+  watcher.join();
+}
+
+RunSummary Runner::Summarise() {
   RunSummary summary;
   summary.ok = error_.empty();
   summary.error = error_;
+  summary.products = products_;
+  summary.interrupted_by = interrupted_by_.load();
   summary.threads = threads_;
   for (const auto& n : nodes_) {
     NodeStats s;

@@ -1,12 +1,14 @@
 #include "cubeflow/pipeline.hpp"
 
 #include <gtest/gtest.h>
-
-#include "fixtures.hpp"
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+
+#include "fixtures.hpp"
 
 namespace cubeflow {
 namespace {
@@ -139,6 +141,81 @@ TEST(PipelineValidator, MissingFileAndMissingPlugin) {
   const std::string all = Render(diags);
   EXPECT_NE(all.find("p.yaml:2:11: error: plugin 'not_a_plugin' not found"), std::string::npos) << all;
   EXPECT_NE(all.find("unknown node type 'x.y'"), std::string::npos) << all;
+}
+
+}  // namespace
+}  // namespace cubeflow
+
+namespace cubeflow {
+namespace {
+
+/// A scratch directory with an input file `in.txt`, removed at the end.
+struct ScratchDir {
+  fs::path dir;
+  ScratchDir() {
+    dir = fs::temp_directory_path() / ("cubeflow_outputs_" + std::to_string(::getpid()));
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    std::ofstream(dir / "in.txt") << "input\n";
+  }
+  ~ScratchDir() { fs::remove_all(dir); }
+};
+
+std::string CopyPipeline(const std::string& from, const std::string& to, const std::string& to2 = "") {
+  std::string y = "cubeflow: 1\nnodes:\n  copy: {type: checks.copy, from: " + from + ", to: " + to + "}\n";
+  if (!to2.empty()) y += "  copy2: {type: checks.copy, from: " + from + ", to: " + to2 + "}\n";
+  return y;
+}
+
+std::string Validate(const std::string& yaml, const fs::path& base, bool allow_special = false) {
+  std::vector<Diagnostic> diags;
+  LoadOptions lo;
+  lo.allow_special_outputs = allow_special;
+  auto pl = LoadPipelineFromString(yaml, "p.yaml", base.string(), {}, testing::Fixtures(), diags, lo);
+  std::string all;
+  for (const auto& d : diags) all += d.Format() + "\n";
+  return pl ? "ok\n" + all : all;
+}
+
+TEST(PipelineValidator, RefusesAnOutputThatIsAnInput) {
+  ScratchDir s;
+  EXPECT_EQ(Validate(CopyPipeline("in.txt", "out.txt"), s.dir), "ok\n");
+  const std::string same = Validate(CopyPipeline("in.txt", "in.txt"), s.dir);
+  EXPECT_NE(same.find("p.yaml:3:47: error: nodes.copy.to: output '" + (s.dir / "in.txt").string() +
+                      "' is the input of nodes.copy.from; writing it would destroy the input: choose another output path"),
+            std::string::npos)
+      << same;
+  // The same file under another name: a relative detour, a symbolic link, a hard link.
+  EXPECT_NE(Validate(CopyPipeline("in.txt", "./sub/../in.txt"), s.dir).find("is the input of nodes.copy.from"),
+            std::string::npos);
+  fs::create_symlink(s.dir / "in.txt", s.dir / "sym.txt");
+  const std::string sym = Validate(CopyPipeline("in.txt", "sym.txt"), s.dir);
+  EXPECT_NE(sym.find("is the input of nodes.copy.from (the same file through a link)"), std::string::npos) << sym;
+  fs::create_hard_link(s.dir / "in.txt", s.dir / "hard.txt");
+  const std::string hard = Validate(CopyPipeline("in.txt", "hard.txt"), s.dir);
+  EXPECT_NE(hard.find("is the input of nodes.copy.from (the same file through a link)"), std::string::npos) << hard;
+}
+
+TEST(PipelineValidator, RefusesTwoNodesWritingOneFile) {
+  ScratchDir s;
+  const std::string r = Validate(CopyPipeline("in.txt", "out.txt", "out.txt"), s.dir);
+  EXPECT_NE(r.find("nodes.copy2.to: output '" + (s.dir / "out.txt").string() + "' is also written by nodes.copy.to"),
+            std::string::npos)
+      << r;
+}
+
+TEST(PipelineValidator, RefusesDevicesAndDirectoriesAsOutputsUnlessAllowed) {
+  ScratchDir s;
+  const std::string dev = Validate(CopyPipeline("in.txt", "/dev/null"), s.dir);
+  EXPECT_NE(dev.find("nodes.copy.to: output '/dev/null' is a character device; give the path of a regular file (or "
+                     "run with --allow-special-outputs to write to it anyway)"),
+            std::string::npos)
+      << dev;
+  EXPECT_EQ(Validate(CopyPipeline("in.txt", "/dev/null"), s.dir, true), "ok\n");
+  const std::string dir = Validate(CopyPipeline("in.txt", "."), s.dir);
+  EXPECT_NE(dir.find("is a directory"), std::string::npos) << dir;
+  ::mkfifo((s.dir / "fifo").c_str(), 0600);
+  EXPECT_NE(Validate(CopyPipeline("in.txt", "fifo"), s.dir).find("is a FIFO"), std::string::npos);
 }
 
 }  // namespace

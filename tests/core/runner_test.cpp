@@ -11,6 +11,10 @@
 #include <algorithm>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
+#include <thread>
+
 namespace cubeflow {
 namespace {
 
@@ -44,7 +48,8 @@ Collected ReadCollected(const std::string& path) {
 // Runs every graph test with one thread and with all cores.
 class Runner : public ::testing::TestWithParam<int> {
  protected:
-  RunSummary Run(const std::string& yaml, const std::vector<std::string>& sets = {}, int64_t max_in_flight = 0) {
+  RunSummary Run(const std::string& yaml, const std::vector<std::string>& sets = {}, int64_t max_in_flight = 0,
+                 const std::atomic<int>* interrupt = nullptr) {
     std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
     std::replace(name.begin(), name.end(), '/', '_');
     out_ = (fs::temp_directory_path() / ("cubeflow_runner_" + std::to_string(::getpid()) + "_" + name)).string();
@@ -63,6 +68,7 @@ class Runner : public ::testing::TestWithParam<int> {
     opt.threads = GetParam();
     opt.progress = false;
     opt.max_in_flight = max_in_flight;
+    opt.interrupt = interrupt;
     return RunPipeline(*pl, Fixtures(), opt);
   }
   Collected Result() { return ReadCollected(out_); }
@@ -210,16 +216,71 @@ edges: [src.items -> out.in]
 }
 
 TEST_P(Runner, MissingSingleInputIsAnError) {
-  auto s = Run(R"(
+  const char* yaml = R"(
 cubeflow: 1
 nodes:
   src: {type: testkit.numbers, count: 5}
   off: {type: testkit.offset}
   out: {type: testkit.collect}
 edges: [src.meta -> off.offset, src.items -> off.in, off.out -> out.in]
+)";
+  auto control = Run(yaml, {});
+  EXPECT_TRUE(control.ok) << control.error;  // control: meta is emitted
+  auto s = Run(yaml, {"src.emit_meta=false"});
+  EXPECT_FALSE(s.ok);
+  EXPECT_NE(s.error.find("node 'off' (testkit.offset): input 'offset' never received data (src.meta emitted nothing)"),
+            std::string::npos)
+      << s.error;
+  EXPECT_TRUE(Result().aborted) << "the sink still finishes, as aborted";
+}
+
+TEST_P(Runner, SinksReportTheirProducts) {
+  auto s = Run(R"(
+cubeflow: 1
+settings: {on_error: flag}
+nodes:
+  src: {type: testkit.numbers, count: 20}
+  sc: {type: testkit.scale, fail_on: 7}
+  out: {type: testkit.collect}
+edges: [src.items -> sc.in, sc.out -> out.in]
+)");
+  ASSERT_TRUE(s.ok) << s.error;
+  ASSERT_EQ(s.products.size(), 1u);
+  EXPECT_EQ(s.products[0].path, out_);
+  EXPECT_EQ(s.products[0].items, 20);
+  EXPECT_EQ(s.products[0].usable, 19);
+  EXPECT_FALSE(s.products[0].partial);
+  EXPECT_NE(s.FormatTable().find("product " + out_ + ": 19 of 20 usable"), std::string::npos) << s.FormatTable();
+}
+
+TEST_P(Runner, InterruptStopsTheRunAndSinksWriteAPartialProduct) {
+  std::atomic<int> interrupt{0};
+  std::thread signaller([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    interrupt = 2;  // as the SIGINT handler of `cubeflow run` does
+  });
+  const auto t0 = std::chrono::steady_clock::now();
+  auto s = Run(R"(
+cubeflow: 1
+nodes:
+  src: {type: testkit.numbers, count: 100000, delay_us: 1000}
+  out: {type: testkit.collect}
+edges: [src.items -> out.in]
 )",
-               {});
-  EXPECT_TRUE(s.ok) << s.error;  // control: meta is emitted
+               {}, 0, &interrupt);
+  signaller.join();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_FALSE(s.ok);
+  EXPECT_EQ(s.interrupted_by, 2);
+  EXPECT_NE(s.error.find("interrupted by signal 2 (SIGINT); the run stopped and its products are partial"),
+            std::string::npos)
+      << s.error;
+  EXPECT_LT(seconds, 30.0) << "the 100 s run should stop within a few items of the signal";
+  auto c = Result();
+  EXPECT_TRUE(c.aborted);
+  EXPECT_LT(c.lines.size(), 100000u);
+  ASSERT_EQ(s.products.size(), 1u);
+  EXPECT_TRUE(s.products[0].partial);
 }
 
 INSTANTIATE_TEST_SUITE_P(Threads, Runner, ::testing::Values(1, 0),

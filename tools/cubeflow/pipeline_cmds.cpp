@@ -1,5 +1,9 @@
 // `cubeflow run`, `validate`, `plugins` and `inspect`: the commands over the runtime (core).
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -25,7 +29,23 @@ struct Args {
   bool progress = true;
   int verbose = 0;
   bool help = false;
+  bool allow_empty = false;            ///< run: a product with no usable bin is not an error
+  bool allow_special_outputs = false;  ///< run/validate: outputs may be devices or FIFOs
 };
+
+/// Parses a whole decimal integer in [lo, hi]; false (with `err` set) for anything else.
+bool ParseCount(const std::string& option, const char* text, int64_t lo, int64_t hi, int64_t& out, std::string& err) {
+  char* end = nullptr;
+  errno = 0;
+  const long long v = std::strtoll(text, &end, 10);
+  if (errno != 0 || end == text || *end != '\0' || v < lo || v > hi) {
+    err = option + " expects a whole number from " + std::to_string(lo) + " to " + std::to_string(hi) + ", got '" +
+          text + "'";
+    return false;
+  }
+  out = v;
+  return true;
+}
 
 bool ParseArgs(int argc, char** argv, int start, Args& a, std::string& err) {
   for (int i = start; i < argc; ++i) {
@@ -45,13 +65,16 @@ bool ParseArgs(int argc, char** argv, int start, Args& a, std::string& err) {
       a.sets.push_back(s.substr(6));
     } else if (s == "--threads" || s == "-j") {
       const char* v = need("--threads");
-      if (!v) return false;
-      a.threads = std::atoi(v);
-      if (a.threads < 1) { err = "--threads must be >= 1"; return false; }
+      int64_t n = 0;
+      if (!v || !ParseCount("--threads", v, 1, 4096, n, err)) return false;
+      a.threads = static_cast<int>(n);
     } else if (s == "--max-in-flight") {
       const char* v = need("--max-in-flight");
-      if (!v) return false;
-      a.max_in_flight = std::atoll(v);
+      if (!v || !ParseCount("--max-in-flight", v, 1, int64_t{1} << 40, a.max_in_flight, err)) return false;
+    } else if (s == "--allow-empty") {
+      a.allow_empty = true;
+    } else if (s == "--allow-special-outputs") {
+      a.allow_special_outputs = true;
     } else if (s == "--no-progress") {
       a.progress = false;
     } else if (s == "-v" || s == "--verbose") {
@@ -184,7 +207,9 @@ int CmdInspect(const Args& a) {
 std::optional<Pipeline> Load(const Args& a, PluginManager& pm, bool print_ok) {
   LoadDefaultPlugins(pm);
   std::vector<Diagnostic> diags;
-  auto pl = LoadPipeline(a.positional[0], a.sets, pm, diags);
+  LoadOptions lo;
+  lo.allow_special_outputs = a.allow_special_outputs;
+  auto pl = LoadPipeline(a.positional[0], a.sets, pm, diags, lo);
   size_t errors = 0;
   for (const auto& d : diags) {
     std::cerr << d.Format() << "\n";
@@ -208,9 +233,38 @@ int CmdValidate(const Args& a) {
   return Load(a, pm, true) ? 0 : 1;
 }
 
+/// The signal that interrupted `cubeflow run` (0: none). A second signal ends the process at once.
+std::atomic<int> g_interrupt{0};
+
+extern "C" void OnInterrupt(int sig) {
+  if (g_interrupt.exchange(sig) != 0) {
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+  }
+}
+
+/// Installs OnInterrupt for SIGINT and SIGTERM while alive; restores the previous handlers.
+class InterruptScope {
+ public:
+  InterruptScope() {
+    struct sigaction sa {};
+    sa.sa_handler = OnInterrupt;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int_);
+    sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~InterruptScope() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+
+ private:
+  struct sigaction old_int_ {}, old_term_ {};
+};
+
 int CmdRun(const Args& a) {
   if (a.positional.size() != 1) {
-    std::cerr << "usage: cubeflow run FILE [--set NODE.PARAM=VALUE ...] [--threads N] [-v]\n";
+    std::cerr << "usage: cubeflow run FILE [--set NODE.PARAM=VALUE ...] [--threads N] [--allow-empty] [-v]\n";
     return 2;
   }
   PluginManager pm;
@@ -220,16 +274,31 @@ int CmdRun(const Args& a) {
   opt.threads = a.threads;
   opt.max_in_flight = a.max_in_flight;
   opt.progress = a.progress;
-  RunSummary s = RunPipeline(*pl, pm, opt);
-  if (!s.ok) {
-    std::cerr << "cubeflow: error: " << s.error << "\n";
-    std::cerr << s.FormatTable();
-    return 1;
+  opt.interrupt = &g_interrupt;
+  RunSummary s;
+  {
+    InterruptScope scope;
+    s = RunPipeline(*pl, pm, opt);
   }
   std::cerr << s.FormatTable();
+  if (s.interrupted_by != 0) {
+    std::cerr << "cubeflow: error: " << s.error << "\n";
+    return 128 + s.interrupted_by;
+  }
+  if (!s.ok) {
+    std::cerr << "cubeflow: error: " << s.error << "\n";
+    return 1;
+  }
+  // A run that produced nothing usable is a failure (unless asked otherwise).
+  bool any_usable = s.products.empty();
+  for (const auto& p : s.products) any_usable = any_usable || p.usable > 0;
+  if (!any_usable && !a.allow_empty) {
+    std::cerr << "cubeflow: error: no product holds a usable result (every bin failed or is NaN); see the "
+                 "warnings above. Run with --allow-empty to accept an empty product.\n";
+    return 1;
+  }
   return 0;
 }
-
 
 /// Parses the options of run/validate/plugins/inspect (argv[0] is the command), sets the log
 /// level and runs `body`; usage errors exit 2, failures 1.

@@ -45,6 +45,16 @@ struct RunInfo {
   std::vector<std::string> input_files;  ///< existing files named by path parameters
 };
 
+/// \brief What a sink says about the product it wrote (Finish), for the run's summary and exit
+/// status: a run whose every product has nothing usable exits non-zero (unless allowed).
+struct ProductReport {
+  std::string path;        ///< the file written (or, after a failure, the partial file beside it)
+  int64_t items = 0;       ///< bins (or spaxels) the product covers
+  int64_t usable = 0;      ///< of these, how many carry a valid result (not failed, not all NaN)
+  bool partial = false;    ///< written after the run failed or was interrupted
+  std::string note;        ///< e.g. "previous product kept; partial product written beside it"
+};
+
 /// \brief Severity for ProcessContext::Log.
 enum class LogLevel { kDebug, kInfo, kWarn, kError };
 
@@ -87,6 +97,9 @@ class ProcessContext {
   virtual int threads() const = 0;
   /// Logs a message tagged with the node name (debug messages only with -v).
   virtual void Log(LogLevel level, const std::string& message) const = 0;
+  /// Sinks call this once per product they write (from Finish); the runner lists the products
+  /// in its summary and the CLI fails a run whose products hold nothing usable.
+  virtual void ReportProduct(const ProductReport& report) { (void)report; }
 
   /// Typed access: throws cubeflow::Error naming the port if absent or of another type.
   template <typename T>

@@ -70,15 +70,23 @@ struct Pipeline {
   const PipelineNode* FindNode(const std::string& name) const;
 };
 
+/// \brief How strict loading is.
+struct LoadOptions {
+  /// Accept outputs that are existing non-regular files (devices, FIFOs): `--allow-special-outputs`.
+  bool allow_special_outputs = false;
+};
+
 /// \brief Parses a pipeline file, loads its `plugins:` into `plugins`, applies `--set` overrides
 /// ("node.param=value", value in YAML syntax) and validates everything. Returns the pipeline
 /// if there was no error; all diagnostics (errors and warnings) are appended to `diags`.
 std::optional<Pipeline> LoadPipeline(const std::string& path, const std::vector<std::string>& overrides,
-                                     PluginManager& plugins, std::vector<Diagnostic>& diags);
+                                     PluginManager& plugins, std::vector<Diagnostic>& diags,
+                                     const LoadOptions& options = {});
 /// Same, from YAML text; `name` is used in messages and relative paths resolve against `base_dir`.
 std::optional<Pipeline> LoadPipelineFromString(const std::string& yaml_text, const std::string& name,
                                                const std::string& base_dir,
                                                const std::vector<std::string>& overrides,
-                                               PluginManager& plugins, std::vector<Diagnostic>& diags);
+                                               PluginManager& plugins, std::vector<Diagnostic>& diags,
+                                               const LoadOptions& options = {});
 
 }  // namespace cubeflow

@@ -8,11 +8,13 @@
 /// Batched nodes, and are collected by sinks. After the graph drains, nodes are finished in
 /// pipeline order (flushing partial batches, letting sinks write).
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "cubeflow/loader.hpp"
+#include "cubeflow/node.hpp"
 #include "cubeflow/pipeline.hpp"
 
 namespace cubeflow {
@@ -21,6 +23,9 @@ struct RunOptions {
   int threads = 0;               ///< 0: all cores
   int64_t max_in_flight = 0;     ///< overrides the pipeline setting when > 0
   bool progress = true;          ///< progress line on stderr (only if stderr is a terminal)
+  /// If set, the run is stopped (as after an error: graph cancelled, sinks finish as aborted and
+  /// write partial products) as soon as it becomes non-zero; its value names the signal.
+  const std::atomic<int>* interrupt = nullptr;
 };
 
 struct NodeStats {
@@ -36,6 +41,8 @@ struct RunSummary {
   int threads = 0;
   int64_t peak_rss_bytes = 0;
   std::vector<NodeStats> nodes;
+  std::vector<ProductReport> products;  ///< what the sinks reported, in pipeline order
+  int interrupted_by = 0;               ///< the signal that stopped the run, 0 if none
   /// A table: node, type, calls, items, failed, busy s, items/s; then wall time and peak memory.
   std::string FormatTable() const;
 };

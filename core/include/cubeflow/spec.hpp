@@ -125,6 +125,11 @@ class ParamSpec {
   ParamSpec& Choices(std::vector<std::string> c) { choices_ = std::move(c); return *this; }
   /// The pipeline must give this parameter (its default is then not used).
   ParamSpec& MakeRequired() { required_ = true; return *this; }
+  /// A path parameter naming a file the node writes (a product). The validator refuses an
+  /// output that is one of the pipeline's inputs (same file by path, symbolic link or hard
+  /// link), another node's output, or an existing non-regular file (a device, FIFO or
+  /// directory) unless the run allows it.
+  ParamSpec& MarkOutput() { output_ = true; return *this; }
 
   const std::string& name() const { return name_; }
   ParamType type() const { return type_; }
@@ -135,6 +140,7 @@ class ParamSpec {
   const std::optional<double>& min() const { return min_; }
   const std::optional<double>& max() const { return max_; }
   const std::vector<std::string>& choices() const { return choices_; }
+  bool is_output() const { return output_; }
   /// The options struct this parameter is bound to (null for by-name parameters).
   const std::type_info* options_type() const { return options_type_; }
   const Binder& binder() const { return binder_; }
@@ -150,6 +156,7 @@ class ParamSpec {
   std::string unit_, doc_;
   std::optional<double> min_, max_;
   std::vector<std::string> choices_;
+  bool output_ = false;
   const std::type_info* options_type_ = nullptr;
   Binder binder_;
 };
@@ -183,6 +190,10 @@ struct OneOf {
 /// The pipeline must give the parameter.
 struct Required {
   void Apply(ParamSpec& p) const { p.MakeRequired(); }
+};
+/// A path the node writes (see ParamSpec::MarkOutput).
+struct OutputFile {
+  void Apply(ParamSpec& p) const { p.MarkOutput(); }
 };
 
 /// \brief Problems found by a node type's validation hook (NodeSpec::Check), each attached to

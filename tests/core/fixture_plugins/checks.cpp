@@ -1,5 +1,6 @@
 // A fixture plugin whose node declares its parameters once, bound to an options struct, with a
 // validation hook (NodeSpec::Check): the validator must report the hook's errors at file:line:col.
+#include <filesystem>
 #include <string>
 
 #include "cubeflow/plugin.hpp"
@@ -43,7 +44,32 @@ class Window : public Node {
   WindowOptions o_;
 };
 
-void Register(Registry& r) { r.Add<Window>(); }
+// A node that copies a text file: one input path and one output path (for the validator's
+// "inputs are sacred" checks).
+struct CopyOptions {
+  std::filesystem::path from;
+  std::filesystem::path to;
+};
+
+class Copy : public Node {
+ public:
+  using Options = CopyOptions;
+  static NodeSpec Spec() {
+    return NodeSpec("checks.copy", "Copies a file")
+        .Param(&CopyOptions::from, "from", "file to read", Required{})
+        .Param(&CopyOptions::to, "to", "file to write", Required{}, OutputFile{});
+  }
+  explicit Copy(const CopyOptions& o) : o_(o) {}
+  void Process(ProcessContext&) override { std::filesystem::copy_file(o_.from, o_.to); }
+
+ private:
+  CopyOptions o_;
+};
+
+void Register(Registry& r) {
+  r.Add<Window>();
+  r.Add<Copy>();
+}
 
 }  // namespace checks
 

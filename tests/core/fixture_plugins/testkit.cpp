@@ -1,6 +1,8 @@
 // A real, tiny plugin used by the runtime tests: sources, per-item transforms, joins,
 // batches and a sink that writes what it saw to a text file.
 #include <algorithm>
+#include <chrono>
+#include <thread>
 #include <atomic>
 #include <fstream>
 #include <map>
@@ -36,9 +38,10 @@ std::shared_ptr<Record> MakeRecord(int64_t id, double v) {
 
 class NumbersSource : public StreamSource {
  public:
-  NumbersSource(int64_t n, int64_t fail_at) : n_(n), fail_at_(fail_at) {}
+  NumbersSource(int64_t n, int64_t fail_at, int64_t delay_us) : n_(n), fail_at_(fail_at), delay_us_(delay_us) {}
   bool Next(int64_t& key, std::shared_ptr<const Data>& data) override {
     if (i_ >= n_) return false;
+    if (delay_us_ > 0) std::this_thread::sleep_for(std::chrono::microseconds(delay_us_));
     if (i_ == fail_at_) throw Error("source broke at item " + std::to_string(i_));
     auto r = std::make_shared<CountedRecord>();
     r->id = i_;
@@ -50,7 +53,7 @@ class NumbersSource : public StreamSource {
   int64_t SizeHint() const override { return n_; }
 
  private:
-  int64_t n_, fail_at_, i_ = 0;
+  int64_t n_, fail_at_, delay_us_, i_ = 0;
 };
 
 class Numbers : public Node {
@@ -63,16 +66,21 @@ class Numbers : public Node {
         .Param(ParamSpec::Int("count", 10).Min(0).Doc("number of items"))
         .Param(ParamSpec::Int("fail_at", -1).Doc("throw when producing this item (-1: never)"))
         .Param(ParamSpec::Double("ratio", 0.5).Range(0, 1).Unit("dimensionless").Doc("unused; for range tests"))
-        .Param(ParamSpec::String("mode", "fast").Choices({"fast", "slow"}).Doc("unused; for choice tests"));
+        .Param(ParamSpec::String("mode", "fast").Choices({"fast", "slow"}).Doc("unused; for choice tests"))
+        .Param(ParamSpec::Bool("emit_meta", true).Doc("emit the meta record (false: for missing-input tests)"))
+        .Param(ParamSpec::Int("delay_us", 0).Min(0).Doc("sleep this long before each item (for interruption tests)"));
   }
-  explicit Numbers(const Params& p) : n_(p.GetInt("count")), fail_at_(p.GetInt("fail_at")) {}
+  explicit Numbers(const Params& p)
+      : n_(p.GetInt("count")), fail_at_(p.GetInt("fail_at")), delay_us_(p.GetInt("delay_us")),
+        emit_meta_(p.GetBool("emit_meta")) {}
   void Process(ProcessContext& ctx) override {
-    ctx.Emit("meta", MakeRecord(-1, static_cast<double>(n_)));
-    ctx.EmitStream("items", std::make_shared<NumbersSource>(n_, fail_at_));
+    if (emit_meta_) ctx.Emit("meta", MakeRecord(-1, static_cast<double>(n_)));
+    ctx.EmitStream("items", std::make_shared<NumbersSource>(n_, fail_at_, delay_us_));
   }
 
  private:
-  int64_t n_, fail_at_;
+  int64_t n_, fail_at_, delay_us_;
+  bool emit_meta_;
 };
 
 class Scale : public Node {
@@ -152,7 +160,7 @@ class Collect : public Node {
   static NodeSpec Spec() {
     return NodeSpec("testkit.collect", "Writes 'key value' lines (sorted) to a file at the end")
         .MultiInput("in", "record", PortKind::kStream, true, "items")
-        .Param(ParamSpec::Required("path", ParamType::kPath).Doc("output text file"))
+        .Param(ParamSpec::Required("path", ParamType::kPath).MarkOutput().Doc("output text file"))
         .Concurrent(Concurrency::kSerial)
         .AcceptsFailures();
   }
@@ -172,7 +180,12 @@ class Collect : public Node {
     std::ofstream out(path_);
     if (ctx.aborted()) out << "aborted\n";
     out << "max_alive " << g_max_alive.load() << "\n";
-    for (const auto& [k, v] : lines_) out << k << " " << v << "\n";
+    int64_t usable = 0;
+    for (const auto& [k, v] : lines_) {
+      out << k << " " << v << "\n";
+      if (v.rfind("FAILED", 0) != 0) ++usable;
+    }
+    ctx.ReportProduct({path_, static_cast<int64_t>(lines_.size()), usable, ctx.aborted(), ""});
   }
 
  private:
