@@ -33,7 +33,10 @@ cmake -S "$SRC/tests/install/package_check" -B "$WORK/package_check" -DCMAKE_PRE
 cmake --build "$WORK/package_check" >> "$WORK/package_check.log" 2>&1 || show "$WORK/package_check.log" "package_check: build failed"
 "$WORK/package_check/package_check" | grep -q "package ok" || fail "package_check did not run"
 
-# 3. The example, built in a copy (nothing may lean on the source tree), with its tests.
+# 3. The example, built in a copy (nothing may lean on the source tree), with its tests. Its
+# cube is a copy of cubes/tiny_cube.fits, and the expected numbers below come from that cube.
+cmp -s "$SRC/cubes/tiny_cube.fits" "$SRC/examples/custom_plugin/data/tiny_cube.fits" ||
+  fail "examples/custom_plugin/data/tiny_cube.fits differs from cubes/tiny_cube.fits: copy it again (and check the expected Mgb below)"
 EX="$WORK/copied/custom_plugin"
 mkdir -p "$WORK/copied"
 cp -r "$SRC/examples/custom_plugin" "$EX"
