@@ -91,6 +91,7 @@ int main(int argc, char** argv) {
     const Field f = MakeField(size, 42);
     VoronoiOptions opt;
     opt.target_snr = 35;
+    opt.covariance_alpha = 0;  // no covariance term (the default, 1.07, is for MUSE cubes)
     opt.pixel_size = 1;
     const std::string tag = std::to_string(size) + "x" + std::to_string(size);
     opt.max_iter = 0;
@@ -105,6 +106,7 @@ int main(int argc, char** argv) {
       const Field f = MakeField(size, 42);
       VoronoiOptions opt;
       opt.target_snr = 35;
+      opt.covariance_alpha = 0;
       opt.pixel_size = 1;
       opt.spatial_index = false;
       const std::string tag = std::to_string(size) + "x" + std::to_string(size);

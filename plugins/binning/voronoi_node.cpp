@@ -2,16 +2,18 @@
 
 #include "voronoi_node.hpp"
 
-#include "cubeflow/fits/units.hpp"
-
 #include <fitsio.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <limits>
-#include <sstream>
 #include <stdexcept>
+
+#include "cubeflow/fits/cfitsio_error.hpp"
+#include "cubeflow/fits/units.hpp"
+#include "cubeflow/spectral/snr.hpp"
+#include "cubeflow/strings.hpp"
 
 namespace cubeflow::binning {
 
@@ -19,15 +21,7 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-double Median(std::vector<double>& v) {
-  const size_t n = v.size();
-  const size_t h = n / 2;
-  std::nth_element(v.begin(), v.begin() + h, v.end());
-  const double hi = v[h];
-  if (n % 2) return hi;
-  return 0.5 * (hi + *std::max_element(v.begin(), v.begin() + h));
-}
-
+/// Fixed-point formatting of header values and log figures ("%.1f" by default).
 std::string Fmt(double v, int prec = 1) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.*f", prec, v);
@@ -36,83 +30,15 @@ std::string Fmt(double v, int prec = 1) {
 
 }  // namespace
 
-SpaxelSnr ComputeSpaxelSnr(const Cube& cube, double wave_min, double wave_max) {
-  if (cube.nx <= 0 || cube.ny <= 0 || cube.nwave <= 0)
-    throw Error("binning.voronoi: the cube is empty");
-  const size_t nspax = static_cast<size_t>(cube.nx * cube.ny);
-  if (cube.flux.size() != nspax * static_cast<size_t>(cube.nwave))
-    throw Error("binning.voronoi: cube flux has the wrong size");
-  const bool have_var = !cube.variance.empty();
-  if (have_var && cube.variance.size() != cube.flux.size())
-    throw Error("binning.voronoi: cube variance has the wrong size");
-  const bool have_mask = !cube.mask.empty() && cube.mask.size() == cube.flux.size();
-  if (!(wave_max > wave_min))
-    throw Error("binning.voronoi: wave_max (" + Fmt(wave_max) + ") must exceed wave_min (" +
-                Fmt(wave_min) + ")");
-
-  const double lo_cube = std::min(cube.wave.At(0), cube.wave.At(cube.nwave - 1));
-  const double hi_cube = std::max(cube.wave.At(0), cube.wave.At(cube.nwave - 1));
-  SpaxelSnr out;
-  const double p0 = cube.wave.PixelOf(wave_min), p1 = cube.wave.PixelOf(wave_max);
-  int64_t k0 = static_cast<int64_t>(std::ceil(std::min(p0, p1) - 1e-9));
-  int64_t k1 = static_cast<int64_t>(std::floor(std::max(p0, p1) + 1e-9));
-  out.clipped = k0 < 0 || k1 > cube.nwave - 1;
-  k0 = std::max<int64_t>(k0, 0);
-  k1 = std::min<int64_t>(k1, cube.nwave - 1);
-  if (k1 < k0)
-    throw Error("binning.voronoi: the S/N window " + Fmt(wave_min) + "-" + Fmt(wave_max) +
-                " A lies outside the cube's wavelength range " + Fmt(lo_cube) + "-" + Fmt(hi_cube) +
-                " A; set wave_min/wave_max inside it");
-  out.k0 = k0;
-  out.k1 = k1;
-  out.wave_lo = std::min(cube.wave.At(k0), cube.wave.At(k1));
-  out.wave_hi = std::max(cube.wave.At(k0), cube.wave.At(k1));
-  out.noise_estimated = !have_var;
-  out.signal.assign(nspax, kNaN);
-  out.noise.assign(nspax, kNaN);
-
-  std::vector<double> f, v;
-  const size_t plane = nspax;
-  for (size_t s = 0; s < nspax; ++s) {
-    f.clear();
-    v.clear();
-    for (int64_t k = k0; k <= k1; ++k) {
-      const size_t idx = static_cast<size_t>(k) * plane + s;
-      const double fl = cube.flux[idx];
-      if (!std::isfinite(fl)) continue;
-      if (have_mask && cube.mask[idx]) continue;
-      if (have_var) {
-        const double va = cube.variance[idx];
-        if (!std::isfinite(va) || !(va > 0)) continue;
-        v.push_back(va);
-      }
-      f.push_back(fl);
-    }
-    if (f.empty()) continue;
-    if (have_var) {
-      out.noise[s] = std::sqrt(Median(v));
-    } else {
-      // DER_SNR: noise = 1.482602 / sqrt(6) * median(|2 f_i - f_{i-2} - f_{i+2}|).
-      if (f.size() < 5) continue;
-      std::vector<double> d;
-      d.reserve(f.size());
-      for (size_t i = 2; i + 2 < f.size(); ++i) d.push_back(std::abs(2 * f[i] - f[i - 2] - f[i + 2]));
-      out.noise[s] = 1.482602 / std::sqrt(6.0) * Median(d);
-    }
-    out.signal[s] = Median(f);
-  }
-  return out;
-}
-
 std::vector<uint8_t> ReadMaskFits(const std::string& path, int64_t nx, int64_t ny) {
   fitsfile* fp = nullptr;
   int status = 0;
   auto fail = [&](const std::string& what) {
-    char msg[FLEN_STATUS] = {0};
-    if (status) fits_get_errstatus(status, msg);
+    const std::string cfitsio = status ? " (" + fits::CfitsioErrorText(status) + ")" : "";
     int st2 = 0;
     if (fp) fits_close_file(fp, &st2);
-    throw Error("binning.voronoi: mask '" + path + "': " + what + (status ? std::string(" (") + msg + ")" : ""));
+    throw Error("mask '" + path + "': " + what + cfitsio +
+                "; give a FITS image of the cube's spatial size (nonzero = excluded) or mask: \"\"");
   };
   if (fits_open_image(&fp, path.c_str(), READONLY, &status)) fail("cannot open an image HDU");
   int naxis = 0;
@@ -226,100 +152,99 @@ NodeSpec VoronoiNode::Spec() {
       .Output("spectra", Spectrum::kType, PortKind::kStream,
               "one spectrum per bin (keyed by bin id): summed flux, covariance-corrected summed "
               "variance, mask where no spaxel contributes; meta x, y, nspax, snr; built lazily")
-      .Param(ParamSpec::Double("target_snr", 35.0).Min(1e-3).Doc("S/N each bin should reach (after the covariance correction)"))
-      .Param(ParamSpec::Double("min_snr", 1.0).Min(0.0).Doc("spaxels with lower S/N are left out (BINID -1)"))
-      .Param(ParamSpec::Double("wave_min", 5300.0).Unit("Angstrom").Doc("start of the S/N window (cube frame)"))
-      .Param(ParamSpec::Double("wave_max", 5500.0).Unit("Angstrom").Doc("end of the S/N window (cube frame)"))
-      .Param(ParamSpec::Path("mask", "").Doc("optional FITS image nx x ny: nonzero = spaxel excluded"))
-      .Param(ParamSpec::Double("covariance_alpha", 1.07).Min(0.0).Doc("noise *= 1 + alpha log10 N for a bin of N spaxels (0 = none)"))
-      .Param(ParamSpec::String("method", "cvt").Choices({"cvt", "wvt"}).Doc("tessellation after accretion"))
-      .Param(ParamSpec::Int("max_iter", 30).Range(0, 10000).Doc("maximum tessellation iterations (0 = accretion only)"))
-      .Param(ParamSpec::Double("min_fraction", 0.8).Range(0.0, 1.0).Doc("bins below min_fraction * target_snr are merged into neighbours"))
+      .Param(&Options::target_snr, "target_snr", "S/N each bin should reach (after the covariance correction)",
+             AtLeast{1e-3})
+      .Param(&Options::min_snr, "min_snr", "spaxels with lower S/N are left out (BINID -1)", AtLeast{0.0})
+      .Param(&Options::wave_min, "wave_min", "start of the S/N window (cube frame)", Unit{"Angstrom"})
+      .Param(&Options::wave_max, "wave_max", "end of the S/N window (cube frame)", Unit{"Angstrom"})
+      .Param(&Options::mask, "mask", "optional FITS image nx x ny: nonzero = spaxel excluded")
+      .Param(&Options::covariance_alpha, "covariance_alpha",
+             "noise *= 1 + alpha log10 N for a bin of N spaxels (0 = none)", AtLeast{0.0})
+      .Param(&Options::method, "method", "tessellation after accretion", OneOf{{"cvt", "wvt"}})
+      .Param(&Options::max_iter, "max_iter", "maximum tessellation iterations (0 = accretion only)",
+             InRange{0, 10000})
+      .Param(&Options::min_fraction, "min_fraction", "bins below min_fraction * target_snr are merged into neighbours",
+             InRange{0.0, 1.0})
+      .Check<Options>([](const Options& o, CheckReport& r) {
+        if (!(o.wave_max > o.wave_min))
+          r.Error("wave_max", "must be above wave_min (" + Num(o.wave_min) + " Angstrom), got " + Num(o.wave_max) +
+                                  ": the S/N window [wave_min, wave_max] is empty; set wave_min < wave_max");
+      })
       .Concurrent(Concurrency::kSerial);
 }
 
-VoronoiNode::VoronoiNode(const Params& p)
-    : target_snr_(p.GetDouble("target_snr")),
-      min_snr_(p.GetDouble("min_snr")),
-      wave_min_(p.GetDouble("wave_min")),
-      wave_max_(p.GetDouble("wave_max")),
-      alpha_(p.GetDouble("covariance_alpha")),
-      min_fraction_(p.GetDouble("min_fraction")),
-      mask_path_(p.GetString("mask")),
-      method_(p.GetString("method") == "wvt" ? VoronoiMethod::kWvt : VoronoiMethod::kCvt),
-      max_iter_(static_cast<int>(p.GetInt("max_iter"))) {}
+VoronoiOptions VoronoiNodeOptions::ToLibrary() const {
+  VoronoiOptions o;
+  o.target_snr = target_snr;
+  o.covariance_alpha = covariance_alpha;
+  o.method = method == "wvt" ? VoronoiMethod::kWvt : VoronoiMethod::kCvt;
+  o.max_iter = max_iter;
+  o.pixel_size = 1.0;
+  o.min_fraction = min_fraction;
+  return o;
+}
 
-void VoronoiNode::Process(ProcessContext& ctx) {
-  auto cube = ctx.Input<Cube>("cube");
-  const int64_t nx = cube->nx, ny = cube->ny;
-  const SpaxelSnr snr = ComputeSpaxelSnr(*cube, wave_min_, wave_max_);
-  if (snr.clipped)
-    ctx.Log(LogLevel::kWarn, "S/N window " + Fmt(wave_min_) + "-" + Fmt(wave_max_) +
-                                 " A cut to the cube's range: using " + Fmt(snr.wave_lo) + "-" +
-                                 Fmt(snr.wave_hi) + " A");
-  if (snr.noise_estimated)
-    ctx.Log(LogLevel::kWarn, "cube has no variance: noise estimated from the flux (DER_SNR)");
+VoronoiNode::VoronoiNode(const Options& options) : options_(options) {}
 
-  std::vector<uint8_t> user_mask;
-  if (!mask_path_.empty()) user_mask = ReadMaskFits(mask_path_, nx, ny);
+VoronoiNode::VoronoiNode(const Params& params) {
+  const NodeSpec spec = Spec();
+  const CheckReport r = spec.RunChecks(params);
+  if (r.has_errors()) throw Error(r.ErrorText());
+  options_ = spec.Bind<Options>(params);
+}
 
-  const size_t nspax = static_cast<size_t>(nx * ny);
-  std::vector<double> xs, ys, ss, ns;
-  std::vector<int32_t> index;  // point -> spaxel
-  size_t n_nan = 0, n_masked = 0, n_low = 0;
-  for (size_t s = 0; s < nspax; ++s) {
+namespace {
+
+/// The spaxels that take part in the binning, as points for VoronoiBin.
+struct Points {
+  std::vector<double> x, y, signal, noise;
+  std::vector<int32_t> spaxel;  ///< point -> spaxel index y * nx + x
+  size_t n_invalid = 0, n_masked = 0, n_low = 0;
+  /// "N without valid data, N masked, N below min_snr X" for messages.
+  std::string Excluded(double min_snr) const {
+    return std::to_string(n_invalid) + " without valid data, " + std::to_string(n_masked) + " masked, " +
+           std::to_string(n_low) + " below min_snr " + Fmt(min_snr, 2);
+  }
+};
+
+/// Spaxels with a valid signal and noise, not masked and at or above min_snr.
+Points SelectSpaxels(const spectral::SpaxelSnr& snr, const std::vector<uint8_t>& user_mask, int64_t nx,
+                     double min_snr) {
+  Points p;
+  for (size_t s = 0; s < snr.signal.size(); ++s) {
     const double sig = snr.signal[s], noi = snr.noise[s];
     if (!std::isfinite(sig) || !std::isfinite(noi) || !(noi > 0)) {
-      ++n_nan;
+      ++p.n_invalid;
       continue;
     }
     if (!user_mask.empty() && user_mask[s]) {
-      ++n_masked;
+      ++p.n_masked;
       continue;
     }
-    if (!(sig / noi >= min_snr_)) {
-      ++n_low;
+    if (!(sig / noi >= min_snr)) {
+      ++p.n_low;
       continue;
     }
-    xs.push_back(static_cast<double>(s % nx));
-    ys.push_back(static_cast<double>(s / nx));
-    ss.push_back(sig);
-    ns.push_back(noi);
-    index.push_back(static_cast<int32_t>(s));
+    p.x.push_back(static_cast<double>(static_cast<int64_t>(s) % nx));
+    p.y.push_back(static_cast<double>(static_cast<int64_t>(s) / nx));
+    p.signal.push_back(sig);
+    p.noise.push_back(noi);
+    p.spaxel.push_back(static_cast<int32_t>(s));
   }
-  const std::string excluded = std::to_string(n_nan) + " without valid data, " + std::to_string(n_masked) +
-                               " masked, " + std::to_string(n_low) + " below min_snr " + Fmt(min_snr_, 2);
-  if (xs.empty())
-    throw Error("binning.voronoi: no spaxel to bin in " + Fmt(snr.wave_lo) + "-" + Fmt(snr.wave_hi) +
-                " A (" + excluded + "); lower min_snr or move the window");
+  return p;
+}
 
-  VoronoiOptions opt;
-  opt.target_snr = target_snr_;
-  opt.covariance_alpha = alpha_;
-  opt.method = method_;
-  opt.max_iter = max_iter_;
-  opt.pixel_size = 1.0;
-  opt.min_fraction = min_fraction_;
-  VoronoiResult vr;
-  try {
-    vr = VoronoiBin(xs, ys, ss, ns, opt);
-  } catch (const std::invalid_argument& e) {
-    throw Error(std::string("binning.voronoi: ") + e.what());
-  }
-  if (vr.single_bin)
-    ctx.Log(LogLevel::kWarn, "all " + std::to_string(xs.size()) + " spaxels together reach S/N " +
-                                 Fmt(vr.snr[0], 2) + ", below " + Fmt(min_fraction_, 2) + " x target " +
-                                 Fmt(target_snr_, 2) + ": they form a single bin");
-
+/// The Binning of the cube's spaxels from VoronoiBin's result over `p`.
+std::shared_ptr<Binning> MakeBinning(const Cube& cube, const Points& p, const VoronoiResult& vr) {
   auto binning = std::make_shared<Binning>();
-  binning->nx = nx;
-  binning->ny = ny;
-  binning->wcs = cube->wcs;
-  binning->binid.assign(nspax, -1);
+  binning->nx = cube.nx;
+  binning->ny = cube.ny;
+  binning->wcs = cube.wcs;
+  binning->binid.assign(static_cast<size_t>(cube.nx * cube.ny), -1);
   binning->bins.resize(vr.nbins());
-  for (size_t i = 0; i < xs.size(); ++i) {
-    binning->binid[index[i]] = vr.bin[i];
-    binning->bins[vr.bin[i]].spaxels.push_back(index[i]);  // increasing spaxel order
+  for (size_t i = 0; i < p.x.size(); ++i) {
+    binning->binid[p.spaxel[i]] = vr.bin[i];
+    binning->bins[vr.bin[i]].spaxels.push_back(p.spaxel[i]);  // increasing spaxel order
   }
   for (size_t k = 0; k < vr.nbins(); ++k) {
     Binning::Bin& b = binning->bins[k];
@@ -330,31 +255,86 @@ void VoronoiNode::Process(ProcessContext& ctx) {
     b.noise = vr.noise[k];
     b.snr = vr.snr[k];
   }
+  return binning;
+}
 
+/// The BINID map product, with the binning's settings in its header.
+std::shared_ptr<Map> MakeBinidMap(const Cube& cube, const Binning& binning, const VoronoiNodeOptions& o,
+                                  const spectral::ChannelWindow& window) {
   auto binid = std::make_shared<Map>();
   binid->name = "BINID";
   binid->kind = "index";  // written as int32 (HDUCLAS2 = INDEX)
-  binid->nx = nx;
-  binid->ny = ny;
-  binid->wcs = cube->wcs;
-  binid->data.assign(binning->binid.begin(), binning->binid.end());
-  binid->header["BINMETH"] = method_ == VoronoiMethod::kWvt ? "VORONOI-WVT" : "VORONOI-CVT";
-  binid->header["TARGSNR"] = Fmt(target_snr_, 3);
-  binid->header["SNRWMIN"] = Fmt(snr.wave_lo, 2);
-  binid->header["SNRWMAX"] = Fmt(snr.wave_hi, 2);
-  binid->header["COVALPHA"] = Fmt(alpha_, 3);
+  binid->nx = cube.nx;
+  binid->ny = cube.ny;
+  binid->wcs = cube.wcs;
+  binid->data.assign(binning.binid.begin(), binning.binid.end());
+  binid->header["BINMETH"] = o.method == "wvt" ? "VORONOI-WVT" : "VORONOI-CVT";
+  binid->header["TARGSNR"] = Fmt(o.target_snr, 3);
+  binid->header["SNRWMIN"] = Fmt(window.wave_lo, 2);
+  binid->header["SNRWMAX"] = Fmt(window.wave_hi, 2);
+  binid->header["COVALPHA"] = Fmt(o.covariance_alpha, 3);
+  return binid;
+}
 
-  const VoronoiQuality q = EvaluateBinning(xs, ys, vr, target_snr_);
-  ctx.Log(LogLevel::kInfo, std::to_string(xs.size()) + " spaxels in " + std::to_string(vr.nbins()) +
-                               " bins (" + excluded + "); S/N / target: scatter " + Fmt(100 * q.scatter, 1) +
-                               "%, min " + Fmt(q.min_ratio, 2) + ", max " + Fmt(q.max_ratio, 2) +
-                               "; window " + Fmt(snr.wave_lo) + "-" + Fmt(snr.wave_hi) + " A");
+}  // namespace
+
+void VoronoiNode::Process(ProcessContext& ctx) {
+  auto cube = ctx.Input<Cube>("cube");
+  const Options& o = options_;
+
+  // 1. Signal and noise per spaxel: median flux / sqrt(median variance), as vorbin and nGIST.
+  spectral::SnrOptions so;
+  so.wave_min = o.wave_min;
+  so.wave_max = o.wave_max;
+  so.definition = spectral::SnrDefinition::kPixelMedian;
+  so.noise = cube->variance.empty() ? spectral::NoiseSource::kDerSnr : spectral::NoiseSource::kVariance;
+  Result<spectral::SpaxelSnr> snr_or = spectral::ComputeSpaxelSnr(*cube, so);
+  if (!snr_or.ok()) throw Error(snr_or.status().message());
+  const spectral::SpaxelSnr& snr = *snr_or;
+  const spectral::ChannelWindow& window = snr.window;
+  const bool noise_estimated = so.noise == spectral::NoiseSource::kDerSnr;
+  if (window.clipped)
+    ctx.Log(LogLevel::kWarn, "S/N window " + Fmt(o.wave_min) + "-" + Fmt(o.wave_max) +
+                                 " A cut to the cube's range: using " + Fmt(window.wave_lo) + "-" +
+                                 Fmt(window.wave_hi) + " A");
+  if (noise_estimated) ctx.Log(LogLevel::kWarn, "cube has no variance: noise estimated from the flux (DER_SNR)");
+
+  // 2. The spaxels to bin.
+  std::vector<uint8_t> user_mask;
+  if (!o.mask.empty()) user_mask = ReadMaskFits(o.mask.string(), cube->nx, cube->ny);
+  const Points p = SelectSpaxels(snr, user_mask, cube->nx, o.min_snr);
+  const std::string excluded = p.Excluded(o.min_snr);
+  if (p.x.empty())
+    throw Error("no spaxel to bin in " + Fmt(window.wave_lo) + "-" + Fmt(window.wave_hi) + " A (" + excluded +
+                "); lower min_snr or move the window");
+
+  // 3. Voronoi binning.
+  VoronoiResult vr;
+  try {
+    vr = VoronoiBin(p.x, p.y, p.signal, p.noise, o.ToLibrary());
+  } catch (const std::invalid_argument& e) {
+    throw Error(e.what());
+  }
+  if (vr.single_bin)
+    ctx.Log(LogLevel::kWarn, "all " + std::to_string(p.x.size()) + " spaxels together reach S/N " +
+                                 Fmt(vr.snr[0], 2) + ", below " + Fmt(o.min_fraction, 2) + " x target " +
+                                 Fmt(o.target_snr, 2) + ": they form a single bin");
+
+  // 4. Products.
+  auto binning = MakeBinning(*cube, p, vr);
+  auto binid = MakeBinidMap(*cube, *binning, o, window);
+  const VoronoiQuality q = EvaluateBinning(p.x, p.y, vr, o.target_snr);
+  ctx.Log(LogLevel::kInfo, std::to_string(p.x.size()) + " spaxels in " + std::to_string(vr.nbins()) + " bins (" +
+                               excluded + "); S/N / target: scatter " + Fmt(100 * q.scatter, 1) + "%, min " +
+                               Fmt(q.min_ratio, 2) + ", max " + Fmt(q.max_ratio, 2) + "; window " +
+                               Fmt(window.wave_lo) + "-" + Fmt(window.wave_hi) + " A");
 
   std::vector<double> spaxel_noise;
-  if (snr.noise_estimated) spaxel_noise = snr.noise;
+  if (noise_estimated) spaxel_noise = snr.noise;
   ctx.Emit("binning", binning);
   ctx.Emit("binid", binid);
-  ctx.EmitStream("spectra", std::make_shared<BinSpectraSource>(cube, binning, alpha_, std::move(spaxel_noise)));
+  ctx.EmitStream("spectra", std::make_shared<BinSpectraSource>(cube, binning, o.covariance_alpha,
+                                                               std::move(spaxel_noise)));
 }
 
 }  // namespace cubeflow::binning

@@ -1,10 +1,11 @@
 #pragma once
 /// \file voronoi_node.hpp
-/// \brief The `binning.voronoi` node and the cube-side helpers it is made of (per-spaxel
-/// signal and noise in a wavelength window, the FITS mask reader, the lazy bin-spectrum
-/// stream). Declared here so the tests can reach them.
+/// \brief The `binning.voronoi` node, its options and the cube-side helpers it is made of (the
+/// FITS mask reader, the lazy bin-spectrum stream). Declared here so the tests can reach them.
+/// Per-spaxel signal and noise come from cubeflow/spectral/snr.hpp (SnrDefinition::kPixelMedian).
 
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,23 +16,6 @@
 #include "cubeflow/binning/voronoi.hpp"
 
 namespace cubeflow::binning {
-
-/// \brief Per-spaxel signal and noise of a cube in a wavelength window.
-struct SpaxelSnr {
-  int64_t k0 = 0, k1 = -1;          ///< window, inclusive 0-based wavelength pixels
-  double wave_lo = 0, wave_hi = 0;  ///< the window actually used, Angstrom
-  bool clipped = false;             ///< the requested window was cut to the cube's range
-  bool noise_estimated = false;     ///< no variance in the cube: DER_SNR estimate used
-  std::vector<double> signal;       ///< median flux over valid window pixels, NaN if none
-  std::vector<double> noise;        ///< sqrt(median variance), NaN if none
-};
-
-/// \brief Signal and noise per spaxel (y * nx + x) over the pixels whose centre lies in
-/// [wave_min, wave_max] (Angstrom, the cube's frame). Pixels with non-finite flux, non-finite
-/// or non-positive variance or a set cube mask bit are ignored. Without a variance extension
-/// the noise is the DER_SNR estimate (Stoehr et al. 2008) from the flux. Throws
-/// cubeflow::Error if the window does not overlap the cube. Thread-safe (pure function).
-SpaxelSnr ComputeSpaxelSnr(const Cube& cube, double wave_min, double wave_max);
 
 /// \brief Reads a 2-D spatial mask (first image HDU) with CFITSIO: nonzero or NaN = excluded.
 /// Throws cubeflow::Error if it cannot be read or its shape is not nx x ny.
@@ -58,19 +42,37 @@ class BinSpectraSource : public StreamSource {
   size_t next_ = 0;
 };
 
+/// \brief Parameters of `binning.voronoi`. The binning parameters take their defaults from
+/// binning::VoronoiOptions (one default each: covariance_alpha 1.07, the MUSE value).
+struct VoronoiNodeOptions {
+  double target_snr = VoronoiOptions{}.target_snr;
+  double min_snr = 1.0;
+  double wave_min = 5300.0;  ///< Angstrom, cube frame
+  double wave_max = 5500.0;
+  std::filesystem::path mask;  ///< "" = none
+  double covariance_alpha = VoronoiOptions{}.covariance_alpha;
+  std::string method = VoronoiOptions{}.method == VoronoiMethod::kWvt ? "wvt" : "cvt";
+  int max_iter = VoronoiOptions{}.max_iter;
+  double min_fraction = VoronoiOptions{}.min_fraction;
+
+  /// The options of VoronoiBin these give, on the spaxel grid (pixel_size 1).
+  VoronoiOptions ToLibrary() const;
+};
+
 /// \brief `binning.voronoi`: adaptive Voronoi binning of a cube to a target S/N.
 /// Process runs once per run; it reads only its members (thread-safe).
 class VoronoiNode : public Node {
  public:
+  using Options = VoronoiNodeOptions;
   static NodeSpec Spec();
+  explicit VoronoiNode(const Options& options);
+  /// Binds `params` to Options with the spec and runs its checks (as Registry::Add's factory
+  /// does); kept for callers that still build the node from Params.
   explicit VoronoiNode(const Params& params);
   void Process(ProcessContext& ctx) override;
 
  private:
-  double target_snr_, min_snr_, wave_min_, wave_max_, alpha_, min_fraction_;
-  std::string mask_path_;
-  VoronoiMethod method_;
-  int max_iter_;
+  Options options_;
 };
 
 }  // namespace cubeflow::binning

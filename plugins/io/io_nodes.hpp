@@ -1,8 +1,10 @@
 #pragma once
-// Node classes of the "io" plugin (internal header; tests compile the sources directly).
+// Node classes of the "io" plugin and their options (internal header; the tests link the
+// plugin's node library and include it).
 
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <string>
@@ -16,11 +18,23 @@
 
 namespace cubeflow::io {
 
+/// Parameters of io.read_cube. The window and extension defaults are those of
+/// fits::ReadCubeOptions (one default each, taken from the library).
+struct ReadCubeNodeOptions {
+  std::filesystem::path path;
+  double wave_min = fits::ReadCubeOptions{}.wave_min;  ///< 0 = from the start
+  double wave_max = fits::ReadCubeOptions{}.wave_max;  ///< 0 = to the end
+  std::string data_hdu = fits::ReadCubeOptions{}.data_hdu;
+  std::string stat_hdu = fits::ReadCubeOptions{}.stat_hdu;
+  bool require_stat = fits::ReadCubeOptions{}.require_stat;
+};
+
 /// io.read_cube: reads a FITS cube (source node, output `cube`).
 class ReadCubeNode : public Node {
  public:
+  using Options = ReadCubeNodeOptions;
   static NodeSpec Spec();
-  explicit ReadCubeNode(const Params& p);
+  explicit ReadCubeNode(const Options& o);
   void Process(ProcessContext& ctx) override;
 
  private:
@@ -28,12 +42,21 @@ class ReadCubeNode : public Node {
   fits::ReadCubeOptions options_;
 };
 
+/// Parameters of io.read_map.
+struct ReadMapOptions {
+  std::filesystem::path path;
+  std::string extension = "auto";
+  std::string bunit;  ///< "" = the file's BUNIT
+  std::string name;   ///< "" = the HDU's EXTNAME
+};
+
 /// io.read_map: reads one 2-D image extension into a Map (source node, output `map`; optional
 /// `grid` input: a binning whose spatial grid the map must match).
 class ReadMapNode : public Node {
  public:
+  using Options = ReadMapOptions;
   static NodeSpec Spec();
-  explicit ReadMapNode(const Params& p);
+  explicit ReadMapNode(const Options& o);
   void Process(ProcessContext& ctx) override;
 
  private:
@@ -44,12 +67,19 @@ class ReadMapNode : public Node {
 /// corner and centre pixels to `tol_pix` pixel when both have a WCS). Returns "" or the problem.
 std::string CompareGrids(const Map& map, const Binning& grid, double tol_pix = 0.05);
 
+/// Parameters of io.write_maps.
+struct WriteMapsOptions {
+  std::filesystem::path path;
+  bool overwrite = true;
+};
+
 /// io.write_maps: collects maps, a binning and per-bin records; writes one MAPS file in Finish.
 /// Serial: Process is never called concurrently (declared Concurrency::kSerial).
 class WriteMapsNode : public Node {
  public:
+  using Options = WriteMapsOptions;
   static NodeSpec Spec();
-  explicit WriteMapsNode(const Params& p);
+  explicit WriteMapsNode(const Options& o);
   void Process(ProcessContext& ctx) override;
   void Finish(ProcessContext& ctx) override;
 
@@ -91,6 +121,15 @@ inline std::string MissingIdList(const std::vector<int64_t>& ids) {
   return list;
 }
 
+/// Parameters of io.write_spectra.
+struct WriteSpectraOptions {
+  std::filesystem::path path;
+  std::string error = "sigma";    ///< sigma, variance or ivar
+  std::string dtype = "float32";  ///< float32 or float64
+  std::string bunit;              ///< "" = from the spectra's bunit_scale meta
+  bool overwrite = true;
+};
+
 /// io.write_spectra: writes the bin spectra of a stream (binning.voronoi's or
 /// spectral.restframe's `spectra`) as one FITS product, row i of the images = bin i
 /// (docs/products.md). Spectra go to an unlinked scratch file next to the output as they arrive
@@ -98,8 +137,9 @@ inline std::string MissingIdList(const std::vector<int64_t>& ids) {
 /// Serial: Process is never called concurrently (declared Concurrency::kSerial).
 class WriteSpectraNode : public Node {
  public:
+  using Options = WriteSpectraOptions;
   static NodeSpec Spec();
-  explicit WriteSpectraNode(const Params& p);
+  explicit WriteSpectraNode(const Options& o);
   ~WriteSpectraNode() override;
   WriteSpectraNode(const WriteSpectraNode&) = delete;
   WriteSpectraNode& operator=(const WriteSpectraNode&) = delete;
@@ -133,7 +173,11 @@ class WriteSpectraNode : public Node {
   void OpenScratch();
   size_t NewEntry(int64_t id);
 
-  std::string path_, error_kind_, dtype_, bunit_param_;
+  /// The error extension's convention (parameter `error`).
+  enum class ErrorKind { kSigma, kVariance, kIvar };
+
+  std::string path_, bunit_param_;
+  ErrorKind error_kind_ = ErrorKind::kSigma;
   bool overwrite_ = true;
   size_t elem_ = 4;  ///< bytes per value in SPECTRA/ERROR (4 or 8)
   std::shared_ptr<const Binning> binning_;

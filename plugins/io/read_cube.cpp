@@ -1,6 +1,7 @@
 // io.read_cube
 #include <sstream>
 
+#include "cubeflow/strings.hpp"
 #include "io_nodes.hpp"
 
 namespace cubeflow::io {
@@ -12,21 +13,26 @@ NodeSpec ReadCubeNode::Spec() {
           "channels inside [wave_min, wave_max]. Handles CD or CDELT/PC keywords, CTYPE3 AWAV/WAVE "
           "(air/vacuum) and -LOG axes; single-HDU cubes are read from the primary HDU.")
       .Output("cube", Cube::kType, PortKind::kSingle, "the cube (flux, variance, mask, wavelength axis, WCS)")
-      .Param(ParamSpec::Required("path", ParamType::kPath).Doc("FITS cube to read"))
-      .Param(ParamSpec::Double("wave_min", 0).Min(0).Unit("Angstrom").Doc("first wavelength to read (0 = start)"))
-      .Param(ParamSpec::Double("wave_max", 0).Min(0).Unit("Angstrom").Doc("last wavelength to read (0 = end)"))
-      .Param(ParamSpec::String("data_hdu", "DATA").Doc("extension holding the flux"))
-      .Param(ParamSpec::String("stat_hdu", "STAT").Doc("extension holding the variance (\"\" = none)"))
-      .Param(ParamSpec::Bool("require_stat", false).Doc("fail if the variance extension is missing"))
+      .Param(&Options::path, "path", "FITS cube to read", Required{})
+      .Param(&Options::wave_min, "wave_min", "first wavelength to read (0 = start)", Unit{"Angstrom"}, AtLeast{0})
+      .Param(&Options::wave_max, "wave_max", "last wavelength to read (0 = end)", Unit{"Angstrom"}, AtLeast{0})
+      .Param(&Options::data_hdu, "data_hdu", "extension holding the flux")
+      .Param(&Options::stat_hdu, "stat_hdu", "extension holding the variance (\"\" = none)")
+      .Param(&Options::require_stat, "require_stat", "fail if the variance extension is missing")
+      .Check<Options>([](const Options& o, CheckReport& r) {
+        if (o.wave_min > 0 && o.wave_max > 0 && o.wave_min >= o.wave_max)
+          r.Error("wave_max", "must be above wave_min (" + Num(o.wave_min) + " Angstrom), got " + Num(o.wave_max) +
+                                  ": the window [wave_min, wave_max] is empty; set wave_min < wave_max (0 = no limit)");
+      })
       .Concurrent(Concurrency::kSerial);
 }
 
-ReadCubeNode::ReadCubeNode(const Params& p) : path_(p.GetString("path")) {
-  options_.wave_min = p.GetDouble("wave_min");
-  options_.wave_max = p.GetDouble("wave_max");
-  options_.data_hdu = p.GetString("data_hdu");
-  options_.stat_hdu = p.GetString("stat_hdu");
-  options_.require_stat = p.GetBool("require_stat");
+ReadCubeNode::ReadCubeNode(const Options& o) : path_(o.path.string()) {
+  options_.wave_min = o.wave_min;
+  options_.wave_max = o.wave_max;
+  options_.data_hdu = o.data_hdu;
+  options_.stat_hdu = o.stat_hdu;
+  options_.require_stat = o.require_stat;
 }
 
 void ReadCubeNode::Process(ProcessContext& ctx) {

@@ -21,21 +21,17 @@ NodeSpec ReadMapNode::Spec() {
       .OptionalInput("grid", Binning::kType, PortKind::kSingle,
                      "binning whose spatial grid (nx, ny, WCS) the map must match (check only)")
       .Output("map", Map::kType, PortKind::kSingle, "the image (plane 0), its WCS, BUNIT and name")
-      .Param(ParamSpec::Required("path", ParamType::kPath).Doc("FITS file to read"))
-      .Param(ParamSpec::String("extension", "auto")
-                 .Doc("HDU to read: EXTNAME (e.g. V_STARS), or number (0 = primary); auto = the "
-                      "first HDU holding a 2-D image"))
-      .Param(ParamSpec::String("bunit", "").Doc("unit to record instead of the file's BUNIT (\"\" = BUNIT)"))
-      .Param(ParamSpec::String("name", "")
-                 .Doc("map name (EXTNAME in products; \"\" = the HDU's EXTNAME, or MAP for the primary)"))
+      .Param(&Options::path, "path", "FITS file to read", Required{})
+      .Param(&Options::extension, "extension",
+             "HDU to read: EXTNAME (e.g. V_STARS), or number (0 = primary); auto = the "
+             "first HDU holding a 2-D image")
+      .Param(&Options::bunit, "bunit", "unit to record instead of the file's BUNIT (\"\" = BUNIT)")
+      .Param(&Options::name, "name", "map name (EXTNAME in products; \"\" = the HDU's EXTNAME, or MAP for the primary)")
       .Concurrent(Concurrency::kSerial);
 }
 
-ReadMapNode::ReadMapNode(const Params& p)
-    : path_(p.GetString("path")),
-      extension_(p.GetString("extension")),
-      bunit_(p.GetString("bunit")),
-      name_(p.GetString("name")) {}
+ReadMapNode::ReadMapNode(const Options& o)
+    : path_(o.path.string()), extension_(o.extension), bunit_(o.bunit), name_(o.name) {}
 
 std::string CompareGrids(const Map& map, const Binning& grid, double tol_pix) {
   std::ostringstream m;
@@ -81,7 +77,7 @@ void ReadMapNode::Process(ProcessContext& ctx) {
   if (auto grid = ctx.OptionalInput<Binning>("grid")) {
     const std::string problem = CompareGrids(*map, *grid);
     if (!problem.empty())
-      throw Error("io.read_map: " + path_ + " [" + map->header["SRCHDU"] + "]: " + problem);
+      throw Error(path_ + " [" + map->header["SRCHDU"] + "]: " + problem);
   }
   ctx.Emit("map", std::move(map));
 }

@@ -1,11 +1,11 @@
 // io.write_maps
 #include <algorithm>
-#include <cctype>
 #include <cmath>
 #include <filesystem>
 #include <limits>
 #include <set>
 
+#include "cubeflow/strings.hpp"
 #include "io_nodes.hpp"
 
 namespace cubeflow::io {
@@ -13,11 +13,6 @@ namespace cubeflow::io {
 namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-
-std::string Upper(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  return s;
-}
 
 bool EndsWith(const std::string& s, const std::string& suffix) {
   return s.size() > suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -47,13 +42,16 @@ NodeSpec WriteMapsNode::Spec() {
                      "spatial binning: BINID extension, and where per-bin records are painted")
       .MultiInput("records", Record::kType, PortKind::kStream, false,
                   "per-bin results keyed by bin id; fields of all edges are merged per bin")
-      .Param(ParamSpec::Required("path", ParamType::kPath).Doc("output FITS file"))
-      .Param(ParamSpec::Bool("overwrite", true).Doc("replace an existing file"))
+      .Param(&Options::path, "path", "output FITS file", Required{})
+      .Param(&Options::overwrite, "overwrite", "replace an existing file")
+      .Check<Options>([](const Options& o, CheckReport& r) {
+        if (o.path.empty()) r.Error("path", "is empty; name the output FITS file");
+      })
       .Concurrent(Concurrency::kSerial)
       .AcceptsFailures();
 }
 
-WriteMapsNode::WriteMapsNode(const Params& p) : path_(p.GetString("path")), overwrite_(p.GetBool("overwrite")) {}
+WriteMapsNode::WriteMapsNode(const Options& o) : path_(o.path.string()), overwrite_(o.overwrite) {}
 
 void WriteMapsNode::CaptureSingles(ProcessContext& ctx) {
   if (ctx.Connected("records")) records_connected_ = true;
@@ -62,7 +60,7 @@ void WriteMapsNode::CaptureSingles(ProcessContext& ctx) {
     for (const auto& d : ctx.InputsOf("maps")) {
       if (!d) continue;
       if (std::string(d->type()) != Map::kType)
-        throw Error("input 'maps' carries '" + std::string(d->type()) + "', expected 'map'");
+        throw Error("input 'maps' carries '" + std::string(d->type()) + "', expected 'map'; connect map outputs");
       maps_.push_back(std::static_pointer_cast<const Map>(d));
       maps_captured_ = true;
     }
@@ -84,10 +82,12 @@ void WriteMapsNode::Process(ProcessContext& ctx) {
     for (const auto& d : ctx.InputsOf("records", i)) {
       if (!d) continue;
       if (std::string(d->type()) != Record::kType)
-        throw Error("input 'records' carries '" + std::string(d->type()) + "', expected 'record'");
+        throw Error("input 'records' carries '" + std::string(d->type()) +
+                    "', expected 'record'; connect record outputs");
       const auto& r = static_cast<const Record&>(*d);
       const int64_t id = key >= 0 ? key : r.id;
-      if (id < 0) throw Error("a record on input 'records' has no bin id");
+      if (id < 0)
+        throw Error("a record on input 'records' has no bin id; the upstream node must key records by bin id");
       BinResult& b = bins_[id];
       b.quality |= r.quality;
       for (const auto& [name, field] : r.fields) b.fields[name] = field;
@@ -157,7 +157,7 @@ fits::MapsProduct WriteMapsNode::Assemble(const RunInfo& run, bool aborted) cons
     const int64_t nspax = bn.nx * bn.ny;
     if (static_cast<int64_t>(bn.binid.size()) != nspax)
       throw Error("binning has " + std::to_string(bn.binid.size()) + " BINID values for " + std::to_string(bn.nx) +
-                  " x " + std::to_string(bn.ny) + " spaxels");
+                  " x " + std::to_string(bn.ny) + " spaxels; the node that made the binning gave an inconsistent one");
     auto make_map = [&](const std::string& name, const std::string& kind, int64_t nplanes) {
       auto m = std::make_shared<Map>();
       m->name = name;

@@ -15,6 +15,7 @@
 
 #include "cubeflow/fits/cfitsio_error.hpp"
 #include "cubeflow/fits/wcs.hpp"
+#include "cubeflow/strings.hpp"
 #include "io_nodes.hpp"
 
 namespace cubeflow::io {
@@ -22,14 +23,9 @@ namespace cubeflow::io {
 namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-constexpr const char* kNode = "io.write_spectra";
 
-std::string Num(double v) {
-  std::ostringstream s;
-  s.precision(10);
-  s << v;
-  return s.str();
-}
+/// A number in a message or a unit string, to 10 significant digits.
+std::string Num(double v) { return cubeflow::Num(v, 10); }
 
 std::string DescribeAxis(const WavelengthAxis& a) {
   std::ostringstream s;
@@ -60,13 +56,11 @@ std::string FluxUnitFromScale(double scale) {
   return "10**(" + Num(e) + ") " + base;
 }
 
-std::string Upper(const std::string& s) {
-  std::string o;
-  for (char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    o += std::isalnum(u) ? static_cast<char>(std::toupper(u)) : '_';
-  }
-  return o;
+/// BINS column name of a meta key: upper case, characters other than letters and digits as '_'.
+std::string ColumnName(std::string key) {
+  for (char& c : key)
+    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+  return Upper(std::move(key));
 }
 
 /// Meta keys with a fixed column name, unit and description in the BINS table. "@flux" stands
@@ -172,34 +166,33 @@ NodeSpec WriteSpectraNode::Spec() {
       .OptionalInput("binning", Binning::kType, PortKind::kSingle,
                      "the binning: lists every bin (so bins that never arrived are flagged), gives "
                      "centroids / NSPAX / S/N of failed bins, RA/DEC, and the BINID extension")
-      .Param(ParamSpec::Required("path", ParamType::kPath).Doc("output FITS file (its directory is created)"))
-      .Param(ParamSpec::String("error", "sigma")
-                 .Choices({"sigma", "variance", "ivar"})
-                 .Doc("error extension: sigma = 1-sigma (EXTNAME ERROR, NaN where unknown), variance "
-                      "(VAR, NaN where unknown) or ivar = inverse variance (IVAR, 0 where unknown)"))
-      .Param(ParamSpec::String("dtype", "float32")
-                 .Choices({"float32", "float64"})
-                 .Doc("pixel type of SPECTRA and the error extension"))
-      .Param(ParamSpec::String("bunit", "")
-                 .Doc("unit of the un-normalised flux (BUNIT, or FLUXUNIT if normalised); \"\" = from "
-                      "the spectra's bunit_scale meta (binning.voronoi sets it from the cube's BUNIT)"))
-      .Param(ParamSpec::Bool("overwrite", true).Doc("replace an existing file"))
+      .Param(&Options::path, "path", "output FITS file (its directory is created)", Required{})
+      .Param(&Options::error, "error",
+             "error extension: sigma = 1-sigma (EXTNAME ERROR, NaN where unknown), variance "
+             "(VAR, NaN where unknown) or ivar = inverse variance (IVAR, 0 where unknown)",
+             OneOf{{"sigma", "variance", "ivar"}})
+      .Param(&Options::dtype, "dtype", "pixel type of SPECTRA and the error extension", OneOf{{"float32", "float64"}})
+      .Param(&Options::bunit, "bunit",
+             "unit of the un-normalised flux (BUNIT, or FLUXUNIT if normalised); \"\" = from "
+             "the spectra's bunit_scale meta (binning.voronoi sets it from the cube's BUNIT)")
+      .Param(&Options::overwrite, "overwrite", "replace an existing file")
+      .Check<Options>([](const Options& o, CheckReport& r) {
+        if (o.path.empty()) r.Error("path", "is empty; name the output FITS file");
+      })
       .Concurrent(Concurrency::kSerial)
       .AcceptsFailures();
 }
 
-WriteSpectraNode::WriteSpectraNode(const Params& p)
-    : path_(p.GetString("path")),
-      error_kind_(p.GetString("error")),
-      dtype_(p.GetString("dtype")),
-      bunit_param_(p.GetString("bunit")),
-      overwrite_(p.GetBool("overwrite")) {
-  if (error_kind_ != "sigma" && error_kind_ != "variance" && error_kind_ != "ivar")
-    throw Error(std::string(kNode) + ": parameter 'error' is '" + error_kind_ + "'; use sigma, variance or ivar");
-  if (dtype_ != "float32" && dtype_ != "float64")
-    throw Error(std::string(kNode) + ": parameter 'dtype' is '" + dtype_ + "'; use float32 or float64");
-  if (path_.empty()) throw Error(std::string(kNode) + ": parameter 'path' is empty; name the output FITS file");
-  elem_ = dtype_ == "float32" ? 4 : 8;
+WriteSpectraNode::WriteSpectraNode(const Options& o)
+    : path_(o.path.string()), bunit_param_(o.bunit), overwrite_(o.overwrite) {
+  // The validator allows only the declared choices; this guards direct construction.
+  if (o.error == "sigma") error_kind_ = ErrorKind::kSigma;
+  else if (o.error == "variance") error_kind_ = ErrorKind::kVariance;
+  else if (o.error == "ivar") error_kind_ = ErrorKind::kIvar;
+  else throw Error("parameter 'error' is '" + o.error + "'; use sigma, variance or ivar");
+  if (o.dtype != "float32" && o.dtype != "float64")
+    throw Error("parameter 'dtype' is '" + o.dtype + "'; use float32 or float64");
+  elem_ = o.dtype == "float32" ? 4 : 8;
 }
 
 WriteSpectraNode::~WriteSpectraNode() {
@@ -209,8 +202,7 @@ WriteSpectraNode::~WriteSpectraNode() {
 
 void WriteSpectraNode::OpenScratch() {
   if (!overwrite_ && std::filesystem::exists(path_))  // fail before the run does the work
-    throw Error(std::string(kNode) + ": '" + path_ +
-                "' exists and overwrite is false; remove it or set overwrite: true");
+    throw Error("'" + path_ + "' exists and overwrite is false; remove it or set overwrite: true");
   std::error_code ec;
   const auto dir = std::filesystem::path(path_).parent_path();
   if (!dir.empty()) std::filesystem::create_directories(dir, ec);
@@ -218,7 +210,7 @@ void WriteSpectraNode::OpenScratch() {
                          std::to_string(g_scratch_counter.fetch_add(1));
   scratch_ = std::fopen(sp.c_str(), "w+b");
   if (!scratch_)
-    throw Error(std::string(kNode) + ": cannot create the scratch file '" + sp + "' beside 'path' (" +
+    throw Error("cannot create the scratch file '" + sp + "' beside 'path' (" +
                 std::strerror(errno) + "); the directory of '" + path_ + "' must exist or be creatable and be writable");
   // Unlinked at once: the data live as long as the handle, and nothing is left behind on a crash.
   if (::unlink(sp.c_str()) != 0) scratch_path_ = sp;
@@ -226,7 +218,7 @@ void WriteSpectraNode::OpenScratch() {
 
 size_t WriteSpectraNode::NewEntry(int64_t id) {
   if (by_id_.count(id))
-    throw Error(std::string(kNode) + ": bin " + std::to_string(id) +
+    throw Error("bin " + std::to_string(id) +
                 " arrived twice on 'spectra' (an upstream node emitted the same bin id twice)");
   entries_.emplace_back();
   entries_.back().id = id;
@@ -240,7 +232,7 @@ void WriteSpectraNode::AddFailure(int64_t id, const std::string& why) {
 }
 
 void WriteSpectraNode::AddSpectrum(ProcessContext& ctx, int64_t id, const Spectrum& s) {
-  const std::string who = std::string(kNode) + ": bin " + std::to_string(id);
+  const std::string who = "bin " + std::to_string(id);
   const size_t n = s.flux.size();
   if (n == 0 || static_cast<int64_t>(n) != s.wave.n)
     throw Error(who + ": the spectrum has " + std::to_string(n) + " flux values but its wavelength axis " +
@@ -302,8 +294,8 @@ void WriteSpectraNode::AddSpectrum(ProcessContext& ctx, int64_t id, const Spectr
     if (!has_var) m |= kMaskNoError;
     const bool err_ok = (m & (kMaskBadPixel | kMaskNonFinite | kMaskNoError)) == 0;
     double e;
-    if (error_kind_ == "sigma") e = err_ok ? std::sqrt(var) : kNaN;
-    else if (error_kind_ == "variance") e = err_ok ? var : kNaN;
+    if (error_kind_ == ErrorKind::kSigma) e = err_ok ? std::sqrt(var) : kNaN;
+    else if (error_kind_ == ErrorKind::kVariance) e = err_ok ? var : kNaN;
     else e = err_ok && var > 0 ? 1.0 / var : 0.0;
     put(fl, k, f);
     put(er, k, e);
@@ -345,7 +337,7 @@ void WriteSpectraNode::Process(ProcessContext& ctx) {
     auto s = ctx.Input<Spectrum>("spectra", i);
     const int64_t id = key >= 0 ? key : s->id;
     if (id < 0)
-      throw Error(std::string(kNode) + ": a spectrum on 'spectra' has no bin id (stream key and Spectrum::id are "
+      throw Error("a spectrum on 'spectra' has no bin id (stream key and Spectrum::id are "
                                        "both negative)");
     AddSpectrum(ctx, id, *s);
   }
@@ -370,12 +362,12 @@ void WriteSpectraNode::Finish(ProcessContext& ctx) {
     for (int32_t b : binning_->binid) max_id = std::max<int64_t>(max_id, b);
   }
   if (max_id < 0)
-    return fail(std::string(kNode) + ": nothing to write to '" + path_ +
+    return fail("nothing to write to '" + path_ +
                 "': no spectrum, failed bin or binning arrived");
   const int64_t nrows = max_id + 1;
   const int64_t known = static_cast<int64_t>(entries_.size()) + (binning_ ? static_cast<int64_t>(binning_->bins.size()) : 0);
   if (nrows > 4 * known + 1024)
-    return fail(std::string(kNode) + ": bin ids are sparse (largest " + std::to_string(max_id) + ", but only " +
+    return fail("bin ids are sparse (largest " + std::to_string(max_id) + ", but only " +
                 std::to_string(entries_.size()) + " bins arrived); row i of '" + path_ +
                 "' is bin i, so ids must be dense (0..N-1)");
   const int64_t nwave = have_axis_ ? axis_.n : 0;
@@ -404,11 +396,12 @@ void WriteSpectraNode::Finish(ProcessContext& ctx) {
   const std::string spec_unit = normalised ? std::string() : flux_unit;
   std::string err_unit;
   if (!spec_unit.empty()) {
-    if (error_kind_ == "sigma") err_unit = spec_unit;
-    else if (error_kind_ == "variance") err_unit = "(" + spec_unit + ")**2";
+    if (error_kind_ == ErrorKind::kSigma) err_unit = spec_unit;
+    else if (error_kind_ == ErrorKind::kVariance) err_unit = "(" + spec_unit + ")**2";
     else err_unit = "(" + spec_unit + ")**-2";
   }
-  const std::string err_name = error_kind_ == "sigma" ? "ERROR" : error_kind_ == "variance" ? "VAR" : "IVAR";
+  const std::string err_name =
+      error_kind_ == ErrorKind::kSigma ? "ERROR" : error_kind_ == ErrorKind::kVariance ? "VAR" : "IVAR";
 
   // --- Target checks, then the primary HDU (provenance) via the MAPS writer. -------------
   {
@@ -416,7 +409,7 @@ void WriteSpectraNode::Finish(ProcessContext& ctx) {
     const auto dir = std::filesystem::path(path_).parent_path();
     if (!dir.empty()) std::filesystem::create_directories(dir, ec);
     if (!overwrite_ && std::filesystem::exists(path_))
-      return fail(std::string(kNode) + ": cannot write '" + path_ +
+      return fail("cannot write '" + path_ +
                   "': the file exists and overwrite is false; remove it or set overwrite: true");
   }
   const std::string part = path_ + ".part-" + std::to_string(static_cast<long>(::getpid()));
@@ -443,7 +436,7 @@ void WriteSpectraNode::Finish(ProcessContext& ctx) {
     prim.comments.push_back("bin " + std::to_string(e.id) + " failed: " + e.failure.substr(0, 50));
   }
   ::unlink(part.c_str());
-  if (Status st = fits::WriteMapsFile(part, prim); !st.ok()) return fail(std::string(kNode) + ": " + st.message());
+  if (Status st = fits::WriteMapsFile(part, prim); !st.ok()) return fail(st.message());
 
   // --- The extensions, appended with CFITSIO. --------------------------------------------
   fitsfile* f = nullptr;
@@ -455,7 +448,7 @@ void WriteSpectraNode::Finish(ProcessContext& ctx) {
     f = nullptr;
     fits_clear_errmsg();
     ::unlink(part.c_str());
-    fail(std::string(kNode) + ": cannot write '" + path_ + "' (HDU " + stage + "): " + what);
+    fail("cannot write '" + path_ + "' (HDU " + stage + "): " + what);
   };
   if (fits_open_diskfile(&f, part.c_str(), READWRITE, &status)) {
     f = nullptr;
@@ -537,7 +530,8 @@ void WriteSpectraNode::Finish(ProcessContext& ctx) {
     } else if (seg == 1) {
       common_keys(err_name.c_str(), "ERROR");
       if (!err_unit.empty()) fits_write_key_longstr(f, "BUNIT", err_unit.c_str(), "unit", &status);
-      key_str("ERRTYPE", error_kind_ == "sigma" ? "SIGMA" : error_kind_ == "variance" ? "VAR" : "INVVAR",
+      key_str("ERRTYPE",
+              error_kind_ == ErrorKind::kSigma ? "SIGMA" : error_kind_ == ErrorKind::kVariance ? "VAR" : "INVVAR",
               "1-sigma, variance or inverse variance");
       key_str("DATA", "SPECTRA", "value extension");
       if (normalised) fits_write_comment(f, "Errors of the normalised flux: scale by NORM like SPECTRA.", &status);
@@ -557,7 +551,7 @@ void WriteSpectraNode::Finish(ProcessContext& ctx) {
     if (seg == 2) {
       std::fill(empty.begin(), empty.end(), static_cast<unsigned char>(kMaskNoSpectrum));
     } else {
-      const double fillv = seg == 1 && error_kind_ == "ivar" ? 0.0 : kNaN;
+      const double fillv = seg == 1 && error_kind_ == ErrorKind::kIvar ? 0.0 : kNaN;
       for (int64_t k = 0; k < nwave; ++k) {
         if (elem_ == 4) {
           const auto v = static_cast<float>(fillv);
@@ -711,11 +705,11 @@ void WriteSpectraNode::Finish(ProcessContext& ctx) {
     for (const auto& [key, values] : meta_) {
       const KnownMeta* km = FindKnown(key);
       if (km && (std::string(km->column).empty() || names.count(km->column))) continue;  // already written
-      std::string name = km ? km->column : Upper(key);
+      std::string name = km ? km->column : ColumnName(key);
       std::string unit = km ? (std::string(km->unit) == "@flux" ? flux_unit : km->unit) : "";
       std::string doc = km ? km->doc : "meta value '" + key + "' of the spectra";
       if (names.count(name)) name = "META_" + name;
-      for (int k = 2; names.count(name); ++k) name = "META_" + Upper(key) + "_" + std::to_string(k);
+      for (int k = 2; names.count(name); ++k) name = "META_" + ColumnName(key) + "_" + std::to_string(k);
       names.insert(name);
       std::vector<double> v(nr, kNaN);
       for (int64_t r = 0; r < nrows; ++r) v[static_cast<size_t>(r)] = meta_of(r, key);
@@ -784,7 +778,7 @@ void WriteSpectraNode::Finish(ProcessContext& ctx) {
   if (std::rename(part.c_str(), path_.c_str()) != 0) {
     const std::string err = std::strerror(errno);
     ::unlink(part.c_str());
-    return fail(std::string(kNode) + ": cannot write '" + path_ + "': rename from '" + part + "' failed: " + err);
+    return fail("cannot write '" + path_ + "': rename from '" + part + "' failed: " + err);
   }
   if (scratch_) {
     std::fclose(scratch_);

@@ -1,10 +1,8 @@
 // The "spectral" plugin: per-spaxel and per-bin spectral operations.
 #include "cubeflow/plugin.hpp"
+#include "spectral_nodes.hpp"
 
 namespace cubeflow::spectral {
-void RegisterSnrMap(Registry& r);
-void RegisterRestframe(Registry& r);
-
 namespace {
 void RegisterNodes(Registry& r) {
   RegisterSnrMap(r);

@@ -15,6 +15,8 @@
 #include "cubeflow/spectral/spectral_ops.hpp"
 #include "cubeflow/spec.hpp"
 #include "cubeflow/status.hpp"
+#include "cubeflow/strings.hpp"
+#include "spectral_nodes.hpp"
 
 namespace cubeflow::spectral {
 
@@ -52,8 +54,29 @@ void FillBad(std::vector<double>& v, const std::vector<uint8_t>& bad) {
   }
 }
 
+/// Parameters of spectral.restframe.
+struct RestframeOptions {
+  double z_sys = 0.0;
+  double velocity = 0.0;
+  double dispersion = 0.0;
+  bool velocity_spread = true;
+  double wave_start = 4800.0;
+  double wave_step = 1.25;
+  int64_t wave_n = 1761;
+  double sigma_target = 150.0;
+  std::string lsf = "linear";
+  double lsf_fwhm_blue = 2.9;
+  double lsf_fwhm_red = 2.4;
+  double lsf_wave_blue = 4800.0;
+  double lsf_wave_red = 6500.0;
+  double norm_min = 5300.0;
+  double norm_max = 5500.0;
+};
+
 class RestframeNode : public Node {
  public:
+  using Options = RestframeOptions;
+
   static NodeSpec Spec() {
     return NodeSpec("spectral.restframe",
                     "Rest-frame, rebin, broaden to a common dispersion and normalise bin spectra")
@@ -104,67 +127,91 @@ class RestframeNode : public Node {
                        "spectral.snr_map); uniform if unconnected; negative/NaN count as 0")
         .Output("spectra", Spectrum::kType, PortKind::kStream,
                 "rest-frame spectra on the model grid, broadened and normalised (rest_frame = true)")
-        .Param(ParamSpec::Double("z_sys", 0.0).Range(-0.01, 10.0).Unit("")
-                   .Doc("systemic redshift (cz / c); rest = observed / (1 + z_sys) / (1 + v/c)"))
-        .Param(ParamSpec::Double("velocity", 0.0).Range(-5000, 5000).Unit("km/s")
-                   .Doc("line-of-sight velocity relative to systemic, used when no velocity map is connected"))
-        .Param(ParamSpec::Double("dispersion", 0.0).Range(0, 2000).Unit("km/s")
-                   .Doc("intrinsic stellar dispersion, used when no dispersion map is connected"))
-        .Param(ParamSpec::Bool("velocity_spread", true)
-                   .Doc("add the light-weighted velocity spread of the bin's spaxels in quadrature "
-                        "to its dispersion (maps only)"))
-        .Param(ParamSpec::Double("wave_start", 4800.0).Min(1.0).Unit("Angstrom")
-                   .Doc("first pixel centre of the rest-frame output grid"))
-        .Param(ParamSpec::Double("wave_step", 1.25).Min(1e-3).Unit("Angstrom")
-                   .Doc("pixel step of the rest-frame output grid"))
-        .Param(ParamSpec::Int("wave_n", 1761).Min(2).Unit("pixels")
-                   .Doc("number of output pixels (default grid 4800-7000 Angstrom)"))
-        .Param(ParamSpec::Double("sigma_target", 150.0).Min(0).Unit("km/s")
-                   .Doc("common total dispersion (intrinsic + instrumental + added) of the output"))
-        .Param(ParamSpec::String("lsf", "linear")
-                   .Choices({"linear", "bacon2017"})
-                   .Doc("instrumental FWHM model: linear = lsf_fwhm_blue..lsf_fwhm_red (the paper's MUSE "
-                        "values); bacon2017 = Bacon et al. (2017) eq. 8, 2.98 A at 4800 A to 2.48 A at 7000 A"))
-        .Param(ParamSpec::Double("lsf_fwhm_blue", 2.9).Min(0).Unit("Angstrom")
-                   .Doc("instrumental FWHM at lsf_wave_blue (observed frame; MUSE: 2.9)"))
-        .Param(ParamSpec::Double("lsf_fwhm_red", 2.4).Min(0).Unit("Angstrom")
-                   .Doc("instrumental FWHM at lsf_wave_red and beyond (observed frame; MUSE: 2.4)"))
-        .Param(ParamSpec::Double("lsf_wave_blue", 4800.0).Min(1.0).Unit("Angstrom")
-                   .Doc("observed wavelength of lsf_fwhm_blue (FWHM constant below)"))
-        .Param(ParamSpec::Double("lsf_wave_red", 6500.0).Min(1.0).Unit("Angstrom")
-                   .Doc("observed wavelength of lsf_fwhm_red (FWHM constant above)"))
-        .Param(ParamSpec::Double("norm_min", 5300.0).Min(0).Unit("Angstrom")
-                   .Doc("start of the rest-frame normalisation window"))
-        .Param(ParamSpec::Double("norm_max", 5500.0).Min(0).Unit("Angstrom")
-                   .Doc("end of the rest-frame normalisation window"))
+        .Param(&Options::z_sys, "z_sys", "systemic redshift (cz / c); rest = observed / (1 + z_sys) / (1 + v/c)",
+               InRange{-0.01, 10.0})
+        .Param(&Options::velocity, "velocity",
+               "line-of-sight velocity relative to systemic, used when no velocity map is connected",
+               Unit{"km/s"}, InRange{-5000, 5000})
+        .Param(&Options::dispersion, "dispersion",
+               "intrinsic stellar dispersion, used when no dispersion map is connected", Unit{"km/s"},
+               InRange{0, 2000})
+        .Param(&Options::velocity_spread, "velocity_spread",
+               "add the light-weighted velocity spread of the bin's spaxels in quadrature "
+               "to its dispersion (maps only)")
+        .Param(&Options::wave_start, "wave_start", "first pixel centre of the rest-frame output grid",
+               Unit{"Angstrom"}, AtLeast{1.0})
+        .Param(&Options::wave_step, "wave_step", "pixel step of the rest-frame output grid", Unit{"Angstrom"},
+               AtLeast{1e-3})
+        .Param(&Options::wave_n, "wave_n", "number of output pixels (default grid 4800-7000 Angstrom)",
+               Unit{"pixels"}, AtLeast{2})
+        .Param(&Options::sigma_target, "sigma_target",
+               "common total dispersion (intrinsic + instrumental + added) of the output", Unit{"km/s"},
+               AtLeast{0})
+        .Param(&Options::lsf, "lsf",
+               "instrumental FWHM model: linear = lsf_fwhm_blue..lsf_fwhm_red (the paper's MUSE "
+               "values); bacon2017 = Bacon et al. (2017) eq. 8, 2.98 A at 4800 A to 2.48 A at 7000 A",
+               OneOf{{"linear", "bacon2017"}})
+        .Param(&Options::lsf_fwhm_blue, "lsf_fwhm_blue",
+               "instrumental FWHM at lsf_wave_blue (observed frame; MUSE: 2.9)", Unit{"Angstrom"}, AtLeast{0})
+        .Param(&Options::lsf_fwhm_red, "lsf_fwhm_red",
+               "instrumental FWHM at lsf_wave_red and beyond (observed frame; MUSE: 2.4)", Unit{"Angstrom"},
+               AtLeast{0})
+        .Param(&Options::lsf_wave_blue, "lsf_wave_blue",
+               "observed wavelength of lsf_fwhm_blue (FWHM constant below)", Unit{"Angstrom"}, AtLeast{1.0})
+        .Param(&Options::lsf_wave_red, "lsf_wave_red", "observed wavelength of lsf_fwhm_red (FWHM constant above)",
+               Unit{"Angstrom"}, AtLeast{1.0})
+        .Param(&Options::norm_min, "norm_min", "start of the rest-frame normalisation window", Unit{"Angstrom"},
+               AtLeast{0})
+        .Param(&Options::norm_max, "norm_max", "end of the rest-frame normalisation window", Unit{"Angstrom"},
+               AtLeast{0})
+        .Check<Options>(CheckOptions)
         .Concurrent(Concurrency::kParallel);
   }
 
-  explicit RestframeNode(const Params& p)
-      : z_sys_(p.GetDouble("z_sys")),
-        velocity_(p.GetDouble("velocity")),
-        dispersion_(p.GetDouble("dispersion")),
-        velocity_spread_(p.GetBool("velocity_spread")),
-        sigma_target_(p.GetDouble("sigma_target")),
-        lsf_bacon_(p.GetString("lsf") == "bacon2017"),
-        lsf_fwhm_blue_(p.GetDouble("lsf_fwhm_blue")),
-        lsf_fwhm_red_(p.GetDouble("lsf_fwhm_red")),
-        lsf_wave_blue_(p.GetDouble("lsf_wave_blue")),
-        lsf_wave_red_(p.GetDouble("lsf_wave_red")),
-        norm_min_(p.GetDouble("norm_min")),
-        norm_max_(p.GetDouble("norm_max")) {
-    if (!(lsf_wave_red_ > lsf_wave_blue_))
-      throw Error("spectral.restframe: lsf_wave_red must be greater than lsf_wave_blue");
-    if (!(norm_max_ > norm_min_))
-      throw Error("spectral.restframe: norm_max must be greater than norm_min");
-    axis_ = WavelengthAxis::Linear(p.GetDouble("wave_start"), p.GetDouble("wave_step"),
-                                   p.GetInt("wave_n"));
-    if (norm_max_ < axis_.At(0) || norm_min_ > axis_.At(axis_.n - 1))
-      throw Error("spectral.restframe: normalisation window [norm_min, norm_max] lies outside the "
-                  "output grid; change norm_min/norm_max or wave_start/wave_step/wave_n");
-    centres_ = spectral::AxisCentres(axis_);
-    edges_ = spectral::AxisEdges(axis_);
+  /// Cross-parameter checks (the validator reports them at the parameter's line).
+  static void CheckOptions(const Options& o, CheckReport& r) {
+    if (!(o.lsf_wave_red > o.lsf_wave_blue))
+      r.Error("lsf_wave_red", "must be above lsf_wave_blue (" + Num(o.lsf_wave_blue) + " Angstrom), got " +
+                                  Num(o.lsf_wave_red) +
+                                  ": the instrumental FWHM is interpolated from lsf_wave_blue to lsf_wave_red; "
+                                  "set lsf_wave_blue < lsf_wave_red");
+    if (!(o.norm_max > o.norm_min)) {
+      r.Error("norm_max", "must be above norm_min (" + Num(o.norm_min) + " Angstrom), got " + Num(o.norm_max) +
+                              ": the normalisation window [norm_min, norm_max] is empty; set norm_min < norm_max");
+      return;
+    }
+    const WavelengthAxis grid = OutputGrid(o);
+    const double first = grid.At(0), last = grid.At(grid.n - 1);
+    const std::string grid_text = "the output grid (" + Num(first) + "-" + Num(last) + " Angstrom)";
+    const std::string fix =
+        "; the normalisation window [norm_min, norm_max] must overlap it: change norm_min/norm_max or "
+        "wave_start/wave_step/wave_n";
+    if (o.norm_min > last)
+      r.Error("norm_min", Num(o.norm_min) + " Angstrom lies beyond the end of " + grid_text + fix);
+    else if (o.norm_max < first)
+      r.Error("norm_max", Num(o.norm_max) + " Angstrom lies before the start of " + grid_text + fix);
   }
+  /// The rest-frame output grid wave_start + i * wave_step, i < wave_n.
+  static WavelengthAxis OutputGrid(const Options& o) {
+    return WavelengthAxis::Linear(o.wave_start, o.wave_step, o.wave_n);
+  }
+
+  explicit RestframeNode(const Options& o)
+      : z_sys_(o.z_sys),
+        velocity_(o.velocity),
+        dispersion_(o.dispersion),
+        velocity_spread_(o.velocity_spread),
+        sigma_target_(o.sigma_target),
+        lsf_bacon_(o.lsf == "bacon2017"),
+        lsf_fwhm_blue_(o.lsf_fwhm_blue),
+        lsf_fwhm_red_(o.lsf_fwhm_red),
+        lsf_wave_blue_(o.lsf_wave_blue),
+        lsf_wave_red_(o.lsf_wave_red),
+        norm_min_(o.norm_min),
+        norm_max_(o.norm_max),
+        axis_(OutputGrid(o)),
+        centres_(spectral::AxisCentres(axis_)),
+        edges_(spectral::AxisEdges(axis_)) {}
 
   /// Instrumental FWHM (Angstrom) at an observed wavelength.
   double LsfFwhm(double lambda_obs) const {
@@ -198,11 +245,15 @@ class RestframeNode : public Node {
     const size_t n_in = in.flux.size();
     if (n_in < 2 || static_cast<int64_t>(n_in) != in.wave.n)
       throw Error(who + ": spectrum has " + std::to_string(n_in) + " pixels but its axis " +
-                  std::to_string(in.wave.n));
-    if (in.rest_frame) throw Error(who + ": spectrum is already in the rest frame");
+                  std::to_string(in.wave.n) + "; the upstream node must give >= 2 pixels, one per axis pixel");
+    if (in.rest_frame)
+      throw Error(who + ": spectrum is already in the rest frame; connect observed-frame spectra (e.g. "
+                        "binning.voronoi's)");
     const bool has_var = !in.variance.empty();
-    if (has_var && in.variance.size() != n_in) throw Error(who + ": variance size differs from flux");
-    if (!in.mask.empty() && in.mask.size() != n_in) throw Error(who + ": mask size differs from flux");
+    if (has_var && in.variance.size() != n_in)
+      throw Error(who + ": variance size differs from flux; the upstream node must give one per pixel");
+    if (!in.mask.empty() && in.mask.size() != n_in)
+      throw Error(who + ": mask size differs from flux; the upstream node must give one per pixel");
 
     // 1. Rest-frame pixel edges (the Doppler factor is a pure scaling of the wavelengths).
     const double doppler = (1.0 + z_sys_) * (1.0 + kin.velocity / kC);
@@ -343,9 +394,10 @@ class RestframeNode : public Node {
     const int64_t nx = ref->nx, ny = ref->ny;
     auto check = [&](const Map* m, const char* name) {
       if (m && (m->nx != nx || m->ny != ny || m->data.size() < static_cast<size_t>(nx * ny)))
-        throw Error(std::string("spectral.restframe: map '") + name + "' is " +
+        throw Error(std::string("map '") + name + "' is " +
                     std::to_string(m->nx) + "x" + std::to_string(m->ny) + ", expected " +
-                    std::to_string(nx) + "x" + std::to_string(ny));
+                    std::to_string(nx) + "x" + std::to_string(ny) +
+                    "; connect maps on the same spatial grid as the velocity map");
     };
     check(vmap, "velocity");
     check(smap, "dispersion");
@@ -353,22 +405,23 @@ class RestframeNode : public Node {
     std::vector<int32_t> spax;
     if (binning) {
       if (binning->nx != nx || binning->ny != ny)
-        throw Error("spectral.restframe: binning is " + std::to_string(binning->nx) + "x" +
-                    std::to_string(binning->ny) + " but the kinematics maps are " +
-                    std::to_string(nx) + "x" + std::to_string(ny));
+        throw Error("binning is " + std::to_string(binning->nx) + "x" + std::to_string(binning->ny) +
+                    " but the kinematics maps are " + std::to_string(nx) + "x" + std::to_string(ny) +
+                    "; the maps must be on the cube's spatial grid (check with io.read_map's grid input)");
       if (key < 0 || key >= static_cast<int64_t>(binning->bins.size()))
-        throw Error(who + ": not in the binning (" + std::to_string(binning->bins.size()) + " bins)");
+        throw Error(who + ": not in the binning (" + std::to_string(binning->bins.size()) +
+                    " bins); connect the binning that produced the spectra");
       spax = binning->bins[static_cast<size_t>(key)].spaxels;
     } else {
       auto ix = s.meta.find("x"), iy = s.meta.find("y");
       if (ix == s.meta.end() || iy == s.meta.end())
         throw Error(who + ": spectrum has no meta x, y and no binning is connected; cannot look "
-                          "up the kinematics maps");
+                          "up the kinematics maps: connect `binning`");
       const auto x = static_cast<int64_t>(std::lround(ix->second));
       const auto y = static_cast<int64_t>(std::lround(iy->second));
       if (x < 0 || y < 0 || x >= nx || y >= ny)
         throw Error(who + ": position (" + std::to_string(x) + ", " + std::to_string(y) +
-                    ") is outside the kinematics maps");
+                    ") is outside the kinematics maps; connect maps on the cube's spatial grid");
       spax.push_back(static_cast<int32_t>(y * nx + x));
     }
     // Light-weighted moments over spaxels where every connected map is finite.

@@ -9,10 +9,14 @@
 //     next bin starts at the unbinned point closest to the centroid of everything binned so
 //     far; accretion stops when the remaining points together fall short of the target.
 //  2. Points not in a good bin go to the nearest good-bin centroid.
-//  3. Lloyd iterations: Voronoi tessellation of the points around the generators, then the
+//  3. Bins far above the target (they absorbed leftover points) are split.
+//  4. Lloyd iterations: Voronoi tessellation of the points around the generators, then the
 //     generators move to the (S/N)^4-weighted centroids (CVT), or to the geometric centroids
 //     with per-bin scale lengths sqrt(area/SN) (WVT).
-//  4. Bins that end below min_fraction * target are dissolved into the nearest other bins.
+//  5. Bins that end below min_fraction * target are dissolved into the nearest other bins.
+//  6. Per-bin figures.
+// VoronoiBin runs these steps in this order; each is one function below (Accrete,
+// AssignToGoodBins, SplitRichBins, RelaxTessellation, DissolvePoorBins, FinalFigures).
 //
 // Cost: neighbour lists, nearest-unbinned and nearest-generator queries use a k-d tree whose
 // nodes carry live-point counts (removed points prune whole subtrees), so the whole run is
@@ -424,11 +428,23 @@ double PixelSize(const std::vector<double>& x, const std::vector<double>& y, con
   return std::isfinite(best) ? std::sqrt(best) : 1.0;
 }
 
-}  // namespace
+/// What every step of one VoronoiBin run reads: the points, the options and derived figures.
+struct Problem {
+  const Inputs& in;
+  const VoronoiOptions& opt;
+  double target;    ///< opt.target_snr
+  double alpha;     ///< opt.covariance_alpha
+  double min_sn;    ///< opt.min_fraction * target: the S/N a bin must reach
+  double pix;       ///< pixel size
+  bool use_tree;    ///< opt.spatial_index
+  size_t size() const { return in.x.size(); }
+  /// S/N of a bin of n points with summed signal and variance (covariance-corrected).
+  double Sn(double sig, double var, int64_t n) const { return sig / BinNoise(var, n, alpha); }
+};
 
-VoronoiResult VoronoiBin(const std::vector<double>& x, const std::vector<double>& y,
-                         const std::vector<double>& signal, const std::vector<double>& noise,
-                         const VoronoiOptions& opt) {
+/// Throws std::invalid_argument unless the points and options can be binned.
+void CheckInputs(const std::vector<double>& x, const std::vector<double>& y, const std::vector<double>& signal,
+                 const std::vector<double>& noise, const VoronoiOptions& opt) {
   const size_t npts = x.size();
   if (y.size() != npts || signal.size() != npts || noise.size() != npts)
     throw std::invalid_argument("VoronoiBin: x, y, signal and noise must have the same length");
@@ -444,377 +460,444 @@ VoronoiResult VoronoiBin(const std::vector<double>& x, const std::vector<double>
       throw std::invalid_argument("VoronoiBin: point " + std::to_string(i) +
                                   " has non-positive or non-finite noise");
   }
-  VoronoiResult res;
-  if (npts == 0) return res;
+}
 
-  const Inputs in{x, y, signal, noise};
-  const double target = opt.target_snr;
-  const double alpha = opt.covariance_alpha;
-  const double min_sn = opt.min_fraction * target;
-  const bool use_tree = opt.spatial_index;
-  auto sn_of = [alpha](double sig, double var, int64_t n) { return sig / BinNoise(var, n, alpha); };
+/// Neighbour lists (CSR): the points within `radius` of point i, i itself excluded, are
+/// nb[off[i]] .. nb[off[i + 1] - 1].
+struct Neighbours {
+  std::vector<int64_t> off;
+  std::vector<int32_t> nb;
+};
 
-  KdTree tree(x, y);
-  const double pix = opt.pixel_size > 0 ? opt.pixel_size : PixelSize(x, y, tree, use_tree);
-  res.pixel_size = pix;
+Neighbours FindNeighbours(const Problem& pb, const KdTree& tree, double radius) {
+  const std::vector<double>& x = pb.in.x;
+  const std::vector<double>& y = pb.in.y;
+  const size_t npts = pb.size();
+  Neighbours g;
+  g.off.assign(npts + 1, 0);
+  tbb::parallel_for(tbb::blocked_range<size_t>(0, npts, 4096), [&](const tbb::blocked_range<size_t>& r) {
+    for (size_t i = r.begin(); i != r.end(); ++i) {
+      int64_t c = 0;
+      tree.Range(x[i], y[i], radius, [&](int32_t j) { c += (static_cast<size_t>(j) != i); });
+      g.off[i + 1] = c;
+    }
+  });
+  for (size_t i = 0; i < npts; ++i) g.off[i + 1] += g.off[i];
+  g.nb.resize(static_cast<size_t>(g.off[npts]));
+  tbb::parallel_for(tbb::blocked_range<size_t>(0, npts, 4096), [&](const tbb::blocked_range<size_t>& r) {
+    for (size_t i = r.begin(); i != r.end(); ++i) {
+      int64_t o = g.off[i];
+      tree.Range(x[i], y[i], radius, [&](int32_t j) {
+        if (static_cast<size_t>(j) != i) g.nb[o++] = j;
+      });
+    }
+  });
+  return g;
+}
 
-  std::vector<int32_t> cls(npts, -1);
-  std::vector<double> gx, gy;  // generators
-
-  double tot_sig = 0, tot_var = 0;
-  for (size_t i = 0; i < npts; ++i) {
-    tot_sig += signal[i];
-    tot_var += noise[i] * noise[i];
+/// The point with the highest S/N (the first accretion bin starts there).
+int32_t BrightestPoint(const Inputs& in) {
+  int32_t start = 0;
+  double best = -kInf;
+  for (size_t i = 0; i < in.x.size(); ++i) {
+    const double sn = in.s[i] / in.n[i];
+    if (sn > best) {
+      best = sn;
+      start = static_cast<int32_t>(i);
+    }
   }
-  const bool enough = sn_of(tot_sig, tot_var, static_cast<int64_t>(npts)) >= min_sn;
+  return start;
+}
 
-  if (enough) {
-    // ---- Neighbour lists (CSR): points within 1.2 pixels. --------------------------------
-    const double rnb = 1.2 * pix;
-    std::vector<int64_t> nb_off(npts + 1, 0);
-    tbb::parallel_for(tbb::blocked_range<size_t>(0, npts, 4096), [&](const tbb::blocked_range<size_t>& r) {
-      for (size_t i = r.begin(); i != r.end(); ++i) {
-        int64_t c = 0;
-        tree.Range(x[i], y[i], rnb, [&](int32_t j) { c += (static_cast<size_t>(j) != i); });
-        nb_off[i + 1] = c;
+/// Sums over the points of one accreted bin.
+struct GrownBin {
+  double sx = 0, sy = 0, sig = 0, var = 0;
+  int64_t n = 0;
+  double sn = 0;  ///< S/N of the bin as grown
+};
+
+/// Accretion state: which bin each point joined, and scratch lists reused from bin to bin.
+struct Accretion {
+  std::vector<int32_t> acc;    ///< accretion bin of each point (good or failed); -1 = none yet
+  std::vector<uint8_t> good;   ///< per accretion bin: reached min_sn
+  std::vector<int32_t> stamp;  ///< last bin whose frontier took the point
+  std::vector<int32_t> members, frontier;
+};
+
+/// Grows accretion bin b from `start`: adds the unbinned neighbour (within the neighbour
+/// radius of a member) closest to the bin's centroid while the S/N does not drop, gets closer
+/// to the target and the bin stays round (R_max / R_eff - 1 <= max_roundness).
+GrownBin GrowBin(const Problem& pb, const Neighbours& nbs, int32_t start, int32_t b, Accretion& a) {
+  const std::vector<double>& x = pb.in.x;
+  const std::vector<double>& y = pb.in.y;
+  const double reff_coef = pb.pix / std::sqrt(M_PI);  // R_eff = sqrt(n / pi) * pix
+  a.members.clear();
+  a.frontier.clear();
+  GrownBin g;
+  auto add = [&](int32_t p) {
+    a.acc[p] = b;
+    a.members.push_back(p);
+    g.sx += x[p];
+    g.sy += y[p];
+    g.sig += pb.in.s[p];
+    g.var += pb.in.n[p] * pb.in.n[p];
+    ++g.n;
+    for (int64_t o = nbs.off[p]; o < nbs.off[p + 1]; ++o) {
+      const int32_t q = nbs.nb[o];
+      if (a.acc[q] < 0 && a.stamp[q] != b) {
+        a.stamp[q] = b;
+        a.frontier.push_back(q);
       }
-    });
-    for (size_t i = 0; i < npts; ++i) nb_off[i + 1] += nb_off[i];
-    std::vector<int32_t> nb(static_cast<size_t>(nb_off[npts]));
-    tbb::parallel_for(tbb::blocked_range<size_t>(0, npts, 4096), [&](const tbb::blocked_range<size_t>& r) {
-      for (size_t i = r.begin(); i != r.end(); ++i) {
-        int64_t o = nb_off[i];
-        tree.Range(x[i], y[i], rnb, [&](int32_t j) {
-          if (static_cast<size_t>(j) != i) nb[o++] = j;
-        });
+    }
+  };
+  add(start);
+  double sn_old = pb.Sn(g.sig, g.var, g.n);
+  // Reference for the bound on R_max: exact R_max at centroid (rcx, rcy).
+  double rcx = g.sx, rcy = g.sy, rref = 0;
+  while (true) {
+    const double cx = g.sx / g.n, cy = g.sy / g.n;
+    int32_t cand = -1;
+    double bestd = kInf;
+    for (size_t f = 0; f < a.frontier.size();) {
+      const int32_t q = a.frontier[f];
+      if (a.acc[q] >= 0) {
+        a.frontier[f] = a.frontier.back();
+        a.frontier.pop_back();
+        continue;
       }
-    });
+      const double d = (x[q] - cx) * (x[q] - cx) + (y[q] - cy) * (y[q] - cy);
+      if (d < bestd || (d == bestd && q < cand)) {
+        bestd = d;
+        cand = q;
+      }
+      ++f;
+    }
+    if (cand < 0) break;
+    const int64_t n1 = g.n + 1;
+    const double sig1 = g.sig + pb.in.s[cand], var1 = g.var + pb.in.n[cand] * pb.in.n[cand];
+    const double sn_new = pb.Sn(sig1, var1, n1);
+    if (std::abs(sn_new - pb.target) > std::abs(sn_old - pb.target) || sn_new < sn_old) break;
+    // Roundness of the bin with the candidate.
+    const double nx = (g.sx + x[cand]) / n1, ny = (g.sy + y[cand]) / n1;
+    const double reff = reff_coef * std::sqrt(static_cast<double>(n1));
+    const double dc = std::hypot(x[cand] - nx, y[cand] - ny);
+    double rmax_ub = std::max(rref + std::hypot(nx - rcx, ny - rcy), dc);
+    if (rmax_ub / reff - 1.0 > pb.opt.max_roundness) {
+      double rmax = dc;
+      for (int32_t p : a.members) rmax = std::max(rmax, std::hypot(x[p] - nx, y[p] - ny));
+      if (rmax / reff - 1.0 > pb.opt.max_roundness) break;
+      rcx = nx;
+      rcy = ny;
+      rref = rmax;
+    }
+    add(cand);
+    sn_old = sn_new;
+  }
+  g.sn = sn_old;
+  return g;
+}
 
-    // ---- Bin accretion. ---------------------------------------------------------------------
-    std::vector<int32_t> acc(npts, -1);  // accretion bin of each point (good or failed)
-    std::vector<uint8_t> good;           // per accretion bin
-    std::vector<int32_t> stamp(npts, -1);
-    std::vector<int32_t> members, frontier;
-    double rem_sig = tot_sig, rem_var = tot_var;
-    int64_t rem_n = static_cast<int64_t>(npts);
-    double gsx = 0, gsy = 0;  // sums over binned points
-    int64_t gn = 0;
-    const double reff_coef = pix / std::sqrt(M_PI);  // R_eff = sqrt(n / pi) * pix
+/// Where the next accretion bin starts: the unbinned point closest to (qx, qy), the centroid
+/// of everything binned so far. With the spatial index, points are kept sorted by distance to a
+/// reference centre that follows the centroid; they are re-sorted (remaining points only) when
+/// the centroid has moved by more than 5% of the current radius (or 2 pixels).
+class StartPicker {
+ public:
+  explicit StartPicker(const Problem& pb) : pb_(pb) {}
 
-    std::vector<int32_t> order;  // next-start candidates (see below)
-    size_t optr = 0;
-    double ref_x = 0, ref_y = 0, ref_radius = 0;
-    int32_t start = 0;
-    {
-      double best = -kInf;
+  /// The next start, or -1 if every point is binned.
+  int32_t Next(double qx, double qy, const std::vector<int32_t>& acc) {
+    const std::vector<double>& x = pb_.in.x;
+    const std::vector<double>& y = pb_.in.y;
+    const size_t npts = pb_.size();
+    int32_t start = -1;
+    if (!pb_.use_tree) {
+      double bd = kInf;
       for (size_t i = 0; i < npts; ++i) {
-        const double sn = signal[i] / noise[i];
-        if (sn > best) {
-          best = sn;
+        if (acc[i] >= 0) continue;
+        const double d = (x[i] - qx) * (x[i] - qx) + (y[i] - qy) * (y[i] - qy);
+        if (d < bd) {
+          bd = d;
           start = static_cast<int32_t>(i);
         }
       }
+      return start;
     }
-    while (start >= 0) {
-      const int32_t b = static_cast<int32_t>(good.size());
-      members.clear();
-      frontier.clear();
-      double sx = 0, sy = 0, sig = 0, var = 0;
-      int64_t n = 0;
-      auto add = [&](int32_t p) {
-        acc[p] = b;
-        members.push_back(p);
-        sx += x[p];
-        sy += y[p];
-        sig += signal[p];
-        var += noise[p] * noise[p];
-        ++n;
-        for (int64_t o = nb_off[p]; o < nb_off[p + 1]; ++o) {
-          const int32_t q = nb[o];
-          if (acc[q] < 0 && stamp[q] != b) {
-            stamp[q] = b;
-            frontier.push_back(q);
-          }
-        }
+    const double drift = std::hypot(qx - ref_x_, qy - ref_y_);
+    if (order_.empty() || drift > std::max(2.0 * pb_.pix, 0.05 * ref_radius_)) {
+      std::vector<std::pair<double, int32_t>> keyed;
+      keyed.reserve(order_.empty() ? npts : order_.size() - optr_);
+      auto push = [&](int32_t p) {
+        if (acc[p] < 0) keyed.emplace_back((x[p] - qx) * (x[p] - qx) + (y[p] - qy) * (y[p] - qy), p);
       };
-      add(start);
-      double sn_old = sn_of(sig, var, n);
-      // Reference for the bound on R_max: exact R_max at centroid (rcx, rcy).
-      double rcx = sx, rcy = sy, rref = 0;
-      while (true) {
-        const double cx = sx / n, cy = sy / n;
-        int32_t cand = -1;
-        double bestd = kInf;
-        for (size_t f = 0; f < frontier.size();) {
-          const int32_t q = frontier[f];
-          if (acc[q] >= 0) {
-            frontier[f] = frontier.back();
-            frontier.pop_back();
-            continue;
-          }
-          const double d = (x[q] - cx) * (x[q] - cx) + (y[q] - cy) * (y[q] - cy);
-          if (d < bestd || (d == bestd && q < cand)) {
-            bestd = d;
-            cand = q;
-          }
-          ++f;
-        }
-        if (cand < 0) break;
-        const int64_t n1 = n + 1;
-        const double sig1 = sig + signal[cand], var1 = var + noise[cand] * noise[cand];
-        const double sn_new = sn_of(sig1, var1, n1);
-        if (std::abs(sn_new - target) > std::abs(sn_old - target) || sn_new < sn_old) break;
-        // Roundness of the bin with the candidate.
-        const double nx = (sx + x[cand]) / n1, ny = (sy + y[cand]) / n1;
-        const double reff = reff_coef * std::sqrt(static_cast<double>(n1));
-        const double dc = std::hypot(x[cand] - nx, y[cand] - ny);
-        double rmax_ub = std::max(rref + std::hypot(nx - rcx, ny - rcy), dc);
-        if (rmax_ub / reff - 1.0 > opt.max_roundness) {
-          double rmax = dc;
-          for (int32_t p : members) rmax = std::max(rmax, std::hypot(x[p] - nx, y[p] - ny));
-          if (rmax / reff - 1.0 > opt.max_roundness) break;
-          rcx = nx;
-          rcy = ny;
-          rref = rmax;
-        }
-        add(cand);
-        sn_old = sn_new;
-      }
-      good.push_back(sn_old >= min_sn ? 1 : 0);
-      rem_sig -= sig;
-      rem_var -= var;
-      rem_n -= n;
-      gsx += sx;
-      gsy += sy;
-      gn += n;
-      if (rem_n <= 0 || sn_of(rem_sig, std::max(rem_var, 0.0), rem_n) < min_sn) break;
-      const double qx = gsx / gn, qy = gsy / gn;
-      start = -1;
-      if (use_tree) {
-        // Points sorted by distance to a reference centre that follows the centroid of the
-        // binned points; re-sorted (remaining points only) when the centroid has moved by
-        // more than 5% of the current radius (or 2 pixels).
-        const double drift = std::hypot(qx - ref_x, qy - ref_y);
-        if (order.empty() || drift > std::max(2.0 * pix, 0.05 * ref_radius)) {
-          std::vector<std::pair<double, int32_t>> keyed;
-          keyed.reserve(order.empty() ? npts : order.size() - optr);
-          auto push = [&](int32_t p) {
-            if (acc[p] < 0) keyed.emplace_back((x[p] - qx) * (x[p] - qx) + (y[p] - qy) * (y[p] - qy), p);
-          };
-          if (order.empty()) {
-            for (size_t i = 0; i < npts; ++i) push(static_cast<int32_t>(i));
-          } else {
-            for (size_t k = optr; k < order.size(); ++k) push(order[k]);
-          }
-          std::sort(keyed.begin(), keyed.end());
-          order.resize(keyed.size());
-          for (size_t k = 0; k < keyed.size(); ++k) order[k] = keyed[k].second;
-          optr = 0;
-          ref_x = qx;
-          ref_y = qy;
-        }
-        while (optr < order.size() && acc[order[optr]] >= 0) ++optr;
-        if (optr < order.size()) {
-          start = order[optr];
-          ref_radius = std::hypot(x[start] - ref_x, y[start] - ref_y);
-        }
+      if (order_.empty()) {
+        for (size_t i = 0; i < npts; ++i) push(static_cast<int32_t>(i));
       } else {
-        double bd = kInf;
-        for (size_t i = 0; i < npts; ++i) {
-          if (acc[i] >= 0) continue;
-          const double d = (x[i] - qx) * (x[i] - qx) + (y[i] - qy) * (y[i] - qy);
-          if (d < bd) {
-            bd = d;
-            start = static_cast<int32_t>(i);
-          }
-        }
+        for (size_t k = optr_; k < order_.size(); ++k) push(order_[k]);
       }
+      std::sort(keyed.begin(), keyed.end());
+      order_.resize(keyed.size());
+      for (size_t k = 0; k < keyed.size(); ++k) order_[k] = keyed[k].second;
+      optr_ = 0;
+      ref_x_ = qx;
+      ref_y_ = qy;
     }
-
-    // ---- Good bins keep their points; the rest go to the nearest good centroid. --------------
-    std::vector<int32_t> good_id(good.size(), -1);
-    for (size_t k = 0; k < good.size(); ++k)
-      if (good[k]) good_id[k] = res.accretion_bins++;
-    for (size_t i = 0; i < npts; ++i) cls[i] = acc[i] >= 0 ? good_id[acc[i]] : -1;
-    if (res.accretion_bins > 0) {
-      BinSums sums;
-      sums.Compute(in, cls, res.accretion_bins, nullptr);
-      gx.resize(res.accretion_bins);
-      gy.resize(res.accretion_bins);
-      for (int k = 0; k < res.accretion_bins; ++k) {
-        gx[k] = sums.x[k] / sums.n[k];
-        gy[k] = sums.y[k] / sums.n[k];
-      }
-      GeneratorIndex index(gx, gy, std::vector<double>(gx.size(), 1.0), use_tree);
-      for (size_t i = 0; i < npts; ++i)
-        if (cls[i] < 0) cls[i] = index.Nearest(x[i], y[i], -1);
+    while (optr_ < order_.size() && acc[order_[optr_]] >= 0) ++optr_;
+    if (optr_ < order_.size()) {
+      start = order_[optr_];
+      ref_radius_ = std::hypot(x[start] - ref_x_, y[start] - ref_y_);
     }
+    return start;
   }
 
-  if (gx.empty()) {
-    // Not enough S/N for even one bin: everything in one bin.
-    res.single_bin = true;
-    std::fill(cls.begin(), cls.end(), 0);
-  } else {
-    // ---- Split bins far above the target (they absorbed many leftover points). --------------
-    if (opt.split_bins && opt.max_iter > 0) res.split = static_cast<int>(SplitRichBins(in, cls, target, alpha, gx, gy));
+ private:
+  const Problem& pb_;
+  std::vector<int32_t> order_;  // next-start candidates, by distance to (ref_x_, ref_y_)
+  size_t optr_ = 0;
+  double ref_x_ = 0, ref_y_ = 0, ref_radius_ = 0;
+};
 
-    // ---- Lloyd iterations (CVT / WVT). -------------------------------------------------------
-    std::vector<double> dens;
-    if (opt.method == VoronoiMethod::kCvt) {
-      dens.resize(npts);
-      // Centroids weighted by (S/N)^4 = dens^2 with dens = (S/N)^2: in 2-D a CVT's generator
-      // density goes as weight^(1/2), so cell areas scale as (S/N)^-2 and every cell holds the
-      // same sum of (S/N)^2, i.e. about the same S/N (Cappellari & Copin 2003, sect. 4).
-      for (size_t i = 0; i < npts; ++i) {
-        const double r2 = (signal[i] / noise[i]) * (signal[i] / noise[i]);
-        dens[i] = r2 * r2;
-      }
-    }
-    std::vector<double> w(gx.size(), 1.0);
-    BinSums sums;
-    // Quality of a labelling: RMS of (S/N / target - 1) over bins of >= 2 points, plus the
-    // fraction of bins below min_fraction * target. Lloyd iterations do not decrease it
-    // monotonically, so the best tessellation seen is kept.
-    // Elongated bins (roundness > 0.6, bins of >= 3 points) count as a penalty too.
-    std::vector<double> rmax;
-    auto badness = [&](const BinSums& b, const std::vector<int32_t>& kept) {
-      double s2 = 0;
-      int64_t nm = 0, low = 0, n3 = 0, elongated = 0;
-      for (int32_t k : kept) {
-        const double r = sn_of(b.sig[k], b.var[k], b.n[k]) / target;
-        if (r < opt.min_fraction) ++low;
-        if (b.n[k] < 2) continue;
-        s2 += (r - 1.0) * (r - 1.0);
-        ++nm;
-      }
-      // cls holds compacted labels j; kept[j] indexes the sums.
-      rmax.assign(kept.size(), 0.0);
-      for (size_t i = 0; i < npts; ++i) {
-        const int32_t j = cls[i];
-        const int32_t k = kept[j];
-        const double dx = x[i] - b.x[k] / b.n[k], dy = y[i] - b.y[k] / b.n[k];
-        rmax[j] = std::max(rmax[j], dx * dx + dy * dy);
-      }
-      for (size_t j = 0; j < kept.size(); ++j) {
-        const int64_t n = b.n[kept[j]];
-        if (n < 3) continue;
-        ++n3;
-        if (std::sqrt(rmax[j]) > 1.6 * pix * std::sqrt(n / M_PI)) ++elongated;
-      }
-      const double nk = static_cast<double>(std::max<size_t>(1, kept.size()));
-      return (nm > 0 ? std::sqrt(s2 / nm) : 0.0) + low / nk +
-             0.5 * static_cast<double>(elongated) / std::max<int64_t>(1, n3);
-    };
-    double best_bad = kInf;
-    int best_it = 0;
-    std::vector<int32_t> best_cls;
-    std::vector<double> best_gx, best_gy, best_w;
-    for (int it = 0; it < opt.max_iter; ++it) {
-      Tessellate(in, gx, gy, w, use_tree, cls);
-      sums.Compute(in, cls, gx.size(), dens.empty() ? nullptr : &dens);
-      const std::vector<int32_t> kept = CompactLabels(cls, sums.n);
-      const double bad = badness(sums, kept);
-      std::vector<double> nx(kept.size()), ny(kept.size()), nw(kept.size());
-      double disp2 = 0;
-      for (size_t j = 0; j < kept.size(); ++j) {
-        const int32_t k = kept[j];
-        if (opt.method == VoronoiMethod::kCvt && sums.w[k] > 0) {
-          nx[j] = sums.wx[k] / sums.w[k];
-          ny[j] = sums.wy[k] / sums.w[k];
-        } else {
-          nx[j] = sums.x[k] / sums.n[k];
-          ny[j] = sums.y[k] / sums.n[k];
-        }
-        disp2 += (nx[j] - gx[k]) * (nx[j] - gx[k]) + (ny[j] - gy[k]) * (ny[j] - gy[k]);
-        if (opt.method == VoronoiMethod::kWvt) {
-          // Diehl & Statler (2006): scale length sqrt(area / SN).
-          const double sn = std::max(sn_of(sums.sig[k], sums.var[k], sums.n[k]), 1e-3 * target);
-          nw[j] = sn / (static_cast<double>(sums.n[k]) * pix * pix);  // 1 / scale^2
-        } else {
-          nw[j] = 1.0;
-        }
-      }
-      if (bad >= best_bad && it - best_it >= opt.patience) break;
-      if (bad < best_bad) {
-        best_bad = bad;
-        best_it = it;
-        best_cls = cls;
-        best_gx.resize(kept.size());
-        best_gy.resize(kept.size());
-        best_w.resize(kept.size());
-        for (size_t j = 0; j < kept.size(); ++j) {
-          best_gx[j] = gx[kept[j]];
-          best_gy[j] = gy[kept[j]];
-          best_w[j] = w[kept[j]];
-        }
-        res.iterations = it;  // tessellation `it` used the generators after `it` updates
-      }
-      gx = std::move(nx);
-      gy = std::move(ny);
-      w = std::move(nw);
-      if (std::sqrt(disp2 / static_cast<double>(gx.size())) < opt.tolerance * pix) break;
-    }
-    if (!best_cls.empty()) {
-      cls = std::move(best_cls);
-      gx = std::move(best_gx);
-      gy = std::move(best_gy);
-      w = std::move(best_w);
-    } else if (gx.size() > static_cast<size_t>(res.accretion_bins)) {
-      // max_iter = 0 after splitting: assign once.
-      Tessellate(in, gx, gy, w, use_tree, cls);
-      sums.Compute(in, cls, gx.size(), nullptr);
-      const std::vector<int32_t> kept = CompactLabels(cls, sums.n);
-      std::vector<double> nx, ny;
-      for (int32_t k : kept) {
-        nx.push_back(gx[k]);
-        ny.push_back(gy[k]);
-      }
-      gx = std::move(nx);
-      gy = std::move(ny);
-      w.assign(gx.size(), 1.0);
-    }
+/// Step 1, bin accretion: bins grown one after the other until the unbinned points together
+/// fall short of min_sn. Returns acc (accretion bin per point, -1 = never binned) and good.
+Accretion Accrete(const Problem& pb, const Neighbours& nbs, double tot_sig, double tot_var) {
+  const size_t npts = pb.size();
+  Accretion a;
+  a.acc.assign(npts, -1);
+  a.stamp.assign(npts, -1);
+  double rem_sig = tot_sig, rem_var = tot_var;
+  int64_t rem_n = static_cast<int64_t>(npts);
+  double gsx = 0, gsy = 0;  // sums over binned points
+  int64_t gn = 0;
+  StartPicker picker(pb);
+  int32_t start = BrightestPoint(pb.in);
+  while (start >= 0) {
+    const GrownBin g = GrowBin(pb, nbs, start, static_cast<int32_t>(a.good.size()), a);
+    a.good.push_back(g.sn >= pb.min_sn ? 1 : 0);
+    rem_sig -= g.sig;
+    rem_var -= g.var;
+    rem_n -= g.n;
+    gsx += g.sx;
+    gsy += g.sy;
+    gn += g.n;
+    if (rem_n <= 0 || pb.Sn(rem_sig, std::max(rem_var, 0.0), rem_n) < pb.min_sn) break;
+    start = picker.Next(gsx / gn, gsy / gn, a.acc);
+  }
+  return a;
+}
 
-    // ---- Dissolve bins below min_fraction * target into their neighbours. -------------------
-    for (int round = 0; round < 50 && gx.size() > 1; ++round) {
-      sums.Compute(in, cls, gx.size(), nullptr);
-      std::vector<uint8_t> dead(gx.size(), 0);
-      size_t ndead = 0;
-      for (size_t k = 0; k < gx.size(); ++k) {
-        if (sn_of(sums.sig[k], sums.var[k], sums.n[k]) < min_sn) {
-          dead[k] = 1;
-          ++ndead;
-        }
-      }
-      if (ndead == 0) break;
-      if (ndead == gx.size()) {  // keep the best one
-        size_t best = 0;
-        for (size_t k = 1; k < gx.size(); ++k)
-          if (sn_of(sums.sig[k], sums.var[k], sums.n[k]) > sn_of(sums.sig[best], sums.var[best], sums.n[best]))
-            best = k;
-        dead[best] = 0;
-        --ndead;
-      }
-      res.dissolved += static_cast<int>(ndead);
-      std::vector<int32_t> remap(gx.size(), -1);
-      std::vector<double> ax, ay, aw;
-      for (size_t k = 0; k < gx.size(); ++k) {
-        if (dead[k]) continue;
-        remap[k] = static_cast<int32_t>(ax.size());
-        ax.push_back(gx[k]);
-        ay.push_back(gy[k]);
-        aw.push_back(w[k]);
-      }
-      GeneratorIndex index(ax, ay, aw, use_tree);
-      for (size_t i = 0; i < npts; ++i)
-        cls[i] = dead[cls[i]] ? index.Nearest(x[i], y[i], -1) : remap[cls[i]];
-      gx = std::move(ax);
-      gy = std::move(ay);
-      w = std::move(aw);
+/// Step 2: good accretion bins keep their points, every other point goes to the nearest
+/// good-bin centroid. Sets cls, the generators (gx, gy: the good bins' centroids) and returns
+/// the number of good bins.
+int AssignToGoodBins(const Problem& pb, const Accretion& a, std::vector<int32_t>& cls, std::vector<double>& gx,
+                     std::vector<double>& gy) {
+  const size_t npts = pb.size();
+  int ngood = 0;
+  std::vector<int32_t> good_id(a.good.size(), -1);
+  for (size_t k = 0; k < a.good.size(); ++k)
+    if (a.good[k]) good_id[k] = ngood++;
+  for (size_t i = 0; i < npts; ++i) cls[i] = a.acc[i] >= 0 ? good_id[a.acc[i]] : -1;
+  if (ngood == 0) return 0;
+  BinSums sums;
+  sums.Compute(pb.in, cls, ngood, nullptr);
+  gx.resize(ngood);
+  gy.resize(ngood);
+  for (int k = 0; k < ngood; ++k) {
+    gx[k] = sums.x[k] / sums.n[k];
+    gy[k] = sums.y[k] / sums.n[k];
+  }
+  GeneratorIndex index(gx, gy, std::vector<double>(gx.size(), 1.0), pb.use_tree);
+  for (size_t i = 0; i < npts; ++i)
+    if (cls[i] < 0) cls[i] = index.Nearest(pb.in.x[i], pb.in.y[i], -1);
+  return ngood;
+}
+
+/// Quality of a labelling (lower is better): RMS of (S/N / target - 1) over bins of >= 2
+/// points, plus the fraction of bins below min_fraction * target, plus half the fraction of
+/// elongated bins (roundness > 0.6 among bins of >= 3 points). cls holds compacted labels j;
+/// kept[j] indexes the sums. `rmax` is scratch.
+double Badness(const Problem& pb, const BinSums& b, const std::vector<int32_t>& kept, const std::vector<int32_t>& cls,
+               std::vector<double>& rmax) {
+  double s2 = 0;
+  int64_t nm = 0, low = 0, n3 = 0, elongated = 0;
+  for (int32_t k : kept) {
+    const double r = pb.Sn(b.sig[k], b.var[k], b.n[k]) / pb.target;
+    if (r < pb.opt.min_fraction) ++low;
+    if (b.n[k] < 2) continue;
+    s2 += (r - 1.0) * (r - 1.0);
+    ++nm;
+  }
+  rmax.assign(kept.size(), 0.0);
+  for (size_t i = 0; i < pb.size(); ++i) {
+    const int32_t j = cls[i];
+    const int32_t k = kept[j];
+    const double dx = pb.in.x[i] - b.x[k] / b.n[k], dy = pb.in.y[i] - b.y[k] / b.n[k];
+    rmax[j] = std::max(rmax[j], dx * dx + dy * dy);
+  }
+  for (size_t j = 0; j < kept.size(); ++j) {
+    const int64_t n = b.n[kept[j]];
+    if (n < 3) continue;
+    ++n3;
+    if (std::sqrt(rmax[j]) > 1.6 * pb.pix * std::sqrt(n / M_PI)) ++elongated;
+  }
+  const double nk = static_cast<double>(std::max<size_t>(1, kept.size()));
+  return (nm > 0 ? std::sqrt(s2 / nm) : 0.0) + low / nk +
+         0.5 * static_cast<double>(elongated) / std::max<int64_t>(1, n3);
+}
+
+/// One Lloyd update: the new generator (nx, ny) and weight nw of every kept bin j (old label
+/// kept[j]): the (S/N)^4-weighted centroid (CVT) or the centroid with weight SN / area (WVT).
+/// Returns the summed squared displacement of the generators.
+double MoveGenerators(const Problem& pb, const BinSums& sums, const std::vector<int32_t>& kept,
+                      const std::vector<double>& gx, const std::vector<double>& gy, std::vector<double>& nx,
+                      std::vector<double>& ny, std::vector<double>& nw) {
+  nx.resize(kept.size());
+  ny.resize(kept.size());
+  nw.resize(kept.size());
+  double disp2 = 0;
+  for (size_t j = 0; j < kept.size(); ++j) {
+    const int32_t k = kept[j];
+    if (pb.opt.method == VoronoiMethod::kCvt && sums.w[k] > 0) {
+      nx[j] = sums.wx[k] / sums.w[k];
+      ny[j] = sums.wy[k] / sums.w[k];
+    } else {
+      nx[j] = sums.x[k] / sums.n[k];
+      ny[j] = sums.y[k] / sums.n[k];
+    }
+    disp2 += (nx[j] - gx[k]) * (nx[j] - gx[k]) + (ny[j] - gy[k]) * (ny[j] - gy[k]);
+    if (pb.opt.method == VoronoiMethod::kWvt) {
+      // Diehl & Statler (2006): scale length sqrt(area / SN).
+      const double sn = std::max(pb.Sn(sums.sig[k], sums.var[k], sums.n[k]), 1e-3 * pb.target);
+      nw[j] = sn / (static_cast<double>(sums.n[k]) * pb.pix * pb.pix);  // 1 / scale^2
+    } else {
+      nw[j] = 1.0;
     }
   }
+  return disp2;
+}
 
-  // ---- Final per-bin figures. ------------------------------------------------------------------
+/// Step 4, Lloyd iterations (CVT / WVT): tessellate around the generators, move them to the
+/// new centroids, repeat. Quality (Badness) does not improve monotonically, so the best
+/// tessellation seen is kept; iterations stop after opt.patience without improvement or when
+/// the generators settle (RMS displacement < opt.tolerance pixels). With max_iter = 0 after
+/// splitting, the points are assigned once. Updates cls, gx, gy, w and res.iterations.
+void RelaxTessellation(const Problem& pb, std::vector<int32_t>& cls, std::vector<double>& gx, std::vector<double>& gy,
+                       std::vector<double>& w, VoronoiResult& res) {
+  const size_t npts = pb.size();
+  std::vector<double> dens;
+  if (pb.opt.method == VoronoiMethod::kCvt) {
+    dens.resize(npts);
+    // Centroids weighted by (S/N)^4 = dens^2 with dens = (S/N)^2: in 2-D a CVT's generator
+    // density goes as weight^(1/2), so cell areas scale as (S/N)^-2 and every cell holds the
+    // same sum of (S/N)^2, i.e. about the same S/N (Cappellari & Copin 2003, sect. 4).
+    for (size_t i = 0; i < npts; ++i) {
+      const double r2 = (pb.in.s[i] / pb.in.n[i]) * (pb.in.s[i] / pb.in.n[i]);
+      dens[i] = r2 * r2;
+    }
+  }
+  BinSums sums;
+  std::vector<double> rmax;
+  double best_bad = kInf;
+  int best_it = 0;
+  std::vector<int32_t> best_cls;
+  std::vector<double> best_gx, best_gy, best_w;
+  for (int it = 0; it < pb.opt.max_iter; ++it) {
+    Tessellate(pb.in, gx, gy, w, pb.use_tree, cls);
+    sums.Compute(pb.in, cls, gx.size(), dens.empty() ? nullptr : &dens);
+    const std::vector<int32_t> kept = CompactLabels(cls, sums.n);
+    const double bad = Badness(pb, sums, kept, cls, rmax);
+    std::vector<double> nx, ny, nw;
+    const double disp2 = MoveGenerators(pb, sums, kept, gx, gy, nx, ny, nw);
+    if (bad >= best_bad && it - best_it >= pb.opt.patience) break;
+    if (bad < best_bad) {
+      best_bad = bad;
+      best_it = it;
+      best_cls = cls;
+      best_gx.resize(kept.size());
+      best_gy.resize(kept.size());
+      best_w.resize(kept.size());
+      for (size_t j = 0; j < kept.size(); ++j) {
+        best_gx[j] = gx[kept[j]];
+        best_gy[j] = gy[kept[j]];
+        best_w[j] = w[kept[j]];
+      }
+      res.iterations = it;  // tessellation `it` used the generators after `it` updates
+    }
+    gx = std::move(nx);
+    gy = std::move(ny);
+    w = std::move(nw);
+    if (std::sqrt(disp2 / static_cast<double>(gx.size())) < pb.opt.tolerance * pb.pix) break;
+  }
+  if (!best_cls.empty()) {
+    cls = std::move(best_cls);
+    gx = std::move(best_gx);
+    gy = std::move(best_gy);
+    w = std::move(best_w);
+  } else if (gx.size() > static_cast<size_t>(res.accretion_bins)) {
+    // max_iter = 0 after splitting: assign once.
+    Tessellate(pb.in, gx, gy, w, pb.use_tree, cls);
+    sums.Compute(pb.in, cls, gx.size(), nullptr);
+    const std::vector<int32_t> kept = CompactLabels(cls, sums.n);
+    std::vector<double> nx, ny;
+    for (int32_t k : kept) {
+      nx.push_back(gx[k]);
+      ny.push_back(gy[k]);
+    }
+    gx = std::move(nx);
+    gy = std::move(ny);
+    w.assign(gx.size(), 1.0);
+  }
+}
+
+/// Step 5: bins below min_sn are dissolved, their points going to the nearest surviving
+/// generator, in up to 50 rounds (if every bin is below, the best one survives). Updates cls,
+/// gx, gy, w; returns the number of bins dissolved.
+int DissolvePoorBins(const Problem& pb, std::vector<int32_t>& cls, std::vector<double>& gx, std::vector<double>& gy,
+                     std::vector<double>& w) {
+  int dissolved = 0;
+  BinSums sums;
+  for (int round = 0; round < 50 && gx.size() > 1; ++round) {
+    sums.Compute(pb.in, cls, gx.size(), nullptr);
+    std::vector<uint8_t> dead(gx.size(), 0);
+    size_t ndead = 0;
+    for (size_t k = 0; k < gx.size(); ++k) {
+      if (pb.Sn(sums.sig[k], sums.var[k], sums.n[k]) < pb.min_sn) {
+        dead[k] = 1;
+        ++ndead;
+      }
+    }
+    if (ndead == 0) break;
+    if (ndead == gx.size()) {  // keep the best one
+      size_t best = 0;
+      for (size_t k = 1; k < gx.size(); ++k)
+        if (pb.Sn(sums.sig[k], sums.var[k], sums.n[k]) > pb.Sn(sums.sig[best], sums.var[best], sums.n[best]))
+          best = k;
+      dead[best] = 0;
+      --ndead;
+    }
+    dissolved += static_cast<int>(ndead);
+    std::vector<int32_t> remap(gx.size(), -1);
+    std::vector<double> ax, ay, aw;
+    for (size_t k = 0; k < gx.size(); ++k) {
+      if (dead[k]) continue;
+      remap[k] = static_cast<int32_t>(ax.size());
+      ax.push_back(gx[k]);
+      ay.push_back(gy[k]);
+      aw.push_back(w[k]);
+    }
+    GeneratorIndex index(ax, ay, aw, pb.use_tree);
+    for (size_t i = 0; i < pb.size(); ++i)
+      cls[i] = dead[cls[i]] ? index.Nearest(pb.in.x[i], pb.in.y[i], -1) : remap[cls[i]];
+    gx = std::move(ax);
+    gy = std::move(ay);
+    w = std::move(aw);
+  }
+  return dissolved;
+}
+
+/// Step 6: the result's per-bin figures (counts, sums, covariance-corrected noise, S/N,
+/// signal-weighted centroids) from the final labels and generators.
+void FinalFigures(const Problem& pb, std::vector<int32_t> cls, std::vector<double> gx, std::vector<double> gy,
+                  VoronoiResult& res) {
   const size_t nb = res.single_bin ? 1 : gx.size();
   res.bin = std::move(cls);
   res.nspax.assign(nb, 0);
@@ -824,20 +907,20 @@ VoronoiResult VoronoiBin(const std::vector<double>& x, const std::vector<double>
   res.xbar.assign(nb, 0.0);
   res.ybar.assign(nb, 0.0);
   std::vector<double> var(nb, 0.0), gxs(nb, 0.0), gys(nb, 0.0), ws(nb, 0.0);
-  for (size_t i = 0; i < npts; ++i) {
+  for (size_t i = 0; i < pb.size(); ++i) {
     const int32_t k = res.bin[i];
     ++res.nspax[k];
-    res.signal[k] += signal[i];
-    var[k] += noise[i] * noise[i];
-    gxs[k] += x[i];
-    gys[k] += y[i];
-    const double wi = std::max(signal[i], 0.0);
+    res.signal[k] += pb.in.s[i];
+    var[k] += pb.in.n[i] * pb.in.n[i];
+    gxs[k] += pb.in.x[i];
+    gys[k] += pb.in.y[i];
+    const double wi = std::max(pb.in.s[i], 0.0);
     ws[k] += wi;
-    res.xbar[k] += wi * x[i];
-    res.ybar[k] += wi * y[i];
+    res.xbar[k] += wi * pb.in.x[i];
+    res.ybar[k] += wi * pb.in.y[i];
   }
   for (size_t k = 0; k < nb; ++k) {
-    res.noise[k] = BinNoise(var[k], res.nspax[k], alpha);
+    res.noise[k] = BinNoise(var[k], res.nspax[k], pb.alpha);
     res.snr[k] = res.signal[k] / res.noise[k];
     if (ws[k] > 0) {
       res.xbar[k] /= ws[k];
@@ -854,6 +937,53 @@ VoronoiResult VoronoiBin(const std::vector<double>& x, const std::vector<double>
     res.xnode = std::move(gx);
     res.ynode = std::move(gy);
   }
+}
+
+}  // namespace
+
+VoronoiResult VoronoiBin(const std::vector<double>& x, const std::vector<double>& y,
+                         const std::vector<double>& signal, const std::vector<double>& noise,
+                         const VoronoiOptions& opt) {
+  CheckInputs(x, y, signal, noise, opt);
+  VoronoiResult res;
+  const size_t npts = x.size();
+  if (npts == 0) return res;
+
+  const Inputs in{x, y, signal, noise};
+  KdTree tree(x, y);
+  const double pix = opt.pixel_size > 0 ? opt.pixel_size : PixelSize(x, y, tree, opt.spatial_index);
+  res.pixel_size = pix;
+  const Problem pb{in, opt, opt.target_snr, opt.covariance_alpha, opt.min_fraction * opt.target_snr, pix,
+                   opt.spatial_index};
+
+  std::vector<int32_t> cls(npts, -1);  // bin of each point
+  std::vector<double> gx, gy;          // generators
+  double tot_sig = 0, tot_var = 0;
+  for (size_t i = 0; i < npts; ++i) {
+    tot_sig += signal[i];
+    tot_var += noise[i] * noise[i];
+  }
+  if (pb.Sn(tot_sig, tot_var, static_cast<int64_t>(npts)) >= pb.min_sn) {
+    // 1. Accretion over neighbours within 1.2 pixels; 2. leftover points to the nearest good bin.
+    const Neighbours nbs = FindNeighbours(pb, tree, 1.2 * pix);
+    const Accretion acc = Accrete(pb, nbs, tot_sig, tot_var);
+    res.accretion_bins = AssignToGoodBins(pb, acc, cls, gx, gy);
+  }
+  if (gx.empty()) {
+    // Not enough S/N for even one bin: everything in one bin.
+    res.single_bin = true;
+    std::fill(cls.begin(), cls.end(), 0);
+  } else {
+    // 3. Split bins far above the target (they absorbed many leftover points).
+    if (opt.split_bins && opt.max_iter > 0)
+      res.split = static_cast<int>(SplitRichBins(in, cls, pb.target, pb.alpha, gx, gy));
+    // 4. Lloyd iterations; 5. dissolve bins below min_fraction * target into their neighbours.
+    std::vector<double> w(gx.size(), 1.0);
+    RelaxTessellation(pb, cls, gx, gy, w, res);
+    res.dissolved = DissolvePoorBins(pb, cls, gx, gy, w);
+  }
+  // 6. Per-bin figures.
+  FinalFigures(pb, std::move(cls), std::move(gx), std::move(gy), res);
   return res;
 }
 

@@ -1,10 +1,11 @@
-// Tests of the Voronoi binning algorithm (plugins/binning/voronoi.hpp) on synthetic fields and
+// Tests of the Voronoi binning algorithm (cubeflow/binning/voronoi.hpp) on synthetic fields and
 // against the nGIST tutorial binning table.
 
 #include <fitsio.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
@@ -28,6 +29,14 @@ std::string DataDir() {
 struct Field {
   std::vector<double> x, y, s, n;
 };
+
+/// Options for these fields, whose points have independent noise: no covariance term (the
+/// default covariance_alpha, 1.07, is binning.voronoi's for MUSE cubes).
+VoronoiOptions Uncorrelated() {
+  VoronoiOptions opt;
+  opt.covariance_alpha = 0.0;
+  return opt;
+}
 
 /// Exponential disc on a size x size grid: S/N ~ 300 at the centre, falling to min_snr at the
 /// edge; optional Gaussian noise on the signal. Points with S/N < min_snr are left out.
@@ -108,7 +117,7 @@ class VoronoiMethods : public ::testing::TestWithParam<MethodCase> {};
 
 TEST_P(VoronoiMethods, DiscEveryPointInOneCompactBinAtTarget) {
   const Field f = Disc(120, /*noisy=*/false);
-  VoronoiOptions opt;
+  VoronoiOptions opt = Uncorrelated();
   opt.target_snr = 35;
   opt.method = GetParam().method;
   const VoronoiResult r = VoronoiBin(f.x, f.y, f.s, f.n, opt);
@@ -138,7 +147,7 @@ TEST_P(VoronoiMethods, DiscEveryPointInOneCompactBinAtTarget) {
 
 TEST_P(VoronoiMethods, NoisyDiscWithCovarianceCorrection) {
   const Field f = Disc(100, /*noisy=*/true);
-  VoronoiOptions opt;
+  VoronoiOptions opt = Uncorrelated();
   opt.target_snr = 35;
   opt.covariance_alpha = 1.07;
   opt.method = GetParam().method;
@@ -162,7 +171,7 @@ INSTANTIATE_TEST_SUITE_P(Binning, VoronoiMethods,
 
 TEST(Voronoi, AccretionOnlyIsValid) {
   const Field f = Disc(80, true);
-  VoronoiOptions opt;
+  VoronoiOptions opt = Uncorrelated();
   opt.target_snr = 50;
   opt.max_iter = 0;
   const VoronoiResult r = VoronoiBin(f.x, f.y, f.s, f.n, opt);
@@ -176,7 +185,7 @@ TEST(Voronoi, HighSnrPointsStayUnbinned) {
   Field f;
   for (int j = 0; j < 10; ++j)
     for (int i = 0; i < 10; ++i) f.x.push_back(i), f.y.push_back(j), f.s.push_back(100), f.n.push_back(1);
-  VoronoiOptions opt;
+  VoronoiOptions opt = Uncorrelated();
   opt.target_snr = 20;
   const VoronoiResult r = VoronoiBin(f.x, f.y, f.s, f.n, opt);
   ASSERT_EQ(r.nbins(), 100u);
@@ -188,7 +197,7 @@ TEST(Voronoi, UniformFieldGivesEqualBins) {
   Field f;
   for (int j = 0; j < 60; ++j)
     for (int i = 0; i < 60; ++i) f.x.push_back(i), f.y.push_back(j), f.s.push_back(5), f.n.push_back(1);
-  VoronoiOptions opt;
+  VoronoiOptions opt = Uncorrelated();
   opt.target_snr = 20;
   const VoronoiResult r = VoronoiBin(f.x, f.y, f.s, f.n, opt);
   CheckConsistent(f, r, opt);
@@ -201,7 +210,7 @@ TEST(Voronoi, UniformFieldGivesEqualBins) {
 TEST(Voronoi, TooLittleSignalGivesOneBin) {
   Field f;
   for (int i = 0; i < 20; ++i) f.x.push_back(i), f.y.push_back(0), f.s.push_back(0.1), f.n.push_back(1);
-  VoronoiOptions opt;
+  VoronoiOptions opt = Uncorrelated();
   opt.target_snr = 10;  // total S/N = 0.1 * sqrt(20) = 0.45
   const VoronoiResult r = VoronoiBin(f.x, f.y, f.s, f.n, opt);
   EXPECT_TRUE(r.single_bin);
@@ -211,7 +220,7 @@ TEST(Voronoi, TooLittleSignalGivesOneBin) {
 }
 
 TEST(Voronoi, RejectsBadInput) {
-  VoronoiOptions opt;
+  VoronoiOptions opt = Uncorrelated();
   EXPECT_THROW(VoronoiBin({0, 1}, {0}, {1, 1}, {1, 1}, opt), std::invalid_argument);
   EXPECT_THROW(VoronoiBin({0, 1}, {0, 0}, {1, 1}, {1, 0}, opt), std::invalid_argument);
   EXPECT_THROW(VoronoiBin({0, 1}, {0, 0}, {1, NAN}, {1, 1}, opt), std::invalid_argument);
@@ -223,7 +232,7 @@ TEST(Voronoi, RejectsBadInput) {
 
 TEST(Voronoi, BruteForceReferenceAgrees) {
   const Field f = Disc(60, true);
-  VoronoiOptions opt;
+  VoronoiOptions opt = Uncorrelated();
   opt.target_snr = 35;
   const VoronoiResult fast = VoronoiBin(f.x, f.y, f.s, f.n, opt);
   opt.spatial_index = false;
@@ -238,7 +247,7 @@ TEST(Voronoi, BruteForceReferenceAgrees) {
 TEST(Voronoi, ScalesToLargeField) {
   // 400 x 400 grid; must stay well under a few seconds (vorbin-style O(N^1.5) would not).
   const Field f = Disc(400, true);
-  VoronoiOptions opt;
+  VoronoiOptions opt = Uncorrelated();
   opt.target_snr = 35;
   opt.max_iter = 10;
   const auto t0 = std::chrono::steady_clock::now();
@@ -248,6 +257,87 @@ TEST(Voronoi, ScalesToLargeField) {
   EXPECT_GE(EvaluateBinning(f.x, f.y, r, 35).min_ratio, 0.8);
   EXPECT_LT(sec, 20.0);
   std::cout << f.x.size() << " points -> " << r.nbins() << " bins in " << sec << " s\n";
+}
+
+// --- Results pinned: VoronoiBin runs its steps as named functions (accretion, assignment,
+// splitting, Lloyd iterations, dissolving); these figures were produced by the single-function
+// implementation before that split, and must not change unless the algorithm does.
+
+/// Noise-free exponential disc (no random numbers: the same field everywhere).
+Field SmoothDisc(int size) {
+  Field f;
+  const double c = 0.5 * (size - 1), rd = size / 20.0, q = 0.75;
+  for (int j = 0; j < size; ++j)
+    for (int i = 0; i < size; ++i) {
+      const double dx = i - c, dy = (j - c) / q;
+      const double flux = 1e5 * std::exp(-std::sqrt(dx * dx + dy * dy) / rd);
+      const double sigma = std::sqrt(flux + 100.0);
+      if (flux / sigma < 1.0) continue;
+      f.x.push_back(i), f.y.push_back(j), f.s.push_back(flux), f.n.push_back(sigma);
+    }
+  return f;
+}
+
+/// A size x size grid of S/N sn * U(0.2, 1.8) from a fixed linear congruential generator:
+/// accretion leaves many points to absorb, so rich bins get split.
+Field Patchy(int size, double sn) {
+  Field f;
+  uint32_t state = 12345;
+  for (int j = 0; j < size; ++j)
+    for (int i = 0; i < size; ++i) {
+      state = state * 1664525u + 1013904223u;
+      const double u = (state >> 8) / double(1 << 24);
+      f.x.push_back(i), f.y.push_back(j), f.s.push_back(sn * (0.2 + 1.6 * u)), f.n.push_back(1.0);
+    }
+  return f;
+}
+
+uint64_t LabelHash(const std::vector<int32_t>& bin) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a over the labels
+  for (int32_t b : bin) {
+    h ^= static_cast<uint32_t>(b);
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+TEST(Voronoi, ResultsUnchangedByTheSplitIntoSteps) {
+  struct Case {
+    bool patchy;
+    VoronoiMethod method;
+    double alpha, target, roundness;
+    int max_iter;
+    size_t nbins;
+    int accretion_bins, iterations, split, dissolved;
+    uint64_t labels;
+  };
+  const Case cases[] = {
+      {false, VoronoiMethod::kCvt, 0.0, 35, 0.3, 30, 1028, 1031, 3, 0, 3, 0x27f5137ed9ca6ba4ull},
+      {false, VoronoiMethod::kWvt, 1.07, 35, 0.3, 30, 779, 805, 16, 0, 26, 0x938734b380c36e2full},
+      {false, VoronoiMethod::kCvt, 1.07, 35, 0.3, 0, 769, 805, 0, 0, 36, 0x67b2ed9fd848a72cull},
+      {true, VoronoiMethod::kCvt, 0.0, 20, 0.3, 30, 160, 111, 7, 49, 0, 0xa1a8a5d20714ca27ull},
+      {true, VoronoiMethod::kWvt, 0.0, 20, 0.3, 30, 160, 111, 6, 49, 0, 0xe9171543dc5aa7ffull},
+      {true, VoronoiMethod::kCvt, 0.0, 20, 0.05, 30, 173, 84, 2, 89, 0, 0x69fdb33f64092ed9ull},
+  };
+  for (const Case& c : cases) {
+    const Field f = c.patchy ? Patchy(60, 5.0) : SmoothDisc(80);
+    VoronoiOptions opt;
+    opt.method = c.method;
+    opt.covariance_alpha = c.alpha;
+    opt.target_snr = c.target;
+    opt.max_roundness = c.roundness;
+    opt.max_iter = c.max_iter;
+    const VoronoiResult r = VoronoiBin(f.x, f.y, f.s, f.n, opt);
+    SCOPED_TRACE(std::string(c.patchy ? "patchy" : "disc") + (c.method == VoronoiMethod::kWvt ? " wvt" : " cvt") +
+                 " alpha " + std::to_string(c.alpha) + " max_iter " + std::to_string(c.max_iter));
+    CheckConsistent(f, r, opt);
+    EXPECT_EQ(r.nbins(), c.nbins);
+    EXPECT_EQ(r.accretion_bins, c.accretion_bins);
+    EXPECT_EQ(r.iterations, c.iterations);
+    EXPECT_EQ(r.split, c.split);
+    EXPECT_EQ(r.dissolved, c.dissolved);
+    EXPECT_EQ(LabelHash(r.bin), c.labels);
+  }
 }
 
 // --- nGIST tutorial reference: re-bin their per-spaxel signal and noise ------------------------
@@ -297,7 +387,7 @@ TEST(Voronoi, MatchesNgistTutorialBinning) {
   const double ref_scatter = std::sqrt((rs2 - rs1 * rs1 / nref) / (nref - 1));
 
   for (VoronoiMethod m : {VoronoiMethod::kCvt, VoronoiMethod::kWvt}) {
-    VoronoiOptions opt;
+    VoronoiOptions opt = Uncorrelated();
     opt.target_snr = 250;
     opt.method = m;
     const VoronoiResult r = VoronoiBin(f.x, f.y, f.s, f.n, opt);  // pixel size found: 0.2 arcsec

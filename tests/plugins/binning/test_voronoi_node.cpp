@@ -1,5 +1,6 @@
 // Tests of the binning.voronoi node: synthetic cubes (NaN, zero-variance, masked and low-S/N
-// spaxels; lazily streamed bin spectra) and the real MUSE sub-cube of the UDF mosaic.
+// spaxels; lazily streamed bin spectra), its options and validation hook, and the real MUSE
+// sub-cube of the UDF mosaic. Driven through cubeflow::testing::FakeContext.
 
 #include <fitsio.h>
 #include <gtest/gtest.h>
@@ -16,6 +17,10 @@
 
 #include "cubeflow/data.hpp"
 #include "cubeflow/node.hpp"
+#include "cubeflow/spectral/snr.hpp"
+#include "cubeflow/testing/fake_context.hpp"
+#include "fits_test_util.hpp"
+#include "node_test_util.hpp"
 #include "voronoi_node.hpp"
 
 namespace {
@@ -25,59 +30,12 @@ using namespace cubeflow::binning;
 
 constexpr float kNaNf = std::numeric_limits<float>::quiet_NaN();
 
-std::string DataDir() {
-  if (const char* d = std::getenv("CUBEFLOW_DATA_DIR")) return d;
-  return CUBEFLOW_TEST_DATA_DIR;
-}
+using cftest::DataDir;
+using cubeflow::testing::FakeContext;
 
-/// Minimal ProcessContext: one single input, captured emissions and stream sources.
-class FakeContext : public ProcessContext {
- public:
-  std::map<std::string, std::shared_ptr<const Data>> inputs, emitted;
-  std::map<std::string, std::shared_ptr<StreamSource>> streams;
-  mutable std::vector<std::pair<LogLevel, std::string>> logs;
-  RunInfo info;
-  std::string name = "bin", type = "binning.voronoi";
-
-  size_t size() const override { return 1; }
-  int64_t key(size_t) const override { return -1; }
-  bool failed(size_t) const override { return false; }
-  std::string failure(size_t) const override { return ""; }
-  std::shared_ptr<const Data> InputData(const std::string& port, size_t) const override {
-    auto it = inputs.find(port);
-    return it == inputs.end() ? nullptr : it->second;
-  }
-  std::vector<std::shared_ptr<const Data>> InputsOf(const std::string& port, size_t i) const override {
-    auto d = InputData(port, i);
-    return d ? std::vector<std::shared_ptr<const Data>>{d} : std::vector<std::shared_ptr<const Data>>{};
-  }
-  bool Connected(const std::string& port) const override { return inputs.count(port) > 0; }
-  void Emit(const std::string& port, std::shared_ptr<const Data> data, size_t) override {
-    if (emitted.count(port)) throw Error("single output '" + port + "' emitted twice");
-    emitted[port] = std::move(data);
-  }
-  void EmitItem(const std::string& port, int64_t, std::shared_ptr<const Data> data) override { emitted[port] = data; }
-  void EmitStream(const std::string& port, std::shared_ptr<StreamSource> s) override { streams[port] = std::move(s); }
-  const std::string& node_name() const override { return name; }
-  const std::string& node_type() const override { return type; }
-  const RunInfo& run() const override { return info; }
-  bool aborted() const override { return false; }
-  int threads() const override { return 2; }
-  void Log(LogLevel level, const std::string& m) const override { logs.emplace_back(level, m); }
-
-  bool Logged(const std::string& needle) const {
-    for (auto& [l, m] : logs)
-      if (m.find(needle) != std::string::npos) return true;
-    return false;
-  }
-};
-
-Params MakeParams(std::map<std::string, Value> given) {
-  std::map<std::string, Value> v;
-  const NodeSpec spec = VoronoiNode::Spec();  // keep alive: params() is a reference into it
-  for (const auto& p : spec.params()) v[p.name()] = p.default_value();
-  for (auto& [k, x] : given) v[k] = x;
-  return Params(v);
+/// binning.voronoi built as the registry builds it, with `given` over the defaults.
+std::unique_ptr<Node> MakeVoronoi(const std::map<std::string, Value>& given = {}) {
+  return cubeflow::testing::MakeNode<VoronoiNode>(given);
 }
 
 /// 40 x 36 x 60 cube, 5250-5545 A: an exponential disc with S/N ~100 per pixel at the centre
@@ -134,9 +92,11 @@ std::vector<std::shared_ptr<const Spectrum>> Drain(StreamSource& s) {
 /// Checks binning/binid/spectra against each other and the cube; returns the binning.
 std::shared_ptr<const Binning> CheckOutputs(FakeContext& ctx, const Cube& cube, double target, double alpha,
                                             const std::set<int32_t>& must_be_unbinned) {
-  EXPECT_TRUE(ctx.emitted.count("binning") && ctx.emitted.count("binid") && ctx.streams.count("spectra"));
-  auto b = std::static_pointer_cast<const Binning>(ctx.emitted.at("binning"));
-  auto m = std::static_pointer_cast<const Map>(ctx.emitted.at("binid"));
+  EXPECT_TRUE(ctx.Output<Binning>("binning") && ctx.Output<Map>("binid") && ctx.Stream("spectra"));
+  EXPECT_EQ(ctx.Emitted("binning").size(), 1u);  // each single output emitted once
+  EXPECT_EQ(ctx.Emitted("binid").size(), 1u);
+  auto b = ctx.Output<Binning>("binning");
+  auto m = ctx.Output<Map>("binid");
   EXPECT_EQ(m->name, "BINID");
   EXPECT_EQ(m->nx, cube.nx);
   EXPECT_EQ(m->ny, cube.ny);
@@ -162,9 +122,9 @@ std::shared_ptr<const Binning> CheckOutputs(FakeContext& ctx, const Cube& cube, 
   }
   for (size_t s = 0; s < nspax; ++s) EXPECT_EQ(seen[s], b->binid[s] >= 0 ? 1 : 0) << "spaxel " << s;
 
-  auto spectra = Drain(*ctx.streams.at("spectra"));
+  auto spectra = Drain(*ctx.Stream("spectra"));
   EXPECT_EQ(spectra.size(), b->bins.size());
-  EXPECT_EQ(ctx.streams.at("spectra")->SizeHint(), static_cast<int64_t>(b->bins.size()));
+  EXPECT_EQ(ctx.Stream("spectra")->SizeHint(), static_cast<int64_t>(b->bins.size()));
   const size_t plane = nspax;
   for (size_t k = 0; k < spectra.size(); k += std::max<size_t>(1, spectra.size() / 7)) {
     const auto& sp = *spectra[k];
@@ -213,12 +173,24 @@ TEST(VoronoiNode, SpecDeclaresPortsAndParams) {
   EXPECT_DOUBLE_EQ(std::get<double>(s.FindParam("covariance_alpha")->default_value()), 1.07);
 }
 
+// The node's signal and noise: spectral::ComputeSpaxelSnr with the per-pixel median definition.
+Result<spectral::SpaxelSnr> MedianSnr(const Cube& c, double wave_min, double wave_max) {
+  spectral::SnrOptions o;
+  o.wave_min = wave_min;
+  o.wave_max = wave_max;
+  o.definition = spectral::SnrDefinition::kPixelMedian;
+  o.noise = spectral::NoiseSource::kVariance;
+  return spectral::ComputeSpaxelSnr(c, o);
+}
+
 TEST(VoronoiNode, SpaxelSnrFromWindow) {
   auto c = SyntheticCube();
-  const SpaxelSnr s = ComputeSpaxelSnr(*c, 5300, 5500);
-  EXPECT_EQ(s.k0, 10);  // 5250 + 5 * 10 = 5300
-  EXPECT_EQ(s.k1, 50);
-  EXPECT_FALSE(s.clipped);
+  const auto r = MedianSnr(*c, 5300, 5500);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  const spectral::SpaxelSnr& s = *r;
+  EXPECT_EQ(s.window.k0, 10);  // 5250 + 5 * 10 = 5300
+  EXPECT_EQ(s.window.k1, 50);
+  EXPECT_FALSE(s.window.clipped);
   // Median by hand for one spaxel.
   std::vector<double> f;
   const size_t sp = 17 * 40 + 20;
@@ -227,14 +199,12 @@ TEST(VoronoiNode, SpaxelSnrFromWindow) {
   EXPECT_NEAR(s.signal[sp], f[20], 1e-3);
   EXPECT_GT(s.signal[sp] / s.noise[sp], 50);
   // Window partly outside: clipped; fully outside: error naming the ranges.
-  EXPECT_TRUE(ComputeSpaxelSnr(*c, 5000, 5400).clipped);
-  try {
-    ComputeSpaxelSnr(*c, 6000, 6100);
-    FAIL() << "no error for a window outside the cube";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("outside"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("5250"), std::string::npos) << e.what();
-  }
+  EXPECT_TRUE(MedianSnr(*c, 5000, 5400)->window.clipped);
+  const auto outside = MedianSnr(*c, 6000, 6100);
+  ASSERT_FALSE(outside.ok()) << "no error for a window outside the cube";
+  const std::string what = outside.status().message();
+  EXPECT_NE(what.find("outside"), std::string::npos) << what;
+  EXPECT_NE(what.find("5250"), std::string::npos) << what;
 }
 
 TEST(VoronoiNode, BinsSyntheticCubeLeavingBadSpaxelsOut) {
@@ -260,9 +230,9 @@ TEST(VoronoiNode, BinsSyntheticCubeLeavingBadSpaxelsOut) {
   WriteMask(mask_path, nx, ny, mask);
 
   FakeContext ctx;
-  ctx.inputs["cube"] = cube;
-  VoronoiNode node(MakeParams({{"target_snr", 60.0}, {"mask", mask_path}}));
-  node.Process(ctx);
+  ctx.SetInput("cube", cube);
+  auto node = MakeVoronoi({{"target_snr", 60.0}, {"mask", mask_path}});
+  node->Process(ctx);
   auto b = CheckOutputs(ctx, *cube, 60.0, 1.07, unbinned);
   EXPECT_GT(b->bins.size(), 10u);
   // Spectra are built lazily from the shared cube: blank pixel 40 of one spaxel of a
@@ -274,7 +244,7 @@ TEST(VoronoiNode, BinsSyntheticCubeLeavingBadSpaxelsOut) {
   double others = 0;
   for (size_t j = 1; j < bin.spaxels.size(); ++j) others += cube->flux[40 * nx * ny + bin.spaxels[j]];
   cube->flux[40 * nx * ny + bin.spaxels[0]] = kNaNf;
-  auto src = std::static_pointer_cast<BinSpectraSource>(ctx.streams.at("spectra"));
+  auto src = std::static_pointer_cast<BinSpectraSource>(ctx.Stream("spectra"));
   auto sp = src->Make(id);
   EXPECT_EQ(sp->mask[40], 0);
   EXPECT_NEAR(sp->flux[40], others * bin.nspax / (bin.nspax - 1.0), 1e-6 * std::abs(others) * 2);
@@ -295,14 +265,15 @@ TEST(VoronoiNode, WvtAndNoVarianceFallback) {
   }
   cube->variance.clear();
   FakeContext ctx;
-  ctx.inputs["cube"] = cube;
-  VoronoiNode node(MakeParams({{"target_snr", 30.0}, {"method", std::string("wvt")}, {"covariance_alpha", 0.0}}));
-  node.Process(ctx);
+  ctx.SetInput("cube", cube);
+  auto node = MakeVoronoi({{"target_snr", 30.0}, {"method", std::string("wvt")}, {"covariance_alpha", 0.0}});
+  node->Process(ctx);
   EXPECT_TRUE(ctx.Logged("DER_SNR"));
-  auto b = std::static_pointer_cast<const Binning>(ctx.emitted.at("binning"));
+  auto b = ctx.Output<Binning>("binning");
+  ASSERT_TRUE(b);
   ASSERT_GT(b->bins.size(), 3u);
   for (const auto& bin : b->bins) EXPECT_GE(bin.snr, 0.8 * 30.0);
-  auto spectra = Drain(*ctx.streams.at("spectra"));
+  auto spectra = Drain(*ctx.Stream("spectra"));
   ASSERT_EQ(spectra.size(), b->bins.size());
   for (double v : spectra[0]->variance) EXPECT_GT(v, 0);
 }
@@ -311,31 +282,31 @@ TEST(VoronoiNode, ClearErrors) {
   auto cube = SyntheticCube();
   {
     FakeContext ctx;
-    ctx.inputs["cube"] = cube;
-    VoronoiNode node(MakeParams({{"wave_min", 6000.0}, {"wave_max", 6500.0}}));
-    EXPECT_THROW(node.Process(ctx), Error);
+    ctx.SetInput("cube", cube);
+    auto node = MakeVoronoi({{"wave_min", 6000.0}, {"wave_max", 6500.0}});
+    EXPECT_THROW(node->Process(ctx), Error);
   }
   {
     FakeContext ctx;
-    ctx.inputs["cube"] = cube;
-    VoronoiNode node(MakeParams({{"wave_min", 5000.0}}));
-    node.Process(ctx);
+    ctx.SetInput("cube", cube);
+    auto node = MakeVoronoi({{"wave_min", 5000.0}});
+    node->Process(ctx);
     EXPECT_TRUE(ctx.Logged("cut to the cube's range"));
   }
   {
     FakeContext ctx;
-    ctx.inputs["cube"] = cube;
-    VoronoiNode node(MakeParams({{"mask", std::string("/nonexistent/mask.fits")}}));
-    EXPECT_THROW(node.Process(ctx), Error);
+    ctx.SetInput("cube", cube);
+    auto node = MakeVoronoi({{"mask", std::string("/nonexistent/mask.fits")}});
+    EXPECT_THROW(node->Process(ctx), Error);
   }
   {
     const std::string p = (std::filesystem::temp_directory_path() / "cubeflow_binning_badmask.fits").string();
     WriteMask(p, 10, 10, std::vector<double>(100, 0.0));
     FakeContext ctx;
-    ctx.inputs["cube"] = cube;
-    VoronoiNode node(MakeParams({{"mask", p}}));
+    ctx.SetInput("cube", cube);
+    auto node = MakeVoronoi({{"mask", p}});
     try {
-      node.Process(ctx);
+      node->Process(ctx);
       FAIL() << "no error for a mask of the wrong shape";
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find("does not match"), std::string::npos) << e.what();
@@ -344,10 +315,10 @@ TEST(VoronoiNode, ClearErrors) {
   }
   {
     FakeContext ctx;
-    ctx.inputs["cube"] = cube;
-    VoronoiNode node(MakeParams({{"min_snr", 1e6}}));
+    ctx.SetInput("cube", cube);
+    auto node = MakeVoronoi({{"min_snr", 1e6}});
     try {
-      node.Process(ctx);
+      node->Process(ctx);
       FAIL() << "no error without spaxels";
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find("min_snr"), std::string::npos) << e.what();
@@ -414,10 +385,10 @@ TEST(VoronoiNode, BinsRealMuseSubcube) {
   // give a handful of bins in both cases.
   for (auto [target, alpha] : {std::pair{1.5, 0.0}, std::pair{0.5, 1.07}}) {
     FakeContext ctx;
-    ctx.inputs["cube"] = cube;
-    VoronoiNode node(MakeParams({{"target_snr", target}, {"covariance_alpha", alpha}, {"min_snr", 0.0},
-                                 {"wave_min", 4750.0}, {"wave_max", 5370.0}}));
-    node.Process(ctx);
+    ctx.SetInput("cube", cube);
+    auto node = MakeVoronoi({{"target_snr", target}, {"covariance_alpha", alpha}, {"min_snr", 0.0},
+                                 {"wave_min", 4750.0}, {"wave_max", 5370.0}});
+    node->Process(ctx);
     auto b = CheckOutputs(ctx, *cube, target, alpha, unbinned);
     EXPECT_GE(b->bins.size(), 3u);
     int64_t binned = 0;
@@ -426,6 +397,48 @@ TEST(VoronoiNode, BinsRealMuseSubcube) {
     std::cout << "MUSE UDF sub-cube, target " << target << ", alpha " << alpha << ": " << binned
               << " spaxels in " << b->bins.size() << " bins\n";
   }
+}
+
+// --- options and validation -------------------------------------------------------------------
+
+// One default per parameter: the node's binning parameters are those of VoronoiOptions.
+TEST(VoronoiNode, BinningDefaultsAreTheLibrarys) {
+  const NodeSpec s = VoronoiNode::Spec();
+  const VoronoiOptions lib;
+  EXPECT_DOUBLE_EQ(std::get<double>(s.FindParam("target_snr")->default_value()), lib.target_snr);
+  EXPECT_DOUBLE_EQ(std::get<double>(s.FindParam("covariance_alpha")->default_value()), lib.covariance_alpha);
+  EXPECT_DOUBLE_EQ(std::get<double>(s.FindParam("min_fraction")->default_value()), lib.min_fraction);
+  EXPECT_EQ(std::get<int64_t>(s.FindParam("max_iter")->default_value()), lib.max_iter);
+  EXPECT_EQ(std::get<std::string>(s.FindParam("method")->default_value()), "cvt");
+  EXPECT_EQ(lib.method, VoronoiMethod::kCvt);
+  const VoronoiOptions o = VoronoiNodeOptions{}.ToLibrary();
+  EXPECT_EQ(o.covariance_alpha, lib.covariance_alpha);
+  EXPECT_EQ(o.pixel_size, 1.0);  // the spaxel grid
+  VoronoiNodeOptions w;
+  w.method = "wvt";
+  EXPECT_EQ(w.ToLibrary().method, VoronoiMethod::kWvt);
+}
+
+// wave_min >= wave_max is reported on wave_max before the run (`cubeflow validate`, the factory
+// and the Params constructor), not when the cube arrives.
+TEST(VoronoiNode, EmptyWindowIsReportedOnWaveMaxBeforeTheRun) {
+  const NodeSpec s = VoronoiNode::Spec();
+  const std::map<std::string, Value> given = {{"wave_min", 5500.0}, {"wave_max", 5300.0}};
+  const CheckReport r = s.RunChecks(cubeflow::testing::DefaultParams(s, given));
+  ASSERT_EQ(r.issues().size(), 1u);
+  EXPECT_EQ(r.issues()[0].param, "wave_max");
+  const std::string want =
+      "wave_max: must be above wave_min (5500 Angstrom), got 5300: the S/N window [wave_min, wave_max] is empty; "
+      "set wave_min < wave_max";
+  EXPECT_EQ(cftest::BuildError<VoronoiNode>(given), want);
+  try {
+    VoronoiNode node(cubeflow::testing::DefaultParams(s, given));
+    FAIL() << "the Params constructor built a node with an empty window";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), want);
+  }
+  EXPECT_NE(cftest::BuildError<VoronoiNode>({{"wave_min", 5500.0}}), "");  // above the default wave_max
+  EXPECT_EQ(cftest::BuildError<VoronoiNode>({{"wave_min", 5000.0}}), "");
 }
 
 }  // namespace

@@ -29,32 +29,24 @@
 #include "fits_test_util.hpp"
 #include "cubeflow/registry.hpp"
 #include "cubeflow/spectral/spectral_ops.hpp"
+#include "cubeflow/spectral/stats.hpp"
 #include "io_nodes.hpp"
 #include "spectra_test_util.hpp"
+#include "spectral_nodes.hpp"
 #include "voronoi_node.hpp"
-
-namespace cubeflow::spectral {
-void RegisterRestframe(Registry& r);
-}
 
 using namespace cubeflow;
 using cftest::TempDir;
 using spectest::FitsFile;
 using spectest::kNaN;
-using spectest::MakeParams;
 using spectest::SinkContext;
+using spectral::Median;
 
 namespace {
 
 constexpr int kBins = 28;
 
 std::string RefDir() { return cftest::DataDir() + "/reference/ngist_tutorial_NGC0000"; }
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 /// Everything read from the nGIST run.
 struct Ngist {
@@ -194,11 +186,11 @@ std::string WriteProduct(const TempDir& dir, const std::string& name, const std:
   const std::string path = dir.File(name);
   std::map<std::string, Value> p = extra;
   p["path"] = path;
-  io::WriteSpectraNode node(MakeParams(io::WriteSpectraNode::Spec(), p));
+  auto node = cftest::MakeTypedNode<io::WriteSpectraNode>(p);
   SinkContext ctx;
-  if (binning) ctx.singles["binning"] = binning;
-  for (int b = kBins - 1; b >= 0; --b) ctx.Send(node, b, spectra[static_cast<size_t>(b)]);  // reverse order
-  node.Finish(ctx);
+  if (binning) ctx.SetInput("binning", binning);
+  for (int b = kBins - 1; b >= 0; --b) ctx.Send(*node, b, spectra[static_cast<size_t>(b)]);  // reverse order
+  node->Finish(ctx);
   return path;
 }
 
@@ -280,15 +272,15 @@ TEST(NgistReference, RestframedSpectraMatchTheirRestFrameSpectra) {
   // nGIST's rest frame: lambda_obs / (1 + z) with the flux density unchanged. cubeflow's node with
   // v = 0, no broadening (sigma_target 0 is below the LSF everywhere: left unbroadened, BROADTGT)
   // and nGIST's own output grid.
-  auto node = rs->factory()(MakeParams(*rs, {{"z_sys", g.z},
-                                            {"velocity", 0.0},
-                                            {"dispersion", 0.0},
-                                            {"sigma_target", 0.0},
-                                            {"wave_start", g.lin_crval},
-                                            {"wave_step", g.lin_cdelt},
-                                            {"wave_n", g.nlin},
-                                            {"norm_min", 5300.0},
-                                            {"norm_max", 5500.0}}));
+  auto node = cubeflow::testing::MakeNode(*rs, {{"z_sys", g.z},
+                                      {"velocity", 0.0},
+                                      {"dispersion", 0.0},
+                                      {"sigma_target", 0.0},
+                                      {"wave_start", g.lin_crval},
+                                      {"wave_step", g.lin_cdelt},
+                                      {"wave_n", g.nlin},
+                                      {"norm_min", 5300.0},
+                                      {"norm_max", 5500.0}});
   const WavelengthAxis obs = WavelengthAxis::Linear(g.lin_crval * (1 + g.z), g.lin_cdelt * (1 + g.z), g.nlin);
   EXPECT_NEAR(obs.cdelt, 1.25, 1e-9);  // the MUSE pixel: nGIST only relabelled the wavelengths
   SinkContext rctx;
@@ -299,10 +291,10 @@ TEST(NgistReference, RestframedSpectraMatchTheirRestFrameSpectra) {
     s->flux.assign(g.spec_lin.begin() + b * g.nlin, g.spec_lin.begin() + (b + 1) * g.nlin);
     for (int64_t k = 0; k < g.nlin; ++k) s->variance.push_back(std::pow(g.espec_lin[static_cast<size_t>(b * g.nlin + k)], 2));
     s->mask.assign(static_cast<size_t>(g.nlin), 0);
-    rctx.emitted.clear();
     rctx.Send(*node, b, s);
-    ASSERT_EQ(rctx.emitted.size(), 1u);
-    rest[static_cast<size_t>(b)] = std::const_pointer_cast<Spectrum>(std::static_pointer_cast<const Spectrum>(rctx.emitted[0]));
+    ASSERT_EQ(rctx.Emitted("spectra").size(), 1u);
+    rest[static_cast<size_t>(b)] =
+        std::const_pointer_cast<Spectrum>(std::static_pointer_cast<const Spectrum>(rctx.Emitted("spectra")[0]));
     EXPECT_TRUE(rest[static_cast<size_t>(b)]->quality & kQualBroaderThanTarget);
   }
   TempDir dir;

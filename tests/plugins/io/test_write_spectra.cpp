@@ -18,9 +18,9 @@
 
 using namespace cubeflow;
 using cftest::TempDir;
+using cftest::MakeTypedNode;
 using spectest::FitsFile;
 using spectest::kNaN;
-using spectest::MakeParams;
 using spectest::SinkContext;
 
 namespace {
@@ -103,7 +103,7 @@ const WavelengthAxis kAxis = WavelengthAxis::Linear(4750.0, 1.25, 40, /*air=*/tr
 
 /// Bins 3, 0, 4 arrive (in that order), bin 1 fails, bin 2 never arrives.
 void DriveFive(WS& node, SinkContext& ctx) {
-  ctx.singles["binning"] = FiveBins();
+  ctx.SetInput("binning", FiveBins());
   auto s3 = BinSpectrum(3, kAxis);
   s3->quality = kQualLowSnr;
   ctx.Send(node, 3, s3);
@@ -142,12 +142,11 @@ TEST(WriteSpectra, SpecDeclaresPortsAndDocumentedParameters) {
 TEST(WriteSpectra, RowsAreBinIdsWithSpectralWcsMaskErrorsAndBinTable) {
   TempDir dir;
   const std::string path = dir.File("sub/spectra.fits");  // the directory is created
-  const NodeSpec spec = WS::Spec();
-  WS node(MakeParams(spec, {{"path", path}}));
+  auto node = MakeTypedNode<WS>({{"path", path}});
   SinkContext ctx;
-  ctx.run_info = SomeRun(path);
-  DriveFive(node, ctx);
-  node.Finish(ctx);
+  ctx.run_info() = SomeRun(path);
+  DriveFive(*node, ctx);
+  node->Finish(ctx);
   // Only the product is left: no scratch or temporary files.
   EXPECT_EQ(DirEntries(dir.File("sub")), std::vector<std::string>{"spectra.fits"});
 
@@ -280,10 +279,8 @@ TEST(WriteSpectra, RowsAreBinIdsWithSpectralWcsMaskErrorsAndBinTable) {
 TEST(WriteSpectra, RestFrameLogAxisNormalisedFloat64InverseVariance) {
   TempDir dir;
   const std::string path = dir.File("rest.fits");
-  const NodeSpec spec = WS::Spec();
-  WS node(MakeParams(spec, {{"path", path}, {"error", std::string("ivar")}, {"dtype", std::string("float64")}}));
+  auto node = MakeTypedNode<WS>({{"path", path}, {"error", std::string("ivar")}, {"dtype", std::string("float64")}});
   SinkContext ctx;
-  ctx.singles.clear();  // no binning connected
   WavelengthAxis ax;
   ax.n = 30;
   ax.log = true;
@@ -295,9 +292,9 @@ TEST(WriteSpectra, RestFrameLogAxisNormalisedFloat64InverseVariance) {
     auto s = BinSpectrum(id, ax, /*with_var=*/id == 1);
     s->rest_frame = true;
     s->norm = 2.5 * (static_cast<double>(id) + 1);
-    ctx.Send(node, id, s);
+    ctx.Send(*node, id, s);
   }
-  node.Finish(ctx);
+  node->Finish(ctx);
   FitsFile f(path);
   ASSERT_NE(f.f, nullptr);
   EXPECT_TRUE(f.ChecksumsOk());
@@ -347,13 +344,13 @@ TEST(WriteSpectra, RestFrameLogAxisNormalisedFloat64InverseVariance) {
 TEST(WriteSpectra, AbortedRunWritesPartialProductFlaggingMissingBins) {
   TempDir dir;
   const std::string path = dir.File("partial.fits");
-  WS node(MakeParams(WS::Spec(), {{"path", path}}));
+  auto node = MakeTypedNode<WS>({{"path", path}});
   SinkContext ctx;
-  ctx.singles["binning"] = FiveBins();
-  ctx.Send(node, 1, BinSpectrum(1, kAxis));
-  ctx.Send(node, 0, BinSpectrum(0, kAxis));
-  ctx.is_aborted = true;
-  node.Finish(ctx);
+  ctx.SetInput("binning", FiveBins());
+  ctx.Send(*node, 1, BinSpectrum(1, kAxis));
+  ctx.Send(*node, 0, BinSpectrum(0, kAxis));
+  ctx.SetAborted(true);
+  node->Finish(ctx);
   FitsFile f(path);
   ASSERT_NE(f.f, nullptr);
   EXPECT_TRUE(f.Logical("PARTIAL"));
@@ -372,11 +369,11 @@ TEST(WriteSpectra, AbortedRunWritesPartialProductFlaggingMissingBins) {
 TEST(WriteSpectra, FailedBinsWithoutBinningStillGetRows) {
   TempDir dir;
   const std::string path = dir.File("nobinning.fits");
-  WS node(MakeParams(WS::Spec(), {{"path", path}}));
+  auto node = MakeTypedNode<WS>({{"path", path}});
   SinkContext ctx;
-  ctx.Send(node, 2, BinSpectrum(2, kAxis));
-  ctx.Send(node, 5, nullptr, "boom");  // beyond the last spectrum: known from its key
-  node.Finish(ctx);
+  ctx.Send(*node, 2, BinSpectrum(2, kAxis));
+  ctx.Send(*node, 5, nullptr, "boom");  // beyond the last spectrum: known from its key
+  node->Finish(ctx);
   FitsFile f(path);
   ASSERT_TRUE(f.Move("SPECTRA"));
   EXPECT_EQ(f.Shape(), (std::vector<long long>{40, 6}));
@@ -389,7 +386,7 @@ TEST(WriteSpectra, FailedBinsWithoutBinningStillGetRows) {
 TEST(WriteSpectra, ManyBinsInRandomOrderLandInTheirRows) {
   TempDir dir;
   const std::string path = dir.File("many.fits");
-  WS node(MakeParams(WS::Spec(), {{"path", path}}));
+  auto node = MakeTypedNode<WS>({{"path", path}});
   SinkContext ctx;
   const auto ax = WavelengthAxis::Linear(4800, 1.25, 700);
   std::vector<int64_t> ids(1500);
@@ -398,7 +395,7 @@ TEST(WriteSpectra, ManyBinsInRandomOrderLandInTheirRows) {
   std::shuffle(ids.begin(), ids.end(), rng);
   for (int64_t id : ids) {
     if (id % 97 == 13) {
-      ctx.Send(node, id, nullptr, "failed " + std::to_string(id));
+      ctx.Send(*node, id, nullptr, "failed " + std::to_string(id));
       continue;
     }
     auto s = std::make_shared<Spectrum>();
@@ -406,10 +403,10 @@ TEST(WriteSpectra, ManyBinsInRandomOrderLandInTheirRows) {
     s->flux.resize(700);
     s->variance.assign(700, 4.0);
     for (size_t k = 0; k < 700; ++k) s->flux[k] = static_cast<double>(id) + 1e-3 * static_cast<double>(k);
-    ctx.Send(node, id, s);
+    ctx.Send(*node, id, s);
   }
-  EXPECT_EQ(node.received(), 1500u);
-  node.Finish(ctx);
+  EXPECT_EQ(node->received(), 1500u);
+  node->Finish(ctx);
   EXPECT_EQ(DirEntries(dir.path()), std::vector<std::string>{"many.fits"});
   FitsFile f(path);
   ASSERT_TRUE(f.Move("SPECTRA"));
@@ -429,7 +426,6 @@ TEST(WriteSpectra, ManyBinsInRandomOrderLandInTheirRows) {
 
 TEST(WriteSpectra, ErrorsNameTheBinTheFileAndWhatToDo) {
   TempDir dir;
-  const NodeSpec spec = WS::Spec();
   auto expect_error = [](auto&& fn, const std::vector<std::string>& parts) {
     try {
       fn();
@@ -439,36 +435,36 @@ TEST(WriteSpectra, ErrorsNameTheBinTheFileAndWhatToDo) {
     }
   };
   {  // a different wavelength grid
-    WS node(MakeParams(spec, {{"path", dir.File("a.fits")}}));
+    auto node = MakeTypedNode<WS>({{"path", dir.File("a.fits")}});
     SinkContext ctx;
-    ctx.Send(node, 0, BinSpectrum(0, kAxis));
-    expect_error([&] { ctx.Send(node, 7, BinSpectrum(7, WavelengthAxis::Linear(4750.5, 1.25, 40))); },
+    ctx.Send(*node, 0, BinSpectrum(0, kAxis));
+    expect_error([&] { ctx.Send(*node, 7, BinSpectrum(7, WavelengthAxis::Linear(4750.5, 1.25, 40))); },
                  {"bin 7", "wavelength axis", "bin 0", "rebin"});
     expect_error([&] {
       auto s = BinSpectrum(8, kAxis);
       s->rest_frame = true;
-      ctx.Send(node, 8, s);
+      ctx.Send(*node, 8, s);
     }, {"bin 8", "rest-frame"});
     expect_error([&] {
       auto s = BinSpectrum(9, kAxis);
       s->variance.pop_back();
-      ctx.Send(node, 9, s);
+      ctx.Send(*node, 9, s);
     }, {"bin 9", "variance"});
     expect_error([&] {
       auto s = BinSpectrum(10, kAxis);
       s->meta["bunit_scale"] = 1e-17;
-      ctx.Send(node, 10, s);
+      ctx.Send(*node, 10, s);
     }, {"bin 10", "flux unit"});
   }
   {  // overwrite: false and the target exists: the old file is untouched, nothing is left behind
     const std::string path = dir.File("keep.fits");
     std::ofstream(path) << "old";
-    WS node(MakeParams(spec, {{"path", path}, {"overwrite", false}}));
+    auto node = MakeTypedNode<WS>({{"path", path}, {"overwrite", false}});
     SinkContext ctx;
-    expect_error([&] { ctx.Send(node, 0, BinSpectrum(0, kAxis)); }, {path, "overwrite"});  // at once
-    WS node2(MakeParams(spec, {{"path", path}, {"overwrite", false}}));
-    ctx.Send(node2, 0, nullptr, "failed");  // only failures arrived: caught when writing
-    expect_error([&] { node2.Finish(ctx); }, {path, "overwrite"});
+    expect_error([&] { ctx.Send(*node, 0, BinSpectrum(0, kAxis)); }, {path, "overwrite"});  // at once
+    auto node2 = MakeTypedNode<WS>({{"path", path}, {"overwrite", false}});
+    ctx.Send(*node2, 0, nullptr, "failed");  // only failures arrived: caught when writing
+    expect_error([&] { node2->Finish(ctx); }, {path, "overwrite"});
     std::ifstream in(path);
     std::string s;
     in >> s;
@@ -476,22 +472,22 @@ TEST(WriteSpectra, ErrorsNameTheBinTheFileAndWhatToDo) {
   }
   {  // a path below a regular file: the first spectrum already fails, naming the path
     const std::string path = dir.File("keep.fits") + "/x/out.fits";
-    WS node(MakeParams(spec, {{"path", path}}));
+    auto node = MakeTypedNode<WS>({{"path", path}});
     SinkContext ctx;
-    expect_error([&] { ctx.Send(node, 0, BinSpectrum(0, kAxis)); }, {path, "scratch"});
+    expect_error([&] { ctx.Send(*node, 0, BinSpectrum(0, kAxis)); }, {path, "scratch"});
   }
   {  // nothing arrived at all
-    WS node(MakeParams(spec, {{"path", dir.File("none.fits")}}));
+    auto node = MakeTypedNode<WS>({{"path", dir.File("none.fits")}});
     SinkContext ctx;
-    expect_error([&] { node.Finish(ctx); }, {"nothing to write", "none.fits"});
+    expect_error([&] { node->Finish(ctx); }, {"nothing to write", "none.fits"});
   }
   {  // sparse ids
-    WS node(MakeParams(spec, {{"path", dir.File("sparse.fits")}}));
+    auto node = MakeTypedNode<WS>({{"path", dir.File("sparse.fits")}});
     SinkContext ctx;
-    ctx.Send(node, 1000000, BinSpectrum(0, kAxis));
-    expect_error([&] { node.Finish(ctx); }, {"sparse", "1000000"});
+    ctx.Send(*node, 1000000, BinSpectrum(0, kAxis));
+    expect_error([&] { node->Finish(ctx); }, {"sparse", "1000000"});
   }
-  expect_error([&] { WS bad(MakeParams(spec, {{"path", dir.File("x.fits")}, {"error", std::string("rms")}})); },
+  expect_error([&] { MakeTypedNode<WS>({{"path", dir.File("x.fits")}, {"error", std::string("rms")}}); },
                {"'error'", "sigma"});
   EXPECT_EQ(DirEntries(dir.path()), std::vector<std::string>{"keep.fits"});
 }
@@ -500,11 +496,11 @@ TEST(WriteSpectra, AstropyReadsSpectraWcsAndTable) {
   if (!cftest::HaveAstropy()) GTEST_SKIP() << "/usr/bin/python3 with astropy not available";
   TempDir dir;
   const std::string path = dir.File("spectra.fits");
-  WS node(MakeParams(WS::Spec(), {{"path", path}}));
+  auto node = MakeTypedNode<WS>({{"path", path}});
   SinkContext ctx;
-  ctx.run_info = SomeRun(path);
-  DriveFive(node, ctx);
-  node.Finish(ctx);
+  ctx.run_info() = SomeRun(path);
+  DriveFive(*node, ctx);
+  node->Finish(ctx);
   const std::string script = R"PY(
 import warnings
 import numpy as np
@@ -538,4 +534,8 @@ print("OK")
 )PY";
   std::string out;
   EXPECT_EQ(cftest::RunPython(script, dir.path(), out), 0) << out;
+}
+
+TEST(WriteSpectra, EmptyPathIsReported) {
+  EXPECT_EQ(cftest::BuildError<WS>({{"path", std::string("")}}), "path: is empty; name the output FITS file");
 }

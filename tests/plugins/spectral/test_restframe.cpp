@@ -1,4 +1,5 @@
-// Tests of spectral.restframe, driven through its NodeSpec factory with a fake ProcessContext.
+// Tests of spectral.restframe, built through its NodeSpec factory and driven through
+// cubeflow::testing::FakeContext.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -13,55 +14,17 @@
 #include "cubeflow/registry.hpp"
 #include "cubeflow/spec.hpp"
 #include "cubeflow/status.hpp"
-
-namespace cubeflow::spectral {
-void RegisterRestframe(Registry& r);
-}
+#include "cubeflow/testing/fake_context.hpp"
+#include "node_test_util.hpp"
+#include "spectral_nodes.hpp"
 
 namespace {
 
 using namespace cubeflow;
+using cubeflow::testing::FakeContext;
 
 constexpr double kC = 299792.458;
 constexpr double kF2S = 2.3548200450309493;
-
-class FakeContext : public ProcessContext {
- public:
-  int64_t key_ = 0;
-  std::map<std::string, std::shared_ptr<const Data>> inputs;
-  std::vector<std::shared_ptr<const Data>> emitted;
-  size_t size() const override { return 1; }
-  int64_t key(size_t) const override { return key_; }
-  bool failed(size_t) const override { return false; }
-  std::string failure(size_t) const override { return ""; }
-  std::shared_ptr<const Data> InputData(const std::string& port, size_t) const override {
-    auto it = inputs.find(port);
-    return it == inputs.end() ? nullptr : it->second;
-  }
-  std::vector<std::shared_ptr<const Data>> InputsOf(const std::string& port, size_t i) const override {
-    auto d = InputData(port, i);
-    return d ? std::vector<std::shared_ptr<const Data>>{d} : std::vector<std::shared_ptr<const Data>>{};
-  }
-  bool Connected(const std::string& port) const override { return inputs.count(port) > 0; }
-  void Emit(const std::string& port, std::shared_ptr<const Data> d, size_t) override {
-    EXPECT_EQ(port, "spectra");
-    emitted.push_back(std::move(d));
-  }
-  void EmitItem(const std::string&, int64_t, std::shared_ptr<const Data> d) override {
-    emitted.push_back(std::move(d));
-  }
-  void EmitStream(const std::string&, std::shared_ptr<StreamSource>) override {}
-  const std::string& node_name() const override { return name_; }
-  const std::string& node_type() const override { return type_; }
-  const RunInfo& run() const override { return run_; }
-  bool aborted() const override { return false; }
-  int threads() const override { return 1; }
-  void Log(LogLevel, const std::string&) const override {}
-
- private:
-  std::string name_ = "rest", type_ = "spectral.restframe";
-  RunInfo run_;
-};
 
 /// Registry with the node; builds nodes with defaults + overrides.
 struct Fixture {
@@ -70,10 +33,7 @@ struct Fixture {
   std::unique_ptr<Node> Make(std::map<std::string, Value> overrides = {}) {
     const NodeSpec* s = reg.Find("spectral.restframe");
     EXPECT_NE(s, nullptr);
-    Params p;
-    for (const auto& ps : s->params()) p.Set(ps.name(), ps.default_value());
-    for (auto& [k, v] : overrides) p.Set(k, v);
-    return s->factory()(p);
+    return cubeflow::testing::MakeNode(*s, overrides);
   }
 };
 
@@ -101,11 +61,11 @@ std::shared_ptr<Spectrum> FlatSpectrum(double level, double var = 0.01) {
 
 std::shared_ptr<const Spectrum> RunNode(Node& node, std::shared_ptr<const Spectrum> in,
                                     FakeContext ctx = FakeContext()) {
-  ctx.key_ = in->id;
-  ctx.inputs["spectra"] = in;
+  ctx.AddItem(in->id, {{"spectra", in}});
   node.Process(ctx);
-  EXPECT_EQ(ctx.emitted.size(), 1u);
-  auto out = std::dynamic_pointer_cast<const Spectrum>(ctx.emitted.at(0));
+  EXPECT_EQ(ctx.emissions().size(), 1u);
+  EXPECT_EQ(ctx.emissions().at(0).port, "spectra");
+  auto out = std::dynamic_pointer_cast<const Spectrum>(ctx.emissions().at(0).data);
   EXPECT_TRUE(out);
   return out;
 }
@@ -369,18 +329,18 @@ TEST(Restframe, KinematicsFromMapsAndBinning) {
   bins->bins.resize(8);
   bins->bins[7].spaxels = {1, 6};
   FakeContext ctx;
-  ctx.inputs["velocity"] = mk(v);
-  ctx.inputs["dispersion"] = mk(s);
-  ctx.inputs["weights"] = mk(w);
-  ctx.inputs["binning"] = bins;
+  ctx.SetInput("velocity", mk(v));
+  ctx.SetInput("dispersion", mk(s));
+  ctx.SetInput("weights", mk(w));
+  ctx.SetInput("binning", bins);
   auto out = RunNode(*node, FlatSpectrum(1.0), ctx);
   EXPECT_NEAR(out->meta.at("velocity"), 250.0, 1e-9);
   // <sigma^2> = 2500, velocity variance = 70000 - 62500 = 7500 -> 100 km/s.
   EXPECT_NEAR(out->meta.at("dispersion"), 100.0, 1e-9);
   // Without binning: the spaxel nearest meta x, y.
   FakeContext ctx2;
-  ctx2.inputs["velocity"] = mk(v);
-  ctx2.inputs["dispersion"] = mk(s);
+  ctx2.SetInput("velocity", mk(v));
+  ctx2.SetInput("dispersion", mk(s));
   auto sp = FlatSpectrum(1.0);
   sp->meta["x"] = 2.6;
   sp->meta["y"] = 2.2;
@@ -397,8 +357,7 @@ TEST(Restframe, EmptyNormalisationWindowThrowsNamingBin) {
   for (int64_t i = 0; i < in->wave.n; ++i)
     if (in->wave.At(i) > 5290 && in->wave.At(i) < 5510) in->mask[static_cast<size_t>(i)] = 1;
   FakeContext ctx;
-  ctx.key_ = 7;
-  ctx.inputs["spectra"] = in;
+  ctx.AddItem(7, {{"spectra", in}});
   try {
     node->Process(ctx);
     FAIL() << "expected an error";
@@ -406,7 +365,8 @@ TEST(Restframe, EmptyNormalisationWindowThrowsNamingBin) {
     EXPECT_NE(std::string(e.what()).find("bin 7"), std::string::npos) << e.what();
   }
   auto neg = FlatSpectrum(-1.0);
-  ctx.inputs["spectra"] = neg;
+  ctx.ClearItems();
+  ctx.AddItem(7, {{"spectra", neg}});
   EXPECT_THROW(node->Process(ctx), Error);
 }
 
@@ -417,6 +377,41 @@ TEST(Restframe, SpecDocumentsEveryParam) {
   EXPECT_EQ(s->concurrency(), Concurrency::kParallel);
   for (const auto& p : s->params()) EXPECT_FALSE(p.doc().empty()) << p.name();
   EXPECT_THROW(f.Make({{"norm_min", 6000.0}, {"norm_max", 5000.0}}), Error);
+}
+
+// Cross-parameter faults are found before the run (`cubeflow validate`, and the factory), each
+// on the parameter at fault.
+TEST(Restframe, CrossParameterFaultsAreReportedOnTheirParameter) {
+  Fixture f;
+  const NodeSpec& s = *f.reg.Find("spectral.restframe");
+  auto issues = [&](const std::map<std::string, Value>& given) {
+    return s.RunChecks(cubeflow::testing::DefaultParams(s, given)).issues();
+  };
+  auto reversed = issues({{"norm_min", 6000.0}, {"norm_max", 5000.0}});
+  ASSERT_EQ(reversed.size(), 1u);
+  EXPECT_EQ(reversed[0].param, "norm_max");
+  EXPECT_EQ(reversed[0].message,
+            "must be above norm_min (6000 Angstrom), got 5000: the normalisation window [norm_min, norm_max] is "
+            "empty; set norm_min < norm_max");
+  auto beyond = issues({{"norm_min", 7100.0}, {"norm_max", 7200.0}});  // the grid is 4800-7000
+  ASSERT_EQ(beyond.size(), 1u);
+  EXPECT_EQ(beyond[0].param, "norm_min");
+  EXPECT_EQ(beyond[0].message,
+            "7100 Angstrom lies beyond the end of the output grid (4800-7000 Angstrom); the normalisation "
+            "window [norm_min, norm_max] must overlap it: change norm_min/norm_max or wave_start/wave_step/wave_n");
+  auto before = issues({{"norm_min", 4000.0}, {"norm_max", 4500.0}});
+  ASSERT_EQ(before.size(), 1u);
+  EXPECT_EQ(before[0].param, "norm_max");
+  // Moving the grid instead makes the same window valid.
+  EXPECT_TRUE(issues({{"norm_min", 4000.0}, {"norm_max", 4500.0}, {"wave_start", 3900.0}}).empty());
+  EXPECT_TRUE(issues({{"norm_min", 6900.0}, {"norm_max", 7100.0}}).empty());  // partial overlap is enough
+  auto lsf = issues({{"lsf_wave_blue", 6500.0}, {"lsf_wave_red", 4800.0}});
+  ASSERT_EQ(lsf.size(), 1u);
+  EXPECT_EQ(lsf[0].param, "lsf_wave_red");
+  EXPECT_EQ(cftest::BuildError(s, {{"lsf_wave_red", 4000.0}}),
+            "lsf_wave_red: must be above lsf_wave_blue (4800 Angstrom), got 4000: the instrumental FWHM is "
+            "interpolated from lsf_wave_blue to lsf_wave_red; set lsf_wave_blue < lsf_wave_red");
+  EXPECT_EQ(cftest::BuildError(s, {}), "");
 }
 
 }  // namespace

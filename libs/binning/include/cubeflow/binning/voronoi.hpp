@@ -25,12 +25,16 @@ enum class VoronoiMethod {
 };
 
 /// \brief Options of VoronoiBin.
+///
+/// The defaults are those of the `binning.voronoi` node, whose parameters take them from here
+/// (one default each): they suit MUSE cubes. For points with independent noise set
+/// covariance_alpha = 0.
 struct VoronoiOptions {
   /// S/N every bin should reach (after the covariance correction).
   double target_snr = 35.0;
   /// Noise of a bin of N points = sqrt(sum noise^2) * (1 + covariance_alpha * log10 N);
-  /// 0 = uncorrelated noise. 1.07 is the MUSE value.
-  double covariance_alpha = 0.0;
+  /// 0 = uncorrelated noise. 1.07 (the default) is the MUSE value.
+  double covariance_alpha = 1.07;
   VoronoiMethod method = VoronoiMethod::kCvt;
   /// Maximum number of tessellation (Lloyd) iterations; 0 = accretion only.
   int max_iter = 30;
