@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs every build, test and run dependency of cubeflow from Debian 12 packages.
-# Run as root (or through sudo). Safe to run again.
+# Run as root (a bare container has no sudo), or as a user who may sudo: it calls sudo itself
+# then. Safe to run again.
 set -euo pipefail
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
