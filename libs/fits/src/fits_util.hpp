@@ -1,10 +1,15 @@
 #pragma once
 // Private helpers shared by the cubeflow_fits sources (CFITSIO handles, error text, temp files).
 #include <fitsio.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <string>
+
+#include "cubeflow/status.hpp"
 
 namespace cubeflow::fits::internal {
 
@@ -43,6 +48,24 @@ class FitsHandle {
 /// Temporary file next to `path`: path + ".tmp-<pid>".
 inline std::string TempPathFor(const std::string& path) {
   return path + ".tmp-" + std::to_string(static_cast<long>(::getpid()));
+}
+
+/// Opens `path` read-only into `f`. The errors of the readers' first step, naming the file and
+/// what it should hold (`what`: "cube", "image"): missing or unreadable, a directory, not FITS.
+inline Status OpenForReading(const std::string& path, const std::string& what, FitsHandle& f) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    return Status::Error("cannot read " + what + " '" + path + "': " + std::strerror(errno) +
+                         "; check the path (relative paths are resolved against the pipeline file)");
+  }
+  if (S_ISDIR(st.st_mode)) return Status::Error("cannot read " + what + " '" + path + "': it is a directory");
+  int status = 0;
+  if (fits_open_diskfile(&f.get(), path.c_str(), READONLY, &status)) {
+    f.get() = nullptr;
+    return Status::Error("cannot open '" + path + "' as FITS: " + CfitsioError(status) +
+                         "; the file is not FITS, or is truncated or corrupt");
+  }
+  return Status::OK();
 }
 
 }  // namespace cubeflow::fits::internal

@@ -1,7 +1,6 @@
 // 2-D FITS image reader (CFITSIO): whole images (maps) and blocks of rows (large HST mosaics).
 #include "cubeflow/fits/image_io.hpp"
 
-#include <sys/stat.h>
 
 #include <algorithm>
 #include <cctype>
@@ -12,6 +11,7 @@
 #include <limits>
 
 #include "cubeflow/fits/cube_io.hpp"
+#include "cubeflow/strings.hpp"
 #include "fits_util.hpp"
 
 namespace cubeflow::fits {
@@ -25,18 +25,6 @@ struct ImageReader::Impl {
 };
 
 namespace {
-
-std::string Trim(std::string s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
-  size_t i = 0;
-  while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
-  return s.substr(i);
-}
-
-std::string Upper(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  return s;
-}
 
 bool IsInteger(const std::string& s) {
   if (s.empty()) return false;
@@ -119,22 +107,12 @@ std::string ImageReader::Where() const { return "'" + path_ + "' HDU '" + hdu_na
 
 Result<std::unique_ptr<ImageReader>> ImageReader::Open(const std::string& path, const std::string& extension,
                                                       const std::vector<std::string>& auto_names) {
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0) {
-    return Status::Error("cannot read image '" + path + "': " + std::strerror(errno) +
-                         "; check the path (relative paths are resolved against the pipeline file)");
-  }
-  if (S_ISDIR(st.st_mode)) return Status::Error("cannot read image '" + path + "': it is a directory");
   std::unique_ptr<ImageReader> r(new ImageReader());
   r->impl_ = std::make_unique<Impl>();
   r->path_ = path;
-  fitsfile*& f = r->impl_->f.get();
+  CUBEFLOW_RETURN_NOT_OK(internal::OpenForReading(path, "image", r->impl_->f));
+  fitsfile* f = r->impl_->f.get();
   int status = 0;
-  if (fits_open_diskfile(&f, path.c_str(), READONLY, &status)) {
-    f = nullptr;
-    return Status::Error("cannot open '" + path + "' as FITS: " + CfitsioError(status) +
-                         "; the file is not FITS, or is truncated or corrupt");
-  }
   // Catalogue of HDUs: names, image dimensions.
   int nhdu = 0;
   status = 0;
