@@ -269,32 +269,25 @@ Result<std::unique_ptr<ImageReader>> ImageReader::Open(const std::string& path, 
   return r;
 }
 
-bool ImageReader::Key(const std::string& key, std::string& value, bool primary_fallback) const {
+std::optional<std::string> ImageReader::Key(const std::string& key, bool primary_fallback) const {
   const std::string k = Upper(key);
-  auto it = keys_.find(k);
-  if (it != keys_.end()) {
-    value = it->second;
-    return true;
-  }
-  if (!primary_fallback) return false;
-  it = primary_keys_.find(k);
-  if (it == primary_keys_.end()) return false;
-  value = it->second;
-  return true;
+  if (auto it = keys_.find(k); it != keys_.end()) return it->second;
+  if (!primary_fallback) return std::nullopt;
+  if (auto it = primary_keys_.find(k); it != primary_keys_.end()) return it->second;
+  return std::nullopt;
 }
 
-bool ImageReader::KeyDouble(const std::string& key, double& value, bool primary_fallback) const {
-  std::string s;
-  if (!Key(key, s, primary_fallback)) return false;
+std::optional<double> ImageReader::KeyDouble(const std::string& key, bool primary_fallback) const {
+  std::optional<std::string> s = Key(key, primary_fallback);
+  if (!s) return std::nullopt;
   // FITS allows 'D' exponents.
-  for (char& c : s)
+  for (char& c : *s)
     if (c == 'D' || c == 'd') c = 'E';
   char* end = nullptr;
   errno = 0;
-  const double v = std::strtod(s.c_str(), &end);
-  if (s.empty() || !end || *end != '\0' || errno) return false;
-  value = v;
-  return true;
+  const double v = std::strtod(s->c_str(), &end);
+  if (s->empty() || !end || *end != '\0' || errno) return std::nullopt;
+  return v;
 }
 
 bool ImageReader::HasExtension(const std::string& name) const {
@@ -337,12 +330,11 @@ Result<std::shared_ptr<Map>> ReadMap(const std::string& path, const std::string&
                          " image " + r->Where());
   }
   CUBEFLOW_RETURN_NOT_OK(r->ReadBlock(0, r->ny(), m->data));
-  std::string s;
   m->name = !name.empty() ? name : (r->hdu_name() == "PRIMARY" || r->hdu_name().rfind('#', 0) == 0 ? "MAP" : r->hdu_name());
   if (!bunit.empty()) m->bunit = bunit;
-  else if (r->Key("BUNIT", s, false)) m->bunit = s;
+  else if (auto b = r->Key("BUNIT", false)) m->bunit = *b;
   m->wcs = r->wcs();
-  if (r->Key("OBJECT", s)) m->header["OBJECT"] = s;
+  if (auto object = r->Key("OBJECT")) m->header["OBJECT"] = *object;
   m->header["SRCFILE"] = path;
   m->header["SRCHDU"] = r->hdu_name();
   return m;

@@ -1040,13 +1040,9 @@ void ImagePanel::Draw(Canvas& c, const Rect& cell, const Theme& th, PanelLayout&
   // Which sky coordinate goes along the bottom edge.
   bool ra_bottom = true;
   auto sky_at = [&](double px, double py, int which) {
-    double ra = kNaN, dec = kNaN;
-    try {
-      wcs->PixelToSky(px, py, ra, dec);
-    } catch (const std::exception&) {
-      return kNaN;
-    }
-    return which == 0 ? ra : dec;
+    const Result<fits::SkyCoord> sky = wcs->ToSky(px, py);
+    if (!sky.ok()) return kNaN;
+    return which == 0 ? sky->ra : sky->dec;
   };
   if (wcs && nx_ > 0 && ny_ > 0) {
     const double ra0 = sky_at(-0.5, -0.5, 0), ra1 = sky_at(nx_ - 0.5, -0.5, 0);
@@ -1199,13 +1195,18 @@ void ImagePanel::Draw(Canvas& c, const Rect& cell, const Theme& th, PanelLayout&
   // North / east arrows when the map is not north-up, east-left.
   if (wcs && have_data && nx_ > 1 && ny_ > 1) {
     const double cx = (nx_ - 1) / 2.0, cy = (ny_ - 1) / 2.0;
-    double ra = kNaN, dec = kNaN, nxp = kNaN, nyp = kNaN, exp_ = kNaN, eyp = kNaN;
-    try {
-      wcs->PixelToSky(cx, cy, ra, dec);
-      const double d = wcs->PixelScaleArcsec() / 3600.0;
-      wcs->SkyToPixel(ra, dec + d, nxp, nyp);
-      wcs->SkyToPixel(ra + d / std::max(1e-6, std::cos(dec * M_PI / 180)), dec, exp_, eyp);
-    } catch (const std::exception&) {
+    // Pixel positions one pixel scale north and east of the centre (NaN where the WCS has none).
+    double nxp = kNaN, nyp = kNaN, exp_ = kNaN, eyp = kNaN;
+    if (const auto centre = wcs->ToSky(cx, cy); centre.ok()) {
+      const double ra = centre->ra, dec = centre->dec, d = wcs->PixelScaleArcsec() / 3600.0;
+      if (const auto north = wcs->ToPixel(ra, dec + d); north.ok()) {
+        nxp = north->x;
+        nyp = north->y;
+        if (const auto east = wcs->ToPixel(ra + d / std::max(1e-6, std::cos(dec * M_PI / 180)), dec); east.ok()) {
+          exp_ = east->x;
+          eyp = east->y;
+        }
+      }
     }
     // Screen directions (y down).
     const double nvx = nxp - cx, nvy = -(nyp - cy), evx = exp_ - cx, evy = -(eyp - cy);
