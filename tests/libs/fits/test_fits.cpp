@@ -416,14 +416,7 @@ namespace {
 
 std::shared_ptr<Map> MakeMap(const std::string& name, const std::string& kind, const CelestialWcs& wcs, int64_t nx,
                              int64_t ny, int64_t np, double base) {
-  auto m = std::make_shared<Map>();
-  m->name = name;
-  m->kind = kind;
-  m->nx = nx;
-  m->ny = ny;
-  m->nplanes = np;
-  m->wcs = wcs;
-  m->data.resize(static_cast<size_t>(nx * ny * np));
+  auto m = cftest::FilledMap(name, kind, wcs, nx, ny, np, 0.0);
   for (size_t i = 0; i < m->data.size(); ++i) m->data[i] = base + static_cast<double>(i);
   return m;
 }
