@@ -122,16 +122,7 @@ bool ReadRawKey(fitsfile* f, const char* key, std::string& v) {
     fits_clear_errmsg();
     return false;
   }
-  std::string s = Trim(buf);
-  if (s.size() >= 2 && s.front() == '\'') {
-    std::string out;
-    for (size_t i = 1; i + 1 < s.size(); ++i) {
-      out += s[i];
-      if (s[i] == '\'' && s[i + 1] == '\'') ++i;
-    }
-    s = Trim(out);
-  }
-  v = s;
+  v = internal::Unquote(buf);
   return true;
 }
 

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "cubeflow/status.hpp"
+#include "cubeflow/strings.hpp"
 
 namespace cubeflow::fits::internal {
 
@@ -44,6 +45,20 @@ class FitsHandle {
  private:
   fitsfile* f_ = nullptr;
 };
+
+/// Unquotes a FITS value literal ('abc''d' -> abc'd), trimmed; other values only trimmed.
+inline std::string Unquote(const std::string& raw) {
+  std::string s = Trim(raw);
+  if (s.size() >= 2 && s.front() == '\'') {
+    std::string out;
+    for (size_t i = 1; i + 1 < s.size(); ++i) {
+      out += s[i];
+      if (s[i] == '\'' && s[i + 1] == '\'') ++i;
+    }
+    return Trim(out);
+  }
+  return s;
+}
 
 /// Temporary file next to `path`: path + ".tmp-<pid>".
 inline std::string TempPathFor(const std::string& path) {

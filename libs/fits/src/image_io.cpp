@@ -18,6 +18,7 @@ namespace cubeflow::fits {
 
 using internal::CfitsioError;
 using internal::FitsHandle;
+using internal::Unquote;
 
 struct ImageReader::Impl {
   FitsHandle f;
@@ -29,20 +30,6 @@ namespace {
 bool IsInteger(const std::string& s) {
   if (s.empty()) return false;
   return std::all_of(s.begin(), s.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); });
-}
-
-/// Unquotes a FITS value literal ('abc''d' -> abc'd), trimmed.
-std::string Unquote(const std::string& raw) {
-  std::string s = Trim(raw);
-  if (s.size() >= 2 && s.front() == '\'') {
-    std::string out;
-    for (size_t i = 1; i + 1 < s.size(); ++i) {
-      out += s[i];
-      if (s[i] == '\'' && s[i + 1] == '\'') ++i;
-    }
-    return Trim(out);
-  }
-  return s;
 }
 
 /// Every keyword of the current HDU: key -> unquoted value; and the raw card of each key.

@@ -19,33 +19,34 @@ namespace cubeflow::fits {
 
 using internal::WriteTypedKey;
 
-TableColumn TableColumn::Double(std::string name, std::vector<double> v, std::string unit, std::string doc) {
+namespace {
+
+TableColumn NamedColumn(std::string name, TableColumn::Kind kind, std::string unit, std::string doc) {
   TableColumn c;
   c.name = std::move(name);
   c.unit = std::move(unit);
   c.doc = std::move(doc);
-  c.kind = Kind::kDouble;
+  c.kind = kind;
+  return c;
+}
+
+}  // namespace
+
+TableColumn TableColumn::Double(std::string name, std::vector<double> v, std::string unit, std::string doc) {
+  TableColumn c = NamedColumn(std::move(name), Kind::kDouble, std::move(unit), std::move(doc));
   c.doubles = std::move(v);
   return c;
 }
 
 TableColumn TableColumn::Int64(std::string name, std::vector<int64_t> v, std::string unit, std::string doc) {
-  TableColumn c;
-  c.name = std::move(name);
-  c.unit = std::move(unit);
-  c.doc = std::move(doc);
-  c.kind = Kind::kInt64;
+  TableColumn c = NamedColumn(std::move(name), Kind::kInt64, std::move(unit), std::move(doc));
   c.ints = std::move(v);
   return c;
 }
 
 TableColumn TableColumn::DoubleVector(std::string name, int64_t width, std::vector<double> v, std::string unit,
                                       std::string doc) {
-  TableColumn c;
-  c.name = std::move(name);
-  c.unit = std::move(unit);
-  c.doc = std::move(doc);
-  c.kind = Kind::kDoubleVector;
+  TableColumn c = NamedColumn(std::move(name), Kind::kDoubleVector, std::move(unit), std::move(doc));
   c.width = width;
   c.doubles = std::move(v);
   return c;

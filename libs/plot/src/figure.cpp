@@ -295,22 +295,14 @@ XYPanel& XYPanel::Band(std::vector<double> xs, std::vector<double> lo, std::vect
 }
 
 XYPanel& XYPanel::HLine(double yv, plot::Style style) {
-  auto it = std::make_shared<Item>();
-  it->kind = Item::Kind::kHLine;
-  it->y = {yv};
-  if (!style.color) style.color = colors::kGrey;
-  it->style = std::move(style);
-  items_.push_back(it);
+  if (!style.color) style.color = colors::kGrey;  // reference lines do not take a cycle colour
+  items_.push_back(Series(Item::Kind::kHLine, {}, {yv}, std::move(style)));
   return *this;
 }
 
 XYPanel& XYPanel::VLine(double xv, plot::Style style) {
-  auto it = std::make_shared<Item>();
-  it->kind = Item::Kind::kVLine;
-  it->x = {xv};
   if (!style.color) style.color = colors::kGrey;
-  it->style = std::move(style);
-  items_.push_back(it);
+  items_.push_back(Series(Item::Kind::kVLine, {xv}, {}, std::move(style)));
   return *this;
 }
 
