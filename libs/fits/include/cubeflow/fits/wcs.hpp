@@ -31,6 +31,7 @@ class Wcs {
   /// Parses the cards with wcslib (wcspih + wcsset). Fails if the cards hold no celestial WCS.
   static Result<Wcs> FromCards(const CelestialWcs& cards);
 
+  /// Deep copy; throws cubeflow::Error if wcslib cannot copy a WCS it accepted before.
   Wcs(const Wcs& other);
   Wcs& operator=(const Wcs& other);
   Wcs(Wcs&&) noexcept;
