@@ -1,13 +1,11 @@
 // 2-D FITS image reader (CFITSIO): whole images (maps) and blocks of rows (large HST mosaics).
 #include "cubeflow/fits/image_io.hpp"
 
-
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
-#include <cstring>
 #include <limits>
 
 #include "cubeflow/fits/cube_io.hpp"
