@@ -129,7 +129,7 @@ std::shared_ptr<Spectrum> BinSpectraSource::Make(size_t b) const {
   sp->meta["noise"] = bin.noise;
   // Flux unit of the cube relative to erg/s/cm2/A (e.g. 1e-20 for MUSE cubes), so that
   // photometry in physical units can be put on the same scale (inference.cnn does).
-  if (const double u = fits::FluxDensityScale(c.bunit); std::isfinite(u)) sp->meta["bunit_scale"] = u;
+  if (const auto u = fits::FluxDensityScale(c.bunit); u.ok()) sp->meta["bunit_scale"] = *u;
   return sp;
 }
 

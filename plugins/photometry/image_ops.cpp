@@ -165,12 +165,13 @@ double ZeropointToFlam(double zp_ab, double pivot) {
 Result<Calibration> Calibrate(const fits::ImageReader& img, const CalibrationOptions& opt) {
   Calibration cal;
   const std::string where = img.Where();
-  std::string bunit;
-  const bool has_bunit = img.Key("BUNIT", bunit) && !Trim(bunit).empty();
-  double photflam = 0, photplam = 0, exptime = 0;
-  const bool has_photflam = img.KeyDouble("PHOTFLAM", photflam) && photflam > 0 && std::isfinite(photflam);
-  const bool has_photplam = img.KeyDouble("PHOTPLAM", photplam) && photplam > 0 && std::isfinite(photplam);
-  if (img.KeyDouble("EXPTIME", exptime) && exptime > 0 && std::isfinite(exptime)) cal.exptime = exptime;
+  std::string bunit = img.Key("BUNIT").value_or("");
+  const bool has_bunit = !Trim(bunit).empty();
+  double photflam = img.KeyDouble("PHOTFLAM").value_or(0), photplam = img.KeyDouble("PHOTPLAM").value_or(0),
+         exptime = img.KeyDouble("EXPTIME").value_or(0);
+  const bool has_photflam = photflam > 0 && std::isfinite(photflam);
+  const bool has_photplam = photplam > 0 && std::isfinite(photplam);
+  if (exptime > 0 && std::isfinite(exptime)) cal.exptime = exptime;
   const bool has_zp = std::isfinite(opt.zeropoint);
   std::string how;
 

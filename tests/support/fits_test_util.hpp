@@ -1,5 +1,5 @@
 #pragma once
-// Helpers shared by tests/fits and tests/plugins_io.
+// Helpers shared by the tests of cubeflow_fits, cubeflow_plot and the io plugin.
 #include <unistd.h>
 
 #include <cmath>
@@ -7,31 +7,15 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <string>
 
 #include "cubeflow/data.hpp"
 #include "cubeflow/fits/cube_io.hpp"
+#include "temp_dir.hpp"
 
 namespace cftest {
-
-/// A fresh directory under the system temp dir, removed on destruction.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "cubeflow-fits-XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::string File(const std::string& name) const { return (std::filesystem::path(path_) / name).string(); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 inline std::string DataDir() {
   if (const char* e = std::getenv("CUBEFLOW_DATA_DIR"); e && *e) return e;
@@ -56,8 +40,10 @@ inline bool HaveAstropy() {
   return std::system("/usr/bin/python3 -c 'import astropy.io.fits, astropy.wcs' > /dev/null 2>&1") == 0;
 }
 
-/// Celestial cards: TAN projection, 0.2"/pix, rotated by `rot_deg`, CD matrix.
-inline cubeflow::CelestialWcs RotatedWcs(int64_t nx, int64_t ny, double rot_deg = 42.0) {
+/// Celestial cards: TAN projection, 0.2"/pix, rotated by `rot_deg`, CD matrix, ICRS, with the
+/// FITS (1-based) reference pixel (crpix1, crpix2) at (crval1, crval2) degrees.
+inline cubeflow::CelestialWcs TanWcs(int64_t nx, int64_t ny, double rot_deg, double crval1, double crval2,
+                                     double crpix1, double crpix2) {
   using cubeflow::fits::FitsReal;
   using cubeflow::fits::FitsString;
   using cubeflow::fits::MakeCard;
@@ -66,12 +52,32 @@ inline cubeflow::CelestialWcs RotatedWcs(int64_t nx, int64_t ny, double rot_deg 
   c += MakeCard("NAXIS", "2") + MakeCard("NAXIS1", std::to_string(nx)) + MakeCard("NAXIS2", std::to_string(ny));
   c += MakeCard("CTYPE1", FitsString("RA---TAN")) + MakeCard("CTYPE2", FitsString("DEC--TAN"));
   c += MakeCard("CUNIT1", FitsString("deg")) + MakeCard("CUNIT2", FitsString("deg"));
-  c += MakeCard("CRVAL1", FitsReal(53.16)) + MakeCard("CRVAL2", FitsReal(-27.78));
-  c += MakeCard("CRPIX1", FitsReal(3.5)) + MakeCard("CRPIX2", FitsReal(-2.25));
+  c += MakeCard("CRVAL1", FitsReal(crval1)) + MakeCard("CRVAL2", FitsReal(crval2));
+  c += MakeCard("CRPIX1", FitsReal(crpix1)) + MakeCard("CRPIX2", FitsReal(crpix2));
   c += MakeCard("CD1_1", FitsReal(-s * std::cos(r))) + MakeCard("CD1_2", FitsReal(s * std::sin(r)));
   c += MakeCard("CD2_1", FitsReal(s * std::sin(r))) + MakeCard("CD2_2", FitsReal(s * std::cos(r)));
   c += MakeCard("RADESYS", FitsString("ICRS"));
   return cubeflow::CelestialWcs{c};
+}
+
+/// TanWcs with the reference pixel (3.5, -2.25) at (53.16, -27.78) (the UDF).
+inline cubeflow::CelestialWcs RotatedWcs(int64_t nx, int64_t ny, double rot_deg = 42.0) {
+  return TanWcs(nx, ny, rot_deg, 53.16, -27.78, 3.5, -2.25);
+}
+
+/// A map of `nx` x `ny` x `nplanes` values `fill` (kind "value", "error", "ivar", "mask", "index").
+inline std::shared_ptr<cubeflow::Map> FilledMap(const std::string& name, const std::string& kind,
+                                                const cubeflow::CelestialWcs& wcs, int64_t nx, int64_t ny,
+                                                int64_t nplanes, double fill) {
+  auto m = std::make_shared<cubeflow::Map>();
+  m->name = name;
+  m->kind = kind;
+  m->nx = nx;
+  m->ny = ny;
+  m->nplanes = nplanes;
+  m->wcs = wcs;
+  m->data.assign(static_cast<size_t>(nx * ny * nplanes), fill);
+  return m;
 }
 
 /// A small cube with a recognisable pattern: flux = x + 10 y + 100 k + 0.5, variance = 1 + k,

@@ -1,18 +1,16 @@
 // Cube reader and writer (CFITSIO).
 #include "cubeflow/fits/cube_io.hpp"
 
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <limits>
 #include <vector>
 
+#include "cubeflow/fits/atomic_fits_file.hpp"
+#include "cubeflow/strings.hpp"
 #include "fits_util.hpp"
 
 namespace cubeflow::fits {
@@ -96,18 +94,6 @@ namespace {
 
 constexpr float kNaNf = std::numeric_limits<float>::quiet_NaN();
 
-std::string Trim(std::string s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
-  size_t i = 0;
-  while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
-  return s.substr(i);
-}
-
-std::string Upper(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  return s;
-}
-
 bool ReadDoubleKey(fitsfile* f, const char* key, double& v) {
   int status = 0;
   if (fits_read_key(f, TDOUBLE, key, &v, nullptr, &status)) {
@@ -136,16 +122,7 @@ bool ReadRawKey(fitsfile* f, const char* key, std::string& v) {
     fits_clear_errmsg();
     return false;
   }
-  std::string s = Trim(buf);
-  if (s.size() >= 2 && s.front() == '\'') {
-    std::string out;
-    for (size_t i = 1; i + 1 < s.size(); ++i) {
-      out += s[i];
-      if (s[i] == '\'' && s[i + 1] == '\'') ++i;
-    }
-    s = Trim(out);
-  }
-  v = s;
+  v = internal::Unquote(buf);
   return true;
 }
 
@@ -340,19 +317,9 @@ Status ReadPlanesInt(fitsfile* f, const std::string& path, const std::string& hd
 }  // namespace
 
 Result<std::shared_ptr<Cube>> ReadCube(const std::string& path, const ReadCubeOptions& opt) {
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0) {
-    return Status::Error("cannot read cube '" + path + "': " + std::strerror(errno) +
-                         "; check the path (relative paths are resolved against the pipeline file)");
-  }
-  if (S_ISDIR(st.st_mode)) return Status::Error("cannot read cube '" + path + "': it is a directory");
   FitsHandle f;
+  CUBEFLOW_RETURN_NOT_OK(internal::OpenForReading(path, "cube", f));
   int status = 0;
-  if (fits_open_diskfile(&f.get(), path.c_str(), READONLY, &status)) {
-    f.get() = nullptr;
-    return Status::Error("cannot open '" + path + "' as FITS: " + CfitsioError(status) +
-                         "; the file is not FITS, or is truncated or corrupt");
-  }
   // Locate the flux HDU.
   std::string data_name = opt.data_hdu;
   if (opt.data_hdu.empty() || !MoveToNamed(f, opt.data_hdu)) {
@@ -565,29 +532,16 @@ Status WriteCube(const std::string& path, const Cube& cube) {
     return Status::Error("cannot write cube '" + path + "': variance size does not match the flux");
   if (!cube.mask.empty() && cube.mask.size() != n)
     return Status::Error("cannot write cube '" + path + "': mask size does not match the flux");
-  const std::string tmp = internal::TempPathFor(path);
-  ::unlink(tmp.c_str());
-  FitsHandle f;
+  CUBEFLOW_ASSIGN_OR_RETURN(AtomicFitsFile out, AtomicFitsFile::Create(path, "cube"));
+  fitsfile* f = out.get();
   int status = 0;
-  std::string stage = "PRIMARY";
-  auto fail = [&](const std::string& what) {
-    const std::string msg = "cannot write cube '" + path + "' (HDU " + stage + "): " + what;
-    f.Close();
-    fits_clear_errmsg();
-    ::unlink(tmp.c_str());
-    return Status::Error(msg);
-  };
-  if (fits_create_diskfile(&f.get(), tmp.c_str(), &status)) {
-    f.get() = nullptr;
-    return fail(CfitsioError(status) + "; check that the directory exists and is writable");
-  }
   long long naxes[3] = {cube.nx, cube.ny, cube.nwave};
   fits_create_imgll(f, BYTE_IMG, 0, nullptr, &status);
   for (const auto& [k, v] : cube.header) internal::WriteTypedKey(f, k, v, "", &status);
-  if (status) return fail(CfitsioError(status));
+  CUBEFLOW_RETURN_NOT_OK(out.Check(status));
 
   auto write_ext = [&](const char* name, int bitpix, int dtype, const void* data, const std::string& bunit) {
-    stage = name;
+    out.set_hdu(name);
     fits_create_imgll(f, bitpix, 3, naxes, &status);
     fits_update_key(f, TSTRING, "EXTNAME", const_cast<char*>(name), "extension name", &status);
     if (!bunit.empty()) fits_update_key(f, TSTRING, "BUNIT", const_cast<char*>(bunit.c_str()), nullptr, &status);
@@ -595,33 +549,16 @@ Status WriteCube(const std::string& path, const Cube& cube) {
     WriteSpectralKeys(f, cube, &status);
     long long fpix[3] = {1, 1, 1};
     fits_write_pixll(f, dtype, fpix, static_cast<long long>(n), const_cast<void*>(data), &status);
-    fits_write_chksum(f, &status);
+    return out.Check(status);
   };
-  write_ext("DATA", FLOAT_IMG, TFLOAT, cube.flux.data(), cube.bunit);
-  if (status) return fail(CfitsioError(status));
+  CUBEFLOW_RETURN_NOT_OK(write_ext("DATA", FLOAT_IMG, TFLOAT, cube.flux.data(), cube.bunit));
   if (!cube.variance.empty()) {
     std::string vunit;
     if (!cube.bunit.empty()) vunit = "(" + cube.bunit + ")**2";
-    write_ext("STAT", FLOAT_IMG, TFLOAT, cube.variance.data(), vunit);
-    if (status) return fail(CfitsioError(status));
+    CUBEFLOW_RETURN_NOT_OK(write_ext("STAT", FLOAT_IMG, TFLOAT, cube.variance.data(), vunit));
   }
-  if (!cube.mask.empty()) {
-    write_ext("DQ", BYTE_IMG, TBYTE, cube.mask.data(), "");
-    if (status) return fail(CfitsioError(status));
-  }
-  stage = "PRIMARY";
-  int type = 0;
-  fits_movabs_hdu(f, 1, &type, &status);
-  fits_write_chksum(f, &status);
-  if (status) return fail(CfitsioError(status));
-  status = f.Close();
-  if (status) return fail(CfitsioError(status) + " while closing");
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string err = std::strerror(errno);
-    ::unlink(tmp.c_str());
-    return Status::Error("cannot write cube '" + path + "': rename from '" + tmp + "' failed: " + err);
-  }
-  return Status::OK();
+  if (!cube.mask.empty()) CUBEFLOW_RETURN_NOT_OK(write_ext("DQ", BYTE_IMG, TBYTE, cube.mask.data(), ""));
+  return out.Commit();
 }
 
 }  // namespace cubeflow::fits

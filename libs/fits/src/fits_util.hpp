@@ -1,10 +1,16 @@
 #pragma once
 // Private helpers shared by the cubeflow_fits sources (CFITSIO handles, error text, temp files).
 #include <fitsio.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <string>
+
+#include "cubeflow/status.hpp"
+#include "cubeflow/strings.hpp"
 
 namespace cubeflow::fits::internal {
 
@@ -40,9 +46,41 @@ class FitsHandle {
   fitsfile* f_ = nullptr;
 };
 
+/// Unquotes a FITS value literal ('abc''d' -> abc'd), trimmed; other values only trimmed.
+inline std::string Unquote(const std::string& raw) {
+  std::string s = Trim(raw);
+  if (s.size() >= 2 && s.front() == '\'') {
+    std::string out;
+    for (size_t i = 1; i + 1 < s.size(); ++i) {
+      out += s[i];
+      if (s[i] == '\'' && s[i + 1] == '\'') ++i;
+    }
+    return Trim(out);
+  }
+  return s;
+}
+
 /// Temporary file next to `path`: path + ".tmp-<pid>".
 inline std::string TempPathFor(const std::string& path) {
   return path + ".tmp-" + std::to_string(static_cast<long>(::getpid()));
+}
+
+/// Opens `path` read-only into `f`. The errors of the readers' first step, naming the file and
+/// what it should hold (`what`: "cube", "image"): missing or unreadable, a directory, not FITS.
+inline Status OpenForReading(const std::string& path, const std::string& what, FitsHandle& f) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    return Status::Error("cannot read " + what + " '" + path + "': " + std::strerror(errno) +
+                         "; check the path (relative paths are resolved against the pipeline file)");
+  }
+  if (S_ISDIR(st.st_mode)) return Status::Error("cannot read " + what + " '" + path + "': it is a directory");
+  int status = 0;
+  if (fits_open_diskfile(&f.get(), path.c_str(), READONLY, &status)) {
+    f.get() = nullptr;
+    return Status::Error("cannot open '" + path + "' as FITS: " + CfitsioError(status) +
+                         "; the file is not FITS, or is truncated or corrupt");
+  }
+  return Status::OK();
 }
 
 }  // namespace cubeflow::fits::internal

@@ -1,23 +1,22 @@
 // 2-D FITS image reader (CFITSIO): whole images (maps) and blocks of rows (large HST mosaics).
 #include "cubeflow/fits/image_io.hpp"
 
-#include <sys/stat.h>
-
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
-#include <cstring>
 #include <limits>
 
 #include "cubeflow/fits/cube_io.hpp"
+#include "cubeflow/strings.hpp"
 #include "fits_util.hpp"
 
 namespace cubeflow::fits {
 
 using internal::CfitsioError;
 using internal::FitsHandle;
+using internal::Unquote;
 
 struct ImageReader::Impl {
   FitsHandle f;
@@ -26,35 +25,9 @@ struct ImageReader::Impl {
 
 namespace {
 
-std::string Trim(std::string s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
-  size_t i = 0;
-  while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
-  return s.substr(i);
-}
-
-std::string Upper(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  return s;
-}
-
 bool IsInteger(const std::string& s) {
   if (s.empty()) return false;
   return std::all_of(s.begin(), s.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); });
-}
-
-/// Unquotes a FITS value literal ('abc''d' -> abc'd), trimmed.
-std::string Unquote(const std::string& raw) {
-  std::string s = Trim(raw);
-  if (s.size() >= 2 && s.front() == '\'') {
-    std::string out;
-    for (size_t i = 1; i + 1 < s.size(); ++i) {
-      out += s[i];
-      if (s[i] == '\'' && s[i + 1] == '\'') ++i;
-    }
-    return Trim(out);
-  }
-  return s;
 }
 
 /// Every keyword of the current HDU: key -> unquoted value; and the raw card of each key.
@@ -119,22 +92,12 @@ std::string ImageReader::Where() const { return "'" + path_ + "' HDU '" + hdu_na
 
 Result<std::unique_ptr<ImageReader>> ImageReader::Open(const std::string& path, const std::string& extension,
                                                       const std::vector<std::string>& auto_names) {
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0) {
-    return Status::Error("cannot read image '" + path + "': " + std::strerror(errno) +
-                         "; check the path (relative paths are resolved against the pipeline file)");
-  }
-  if (S_ISDIR(st.st_mode)) return Status::Error("cannot read image '" + path + "': it is a directory");
   std::unique_ptr<ImageReader> r(new ImageReader());
   r->impl_ = std::make_unique<Impl>();
   r->path_ = path;
-  fitsfile*& f = r->impl_->f.get();
+  CUBEFLOW_RETURN_NOT_OK(internal::OpenForReading(path, "image", r->impl_->f));
+  fitsfile* f = r->impl_->f.get();
   int status = 0;
-  if (fits_open_diskfile(&f, path.c_str(), READONLY, &status)) {
-    f = nullptr;
-    return Status::Error("cannot open '" + path + "' as FITS: " + CfitsioError(status) +
-                         "; the file is not FITS, or is truncated or corrupt");
-  }
   // Catalogue of HDUs: names, image dimensions.
   int nhdu = 0;
   status = 0;
@@ -291,32 +254,25 @@ Result<std::unique_ptr<ImageReader>> ImageReader::Open(const std::string& path, 
   return r;
 }
 
-bool ImageReader::Key(const std::string& key, std::string& value, bool primary_fallback) const {
+std::optional<std::string> ImageReader::Key(const std::string& key, bool primary_fallback) const {
   const std::string k = Upper(key);
-  auto it = keys_.find(k);
-  if (it != keys_.end()) {
-    value = it->second;
-    return true;
-  }
-  if (!primary_fallback) return false;
-  it = primary_keys_.find(k);
-  if (it == primary_keys_.end()) return false;
-  value = it->second;
-  return true;
+  if (auto it = keys_.find(k); it != keys_.end()) return it->second;
+  if (!primary_fallback) return std::nullopt;
+  if (auto it = primary_keys_.find(k); it != primary_keys_.end()) return it->second;
+  return std::nullopt;
 }
 
-bool ImageReader::KeyDouble(const std::string& key, double& value, bool primary_fallback) const {
-  std::string s;
-  if (!Key(key, s, primary_fallback)) return false;
+std::optional<double> ImageReader::KeyDouble(const std::string& key, bool primary_fallback) const {
+  std::optional<std::string> s = Key(key, primary_fallback);
+  if (!s) return std::nullopt;
   // FITS allows 'D' exponents.
-  for (char& c : s)
+  for (char& c : *s)
     if (c == 'D' || c == 'd') c = 'E';
   char* end = nullptr;
   errno = 0;
-  const double v = std::strtod(s.c_str(), &end);
-  if (s.empty() || !end || *end != '\0' || errno) return false;
-  value = v;
-  return true;
+  const double v = std::strtod(s->c_str(), &end);
+  if (s->empty() || !end || *end != '\0' || errno) return std::nullopt;
+  return v;
 }
 
 bool ImageReader::HasExtension(const std::string& name) const {
@@ -359,12 +315,11 @@ Result<std::shared_ptr<Map>> ReadMap(const std::string& path, const std::string&
                          " image " + r->Where());
   }
   CUBEFLOW_RETURN_NOT_OK(r->ReadBlock(0, r->ny(), m->data));
-  std::string s;
   m->name = !name.empty() ? name : (r->hdu_name() == "PRIMARY" || r->hdu_name().rfind('#', 0) == 0 ? "MAP" : r->hdu_name());
   if (!bunit.empty()) m->bunit = bunit;
-  else if (r->Key("BUNIT", s, false)) m->bunit = s;
+  else if (auto b = r->Key("BUNIT", false)) m->bunit = *b;
   m->wcs = r->wcs();
-  if (r->Key("OBJECT", s)) m->header["OBJECT"] = s;
+  if (auto object = r->Key("OBJECT")) m->header["OBJECT"] = *object;
   m->header["SRCFILE"] = path;
   m->header["SRCHDU"] = r->hdu_name();
   return m;

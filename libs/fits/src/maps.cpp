@@ -2,7 +2,6 @@
 #include "cubeflow/fits/maps.hpp"
 
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <cmath>
@@ -11,43 +10,43 @@
 #include <fstream>
 #include <set>
 
+#include "cubeflow/fits/atomic_fits_file.hpp"
 #include "cubeflow/fits/cube_io.hpp"
 #include "cubeflow/version.hpp"
 #include "fits_util.hpp"
 
 namespace cubeflow::fits {
 
-using internal::CfitsioError;
-using internal::FitsHandle;
 using internal::WriteTypedKey;
 
-TableColumn TableColumn::Double(std::string name, std::vector<double> v, std::string unit, std::string doc) {
+namespace {
+
+TableColumn NamedColumn(std::string name, TableColumn::Kind kind, std::string unit, std::string doc) {
   TableColumn c;
   c.name = std::move(name);
   c.unit = std::move(unit);
   c.doc = std::move(doc);
-  c.kind = Kind::kDouble;
+  c.kind = kind;
+  return c;
+}
+
+}  // namespace
+
+TableColumn TableColumn::Double(std::string name, std::vector<double> v, std::string unit, std::string doc) {
+  TableColumn c = NamedColumn(std::move(name), Kind::kDouble, std::move(unit), std::move(doc));
   c.doubles = std::move(v);
   return c;
 }
 
 TableColumn TableColumn::Int64(std::string name, std::vector<int64_t> v, std::string unit, std::string doc) {
-  TableColumn c;
-  c.name = std::move(name);
-  c.unit = std::move(unit);
-  c.doc = std::move(doc);
-  c.kind = Kind::kInt64;
+  TableColumn c = NamedColumn(std::move(name), Kind::kInt64, std::move(unit), std::move(doc));
   c.ints = std::move(v);
   return c;
 }
 
 TableColumn TableColumn::DoubleVector(std::string name, int64_t width, std::vector<double> v, std::string unit,
                                       std::string doc) {
-  TableColumn c;
-  c.name = std::move(name);
-  c.unit = std::move(unit);
-  c.doc = std::move(doc);
-  c.kind = Kind::kDoubleVector;
+  TableColumn c = NamedColumn(std::move(name), Kind::kDoubleVector, std::move(unit), std::move(doc));
   c.width = width;
   c.doubles = std::move(v);
   return c;
@@ -312,6 +311,14 @@ void WriteTable(fitsfile* f, const BinaryTable& t, int* status) {
 
 }  // namespace
 
+Status WriteMapsPrimary(AtomicFitsFile& out, const MapsProduct& product) {
+  int status = 0;
+  out.set_hdu("PRIMARY");
+  fits_create_imgll(out.get(), BYTE_IMG, 0, nullptr, &status);
+  WriteProvenance(out.get(), product, &status);
+  return out.Check(status);
+}
+
 Status WriteMapsFile(const std::string& path, const MapsProduct& product) {
   CUBEFLOW_RETURN_NOT_OK(Validate(product, path));
   struct stat st;
@@ -319,53 +326,20 @@ Status WriteMapsFile(const std::string& path, const MapsProduct& product) {
     return Status::Error("cannot write '" + path + "': the file exists and overwrite is false; remove it or set "
                          "overwrite: true");
   }
-  const std::string tmp = internal::TempPathFor(path);
-  ::unlink(tmp.c_str());
-  FitsHandle f;
+  CUBEFLOW_ASSIGN_OR_RETURN(AtomicFitsFile out, AtomicFitsFile::Create(path));
+  CUBEFLOW_RETURN_NOT_OK(WriteMapsPrimary(out, product));
   int status = 0;
-  std::string stage = "PRIMARY";
-  auto fail = [&](const std::string& what) {
-    const std::string msg = "cannot write '" + path + "' (HDU " + stage + "): " + what;
-    f.Close();
-    fits_clear_errmsg();
-    ::unlink(tmp.c_str());
-    return Status::Error(msg);
-  };
-  if (fits_create_diskfile(&f.get(), tmp.c_str(), &status)) {
-    f.get() = nullptr;
-    return fail(CfitsioError(status) + "; check that the directory exists and is writable");
-  }
-  fits_create_imgll(f, BYTE_IMG, 0, nullptr, &status);
-  WriteProvenance(f, product, &status);
-  if (status) return fail(CfitsioError(status));
   for (const auto& m : product.maps) {
-    stage = "'" + m->name + "'";
-    WriteMap(f, product, *m, &status);
-    if (status) return fail(CfitsioError(status));
+    out.set_hdu(m->name);
+    WriteMap(out.get(), product, *m, &status);
+    CUBEFLOW_RETURN_NOT_OK(out.Check(status));
   }
   for (const auto& t : product.tables) {
-    stage = "'" + t.name + "'";
-    WriteTable(f, t, &status);
-    if (status) return fail(CfitsioError(status));
+    out.set_hdu(t.name);
+    WriteTable(out.get(), t, &status);
+    CUBEFLOW_RETURN_NOT_OK(out.Check(status));
   }
-  int nhdu = 0;
-  fits_get_num_hdus(f, &nhdu, &status);
-  for (int i = 1; i <= nhdu && status == 0; ++i) {
-    int type = 0;
-    stage = "#" + std::to_string(i - 1);
-    fits_movabs_hdu(f, i, &type, &status);
-    fits_write_chksum(f, &status);
-  }
-  if (status) return fail(CfitsioError(status));
-  stage = "(closing)";
-  status = f.Close();
-  if (status) return fail(CfitsioError(status));
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string err = std::strerror(errno);
-    ::unlink(tmp.c_str());
-    return Status::Error("cannot write '" + path + "': rename from '" + tmp + "' failed: " + err);
-  }
-  return Status::OK();
+  return out.Commit();
 }
 
 }  // namespace cubeflow::fits

@@ -1,16 +1,15 @@
 // Reading MAPS products with CFITSIO.
 #include "cubeflow/fits/maps_reader.hpp"
 
-#include <fitsio.h>
-
 #include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <limits>
 
-#include "cubeflow/fits/cfitsio_error.hpp"
 #include "cubeflow/fits/cube_io.hpp"
+#include "cubeflow/strings.hpp"
+#include "fits_util.hpp"
 
 namespace cubeflow::fits {
 
@@ -18,19 +17,7 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-std::string Upper(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  return s;
-}
-
-class Handle {
- public:
-  ~Handle() {
-    int st = 0;
-    if (f) fits_close_file(f, &st);
-  }
-  fitsfile* f = nullptr;
-};
+using internal::FitsHandle;
 
 /// String keyword (long-string convention aware); false if absent.
 bool ReadString(fitsfile* f, const char* key, std::string& out) {
@@ -103,14 +90,14 @@ Status ReadTable(fitsfile* f, const std::string& path, MapsTable& t) {
   int ncols = 0;
   fits_get_num_rowsll(f, &nrows, &st);
   fits_get_num_cols(f, &ncols, &st);
-  if (st) return Status::Error("cannot read table '" + t.name + "' of '" + path + "': " + fits::CfitsioErrorText(st));
+  if (st) return Status::Error("cannot read table '" + t.name + "' of '" + path + "': " + internal::CfitsioError(st));
   t.nrows = nrows;
   for (int col = 1; col <= ncols; ++col) {
     int type = 0;
     long long repeat = 0, width = 0;
     fits_get_coltypell(f, col, &type, &repeat, &width, &st);
     if (st) return Status::Error("cannot read column " + std::to_string(col) + " of table '" + t.name + "' in '" +
-                                 path + "': " + fits::CfitsioErrorText(st));
+                                 path + "': " + internal::CfitsioError(st));
     if (type == TSTRING || type == TLOGICAL || type == TBIT || repeat < 1) continue;
     MapsColumn c;
     const std::string n = std::to_string(col);
@@ -123,7 +110,7 @@ Status ReadTable(fitsfile* f, const std::string& path, MapsTable& t) {
       int anynul = 0;
       fits_read_col(f, TDOUBLE, col, 1, 1, nrows * repeat, &nul, c.values.data(), &anynul, &st);
       if (st) return Status::Error("cannot read column '" + c.name + "' of table '" + t.name + "' in '" + path +
-                                   "': " + fits::CfitsioErrorText(st));
+                                   "': " + internal::CfitsioError(st));
     }
     t.columns.push_back(std::move(c));
   }
@@ -148,35 +135,31 @@ int64_t MapsTable::RowOf(int64_t binid) const {
 }
 
 Result<MapsFile> MapsFile::Open(const std::string& path) {
-  Handle h;
+  FitsHandle h;
+  CUBEFLOW_RETURN_NOT_OK(internal::OpenForReading(path, "MAPS file", h));
   int st = 0;
-  if (fits_open_diskfile(&h.f, path.c_str(), READONLY, &st)) {
-    h.f = nullptr;
-    return Status::Error("cannot open '" + path + "': " + fits::CfitsioErrorText(st) +
-                         "; check the path and that it is a FITS file");
-  }
   MapsFile m;
   m.path_ = path;
   int nhdu = 0;
-  fits_get_num_hdus(h.f, &nhdu, &st);
-  if (st) return Status::Error("cannot read '" + path + "': " + fits::CfitsioErrorText(st));
+  fits_get_num_hdus(h.get(), &nhdu, &st);
+  if (st) return Status::Error("cannot read '" + path + "': " + internal::CfitsioError(st));
   for (const char* k : {"CFVERS", "OBJECT", "PIPEFILE", "RUNUTC", "DATE", "NBINS", "NFAILED", "NMISSING", "PARTIAL"}) {
     std::string v;
-    if (ReadRaw(h.f, k, v)) m.primary_[k] = v;
+    if (ReadRaw(h.get(), k, v)) m.primary_[k] = v;
   }
   for (int i = 1; i <= nhdu; ++i) {
     int type = 0;
-    fits_movabs_hdu(h.f, i, &type, &st);
-    if (st) return Status::Error("cannot read HDU " + std::to_string(i - 1) + " of '" + path + "': " + fits::CfitsioErrorText(st));
+    fits_movabs_hdu(h.get(), i, &type, &st);
+    if (st) return Status::Error("cannot read HDU " + std::to_string(i - 1) + " of '" + path + "': " + internal::CfitsioError(st));
     std::string name;
-    if (!ReadString(h.f, "EXTNAME", name)) name = i == 1 ? "PRIMARY" : "HDU" + std::to_string(i - 1);
+    if (!ReadString(h.get(), "EXTNAME", name)) name = i == 1 ? "PRIMARY" : "HDU" + std::to_string(i - 1);
     m.hdu_names_.push_back(name);
     if (type == IMAGE_HDU) {
       int naxis = 0;
       long long naxes[3] = {0, 0, 0};
-      fits_get_img_dim(h.f, &naxis, &st);
-      if (!st && naxis >= 2 && naxis <= 3) fits_get_img_sizell(h.f, 3, naxes, &st);
-      if (st) return Status::Error("cannot read the image size of '" + name + "' in '" + path + "': " + fits::CfitsioErrorText(st));
+      fits_get_img_dim(h.get(), &naxis, &st);
+      if (!st && naxis >= 2 && naxis <= 3) fits_get_img_sizell(h.get(), 3, naxes, &st);
+      if (st) return Status::Error("cannot read the image size of '" + name + "' in '" + path + "': " + internal::CfitsioError(st));
       if (naxis < 2 || naxis > 3 || naxes[0] < 1 || naxes[1] < 1) continue;
       MapsImage im;
       im.name = name;
@@ -184,21 +167,21 @@ Result<MapsFile> MapsFile::Open(const std::string& path) {
       im.nx = naxes[0];
       im.ny = naxes[1];
       im.nplanes = naxis == 3 ? std::max<long long>(1, naxes[2]) : 1;
-      ReadString(h.f, "BUNIT", im.bunit);
-      ReadString(h.f, "HDUCLAS2", im.hduclas2);
-      ReadString(h.f, "ERRDATA", im.errdata);
-      ReadString(h.f, "QUALDATA", im.qualdata);
-      ReadString(h.f, "DATA", im.data);
+      ReadString(h.get(), "BUNIT", im.bunit);
+      ReadString(h.get(), "HDUCLAS2", im.hduclas2);
+      ReadString(h.get(), "ERRDATA", im.errdata);
+      ReadString(h.get(), "QUALDATA", im.qualdata);
+      ReadString(h.get(), "DATA", im.data);
       for (int64_t p = 0; p < im.nplanes && im.nplanes > 1; ++p) {
         std::string pn;
-        if (!ReadString(h.f, ("C" + std::to_string(p + 1)).c_str(), pn)) pn = std::to_string(p + 1);
+        if (!ReadString(h.get(), ("C" + std::to_string(p + 1)).c_str(), pn)) pn = std::to_string(p + 1);
         im.plane_names.push_back(pn);
       }
-      im.wcs = ReadCelestial(h.f, im.nx, im.ny);
+      im.wcs = ReadCelestial(h.get(), im.nx, im.ny);
       m.images_.push_back(std::move(im));
     } else if (type == BINARY_TBL && Upper(name) == "BINS" && !m.has_bins_) {
       m.bins_.name = name;
-      CUBEFLOW_RETURN_NOT_OK(ReadTable(h.f, path, m.bins_));
+      CUBEFLOW_RETURN_NOT_OK(ReadTable(h.get(), path, m.bins_));
       m.has_bins_ = true;
     }
   }
@@ -216,20 +199,17 @@ Result<MapsImage> MapsFile::Load(const std::string& name) const {
   const MapsImage* hdr = Find(name);
   if (!hdr) return Status::Error("'" + path_ + "' has no image extension '" + name + "'");
   MapsImage im = *hdr;
-  Handle h;
+  FitsHandle h;
+  CUBEFLOW_RETURN_NOT_OK(internal::OpenForReading(path_, "MAPS file", h));
   int st = 0, type = 0;
-  if (fits_open_diskfile(&h.f, path_.c_str(), READONLY, &st)) {
-    h.f = nullptr;
-    return Status::Error("cannot open '" + path_ + "': " + fits::CfitsioErrorText(st));
-  }
-  fits_movabs_hdu(h.f, im.hdu, &type, &st);
+  fits_movabs_hdu(h.get(), im.hdu, &type, &st);
   const long long n = im.nx * im.ny * im.nplanes;
   im.values.assign(static_cast<size_t>(n), kNaN);
   long long fpix[3] = {1, 1, 1};
   double nul = kNaN;
   int anynul = 0;
-  fits_read_pixll(h.f, TDOUBLE, fpix, n, &nul, im.values.data(), &anynul, &st);
-  if (st) return Status::Error("cannot read the pixels of '" + name + "' in '" + path_ + "': " + fits::CfitsioErrorText(st));
+  fits_read_pixll(h.get(), TDOUBLE, fpix, n, &nul, im.values.data(), &anynul, &st);
+  if (st) return Status::Error("cannot read the pixels of '" + name + "' in '" + path_ + "': " + internal::CfitsioError(st));
   return im;
 }
 

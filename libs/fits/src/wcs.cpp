@@ -84,7 +84,7 @@ Result<Wcs> Wcs::FromCards(const CelestialWcs& cards) {
   return Wcs(std::move(impl));
 }
 
-void Wcs::PixelToSky(double x, double y, double& ra, double& dec) const {
+Result<SkyCoord> Wcs::ToSky(double x, double y) const {
   std::lock_guard<std::mutex> lock(impl_->mu);
   wcsprm& p = impl_->prm;
   const int n = p.naxis;
@@ -94,13 +94,13 @@ void Wcs::PixelToSky(double x, double y, double& ra, double& dec) const {
   pix[1] = y + 1.0;
   int stat[1] = {0};
   const int st = wcsp2s(&p, 1, n, pix, img, &phi, &theta, world, stat);
-  if (st) throw Error("pixel (" + std::to_string(x) + ", " + std::to_string(y) + ") has no sky position: " +
-                      WcsError(p, st));
-  ra = world[p.lng];
-  dec = world[p.lat];
+  if (st)
+    return Status::Error("pixel (" + std::to_string(x) + ", " + std::to_string(y) + ") has no sky position: " +
+                         WcsError(p, st));
+  return SkyCoord{world[p.lng], world[p.lat]};
 }
 
-void Wcs::SkyToPixel(double ra, double dec, double& x, double& y) const {
+Result<PixelCoord> Wcs::ToPixel(double ra, double dec) const {
   std::lock_guard<std::mutex> lock(impl_->mu);
   wcsprm& p = impl_->prm;
   const int n = p.naxis;
@@ -110,10 +110,22 @@ void Wcs::SkyToPixel(double ra, double dec, double& x, double& y) const {
   world[p.lat] = dec;
   int stat[1] = {0};
   const int st = wcss2p(&p, 1, n, world, &phi, &theta, img, pix, stat);
-  if (st) throw Error("sky position (" + std::to_string(ra) + ", " + std::to_string(dec) +
-                      ") has no pixel position: " + WcsError(p, st));
-  x = pix[0] - 1.0;
-  y = pix[1] - 1.0;
+  if (st)
+    return Status::Error("sky position (" + std::to_string(ra) + ", " + std::to_string(dec) +
+                         ") has no pixel position: " + WcsError(p, st));
+  return PixelCoord{pix[0] - 1.0, pix[1] - 1.0};
+}
+
+void Wcs::PixelToSky(double x, double y, double& ra, double& dec) const {
+  const SkyCoord s = ToSky(x, y).ValueOrThrow();
+  ra = s.ra;
+  dec = s.dec;
+}
+
+void Wcs::SkyToPixel(double ra, double dec, double& x, double& y) const {
+  const PixelCoord p = ToPixel(ra, dec).ValueOrThrow();
+  x = p.x;
+  y = p.y;
 }
 
 double Wcs::PixelScaleArcsec() const {

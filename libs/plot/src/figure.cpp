@@ -245,87 +245,64 @@ plot::Style XYPanel::Next(plot::Style s) {
   return s;
 }
 
+namespace {
+
+/// A data series: values `x`, `y` (or `lo`, `hi`) drawn with `style`.
+std::shared_ptr<XYPanel::Item> Series(XYPanel::Item::Kind kind, std::vector<double> x, std::vector<double> y,
+                                      plot::Style style, std::vector<double> lo = {}, std::vector<double> hi = {}) {
+  auto it = std::make_shared<XYPanel::Item>();
+  it->kind = kind;
+  it->x = std::move(x);
+  it->y = std::move(y);
+  it->lo = std::move(lo);
+  it->hi = std::move(hi);
+  it->style = std::move(style);
+  return it;
+}
+
+}  // namespace
+
 XYPanel& XYPanel::Line(std::vector<double> xs, std::vector<double> ys, plot::Style style) {
-  auto it = std::make_shared<Item>();
-  it->kind = Item::Kind::kLine;
-  it->x = std::move(xs);
-  it->y = std::move(ys);
-  it->style = Next(std::move(style));
-  items_.push_back(it);
+  items_.push_back(Series(Item::Kind::kLine, std::move(xs), std::move(ys), Next(std::move(style))));
   return *this;
 }
 
 XYPanel& XYPanel::Points(std::vector<double> xs, std::vector<double> ys, plot::Style style) {
-  auto it = std::make_shared<Item>();
-  it->kind = Item::Kind::kPoints;
-  it->x = std::move(xs);
-  it->y = std::move(ys);
   if (style.marker == Marker::kNone) style.marker = Marker::kCircle;
-  it->style = Next(std::move(style));
-  items_.push_back(it);
+  items_.push_back(Series(Item::Kind::kPoints, std::move(xs), std::move(ys), Next(std::move(style))));
   return *this;
 }
 
 XYPanel& XYPanel::Step(std::vector<double> edges, std::vector<double> values, plot::Style style) {
-  auto it = std::make_shared<Item>();
-  it->kind = Item::Kind::kStep;
-  it->x = std::move(edges);
-  it->y = std::move(values);
-  it->style = Next(std::move(style));
-  items_.push_back(it);
+  items_.push_back(Series(Item::Kind::kStep, std::move(edges), std::move(values), Next(std::move(style))));
   return *this;
 }
 
 XYPanel& XYPanel::Bars(std::vector<double> edges, std::vector<double> values, plot::Style style) {
-  auto it = std::make_shared<Item>();
-  it->kind = Item::Kind::kBars;
-  it->x = std::move(edges);
-  it->y = std::move(values);
-  it->style = Next(std::move(style));
-  items_.push_back(it);
+  items_.push_back(Series(Item::Kind::kBars, std::move(edges), std::move(values), Next(std::move(style))));
   return *this;
 }
 
 XYPanel& XYPanel::ErrorBars(std::vector<double> xs, std::vector<double> lo, std::vector<double> hi, plot::Style style) {
-  auto it = std::make_shared<Item>();
-  it->kind = Item::Kind::kErrorBars;
-  it->x = std::move(xs);
-  it->lo = std::move(lo);
-  it->hi = std::move(hi);
-  it->style = Next(std::move(style));
-  items_.push_back(it);
+  items_.push_back(Series(Item::Kind::kErrorBars, std::move(xs), {}, Next(std::move(style)), std::move(lo), std::move(hi)));
   return *this;
 }
 
 XYPanel& XYPanel::Band(std::vector<double> xs, std::vector<double> lo, std::vector<double> hi, plot::Style style) {
-  auto it = std::make_shared<Item>();
-  it->kind = Item::Kind::kBand;
-  it->x = std::move(xs);
-  it->lo = std::move(lo);
-  it->hi = std::move(hi);
   if (style.alpha >= 1.0) style.alpha = 0.25;
-  it->style = Next(std::move(style));
-  items_.push_back(it);
+  items_.push_back(Series(Item::Kind::kBand, std::move(xs), {}, Next(std::move(style)), std::move(lo), std::move(hi)));
   return *this;
 }
 
 XYPanel& XYPanel::HLine(double yv, plot::Style style) {
-  auto it = std::make_shared<Item>();
-  it->kind = Item::Kind::kHLine;
-  it->y = {yv};
-  if (!style.color) style.color = colors::kGrey;
-  it->style = std::move(style);
-  items_.push_back(it);
+  if (!style.color) style.color = colors::kGrey;  // reference lines do not take a cycle colour
+  items_.push_back(Series(Item::Kind::kHLine, {}, {yv}, std::move(style)));
   return *this;
 }
 
 XYPanel& XYPanel::VLine(double xv, plot::Style style) {
-  auto it = std::make_shared<Item>();
-  it->kind = Item::Kind::kVLine;
-  it->x = {xv};
   if (!style.color) style.color = colors::kGrey;
-  it->style = std::move(style);
-  items_.push_back(it);
+  items_.push_back(Series(Item::Kind::kVLine, {xv}, {}, std::move(style)));
   return *this;
 }
 
@@ -408,15 +385,22 @@ void ResolveLimits(const AxisSpec& a, Range r, bool pad, double& lo, double& hi)
   }
 }
 
-}  // namespace
+using XYItems = std::vector<std::shared_ptr<XYPanel::Item>>;
+using XYKind = XYPanel::Item::Kind;
 
-void XYPanel::Draw(Canvas& c, const Rect& cell, const Theme& th, PanelLayout& out) const {
-  using K = Item::Kind;
-  // --- data limits ---
+/// Axis limits of an XY panel: the data ranges of its items resolved against the axes' own
+/// limits (Step and Bars keep their edges, Bars start at 0, a 2-D histogram is not padded).
+struct XYLimits {
+  double xlo = 0, xhi = 1, ylo = 0, yhi = 1;
+  const XYPanel::Item* hist = nullptr;  ///< the panel's 2-D histogram, if any
+};
+
+XYLimits ResolveXYLimits(const XYItems& items, const AxisSpec& x, const AxisSpec& y) {
+  using K = XYKind;
   Range rx, ry;
   bool sticky_x = false, bars_from_zero = false;
-  const Item* hist = nullptr;
-  for (const auto& it : items_) {
+  XYLimits lim;
+  for (const auto& it : items) {
     switch (it->kind) {
       case K::kLine:
       case K::kPoints:
@@ -443,7 +427,7 @@ void XYPanel::Draw(Canvas& c, const Rect& cell, const Theme& th, PanelLayout& ou
         }
         break;
       case K::kHist2D:
-        hist = it.get();
+        lim.hist = it.get();
         for (size_t i = 0; i < it->x.size() && i < it->y.size(); ++i) {
           if (!std::isfinite(it->x[i]) || !std::isfinite(it->y[i])) continue;
           if ((x.log && !(it->x[i] > 0)) || (y.log && !(it->y[i] > 0))) continue;
@@ -457,18 +441,67 @@ void XYPanel::Draw(Canvas& c, const Rect& cell, const Theme& th, PanelLayout& ou
     }
   }
   if (bars_from_zero && ry.valid() && ry.lo >= 0) ry.Add(0.0, false);
-  double xlo, xhi, ylo, yhi;
-  ResolveLimits(x, rx, !sticky_x && !hist, xlo, xhi);
-  ResolveLimits(y, ry, !hist, ylo, yhi);
+  ResolveLimits(x, rx, !sticky_x && !lim.hist, lim.xlo, lim.xhi);
+  ResolveLimits(y, ry, !lim.hist, lim.ylo, lim.yhi);
   if (bars_from_zero && !std::isfinite(y.lo) && ry.valid() && ry.lo >= 0) {
-    ylo = 0;
-    yhi = ry.hi + 0.06 * (ry.hi - ry.lo);
+    lim.ylo = 0;
+    lim.yhi = ry.hi + 0.06 * (ry.hi - ry.lo);
   }
+  return lim;
+}
 
-  // --- layout ---
+/// A 2-D histogram binned in the (log) axis coordinates over the axis range, with the log
+/// colour scale of its colour bar.
+struct Hist2DGrid {
+  std::vector<int> counts;  ///< ny_bins x nx_bins, row-major
+  double hx0 = 0, hx1 = 1, hy0 = 0, hy1 = 1;
+  ColorbarSpec cb;
+};
+
+Hist2DGrid BinHist2D(const XYPanel::Item& hist, const AxisSpec& x, const AxisSpec& y, const XYLimits& lim) {
+  Hist2DGrid g;
+  auto tx = [&](double v) { return x.log ? std::log10(v) : v; };
+  auto ty = [&](double v) { return y.log ? std::log10(v) : v; };
+  g.hx0 = tx(lim.xlo);
+  g.hx1 = tx(lim.xhi);
+  g.hy0 = ty(lim.ylo);
+  g.hy1 = ty(lim.yhi);
+  g.counts.assign(static_cast<size_t>(hist.nbx * hist.nby), 0);
+  for (size_t i = 0; i < hist.x.size() && i < hist.y.size(); ++i) {
+    const double a = hist.x[i], b = hist.y[i];
+    if (!std::isfinite(a) || !std::isfinite(b) || (x.log && !(a > 0)) || (y.log && !(b > 0))) continue;
+    const int ix = static_cast<int>(std::floor((tx(a) - g.hx0) / (g.hx1 - g.hx0) * hist.nbx));
+    const int iy = static_cast<int>(std::floor((ty(b) - g.hy0) / (g.hy1 - g.hy0) * hist.nby));
+    if (ix < 0 || iy < 0 || ix > hist.nbx || iy > hist.nby) continue;
+    ++g.counts[static_cast<size_t>(std::min(iy, hist.nby - 1) * hist.nbx + std::min(ix, hist.nbx - 1))];
+  }
+  const int cmax = g.counts.empty() ? 1 : *std::max_element(g.counts.begin(), g.counts.end());
+  auto cm = Colormap::Named(hist.cmap);
+  g.cb.cmap = cm.ok() ? *cm : *Colormap::Named("viridis");
+  g.cb.norm.vmin = 1;
+  g.cb.norm.vmax = std::max(cmax, 2);
+  g.cb.norm.scale = Norm::Scale::kLog;
+  g.cb.label = hist.cbar_label;
+  return g;
+}
+
+/// Where an XY panel's data area goes, how data map to its pixels, and the ticks of both axes.
+struct XYFrame {
+  Rect plot;
+  AxisMap xm, ym;
+  Ticks xt, yt;
+  int shift = 0;  ///< horizontal offset of the data area (and the y-axis label) for `aspect`
+};
+
+/// Lays out the data area inside `cell`: room for the title, axis labels and tick labels, the
+/// colour bar (`hist_cb`, if any), then `aspect`, then narrower if the last x tick label would
+/// stick out of the cell.
+XYFrame LayoutXY(const XYPanel& p, const XYLimits& lim, const ColorbarSpec* hist_cb, const Rect& cell,
+                 const Theme& th) {
+  const AxisSpec &x = p.x, &y = p.y;
   const int fs = th.font_scale;
   int top = cell.y + th.pad;
-  if (!title.empty()) top += MeasureText(title, th.title_scale, true, true).height() + th.pad;
+  if (!p.title.empty()) top += MeasureText(p.title, th.title_scale, true, true).height() + th.pad;
   int bottom = cell.bottom() - th.pad;
   if (!x.label.empty()) bottom -= MeasureText(x.label, fs).height() + th.pad;
   const int xlab_h = TextH(th) + th.font_scale * 2;  // superscripts in 10^{k} labels
@@ -477,244 +510,257 @@ void XYPanel::Draw(Canvas& c, const Rect& cell, const Theme& th, PanelLayout& ou
   if (!y.label.empty()) left += MeasureText(y.label, fs).height() + th.pad;
   const int plot_h = std::max(20, bottom - top);
 
-  AxisMap ym{ylo, yhi, y.log, static_cast<double>(bottom - 1), static_cast<double>(top)};
-  if (y.invert) std::swap(ym.p0, ym.p1);
-  Ticks yt = AxisFitTicks(y, ylo, yhi, plot_h, false, th, ym);
-  left += MaxLabelWidth(yt.labels, fs) + th.pad;
+  XYFrame fr;
+  fr.ym = AxisMap{lim.ylo, lim.yhi, y.log, static_cast<double>(bottom - 1), static_cast<double>(top)};
+  if (y.invert) std::swap(fr.ym.p0, fr.ym.p1);
+  fr.yt = AxisFitTicks(y, lim.ylo, lim.yhi, plot_h, false, th, fr.ym);
+  left += MaxLabelWidth(fr.yt.labels, fs) + th.pad;
 
   int right = cell.right() - 2 * th.pad;
-  ColorbarSpec cb;
-  std::vector<int> counts;
-  double hx0 = 0, hx1 = 1, hy0 = 0, hy1 = 1;
-  if (hist) {
-    // Bin in the (log) axis coordinates over the axis range.
-    auto tx = [&](double v) { return x.log ? std::log10(v) : v; };
-    auto ty = [&](double v) { return y.log ? std::log10(v) : v; };
-    hx0 = tx(xlo);
-    hx1 = tx(xhi);
-    hy0 = ty(ylo);
-    hy1 = ty(yhi);
-    counts.assign(static_cast<size_t>(hist->nbx * hist->nby), 0);
-    for (size_t i = 0; i < hist->x.size() && i < hist->y.size(); ++i) {
-      const double a = hist->x[i], b = hist->y[i];
-      if (!std::isfinite(a) || !std::isfinite(b) || (x.log && !(a > 0)) || (y.log && !(b > 0))) continue;
-      const int ix = static_cast<int>(std::floor((tx(a) - hx0) / (hx1 - hx0) * hist->nbx));
-      const int iy = static_cast<int>(std::floor((ty(b) - hy0) / (hy1 - hy0) * hist->nby));
-      if (ix < 0 || iy < 0 || ix > hist->nbx || iy > hist->nby) continue;
-      ++counts[static_cast<size_t>(std::min(iy, hist->nby - 1) * hist->nbx + std::min(ix, hist->nbx - 1))];
-    }
-    const int cmax = counts.empty() ? 1 : *std::max_element(counts.begin(), counts.end());
-    auto cm = Colormap::Named(hist->cmap);
-    cb.cmap = cm.ok() ? *cm : *Colormap::Named("viridis");
-    cb.norm.vmin = 1;
-    cb.norm.vmax = std::max(cmax, 2);
-    cb.norm.scale = Norm::Scale::kLog;
-    cb.label = hist->cbar_label;
-    right -= ColorbarBand(cb, plot_h, th);
-  }
-  Rect plot{left, top, std::max(20, right - left), plot_h};
-  int shift = 0;  // horizontal offset of the data area (and the y-axis label) for `aspect`
-  if (aspect > 0) {
-    const int want_h = static_cast<int>(std::lround(plot.w * aspect));
-    const int want_w = static_cast<int>(std::lround(plot.h / aspect));
+  if (hist_cb) right -= ColorbarBand(*hist_cb, plot_h, th);
+  Rect& plot = fr.plot;
+  plot = Rect{left, top, std::max(20, right - left), plot_h};
+  if (p.aspect > 0) {
+    const int want_h = static_cast<int>(std::lround(plot.w * p.aspect));
+    const int want_w = static_cast<int>(std::lround(plot.h / p.aspect));
     if (want_h < plot.h && want_h >= 20) {  // too tall: centred vertically
       plot.y += (plot.h - want_h) / 2;
       plot.h = want_h;
-      ym = AxisMap{ylo, yhi, y.log, static_cast<double>(plot.bottom() - 1), static_cast<double>(plot.y)};
-      if (y.invert) std::swap(ym.p0, ym.p1);
-      yt = AxisFitTicks(y, ylo, yhi, plot.h, false, th, ym);
+      fr.ym = AxisMap{lim.ylo, lim.yhi, y.log, static_cast<double>(plot.bottom() - 1), static_cast<double>(plot.y)};
+      if (y.invert) std::swap(fr.ym.p0, fr.ym.p1);
+      fr.yt = AxisFitTicks(y, lim.ylo, lim.yhi, plot.h, false, th, fr.ym);
     } else if (want_w < plot.w && want_w >= 20) {  // too wide: centred horizontally
-      shift = (plot.w - want_w) / 2;
-      plot.x += shift;
+      fr.shift = (plot.w - want_w) / 2;
+      plot.x += fr.shift;
       plot.w = want_w;
     }
   }
-  AxisMap xm{xlo, xhi, x.log, static_cast<double>(plot.x), static_cast<double>(plot.right() - 1)};
-  if (x.invert) std::swap(xm.p0, xm.p1);
-  Ticks xt = AxisFitTicks(x, xlo, xhi, plot.w, true, th, xm);
-  if (!hist) {
+  fr.xm = AxisMap{lim.xlo, lim.xhi, x.log, static_cast<double>(plot.x), static_cast<double>(plot.right() - 1)};
+  if (x.invert) std::swap(fr.xm.p0, fr.xm.p1);
+  fr.xt = AxisFitTicks(x, lim.xlo, lim.xhi, plot.w, true, th, fr.xm);
+  if (!hist_cb) {
     // A tick label at the right end must not stick out of the cell (it would be cut at the
     // edge of the figure or run into the next panel): narrow the data area by the overhang.
     int over = 0;
-    for (size_t i = 0; i < xt.major.size(); ++i) {
-      const double sx = std::round(xm(xt.major[i]));
+    for (size_t i = 0; i < fr.xt.major.size(); ++i) {
+      const double sx = std::round(fr.xm(fr.xt.major[i]));
       if (!std::isfinite(sx) || sx < plot.x || sx > plot.right() - 1) continue;
-      over = std::max(over, static_cast<int>(std::ceil(sx + MeasureText(xt.labels[i], fs).width / 2.0)) -
+      over = std::max(over, static_cast<int>(std::ceil(sx + MeasureText(fr.xt.labels[i], fs).width / 2.0)) -
                                 (cell.right() - th.pad));
     }
     if (over > 0 && plot.w - over >= 20) {
       plot.w -= over;
-      xm = AxisMap{xlo, xhi, x.log, static_cast<double>(plot.x), static_cast<double>(plot.right() - 1)};
-      if (x.invert) std::swap(xm.p0, xm.p1);
-      xt = AxisFitTicks(x, xlo, xhi, plot.w, true, th, xm);
+      fr.xm = AxisMap{lim.xlo, lim.xhi, x.log, static_cast<double>(plot.x), static_cast<double>(plot.right() - 1)};
+      if (x.invert) std::swap(fr.xm.p0, fr.xm.p1);
+      fr.xt = AxisFitTicks(x, lim.xlo, lim.xhi, plot.w, true, th, fr.xm);
     }
   }
-  out.plot = plot;
+  return fr;
+}
 
-  // --- data ---
-  c.SetClip(plot);
-  if (grid) {
-    const Rgb gc{225, 225, 225};
-    for (double v : xt.major) c.Line(std::round(xm(v)), plot.y, std::round(xm(v)), plot.bottom() - 1, gc);
-    for (double v : yt.major) c.Line(plot.x, std::round(ym(v)), plot.right() - 1, std::round(ym(v)), gc);
-  }
-  if (hist) {
-    for (int iy = 0; iy < hist->nby; ++iy)
-      for (int ix = 0; ix < hist->nbx; ++ix) {
-        const int n = counts[static_cast<size_t>(iy * hist->nbx + ix)];
-        if (n <= 0) continue;
-        auto px = [&](double t) { return plot.x + (t - hx0) / (hx1 - hx0) * plot.w; };
-        auto py = [&](double t) { return plot.bottom() - (t - hy0) / (hy1 - hy0) * plot.h; };
-        const double a0 = hx0 + (hx1 - hx0) * ix / hist->nbx, a1 = hx0 + (hx1 - hx0) * (ix + 1) / hist->nbx;
-        const double b0 = hy0 + (hy1 - hy0) * iy / hist->nby, b1 = hy0 + (hy1 - hy0) * (iy + 1) / hist->nby;
-        int sx0 = static_cast<int>(std::lround(px(a0))), sx1 = static_cast<int>(std::lround(px(a1)));
-        int sy0 = static_cast<int>(std::lround(py(b1))), sy1 = static_cast<int>(std::lround(py(b0)));
-        if (x.invert) {
-          sx0 = plot.x + plot.right() - sx1;
-          sx1 = plot.x + plot.right() - static_cast<int>(std::lround(px(a0)));
-        }
-        if (y.invert) {
-          const int t0 = plot.y + plot.bottom() - sy1, t1 = plot.y + plot.bottom() - sy0;
-          sy0 = t0;
-          sy1 = t1;
-        }
-        c.FillRect({sx0, sy0, std::max(1, sx1 - sx0), std::max(1, sy1 - sy0)}, cb.cmap.At(cb.norm(n)));
+/// Faint lines at the major ticks.
+void DrawGrid(Canvas& c, const XYFrame& fr) {
+  const Rgb gc{225, 225, 225};
+  const Rect& plot = fr.plot;
+  for (double v : fr.xt.major) c.Line(std::round(fr.xm(v)), plot.y, std::round(fr.xm(v)), plot.bottom() - 1, gc);
+  for (double v : fr.yt.major) c.Line(plot.x, std::round(fr.ym(v)), plot.right() - 1, std::round(fr.ym(v)), gc);
+}
+
+/// The histogram's cells, coloured by count (empty cells left blank).
+void DrawHist2D(Canvas& c, const XYPanel::Item& hist, const Hist2DGrid& g, const XYFrame& fr, const AxisSpec& x,
+                const AxisSpec& y) {
+  const Rect& plot = fr.plot;
+  const double hx0 = g.hx0, hx1 = g.hx1, hy0 = g.hy0, hy1 = g.hy1;
+  for (int iy = 0; iy < hist.nby; ++iy)
+    for (int ix = 0; ix < hist.nbx; ++ix) {
+      const int n = g.counts[static_cast<size_t>(iy * hist.nbx + ix)];
+      if (n <= 0) continue;
+      auto px = [&](double t) { return plot.x + (t - hx0) / (hx1 - hx0) * plot.w; };
+      auto py = [&](double t) { return plot.bottom() - (t - hy0) / (hy1 - hy0) * plot.h; };
+      const double a0 = hx0 + (hx1 - hx0) * ix / hist.nbx, a1 = hx0 + (hx1 - hx0) * (ix + 1) / hist.nbx;
+      const double b0 = hy0 + (hy1 - hy0) * iy / hist.nby, b1 = hy0 + (hy1 - hy0) * (iy + 1) / hist.nby;
+      int sx0 = static_cast<int>(std::lround(px(a0))), sx1 = static_cast<int>(std::lround(px(a1)));
+      int sy0 = static_cast<int>(std::lround(py(b1))), sy1 = static_cast<int>(std::lround(py(b0)));
+      if (x.invert) {
+        sx0 = plot.x + plot.right() - sx1;
+        sx1 = plot.x + plot.right() - static_cast<int>(std::lround(px(a0)));
       }
-  }
-  // Screen points covered by data, sampled every few pixels along lines and over filled
-  // areas, so the legend goes where it hides the least.
-  std::vector<Point> drawn;
-  constexpr double kStepPx = 5.0;
-  auto cover_seg = [&](Point a, Point b) {
+      if (y.invert) {
+        const int t0 = plot.y + plot.bottom() - sy1, t1 = plot.y + plot.bottom() - sy0;
+        sy0 = t0;
+        sy1 = t1;
+      }
+      c.FillRect({sx0, sy0, std::max(1, sx1 - sx0), std::max(1, sy1 - sy0)}, g.cb.cmap.At(g.cb.norm(n)));
+    }
+}
+
+/// Screen points covered by data, sampled every few pixels along lines and over filled areas,
+/// so that the legend goes where it hides the least.
+struct Coverage {
+  static constexpr double kStepPx = 5.0;
+  std::vector<Point> points;
+  void Segment(Point a, Point b) {
     if (!std::isfinite(a.x) || !std::isfinite(a.y) || !std::isfinite(b.x) || !std::isfinite(b.y)) return;
     const int n = std::min(4000, static_cast<int>(std::hypot(b.x - a.x, b.y - a.y) / kStepPx) + 1);
-    for (int k = 0; k <= n; ++k) drawn.push_back({a.x + (b.x - a.x) * k / n, a.y + (b.y - a.y) * k / n});
+    for (int k = 0; k <= n; ++k) points.push_back({a.x + (b.x - a.x) * k / n, a.y + (b.y - a.y) * k / n});
+  }
+  void Span(double px, double y0, double y1) { Segment({px, std::min(y0, y1)}, {px, std::max(y0, y1)}); }
+};
+
+/// A filled band between lo and hi; non-finite points split it.
+void DrawBand(Canvas& c, const XYPanel::Item& it, const XYFrame& fr, Rgb col, Coverage& cov) {
+  constexpr double kStepPx = Coverage::kStepPx;
+  std::vector<Point> poly;
+  std::vector<Point> upper, lower;
+  auto flush = [&]() {
+    if (upper.size() >= 2) {
+      poly = upper;
+      poly.insert(poly.end(), lower.rbegin(), lower.rend());
+      c.FillPolygon(poly, col, it.style.alpha);
+    }
+    upper.clear();
+    lower.clear();
   };
-  auto cover_span = [&](double px, double y0, double y1) { cover_seg({px, std::min(y0, y1)}, {px, std::max(y0, y1)}); };
-  const double ybase = y.log ? ylo : std::clamp(0.0, ylo, yhi);
-  for (const auto& it : items_) {
+  for (size_t i = 0; i < it.x.size() && i < it.lo.size() && i < it.hi.size(); ++i) {
+    const double sx = fr.xm(it.x[i]), s0 = fr.ym(it.lo[i]), s1 = fr.ym(it.hi[i]);
+    if (!std::isfinite(sx) || !std::isfinite(s0) || !std::isfinite(s1)) {
+      flush();
+      continue;
+    }
+    if (!upper.empty()) {
+      const Point pu = upper.back(), pl = lower.back();
+      for (double xx = pu.x; (sx >= pu.x ? xx <= sx : xx >= sx); xx += (sx >= pu.x ? kStepPx : -kStepPx)) {
+        const double f = sx == pu.x ? 0 : (xx - pu.x) / (sx - pu.x);
+        cov.Span(xx, pl.y + f * (s0 - pl.y), pu.y + f * (s1 - pu.y));
+      }
+    }
+    upper.push_back({sx, s1});
+    lower.push_back({sx, s0});
+  }
+  flush();
+}
+
+/// Histogram steps, or filled bars from `ybase` (data units) with an outline.
+void DrawStepsOrBars(Canvas& c, const XYPanel::Item& it, const XYFrame& fr, double ybase, Rgb col, Coverage& cov) {
+  const plot::Style& st = it.style;
+  const bool bars = it.kind == XYKind::kBars;
+  std::vector<Point> outline;
+  for (size_t i = 0; i < it.y.size() && i + 1 < it.x.size(); ++i) {
+    const double a = fr.xm(it.x[i]), b = fr.xm(it.x[i + 1]), v = fr.ym(it.y[i]);
+    if (!std::isfinite(a) || !std::isfinite(b) || !std::isfinite(v)) {
+      c.Polyline(outline, col, st.width, st.dash);
+      outline.clear();
+      continue;
+    }
+    cov.Segment({a, v}, {b, v});
+    if (bars) {
+      const double base = fr.ym(ybase);
+      for (double xx = std::min(a, b); xx <= std::max(a, b); xx += Coverage::kStepPx) cov.Span(xx, base, v);
+      const double y0 = std::min(base, v), y1 = std::max(base, v);
+      c.FillRect({static_cast<int>(std::lround(std::min(a, b))), static_cast<int>(std::lround(y0)),
+                  std::max(1, static_cast<int>(std::lround(std::fabs(b - a)))),
+                  std::max(1, static_cast<int>(std::lround(y1 - y0)))},
+                 col, st.alpha < 1.0 ? st.alpha : 0.45);
+      c.Polyline({{a, base}, {a, v}, {b, v}, {b, base}}, col, std::max(1.0, st.width - 1));
+    } else {
+      outline.push_back({a, v});
+      outline.push_back({b, v});
+    }
+  }
+  if (!bars) c.Polyline(outline, col, st.width, st.dash);
+}
+
+/// A polyline (kLine; non-finite points break it) and/or its markers.
+void DrawLineOrPoints(Canvas& c, const XYPanel::Item& it, const XYFrame& fr, Rgb col, const Theme& th,
+                      Coverage& cov) {
+  const plot::Style& st = it.style;
+  std::vector<Point> pts;
+  for (size_t i = 0; i < it.x.size() && i < it.y.size(); ++i) {
+    const Point p{fr.xm(it.x[i]), fr.ym(it.y[i])};
+    pts.push_back(std::isfinite(p.x) && std::isfinite(p.y) ? p : Point{kNaN, kNaN});
+    if (std::isfinite(p.x) && std::isfinite(p.y)) {
+      // A marker covers about its size.
+      for (int k = 0; k < 4; ++k) cov.points.push_back(p);
+      if (it.kind == XYKind::kLine && pts.size() >= 2) cov.Segment(pts[pts.size() - 2], p);
+    }
+  }
+  if (it.kind == XYKind::kLine) c.Polyline(pts, col, st.width, st.dash);
+  if (st.marker != Marker::kNone)
+    for (const auto& p : pts) c.DrawMarker(p.x, p.y, st.marker, st.marker_size, col, th.foreground);
+}
+
+/// Vertical error bars with caps; on a log axis a non-positive lower end runs to the axis.
+void DrawErrorBars(Canvas& c, const XYPanel::Item& it, const XYFrame& fr, bool ylog, Rgb col, Coverage& cov) {
+  const plot::Style& st = it.style;
+  const int cap = std::max(3, st.marker_size / 2 + 1);
+  for (size_t i = 0; i < it.x.size() && i < it.lo.size() && i < it.hi.size(); ++i) {
+    const double sx = std::round(fr.xm(it.x[i]));
+    double s0 = fr.ym(it.lo[i]), s1 = fr.ym(it.hi[i]);
+    if (!std::isfinite(sx)) continue;
+    if (ylog && !(it.lo[i] > 0) && it.hi[i] > 0) s0 = fr.plot.bottom() + 2.0;  // to the axis
+    if (!std::isfinite(s0) || !std::isfinite(s1)) continue;
+    c.Line(sx, s0, sx, s1, col, std::max(1.0, st.width - 1));
+    c.Line(sx - cap, std::round(s0), sx + cap, std::round(s0), col, std::max(1.0, st.width - 1));
+    c.Line(sx - cap, std::round(s1), sx + cap, std::round(s1), col, std::max(1.0, st.width - 1));
+    cov.Span(sx, s0, s1);
+  }
+}
+
+/// A horizontal (kHLine) or vertical (kVLine) line across the data area.
+void DrawReferenceLine(Canvas& c, const XYPanel::Item& it, const XYFrame& fr, Rgb col, Coverage& cov) {
+  const plot::Style& st = it.style;
+  const Rect& plot = fr.plot;
+  if (it.kind == XYKind::kHLine) {
+    const double sy = std::round(fr.ym(it.y[0]));
+    if (std::isfinite(sy)) c.Line(plot.x, sy, plot.right() - 1, sy, col, st.width, st.dash);
+    if (std::isfinite(sy)) cov.Segment({static_cast<double>(plot.x), sy}, {static_cast<double>(plot.right()), sy});
+  } else {
+    const double sx = std::round(fr.xm(it.x[0]));
+    if (std::isfinite(sx)) c.Line(sx, plot.y, sx, plot.bottom() - 1, col, st.width, st.dash);
+    if (std::isfinite(sx)) cov.Segment({sx, static_cast<double>(plot.y)}, {sx, static_cast<double>(plot.bottom())});
+  }
+}
+
+/// Draws the data series in the order they were added and returns what they cover.
+Coverage DrawSeries(Canvas& c, const XYItems& items, const XYFrame& fr, const XYLimits& lim, const AxisSpec& y,
+                    const Theme& th) {
+  using K = XYKind;
+  Coverage cov;
+  const double ybase = y.log ? lim.ylo : std::clamp(0.0, lim.ylo, lim.yhi);
+  for (const auto& it : items) {
     const Rgb col = it->style.color.value_or(th.foreground);
-    const plot::Style& st = it->style;
     switch (it->kind) {
-      case K::kBand: {
-        std::vector<Point> poly;
-        std::vector<Point> upper, lower;
-        auto flush = [&]() {
-          if (upper.size() >= 2) {
-            poly = upper;
-            poly.insert(poly.end(), lower.rbegin(), lower.rend());
-            c.FillPolygon(poly, col, st.alpha);
-          }
-          upper.clear();
-          lower.clear();
-        };
-        for (size_t i = 0; i < it->x.size() && i < it->lo.size() && i < it->hi.size(); ++i) {
-          const double sx = xm(it->x[i]), s0 = ym(it->lo[i]), s1 = ym(it->hi[i]);
-          if (!std::isfinite(sx) || !std::isfinite(s0) || !std::isfinite(s1)) {
-            flush();
-            continue;
-          }
-          if (!upper.empty()) {
-            const Point pu = upper.back(), pl = lower.back();
-            for (double xx = pu.x; (sx >= pu.x ? xx <= sx : xx >= sx); xx += (sx >= pu.x ? kStepPx : -kStepPx)) {
-              const double f = sx == pu.x ? 0 : (xx - pu.x) / (sx - pu.x);
-              cover_span(xx, pl.y + f * (s0 - pl.y), pu.y + f * (s1 - pu.y));
-            }
-          }
-          upper.push_back({sx, s1});
-          lower.push_back({sx, s0});
-        }
-        flush();
-        break;
-      }
+      case K::kBand: DrawBand(c, *it, fr, col, cov); break;
       case K::kBars:
-      case K::kStep: {
-        std::vector<Point> outline;
-        for (size_t i = 0; i < it->y.size() && i + 1 < it->x.size(); ++i) {
-          const double a = xm(it->x[i]), b = xm(it->x[i + 1]), v = ym(it->y[i]);
-          if (!std::isfinite(a) || !std::isfinite(b) || !std::isfinite(v)) {
-            c.Polyline(outline, col, st.width, st.dash);
-            outline.clear();
-            continue;
-          }
-          cover_seg({a, v}, {b, v});
-          if (it->kind == K::kBars) {
-            const double base = ym(ybase);
-            for (double xx = std::min(a, b); xx <= std::max(a, b); xx += kStepPx) cover_span(xx, base, v);
-            const double y0 = std::min(base, v), y1 = std::max(base, v);
-            c.FillRect({static_cast<int>(std::lround(std::min(a, b))), static_cast<int>(std::lround(y0)),
-                        std::max(1, static_cast<int>(std::lround(std::fabs(b - a)))),
-                        std::max(1, static_cast<int>(std::lround(y1 - y0)))},
-                       col, st.alpha < 1.0 ? st.alpha : 0.45);
-            c.Polyline({{a, base}, {a, v}, {b, v}, {b, base}}, col, std::max(1.0, st.width - 1));
-          } else {
-            if (outline.empty()) outline.push_back({a, v});
-            else outline.push_back({a, v});
-            outline.push_back({b, v});
-          }
-        }
-        if (it->kind == K::kStep) c.Polyline(outline, col, st.width, st.dash);
-        break;
-      }
+      case K::kStep: DrawStepsOrBars(c, *it, fr, ybase, col, cov); break;
       case K::kLine:
-      case K::kPoints: {
-        std::vector<Point> pts;
-        for (size_t i = 0; i < it->x.size() && i < it->y.size(); ++i) {
-          const Point p{xm(it->x[i]), ym(it->y[i])};
-          pts.push_back(std::isfinite(p.x) && std::isfinite(p.y) ? p : Point{kNaN, kNaN});
-          if (std::isfinite(p.x) && std::isfinite(p.y)) {
-            // A marker covers about its size.
-            for (int k = 0; k < 4; ++k) drawn.push_back(p);
-            if (it->kind == K::kLine && pts.size() >= 2) cover_seg(pts[pts.size() - 2], p);
-          }
-        }
-        if (it->kind == K::kLine) c.Polyline(pts, col, st.width, st.dash);
-        if (st.marker != Marker::kNone)
-          for (const auto& p : pts) c.DrawMarker(p.x, p.y, st.marker, st.marker_size, col, th.foreground);
-        break;
-      }
-      case K::kErrorBars: {
-        const int cap = std::max(3, st.marker_size / 2 + 1);
-        for (size_t i = 0; i < it->x.size() && i < it->lo.size() && i < it->hi.size(); ++i) {
-          const double sx = std::round(xm(it->x[i]));
-          double s0 = ym(it->lo[i]), s1 = ym(it->hi[i]);
-          if (!std::isfinite(sx)) continue;
-          if (y.log && !(it->lo[i] > 0) && it->hi[i] > 0) s0 = plot.bottom() + 2.0;  // to the axis
-          if (!std::isfinite(s0) || !std::isfinite(s1)) continue;
-          c.Line(sx, s0, sx, s1, col, std::max(1.0, st.width - 1));
-          c.Line(sx - cap, std::round(s0), sx + cap, std::round(s0), col, std::max(1.0, st.width - 1));
-          c.Line(sx - cap, std::round(s1), sx + cap, std::round(s1), col, std::max(1.0, st.width - 1));
-          cover_span(sx, s0, s1);
-        }
-        break;
-      }
-      case K::kHLine: {
-        const double sy = std::round(ym(it->y[0]));
-        if (std::isfinite(sy)) c.Line(plot.x, sy, plot.right() - 1, sy, col, st.width, st.dash);
-        if (std::isfinite(sy)) cover_seg({static_cast<double>(plot.x), sy}, {static_cast<double>(plot.right()), sy});
-        break;
-      }
-      case K::kVLine: {
-        const double sx = std::round(xm(it->x[0]));
-        if (std::isfinite(sx)) c.Line(sx, plot.y, sx, plot.bottom() - 1, col, st.width, st.dash);
-        if (std::isfinite(sx)) cover_seg({sx, static_cast<double>(plot.y)}, {sx, static_cast<double>(plot.bottom())});
-        break;
-      }
+      case K::kPoints: DrawLineOrPoints(c, *it, fr, col, th, cov); break;
+      case K::kErrorBars: DrawErrorBars(c, *it, fr, y.log, col, cov); break;
+      case K::kHLine:
+      case K::kVLine: DrawReferenceLine(c, *it, fr, col, cov); break;
       case K::kHist2D:
       case K::kText: break;
     }
   }
+  return cov;
+}
 
-  // --- annotations: a block of lines anchored in axes fractions; boxed blocks repel the legend ---
-  struct TextBlock {
-    const Item* item = nullptr;
-    std::vector<std::string> lines;
-    Rect text;  // the lines' extent
-    int line_h = 0;
-  };
+/// An annotation: its lines and where they go.
+struct TextBlock {
+  const XYPanel::Item* item = nullptr;
+  std::vector<std::string> lines;
+  Rect text;  // the lines' extent
+  int line_h = 0;
+};
+
+/// Places the annotations (blocks of lines anchored in axes fractions); boxed blocks add their
+/// area to `drawn` so that the legend avoids them.
+std::vector<TextBlock> PlaceAnnotations(const XYItems& items, const Rect& plot, const Theme& th,
+                                        std::vector<Point>& drawn) {
+  const int fs = th.font_scale;
   std::vector<TextBlock> blocks;
-  for (const auto& it : items_) {
-    if (it->kind != K::kText) continue;
+  for (const auto& it : items) {
+    if (it->kind != XYKind::kText) continue;
     TextBlock b;
     b.item = it.get();
     b.lines = SplitLines(it->text);
@@ -743,69 +789,79 @@ void XYPanel::Draw(Canvas& c, const Rect& cell, const Theme& th, PanelLayout& ou
     }
     blocks.push_back(std::move(b));
   }
+  return blocks;
+}
 
-  // --- legend ---
-  std::vector<const Item*> entries;
-  for (const auto& it : items_)
+/// The legend of the labelled series, in the requested corner or (kBest) in the corner that
+/// covers the fewest `drawn` points.
+void DrawLegend(Canvas& c, const XYItems& items, LegendPos legend, const Rect& plot, const Theme& th,
+                const std::vector<Point>& drawn) {
+  using K = XYKind;
+  const int fs = th.font_scale;
+  std::vector<const XYPanel::Item*> entries;
+  for (const auto& it : items)
     if (!it->style.label.empty() && it->kind != K::kText && it->kind != K::kHist2D) entries.push_back(it.get());
-  if (legend != LegendPos::kNone && !entries.empty()) {
-    const int sample_w = 30, row_h = TextH(th) + 6;
-    int text_w = 0;
-    for (const Item* e : entries) text_w = std::max(text_w, MeasureText(e->style.label, fs).width);
-    const int bw = th.pad + sample_w + th.pad + text_w + th.pad, bh = th.pad + row_h * static_cast<int>(entries.size()) + 2;
-    const int m = 8;
-    const Rect corners[4] = {{plot.right() - m - bw, plot.y + m, bw, bh},
-                             {plot.x + m, plot.y + m, bw, bh},
-                             {plot.x + m, plot.bottom() - m - bh, bw, bh},
-                             {plot.right() - m - bw, plot.bottom() - m - bh, bw, bh}};
-    int pick = 0;
-    switch (legend) {
-      case LegendPos::kUpperRight: pick = 0; break;
-      case LegendPos::kUpperLeft: pick = 1; break;
-      case LegendPos::kLowerLeft: pick = 2; break;
-      case LegendPos::kLowerRight: pick = 3; break;
-      default: {
-        size_t best = SIZE_MAX;
-        for (int k = 0; k < 4; ++k) {
-          size_t n = 0;
-          for (const auto& p : drawn)
-            if (corners[k].Contains(static_cast<int>(p.x), static_cast<int>(p.y))) ++n;
-          if (n < best) {
-            best = n;
-            pick = k;
-          }
+  if (legend == LegendPos::kNone || entries.empty()) return;
+  const int sample_w = 30, row_h = TextH(th) + 6;
+  int text_w = 0;
+  for (const XYPanel::Item* e : entries) text_w = std::max(text_w, MeasureText(e->style.label, fs).width);
+  const int bw = th.pad + sample_w + th.pad + text_w + th.pad, bh = th.pad + row_h * static_cast<int>(entries.size()) + 2;
+  const int m = 8;
+  const Rect corners[4] = {{plot.right() - m - bw, plot.y + m, bw, bh},
+                           {plot.x + m, plot.y + m, bw, bh},
+                           {plot.x + m, plot.bottom() - m - bh, bw, bh},
+                           {plot.right() - m - bw, plot.bottom() - m - bh, bw, bh}};
+  int pick = 0;
+  switch (legend) {
+    case LegendPos::kUpperRight: pick = 0; break;
+    case LegendPos::kUpperLeft: pick = 1; break;
+    case LegendPos::kLowerLeft: pick = 2; break;
+    case LegendPos::kLowerRight: pick = 3; break;
+    default: {
+      size_t best = SIZE_MAX;
+      for (int k = 0; k < 4; ++k) {
+        size_t n = 0;
+        for (const auto& p : drawn)
+          if (corners[k].Contains(static_cast<int>(p.x), static_cast<int>(p.y))) ++n;
+        if (n < best) {
+          best = n;
+          pick = k;
         }
       }
     }
-    const Rect box = corners[pick];
-    c.FillRect(box, th.background, 0.85);
-    c.StrokeRect(box, th.legend_edge);
-    int yy = box.y + th.pad / 2 + 1;
-    for (const Item* e : entries) {
-      const Rgb col = e->style.color.value_or(th.foreground);
-      const int cy = yy + row_h / 2, sx0 = box.x + th.pad, sx1 = sx0 + sample_w;
-      switch (e->kind) {
-        case K::kBand:
-        case K::kBars:
-          c.FillRect({sx0, cy - 6, sample_w, 12}, col, e->kind == K::kBand ? e->style.alpha : 0.45);
-          if (e->kind == K::kBars) c.StrokeRect({sx0, cy - 6, sample_w, 12}, col);
-          break;
-        case K::kErrorBars:
-          c.Line((sx0 + sx1) / 2.0, cy - 7, (sx0 + sx1) / 2.0, cy + 7, col, std::max(1.0, e->style.width - 1));
-          c.Line((sx0 + sx1) / 2.0 - 4, cy - 7, (sx0 + sx1) / 2.0 + 4, cy - 7, col);
-          c.Line((sx0 + sx1) / 2.0 - 4, cy + 7, (sx0 + sx1) / 2.0 + 4, cy + 7, col);
-          break;
-        default:
-          if (e->kind != K::kPoints) c.Line(sx0, cy, sx1, cy, col, e->style.width, e->style.dash);
-          if (e->style.marker != Marker::kNone)
-            c.DrawMarker((sx0 + sx1) / 2.0, cy, e->style.marker, e->style.marker_size, col, th.foreground);
-      }
-      c.Text(sx1 + th.pad, cy, e->style.label, Txt(th, HAlign::kLeft, VAlign::kMiddle));
-      yy += row_h;
-    }
   }
+  const Rect box = corners[pick];
+  c.FillRect(box, th.background, 0.85);
+  c.StrokeRect(box, th.legend_edge);
+  int yy = box.y + th.pad / 2 + 1;
+  for (const XYPanel::Item* e : entries) {
+    const Rgb col = e->style.color.value_or(th.foreground);
+    const int cy = yy + row_h / 2, sx0 = box.x + th.pad, sx1 = sx0 + sample_w;
+    switch (e->kind) {
+      case K::kBand:
+      case K::kBars:
+        c.FillRect({sx0, cy - 6, sample_w, 12}, col, e->kind == K::kBand ? e->style.alpha : 0.45);
+        if (e->kind == K::kBars) c.StrokeRect({sx0, cy - 6, sample_w, 12}, col);
+        break;
+      case K::kErrorBars:
+        c.Line((sx0 + sx1) / 2.0, cy - 7, (sx0 + sx1) / 2.0, cy + 7, col, std::max(1.0, e->style.width - 1));
+        c.Line((sx0 + sx1) / 2.0 - 4, cy - 7, (sx0 + sx1) / 2.0 + 4, cy - 7, col);
+        c.Line((sx0 + sx1) / 2.0 - 4, cy + 7, (sx0 + sx1) / 2.0 + 4, cy + 7, col);
+        break;
+      default:
+        if (e->kind != K::kPoints) c.Line(sx0, cy, sx1, cy, col, e->style.width, e->style.dash);
+        if (e->style.marker != Marker::kNone)
+          c.DrawMarker((sx0 + sx1) / 2.0, cy, e->style.marker, e->style.marker_size, col, th.foreground);
+    }
+    c.Text(sx1 + th.pad, cy, e->style.label, Txt(th, HAlign::kLeft, VAlign::kMiddle));
+    yy += row_h;
+  }
+}
+
+/// Draws the annotations placed by PlaceAnnotations (boxed ones on their box).
+void DrawAnnotations(Canvas& c, const std::vector<TextBlock>& blocks, const Rect& plot, const Theme& th) {
   for (const TextBlock& b : blocks) {
-    const Item* it = b.item;
+    const XYPanel::Item* it = b.item;
     if (b.lines.size() == 1 && !it->box) {  // one plain line: anchored exactly as given
       TextStyle ts = Txt(th, it->h, it->v);
       if (it->style.color) ts.color = *it->style.color;
@@ -823,9 +879,13 @@ void XYPanel::Draw(Canvas& c, const Rect& cell, const Theme& th, PanelLayout& ou
                                                                                     : b.text.right();
     for (size_t i = 0; i < b.lines.size(); ++i) c.Text(lx, b.text.y + static_cast<int>(i) * b.line_h, b.lines[i], ts);
   }
-  c.ResetClip();
+}
 
-  // --- frame, ticks (inward, all four sides), labels ---
+/// The frame, ticks (inward, on all four sides), tick labels, axis labels and the title.
+void DrawAxes(Canvas& c, const XYPanel& p, const XYFrame& fr, const Rect& cell, const Theme& th) {
+  const Rect& plot = fr.plot;
+  const AxisMap &xm = fr.xm, &ym = fr.ym;
+  const Ticks &xt = fr.xt, &yt = fr.yt;
   c.StrokeRect(plot, th.foreground);
   auto xtick = [&](double v, int len) {
     const double sx = std::round(xm(v));
@@ -849,17 +909,38 @@ void XYPanel::Draw(Canvas& c, const Rect& cell, const Theme& th, PanelLayout& ou
   for (size_t i = 0; i < yt.major.size(); ++i)
     if (ytick(yt.major[i], th.tick_length))
       c.Text(plot.x - th.pad, std::round(ym(yt.major[i])), yt.labels[i], Txt(th, HAlign::kRight, VAlign::kMiddle));
-  if (!x.label.empty())
-    c.Text(plot.x + plot.w / 2.0, plot.bottom() + th.pad + LabelsHeight(xt.labels, th) + th.pad, x.label,
+  if (!p.x.label.empty())
+    c.Text(plot.x + plot.w / 2.0, plot.bottom() + th.pad + LabelsHeight(xt.labels, th) + th.pad, p.x.label,
            Txt(th, HAlign::kCenter, VAlign::kTop));
-  if (!y.label.empty())
-    c.Text(cell.x + th.pad + shift, plot.y + plot.h / 2.0, y.label, Txt(th, HAlign::kCenter, VAlign::kTop, true));
-  if (!title.empty())
-    c.Text(plot.x + plot.w / 2.0, plot.y - th.pad, title,
+  if (!p.y.label.empty())
+    c.Text(cell.x + th.pad + fr.shift, plot.y + plot.h / 2.0, p.y.label, Txt(th, HAlign::kCenter, VAlign::kTop, true));
+  if (!p.title.empty())
+    c.Text(plot.x + plot.w / 2.0, plot.y - th.pad, p.title,
            Txt(th, HAlign::kCenter, VAlign::kBottom, false, true, th.title_scale));
+}
+
+}  // namespace
+
+void XYPanel::Draw(Canvas& c, const Rect& cell, const Theme& th, PanelLayout& out) const {
+  const XYLimits lim = ResolveXYLimits(items_, x, y);
+  std::optional<Hist2DGrid> hist;
+  if (lim.hist) hist = BinHist2D(*lim.hist, x, y, lim);
+  const XYFrame fr = LayoutXY(*this, lim, hist ? &hist->cb : nullptr, cell, th);
+  out.plot = fr.plot;
+
+  c.SetClip(fr.plot);
+  if (grid) DrawGrid(c, fr);
+  if (hist) DrawHist2D(c, *lim.hist, *hist, fr, x, y);
+  std::vector<Point> drawn = DrawSeries(c, items_, fr, lim, y, th).points;
+  const std::vector<TextBlock> blocks = PlaceAnnotations(items_, fr.plot, th, drawn);
+  DrawLegend(c, items_, legend, fr.plot, th, drawn);
+  DrawAnnotations(c, blocks, fr.plot, th);
+  c.ResetClip();
+
+  DrawAxes(c, *this, fr, cell, th);
   if (hist) {
-    out.colorbar = Rect{plot.right() + 2 * th.pad, plot.y, th.colorbar_width, plot.h};
-    DrawColorbar(c, out.colorbar, cb, th);
+    out.colorbar = Rect{fr.plot.right() + 2 * th.pad, fr.plot.y, th.colorbar_width, fr.plot.h};
+    DrawColorbar(c, out.colorbar, hist->cb, th);
   }
 }
 
@@ -1040,13 +1121,9 @@ void ImagePanel::Draw(Canvas& c, const Rect& cell, const Theme& th, PanelLayout&
   // Which sky coordinate goes along the bottom edge.
   bool ra_bottom = true;
   auto sky_at = [&](double px, double py, int which) {
-    double ra = kNaN, dec = kNaN;
-    try {
-      wcs->PixelToSky(px, py, ra, dec);
-    } catch (const std::exception&) {
-      return kNaN;
-    }
-    return which == 0 ? ra : dec;
+    const Result<fits::SkyCoord> sky = wcs->ToSky(px, py);
+    if (!sky.ok()) return kNaN;
+    return which == 0 ? sky->ra : sky->dec;
   };
   if (wcs && nx_ > 0 && ny_ > 0) {
     const double ra0 = sky_at(-0.5, -0.5, 0), ra1 = sky_at(nx_ - 0.5, -0.5, 0);
@@ -1199,13 +1276,18 @@ void ImagePanel::Draw(Canvas& c, const Rect& cell, const Theme& th, PanelLayout&
   // North / east arrows when the map is not north-up, east-left.
   if (wcs && have_data && nx_ > 1 && ny_ > 1) {
     const double cx = (nx_ - 1) / 2.0, cy = (ny_ - 1) / 2.0;
-    double ra = kNaN, dec = kNaN, nxp = kNaN, nyp = kNaN, exp_ = kNaN, eyp = kNaN;
-    try {
-      wcs->PixelToSky(cx, cy, ra, dec);
-      const double d = wcs->PixelScaleArcsec() / 3600.0;
-      wcs->SkyToPixel(ra, dec + d, nxp, nyp);
-      wcs->SkyToPixel(ra + d / std::max(1e-6, std::cos(dec * M_PI / 180)), dec, exp_, eyp);
-    } catch (const std::exception&) {
+    // Pixel positions one pixel scale north and east of the centre (NaN where the WCS has none).
+    double nxp = kNaN, nyp = kNaN, exp_ = kNaN, eyp = kNaN;
+    if (const auto centre = wcs->ToSky(cx, cy); centre.ok()) {
+      const double ra = centre->ra, dec = centre->dec, d = wcs->PixelScaleArcsec() / 3600.0;
+      if (const auto north = wcs->ToPixel(ra, dec + d); north.ok()) {
+        nxp = north->x;
+        nyp = north->y;
+        if (const auto east = wcs->ToPixel(ra + d / std::max(1e-6, std::cos(dec * M_PI / 180)), dec); east.ok()) {
+          exp_ = east->x;
+          eyp = east->y;
+        }
+      }
     }
     // Screen directions (y down).
     const double nvx = nxp - cx, nvy = -(nyp - cy), evx = exp_ - cx, evy = -(eyp - cy);

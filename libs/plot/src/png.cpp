@@ -63,22 +63,24 @@ inline uint8_t Paeth(int a, int b, int c) {
   return static_cast<uint8_t>(c);
 }
 
+/// The value PNG filter `type` predicts for byte i of a raw row (bpp bytes per pixel) from the
+/// bytes before it in the row and the previous raw row (nullptr for the first row).
+inline int Predict(int type, const uint8_t* row, const uint8_t* prev, size_t i, int bpp) {
+  const int a = i >= static_cast<size_t>(bpp) ? row[i - bpp] : 0;
+  const int b = prev ? prev[i] : 0;
+  const int c = (prev && i >= static_cast<size_t>(bpp)) ? prev[i - bpp] : 0;
+  switch (type) {
+    case 0: return 0;
+    case 1: return a;
+    case 2: return b;
+    case 3: return (a + b) / 2;
+    default: return Paeth(a, b, c);
+  }
+}
+
 /// Applies PNG filter `type` to `row` (bpp bytes per pixel) given the previous raw row.
 void FilterRow(int type, const uint8_t* row, const uint8_t* prev, size_t n, int bpp, uint8_t* out) {
-  for (size_t i = 0; i < n; ++i) {
-    const int a = i >= static_cast<size_t>(bpp) ? row[i - bpp] : 0;
-    const int b = prev ? prev[i] : 0;
-    const int c = (prev && i >= static_cast<size_t>(bpp)) ? prev[i - bpp] : 0;
-    int pred = 0;
-    switch (type) {
-      case 0: pred = 0; break;
-      case 1: pred = a; break;
-      case 2: pred = b; break;
-      case 3: pred = (a + b) / 2; break;
-      default: pred = Paeth(a, b, c); break;
-    }
-    out[i] = static_cast<uint8_t>(row[i] - pred);
-  }
+  for (size_t i = 0; i < n; ++i) out[i] = static_cast<uint8_t>(row[i] - Predict(type, row, prev, i, bpp));
 }
 
 }  // namespace
@@ -197,20 +199,8 @@ Result<RgbImage> DecodePng(const std::string& bytes) {
     if (type > 4) return Status::Error("bad PNG filter type " + std::to_string(type) + " in row " + std::to_string(y));
     uint8_t* row = pix.data() + static_cast<size_t>(y) * stride;
     const uint8_t* prev = y > 0 ? row - stride : nullptr;
-    for (size_t i = 0; i < stride; ++i) {
-      const int a = i >= static_cast<size_t>(channels) ? row[i - channels] : 0;
-      const int b = prev ? prev[i] : 0;
-      const int c = (prev && i >= static_cast<size_t>(channels)) ? prev[i - channels] : 0;
-      int pred = 0;
-      switch (type) {
-        case 0: pred = 0; break;
-        case 1: pred = a; break;
-        case 2: pred = b; break;
-        case 3: pred = (a + b) / 2; break;
-        default: pred = Paeth(a, b, c); break;
-      }
-      row[i] = static_cast<uint8_t>(src[1 + i] + pred);
-    }
+    for (size_t i = 0; i < stride; ++i)  // bytes before i are already reconstructed
+      row[i] = static_cast<uint8_t>(src[1 + i] + Predict(type, row, prev, i, channels));
   }
   RgbImage img;
   img.width = width;

@@ -10,6 +10,8 @@
 #include <numeric>
 #include <sstream>
 
+#include "cubeflow/strings.hpp"
+
 namespace cubeflow::sim {
 
 namespace {
@@ -74,11 +76,6 @@ double BandWeights(const Filter& f, std::span<const double> wave, size_t* first,
   }
   for (double& x : *w) x /= sum;
   return coverage;
-}
-
-std::string Upper(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  return s;
 }
 
 struct AnalyticBand {
@@ -230,48 +227,44 @@ std::vector<std::string> BuiltinFilterNames() {
   return v;
 }
 
-BandpassOperator::BandpassOperator(const std::vector<Filter>& filters,
-                                   std::span<const double> wave, double min_coverage)
-    : n_wave_(wave.size()) {
+Result<BandpassOperator> BandpassOperator::Make(const std::vector<Filter>& filters, std::span<const double> wave,
+                                                double min_coverage) {
+  BandpassOperator op;
+  op.n_wave_ = wave.size();
   for (const auto& f : filters) {
     size_t first = 0;
     std::vector<double> w;
     const double coverage = BandWeights(f, wave, &first, &w);
     if (w.empty() || coverage < min_coverage) {
-      throw Error("filter '" + f.name + "' is not covered by the spectral grid (" +
-                  std::to_string(wave.empty() ? 0.0 : wave.front()) + "-" +
-                  std::to_string(wave.empty() ? 0.0 : wave.back()) +
-                  " A); extend the model wavelength range or drop the band");
+      return Status::Error("filter '" + f.name + "' is not covered by the spectral grid (" +
+                           Num(wave.empty() ? 0.0 : wave.front()) + "-" + Num(wave.empty() ? 0.0 : wave.back()) +
+                           " A; " + Num(100 * std::max(coverage, 0.0), 3) + " % of its throughput, " +
+                           Num(100 * min_coverage, 3) + " % needed); extend the model wavelength range or drop the band");
     }
-    first_.push_back(first);
-    length_.push_back(w.size());
-    weights_.push_back(std::move(w));
-    pivots_.push_back(PivotWavelength(f));
+    op.first_.push_back(first);
+    op.length_.push_back(w.size());
+    op.weights_.push_back(std::move(w));
+    op.pivots_.push_back(PivotWavelength(f));
   }
+  return op;
 }
 
-void BandpassOperator::Apply(std::span<const double> f, std::span<double> out) const {
+template <typename T>
+void BandpassOperator::ApplyImpl(std::span<const T> f, std::span<double> out) const {
   if (f.size() != n_wave_ || out.size() != first_.size()) {
-    throw Error("BandpassOperator::Apply: size mismatch");
+    throw Error("BandpassOperator::Apply: " + std::to_string(f.size()) + " flux values for a grid of " +
+                std::to_string(n_wave_) + ", " + std::to_string(out.size()) + " outputs for " +
+                std::to_string(first_.size()) + " bands (a programming error)");
   }
   for (size_t b = 0; b < first_.size(); ++b) {
     double s = 0;
-    const double* x = f.data() + first_[b];
+    const T* x = f.data() + first_[b];
     for (size_t k = 0; k < length_[b]; ++k) s += weights_[b][k] * x[k];
     out[b] = s;
   }
 }
 
-void BandpassOperator::Apply(std::span<const float> f, std::span<double> out) const {
-  if (f.size() != n_wave_ || out.size() != first_.size()) {
-    throw Error("BandpassOperator::Apply: size mismatch");
-  }
-  for (size_t b = 0; b < first_.size(); ++b) {
-    double s = 0;
-    const float* x = f.data() + first_[b];
-    for (size_t k = 0; k < length_[b]; ++k) s += weights_[b][k] * x[k];
-    out[b] = s;
-  }
-}
+void BandpassOperator::Apply(std::span<const double> f, std::span<double> out) const { ApplyImpl(f, out); }
+void BandpassOperator::Apply(std::span<const float> f, std::span<double> out) const { ApplyImpl(f, out); }
 
 }  // namespace cubeflow::sim

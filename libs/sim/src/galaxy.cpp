@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <system_error>
 
+#include "cubeflow/fits/cfitsio_error.hpp"
 #include "cubeflow/sim/library.hpp"
 #include "cubeflow/sim/rng.hpp"
 #include "cubeflow/spectral/spectral_ops.hpp"
@@ -35,11 +36,7 @@ double PhotFlam(const std::string& band) {  // erg/cm^2/A per e-/s, WFC3/UVIS (a
   return 2e-19;
 }
 
-std::string FitsErr(int st) {
-  char m[FLEN_STATUS];
-  fits_get_errstatus(st, m);
-  return m;
-}
+using fits::CfitsioErrorText;
 
 void Key(fitsfile* f, const char* k, double v, const char* c, int* st) {
   fits_update_key_dbl(f, const_cast<char*>(k), v, -15, const_cast<char*>(c), st);
@@ -258,7 +255,7 @@ Status MockGalaxy::Write(const std::string& dir, int threads) const {
   fitsfile* f = nullptr;
   int st = 0;
   fits_create_file(&f, ("!" + cube_path).c_str(), &st);
-  if (st) return Status::Error("galaxy: cannot create " + cube_path + ": " + FitsErr(st));
+  if (st) return Status::Error("galaxy: cannot create " + cube_path + ": " + CfitsioErrorText(st));
   long ax0[1] = {0};
   fits_create_img(f, FLOAT_IMG, 0, ax0, &st);
   Key(f, "OBJECT", std::string("MOCK-SPIRAL"), "cubeflow simulate galaxy", &st);
@@ -284,7 +281,7 @@ Status MockGalaxy::Write(const std::string& dir, int threads) const {
   };
   cube_hdr("DATA", "10**(-20)*erg/s/cm**2/Angstrom");
   cube_hdr("STAT", "10**(-40)*(erg/s/cm**2/Angstrom)**2");
-  if (st) return Status::Error("galaxy: writing headers of " + cube_path + ": " + FitsErr(st));
+  if (st) return Status::Error("galaxy: writing headers of " + cube_path + ": " + CfitsioErrorText(st));
   std::vector<double> phot_map(nx * ny * nb, std::numeric_limits<double>::quiet_NaN());
   std::vector<SpaxelTruth> truth(nx * ny);
   const int64_t rows = std::max<int64_t>(1, (64ll << 20) / (nx * nw * 8));
@@ -317,10 +314,10 @@ Status MockGalaxy::Write(const std::string& dir, int threads) const {
     fits_write_subset(f, TFLOAT, fp, lp, data.data(), &st);
     fits_movnam_hdu(f, IMAGE_HDU, const_cast<char*>("STAT"), 0, &st);
     fits_write_subset(f, TFLOAT, fp, lp, stat.data(), &st);
-    if (st) return Status::Error("galaxy: writing rows of " + cube_path + ": " + FitsErr(st));
+    if (st) return Status::Error("galaxy: writing rows of " + cube_path + ": " + CfitsioErrorText(st));
   }
   fits_close_file(f, &st);
-  if (st) return Status::Error("galaxy: closing " + cube_path + ": " + FitsErr(st));
+  if (st) return Status::Error("galaxy: closing " + cube_path + ": " + CfitsioErrorText(st));
 
   // maps helper
   auto write_maps = [&](const std::string& path, const std::vector<std::pair<std::string, std::vector<double>>>& maps,
@@ -341,7 +338,7 @@ Status MockGalaxy::Write(const std::string& dir, int threads) const {
       fits_write_img(m, TFLOAT, 1, static_cast<LONGLONG>(buf.size()), buf.data(), &s2);
     }
     fits_close_file(m, &s2);
-    if (s2) return Status::Error("galaxy: writing " + path + ": " + FitsErr(s2));
+    if (s2) return Status::Error("galaxy: writing " + path + ": " + CfitsioErrorText(s2));
     return Status::OK();
   };
   const double nan = std::numeric_limits<double>::quiet_NaN();
@@ -443,7 +440,7 @@ Status MockGalaxy::Write(const std::string& dir, int threads) const {
     CelestialWcs(h, c.ra, c.dec, (cx + 0.5) * r + 0.5, (cy + 0.5) * r + 0.5, c.hst_pixscale, &s2);
     fits_write_img(h, TFLOAT, 1, static_cast<LONGLONG>(out.size()), out.data(), &s2);
     fits_close_file(h, &s2);
-    if (s2) return Status::Error("galaxy: writing " + path + ": " + FitsErr(s2));
+    if (s2) return Status::Error("galaxy: writing " + path + ": " + CfitsioErrorText(s2));
   }
   return Status::OK();
 }
@@ -522,7 +519,7 @@ Status MockGalaxy::WriteTruthLibrary(const std::string& path, const ForwardModel
   if (st || st2) {
     std::error_code ec;
     fs::remove(part, ec);
-    return Status::Error("galaxy: writing the SPAXELS table of " + path + ": " + FitsErr(st ? st : st2));
+    return Status::Error("galaxy: writing the SPAXELS table of " + path + ": " + CfitsioErrorText(st ? st : st2));
   }
   std::error_code ec;
   fs::rename(part, path, ec);

@@ -8,20 +8,14 @@
 #include <filesystem>
 #include <sstream>
 
+#include "cubeflow/fits/cfitsio_error.hpp"
 #include "cubeflow/sim/library.hpp"
 #include "cubeflow/sim/observables.hpp"
 
 namespace cubeflow::sim {
 namespace {
 
-std::string FitsErr(int status) {
-  char msg[FLEN_STATUS];
-  fits_get_errstatus(status, msg);
-  std::string s = msg;
-  char detail[FLEN_ERRMSG];
-  while (fits_read_errmsg(detail)) s += std::string("; ") + detail;
-  return s;
-}
+using fits::CfitsioErrorText;
 
 void Fill(LibraryData* d, const ForwardModel& m) {
   d->wave = m.config().obs.wave;
@@ -258,7 +252,7 @@ class LibraryWriter {
 
  private:
   Status Err(const std::string& what, int st) {
-    return Status::Error("library '" + path_ + "': " + what + " failed: " + FitsErr(st) +
+    return Status::Error("library '" + path_ + "': " + what + " failed: " + CfitsioErrorText(st) +
                          " (is the directory writable and the disk not full?)");
   }
   fitsfile* f_ = nullptr;
@@ -316,7 +310,7 @@ Result<int64_t> LibrarySize(const std::string& path) {
   fitsfile* f = nullptr;
   int st = 0;
   if (fits_open_file(&f, path.c_str(), READONLY, &st))
-    return Status::Error("library '" + path + "': cannot open: " + FitsErr(st));
+    return Status::Error("library '" + path + "': cannot open: " + CfitsioErrorText(st));
   LONGLONG n = 0;
   fits_read_key(f, TLONGLONG, "NOBJ", &n, nullptr, &st);
   int st2 = 0;
@@ -329,10 +323,10 @@ Result<LibraryData> ReadLibrary(const std::string& path, int64_t first, int64_t 
   fitsfile* f = nullptr;
   int st = 0;
   if (fits_open_file(&f, path.c_str(), READONLY, &st))
-    return Status::Error("library '" + path + "': cannot open: " + FitsErr(st));
+    return Status::Error("library '" + path + "': cannot open: " + CfitsioErrorText(st));
   struct Closer { fitsfile* f; ~Closer() { int s = 0; fits_close_file(f, &s); } } closer{f};
   auto err = [&](const std::string& what) {
-    return Status::Error("library '" + path + "': " + what + ": " + FitsErr(st));
+    return Status::Error("library '" + path + "': " + what + ": " + CfitsioErrorText(st));
   };
   LibraryData d;
   LONGLONG n = 0, nw = 0, nb = 0;

@@ -5,31 +5,42 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <type_traits>
+#include <vector>
 
 #include "cubeflow/sim/observables.hpp"
 
 namespace cubeflow::sim {
 namespace {
 
-class Section {
+/// Reads the keys of one YAML mapping into the config (LoadSimConfig); remembers the keys it
+/// was asked for, so that CheckUnknown can name a misspelt one.
+class Reader {
  public:
-  Section(const YAML::Node& n, std::string where, std::string file)
+  Reader(const YAML::Node& n, std::string where, std::string file)
       : n_(n), where_(std::move(where)), file_(std::move(file)) {}
-  bool valid() const { return n_ && n_.IsMap(); }
   template <typename T>
-  Status Get(const char* key, T* out) {
+  Status Field(const char* key, T& out) {
     seen_.insert(key);
     if (!n_ || !n_[key]) return Status::OK();
     try {
-      *out = n_[key].as<T>();
+      out = n_[key].as<T>();
     } catch (const std::exception& e) {
       return Status::Error(file_ + ": key '" + where_ + key + "' has the wrong type (" + e.what() + ")");
     }
     return Status::OK();
   }
-  Section Sub(const char* key) {
+  /// The mapping `key`, read by `body(Reader&)`; then its unknown keys are errors.
+  template <typename Body>
+  Status Section(const char* key, Body&& body) {
     seen_.insert(key);
-    return Section(n_ ? n_[key] : YAML::Node(), where_ + key + ".", file_);
+    Reader sub(n_ ? n_[key] : YAML::Node(), where_ + key + ".", file_);
+    CUBEFLOW_RETURN_NOT_OK(body(sub));
+    return sub.CheckUnknown();
+  }
+  /// An error "FILE: <message>" unless `ok`.
+  Status Check(bool ok, const std::string& message) const {
+    return ok ? Status::OK() : Status::Error(file_ + ": " + message);
   }
   Status CheckUnknown() const {
     if (!n_) return Status::OK();
@@ -47,6 +58,133 @@ class Section {
   std::string where_, file_;
   std::set<std::string> seen_;
 };
+
+/// Writes the keys as YAML (SimConfigToYaml): sections as flow mappings, lists in flow style.
+class Writer {
+ public:
+  explicit Writer(YAML::Emitter& e) : e_(e) {}
+  template <typename T>
+  Status Field(const char* key, T& value) {
+    e_ << YAML::Key << key << YAML::Value;
+    if constexpr (IsVector<T>::value) e_ << YAML::Flow;
+    e_ << value;
+    return Status::OK();
+  }
+  template <typename Body>
+  Status Section(const char* key, Body&& body) {
+    e_ << YAML::Key << key << YAML::Value << YAML::Flow << YAML::BeginMap;
+    CUBEFLOW_RETURN_NOT_OK(body(*this));
+    e_ << YAML::EndMap;
+    return Status::OK();
+  }
+  /// The writer prints what it is given.
+  Status Check(bool, const std::string&) const { return Status::OK(); }
+
+ private:
+  template <typename T>
+  struct IsVector : std::false_type {};
+  template <typename T>
+  struct IsVector<std::vector<T>> : std::true_type {};
+  YAML::Emitter& e_;
+};
+
+/// Every key of the YAML config, once, in file order: the reader fills `c` from them and the
+/// writer prints `c` with them. Checks of a single value that the following keys need sit here.
+template <typename V>
+Status VisitConfig(V& v, SimConfig& c) {
+  CUBEFLOW_RETURN_NOT_OK(v.Field("ssp", c.ssp));
+  CUBEFLOW_RETURN_NOT_OK(v.Field("ssp_name_contains", c.ssp_name_contains));
+  CUBEFLOW_RETURN_NOT_OK(v.Field("total_mass", c.sfh.total_mass));
+  CUBEFLOW_RETURN_NOT_OK(v.Section("mixture", [&](V& s) -> Status {
+    CUBEFLOW_RETURN_NOT_OK(s.Field("nonparametric", c.sfh.w_nonparametric));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("skewnormal", c.sfh.w_skewnormal));
+    return s.Field("skewnormal_burst", c.sfh.w_skewnormal_burst);
+  }));
+  CUBEFLOW_RETURN_NOT_OK(v.Section("cosmology", [&](V& s) -> Status {
+    CUBEFLOW_RETURN_NOT_OK(s.Field("h0", c.sfh.cosmology.h0));
+    return s.Field("omega_m", c.sfh.cosmology.omega_m);
+  }));
+  CUBEFLOW_RETURN_NOT_OK(v.Section("nonparametric", [&](V& s) -> Status {
+    std::string dist = c.sfh.ssfr_log_uniform ? "log-uniform" : "uniform";
+    CUBEFLOW_RETURN_NOT_OK(s.Field("dirichlet_alpha", c.sfh.dirichlet_alpha));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("ssfr_min", c.sfh.ssfr_min));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("ssfr_max", c.sfh.ssfr_max));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("ssfr_distribution", dist));
+    CUBEFLOW_RETURN_NOT_OK(s.Check(dist == "uniform" || dist == "log-uniform",
+                                   "nonparametric.ssfr_distribution must be uniform or log-uniform"));
+    c.sfh.ssfr_log_uniform = dist == "log-uniform";
+    return Status::OK();
+  }));
+  CUBEFLOW_RETURN_NOT_OK(v.Section("skewnormal", [&](V& s) -> Status {
+    CUBEFLOW_RETURN_NOT_OK(s.Field("peak_mean", c.sfh.peak_mean));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("peak_sigma", c.sfh.peak_sigma));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("width_mean", c.sfh.width_mean));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("width_sigma", c.sfh.width_sigma));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("width_min", c.sfh.width_min));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("skew_min", c.sfh.skew_min));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("skew_max", c.sfh.skew_max));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("t_max", c.sfh.t_max));
+    return s.Field("clip_to_universe_age", c.sfh.clip_to_universe_age);
+  }));
+  CUBEFLOW_RETURN_NOT_OK(v.Section("burst", [&](V& s) -> Status {
+    CUBEFLOW_RETURN_NOT_OK(s.Field("age_min", c.sfh.burst_age_min));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("age_max", c.sfh.burst_age_max));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("width_min", c.sfh.burst_width_min));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("width_max", c.sfh.burst_width_max));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("frac_min", c.sfh.burst_frac_min));
+    return s.Field("frac_max", c.sfh.burst_frac_max);
+  }));
+  CUBEFLOW_RETURN_NOT_OK(v.Section("metallicity", [&](V& s) -> Status {
+    CUBEFLOW_RETURN_NOT_OK(s.Field("z_start", c.sfh.z_start));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("z_final_min", c.sfh.z_final_min));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("z_final_max", c.sfh.z_final_max));
+    return s.Field("z_sun", c.sfh.z_sun);
+  }));
+  CUBEFLOW_RETURN_NOT_OK(v.Section("dust", [&](V& s) -> Status {
+    CUBEFLOW_RETURN_NOT_OK(s.Field("enabled", c.dust.enabled));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("tau_bc_min", c.dust.tau_bc_min));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("tau_bc_max", c.dust.tau_bc_max));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("tau_ism_mean", c.dust.tau_ism_mean));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("tau_ism_sigma", c.dust.tau_ism_sigma));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("slope", c.dust.slope));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("pivot", c.dust.pivot));
+    return s.Field("bc_age", c.dust.bc_age_gyr);
+  }));
+  CUBEFLOW_RETURN_NOT_OK(v.Section("nebular", [&](V& s) -> Status {
+    CUBEFLOW_RETURN_NOT_OK(s.Field("enabled", c.nebular.enabled));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("f_esc", c.nebular.f_esc));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("halpha_per_qh", c.nebular.halpha_per_qh));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("balmer_decrement", c.nebular.balmer_decrement));
+    return s.Field("sii_ratio", c.nebular.sii_ratio);
+  }));
+  CUBEFLOW_RETURN_NOT_OK(v.Section("spectrum", [&](V& s) -> Status {
+    double start = c.obs.wave.crval, step = c.obs.wave.cdelt;
+    int64_t n = c.obs.wave.n;
+    CUBEFLOW_RETURN_NOT_OK(s.Field("wave_start", start));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("wave_step", step));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("n_wave", n));
+    CUBEFLOW_RETURN_NOT_OK(s.Check(step > 0 && n >= 2, "spectrum.wave_step must be > 0 and n_wave >= 2"));
+    c.obs.wave = WavelengthAxis::Linear(start, step, n);
+    CUBEFLOW_RETURN_NOT_OK(s.Field("sigma_kms", c.obs.sigma_kms));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("lsf", c.obs.lsf));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("ssp_fwhm", c.obs.ssp_fwhm));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("norm_min", c.obs.norm_min));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("norm_max", c.obs.norm_max));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("substeps_per_bin", c.obs.substeps_per_bin));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("ages_per_step", c.obs.ages_per_step));
+    return s.Field("mass_label", c.obs.mass_label);
+  }));
+  CUBEFLOW_RETURN_NOT_OK(v.Section("photometry", [&](V& s) -> Status {
+    CUBEFLOW_RETURN_NOT_OK(s.Field("bands", c.obs.bands));
+    return s.Field("filter_dir", c.obs.filter_dir);
+  }));
+  return v.Section("noise", [&](V& s) -> Status {
+    CUBEFLOW_RETURN_NOT_OK(s.Field("enabled", c.noise.enabled));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("snr", c.noise.snr));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("phot_snr", c.noise.phot_snr));
+    return s.Field("error_spectrum", c.error_spectrum_path);
+  });
+}
 
 Result<std::vector<double>> ReadErrorSpectrum(const std::string& path, const WavelengthAxis& axis) {
   std::ifstream in(path);
@@ -96,120 +234,8 @@ Result<SimConfig> LoadSimConfig(const std::string& path) {
   }
   SimConfig c;
   if (!root || root.IsNull()) return c;
-  Section top(root, "", path);
-  CUBEFLOW_RETURN_NOT_OK(top.Get("ssp", &c.ssp));
-  CUBEFLOW_RETURN_NOT_OK(top.Get("ssp_name_contains", &c.ssp_name_contains));
-  CUBEFLOW_RETURN_NOT_OK(top.Get("total_mass", &c.sfh.total_mass));
-  {
-    auto s = top.Sub("mixture");
-    CUBEFLOW_RETURN_NOT_OK(s.Get("nonparametric", &c.sfh.w_nonparametric));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("skewnormal", &c.sfh.w_skewnormal));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("skewnormal_burst", &c.sfh.w_skewnormal_burst));
-    CUBEFLOW_RETURN_NOT_OK(s.CheckUnknown());
-  }
-  {
-    auto s = top.Sub("cosmology");
-    CUBEFLOW_RETURN_NOT_OK(s.Get("h0", &c.sfh.cosmology.h0));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("omega_m", &c.sfh.cosmology.omega_m));
-    CUBEFLOW_RETURN_NOT_OK(s.CheckUnknown());
-  }
-  {
-    auto s = top.Sub("nonparametric");
-    std::string dist = c.sfh.ssfr_log_uniform ? "log-uniform" : "uniform";
-    CUBEFLOW_RETURN_NOT_OK(s.Get("dirichlet_alpha", &c.sfh.dirichlet_alpha));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("ssfr_min", &c.sfh.ssfr_min));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("ssfr_max", &c.sfh.ssfr_max));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("ssfr_distribution", &dist));
-    if (dist != "uniform" && dist != "log-uniform")
-      return Status::Error(path + ": nonparametric.ssfr_distribution must be uniform or log-uniform");
-    c.sfh.ssfr_log_uniform = dist == "log-uniform";
-    CUBEFLOW_RETURN_NOT_OK(s.CheckUnknown());
-  }
-  {
-    auto s = top.Sub("skewnormal");
-    CUBEFLOW_RETURN_NOT_OK(s.Get("peak_mean", &c.sfh.peak_mean));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("peak_sigma", &c.sfh.peak_sigma));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("width_mean", &c.sfh.width_mean));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("width_sigma", &c.sfh.width_sigma));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("width_min", &c.sfh.width_min));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("skew_min", &c.sfh.skew_min));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("skew_max", &c.sfh.skew_max));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("t_max", &c.sfh.t_max));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("clip_to_universe_age", &c.sfh.clip_to_universe_age));
-    CUBEFLOW_RETURN_NOT_OK(s.CheckUnknown());
-  }
-  {
-    auto s = top.Sub("burst");
-    CUBEFLOW_RETURN_NOT_OK(s.Get("age_min", &c.sfh.burst_age_min));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("age_max", &c.sfh.burst_age_max));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("width_min", &c.sfh.burst_width_min));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("width_max", &c.sfh.burst_width_max));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("frac_min", &c.sfh.burst_frac_min));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("frac_max", &c.sfh.burst_frac_max));
-    CUBEFLOW_RETURN_NOT_OK(s.CheckUnknown());
-  }
-  {
-    auto s = top.Sub("metallicity");
-    CUBEFLOW_RETURN_NOT_OK(s.Get("z_start", &c.sfh.z_start));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("z_final_min", &c.sfh.z_final_min));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("z_final_max", &c.sfh.z_final_max));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("z_sun", &c.sfh.z_sun));
-    CUBEFLOW_RETURN_NOT_OK(s.CheckUnknown());
-  }
-  {
-    auto s = top.Sub("dust");
-    CUBEFLOW_RETURN_NOT_OK(s.Get("enabled", &c.dust.enabled));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("tau_bc_min", &c.dust.tau_bc_min));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("tau_bc_max", &c.dust.tau_bc_max));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("tau_ism_mean", &c.dust.tau_ism_mean));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("tau_ism_sigma", &c.dust.tau_ism_sigma));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("slope", &c.dust.slope));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("pivot", &c.dust.pivot));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("bc_age", &c.dust.bc_age_gyr));
-    CUBEFLOW_RETURN_NOT_OK(s.CheckUnknown());
-  }
-  {
-    auto s = top.Sub("nebular");
-    CUBEFLOW_RETURN_NOT_OK(s.Get("enabled", &c.nebular.enabled));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("f_esc", &c.nebular.f_esc));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("halpha_per_qh", &c.nebular.halpha_per_qh));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("balmer_decrement", &c.nebular.balmer_decrement));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("sii_ratio", &c.nebular.sii_ratio));
-    CUBEFLOW_RETURN_NOT_OK(s.CheckUnknown());
-  }
-  {
-    auto s = top.Sub("spectrum");
-    double start = c.obs.wave.crval, step = c.obs.wave.cdelt;
-    int64_t n = c.obs.wave.n;
-    CUBEFLOW_RETURN_NOT_OK(s.Get("wave_start", &start));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("wave_step", &step));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("n_wave", &n));
-    if (step <= 0 || n < 2) return Status::Error(path + ": spectrum.wave_step must be > 0 and n_wave >= 2");
-    c.obs.wave = WavelengthAxis::Linear(start, step, n);
-    CUBEFLOW_RETURN_NOT_OK(s.Get("sigma_kms", &c.obs.sigma_kms));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("lsf", &c.obs.lsf));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("ssp_fwhm", &c.obs.ssp_fwhm));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("norm_min", &c.obs.norm_min));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("norm_max", &c.obs.norm_max));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("substeps_per_bin", &c.obs.substeps_per_bin));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("ages_per_step", &c.obs.ages_per_step));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("mass_label", &c.obs.mass_label));
-    CUBEFLOW_RETURN_NOT_OK(s.CheckUnknown());
-  }
-  {
-    auto s = top.Sub("photometry");
-    CUBEFLOW_RETURN_NOT_OK(s.Get("bands", &c.obs.bands));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("filter_dir", &c.obs.filter_dir));
-    CUBEFLOW_RETURN_NOT_OK(s.CheckUnknown());
-  }
-  {
-    auto s = top.Sub("noise");
-    CUBEFLOW_RETURN_NOT_OK(s.Get("enabled", &c.noise.enabled));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("snr", &c.noise.snr));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("phot_snr", &c.noise.phot_snr));
-    CUBEFLOW_RETURN_NOT_OK(s.Get("error_spectrum", &c.error_spectrum_path));
-    CUBEFLOW_RETURN_NOT_OK(s.CheckUnknown());
-  }
+  Reader top(root, "", path);
+  CUBEFLOW_RETURN_NOT_OK(VisitConfig(top, c));
   CUBEFLOW_RETURN_NOT_OK(top.CheckUnknown());
   // relative paths are relative to the config file
   const auto base = std::filesystem::path(path).parent_path();
@@ -234,80 +260,10 @@ Result<SimConfig> LoadSimConfig(const std::string& path) {
 
 std::string SimConfigToYaml(const SimConfig& c) {
   YAML::Emitter e;
+  Writer w(e);
+  SimConfig copy = c;
   e << YAML::BeginMap;
-  e << YAML::Key << "ssp" << YAML::Value << c.ssp;
-  e << YAML::Key << "ssp_name_contains" << YAML::Value << c.ssp_name_contains;
-  e << YAML::Key << "total_mass" << YAML::Value << c.sfh.total_mass;
-  e << YAML::Key << "mixture" << YAML::Value << YAML::Flow << YAML::BeginMap
-    << YAML::Key << "nonparametric" << YAML::Value << c.sfh.w_nonparametric
-    << YAML::Key << "skewnormal" << YAML::Value << c.sfh.w_skewnormal
-    << YAML::Key << "skewnormal_burst" << YAML::Value << c.sfh.w_skewnormal_burst << YAML::EndMap;
-  e << YAML::Key << "cosmology" << YAML::Value << YAML::Flow << YAML::BeginMap
-    << YAML::Key << "h0" << YAML::Value << c.sfh.cosmology.h0
-    << YAML::Key << "omega_m" << YAML::Value << c.sfh.cosmology.omega_m << YAML::EndMap;
-  e << YAML::Key << "nonparametric" << YAML::Value << YAML::Flow << YAML::BeginMap
-    << YAML::Key << "dirichlet_alpha" << YAML::Value << c.sfh.dirichlet_alpha
-    << YAML::Key << "ssfr_min" << YAML::Value << c.sfh.ssfr_min
-    << YAML::Key << "ssfr_max" << YAML::Value << c.sfh.ssfr_max
-    << YAML::Key << "ssfr_distribution" << YAML::Value << (c.sfh.ssfr_log_uniform ? "log-uniform" : "uniform")
-    << YAML::EndMap;
-  e << YAML::Key << "skewnormal" << YAML::Value << YAML::Flow << YAML::BeginMap
-    << YAML::Key << "peak_mean" << YAML::Value << c.sfh.peak_mean
-    << YAML::Key << "peak_sigma" << YAML::Value << c.sfh.peak_sigma
-    << YAML::Key << "width_mean" << YAML::Value << c.sfh.width_mean
-    << YAML::Key << "width_sigma" << YAML::Value << c.sfh.width_sigma
-    << YAML::Key << "width_min" << YAML::Value << c.sfh.width_min
-    << YAML::Key << "skew_min" << YAML::Value << c.sfh.skew_min
-    << YAML::Key << "skew_max" << YAML::Value << c.sfh.skew_max
-    << YAML::Key << "t_max" << YAML::Value << c.sfh.t_max
-    << YAML::Key << "clip_to_universe_age" << YAML::Value << c.sfh.clip_to_universe_age << YAML::EndMap;
-  e << YAML::Key << "burst" << YAML::Value << YAML::Flow << YAML::BeginMap
-    << YAML::Key << "age_min" << YAML::Value << c.sfh.burst_age_min
-    << YAML::Key << "age_max" << YAML::Value << c.sfh.burst_age_max
-    << YAML::Key << "width_min" << YAML::Value << c.sfh.burst_width_min
-    << YAML::Key << "width_max" << YAML::Value << c.sfh.burst_width_max
-    << YAML::Key << "frac_min" << YAML::Value << c.sfh.burst_frac_min
-    << YAML::Key << "frac_max" << YAML::Value << c.sfh.burst_frac_max << YAML::EndMap;
-  e << YAML::Key << "metallicity" << YAML::Value << YAML::Flow << YAML::BeginMap
-    << YAML::Key << "z_start" << YAML::Value << c.sfh.z_start
-    << YAML::Key << "z_final_min" << YAML::Value << c.sfh.z_final_min
-    << YAML::Key << "z_final_max" << YAML::Value << c.sfh.z_final_max
-    << YAML::Key << "z_sun" << YAML::Value << c.sfh.z_sun << YAML::EndMap;
-  e << YAML::Key << "dust" << YAML::Value << YAML::Flow << YAML::BeginMap
-    << YAML::Key << "enabled" << YAML::Value << c.dust.enabled
-    << YAML::Key << "tau_bc_min" << YAML::Value << c.dust.tau_bc_min
-    << YAML::Key << "tau_bc_max" << YAML::Value << c.dust.tau_bc_max
-    << YAML::Key << "tau_ism_mean" << YAML::Value << c.dust.tau_ism_mean
-    << YAML::Key << "tau_ism_sigma" << YAML::Value << c.dust.tau_ism_sigma
-    << YAML::Key << "slope" << YAML::Value << c.dust.slope
-    << YAML::Key << "pivot" << YAML::Value << c.dust.pivot
-    << YAML::Key << "bc_age" << YAML::Value << c.dust.bc_age_gyr << YAML::EndMap;
-  e << YAML::Key << "nebular" << YAML::Value << YAML::Flow << YAML::BeginMap
-    << YAML::Key << "enabled" << YAML::Value << c.nebular.enabled
-    << YAML::Key << "f_esc" << YAML::Value << c.nebular.f_esc
-    << YAML::Key << "halpha_per_qh" << YAML::Value << c.nebular.halpha_per_qh
-    << YAML::Key << "balmer_decrement" << YAML::Value << c.nebular.balmer_decrement
-    << YAML::Key << "sii_ratio" << YAML::Value << c.nebular.sii_ratio << YAML::EndMap;
-  e << YAML::Key << "spectrum" << YAML::Value << YAML::Flow << YAML::BeginMap
-    << YAML::Key << "wave_start" << YAML::Value << c.obs.wave.crval
-    << YAML::Key << "wave_step" << YAML::Value << c.obs.wave.cdelt
-    << YAML::Key << "n_wave" << YAML::Value << c.obs.wave.n
-    << YAML::Key << "sigma_kms" << YAML::Value << c.obs.sigma_kms
-    << YAML::Key << "lsf" << YAML::Value << c.obs.lsf
-    << YAML::Key << "ssp_fwhm" << YAML::Value << c.obs.ssp_fwhm
-    << YAML::Key << "norm_min" << YAML::Value << c.obs.norm_min
-    << YAML::Key << "norm_max" << YAML::Value << c.obs.norm_max
-    << YAML::Key << "substeps_per_bin" << YAML::Value << c.obs.substeps_per_bin
-    << YAML::Key << "ages_per_step" << YAML::Value << c.obs.ages_per_step
-    << YAML::Key << "mass_label" << YAML::Value << c.obs.mass_label << YAML::EndMap;
-  e << YAML::Key << "photometry" << YAML::Value << YAML::Flow << YAML::BeginMap
-    << YAML::Key << "bands" << YAML::Value << YAML::Flow << c.obs.bands
-    << YAML::Key << "filter_dir" << YAML::Value << c.obs.filter_dir << YAML::EndMap;
-  e << YAML::Key << "noise" << YAML::Value << YAML::Flow << YAML::BeginMap
-    << YAML::Key << "enabled" << YAML::Value << c.noise.enabled
-    << YAML::Key << "snr" << YAML::Value << YAML::Flow << c.noise.snr
-    << YAML::Key << "phot_snr" << YAML::Value << c.noise.phot_snr
-    << YAML::Key << "error_spectrum" << YAML::Value << c.error_spectrum_path << YAML::EndMap;
+  (void)VisitConfig(w, copy);  // the writer never fails
   e << YAML::EndMap;
   return e.c_str();
 }

@@ -12,7 +12,9 @@
 #include <string>
 #include <vector>
 
+#include "cubeflow/fits/cfitsio_error.hpp"
 #include "cubeflow/sim/ssp.hpp"
+#include "cubeflow/strings.hpp"
 
 namespace cubeflow::sim {
 
@@ -20,16 +22,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string Lower(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
-std::string FitsError(int status) {
-  char text[FLEN_STATUS] = {0};
-  fits_get_errstatus(status, text);
-  return std::string(text) + " (CFITSIO status " + std::to_string(status) + ")";
-}
+using fits::CfitsioErrorText;
 
 struct SspFile {
   std::string path;
@@ -46,13 +39,13 @@ Status ReadSspFits(SspFile* f, bool read_data) {
   fitsfile* fp = nullptr;
   int status = 0;
   if (fits_open_diskfile(&fp, f->path.c_str(), READONLY, &status)) {
-    return Status::Error("cannot open SSP file '" + f->path + "': " + FitsError(status));
+    return Status::Error("cannot open SSP file '" + f->path + "': " + CfitsioErrorText(status));
   }
   auto fail = [&](const std::string& what) {
     int s2 = 0;
     fits_close_file(fp, &s2);
     return Status::Error("SSP file '" + f->path + "': " + what +
-                         (status ? ": " + FitsError(status) : std::string()));
+                         (status ? ": " + CfitsioErrorText(status) : std::string()));
   };
   int naxis = 0;
   long naxes[3] = {0, 0, 0};

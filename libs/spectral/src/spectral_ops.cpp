@@ -257,26 +257,32 @@ GaussianBroadener GaussianBroadener::ToResolution(std::span<const double> wave,
       truncate);
 }
 
+namespace {
+
+/// out_j = sum_k w[offset_j + k] * in[start_j + k] (sums in double).
+template <typename T>
+void ApplyRows(const std::vector<uint32_t>& start, const std::vector<uint32_t>& length,
+               const std::vector<size_t>& offset, const std::vector<double>& weights, std::span<const T> in,
+               std::span<T> out) {
+  for (size_t j = 0; j < start.size(); ++j) {
+    const double* w = weights.data() + offset[j];
+    const T* x = in.data() + start[j];
+    double s = 0;
+    for (uint32_t k = 0; k < length[j]; ++k) s += w[k] * x[k];
+    out[j] = static_cast<T>(s);
+  }
+}
+
+}  // namespace
+
 void GaussianBroadener::Apply(std::span<const double> in, std::span<double> out) const {
   Require(in.size() == size() && out.size() == size(), "Apply: size mismatch");
-  for (size_t j = 0; j < start_.size(); ++j) {
-    const double* w = weights_.data() + offset_[j];
-    const double* x = in.data() + start_[j];
-    double s = 0;
-    for (uint32_t k = 0; k < length_[j]; ++k) s += w[k] * x[k];
-    out[j] = s;
-  }
+  ApplyRows(start_, length_, offset_, weights_, in, out);
 }
 
 void GaussianBroadener::Apply(std::span<const float> in, std::span<float> out) const {
   Require(in.size() == size() && out.size() == size(), "Apply: size mismatch");
-  for (size_t j = 0; j < start_.size(); ++j) {
-    const double* w = weights_.data() + offset_[j];
-    const float* x = in.data() + start_[j];
-    double s = 0;
-    for (uint32_t k = 0; k < length_[j]; ++k) s += w[k] * x[k];
-    out[j] = static_cast<float>(s);
-  }
+  ApplyRows(start_, length_, offset_, weights_, in, out);
 }
 
 void GaussianBroadener::ApplyVariance(std::span<const double> in, std::span<double> out) const {

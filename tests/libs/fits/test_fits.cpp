@@ -355,6 +355,35 @@ TEST(Wcs, RoundTripAndPixelScale) {
   EXPECT_DOUBLE_EQ(dec, dec1);
 }
 
+TEST(Wcs, ResultFormsAgreeAndNameAPositionWithoutPixel) {
+  auto w = fits::Wcs::FromCards(cftest::RotatedWcs(10, 10, 42.0));
+  ASSERT_TRUE(w.ok()) << w.status().message();
+  const auto sky = w->ToSky(4.3, 7.7);
+  ASSERT_TRUE(sky.ok()) << sky.status().message();
+  double ra, dec;
+  w->PixelToSky(4.3, 7.7, ra, dec);
+  EXPECT_EQ(sky->ra, ra);
+  EXPECT_EQ(sky->dec, dec);
+  const auto pix = w->ToPixel(sky->ra, sky->dec);
+  ASSERT_TRUE(pix.ok()) << pix.status().message();
+  EXPECT_NEAR(pix->x, 4.3, 1e-8);
+  EXPECT_NEAR(pix->y, 7.7, 1e-8);
+  // The far side of the sky has no position in a TAN projection: an error value that names
+  // the position; the throwing form used by node bodies throws the same message.
+  const auto far = w->ToPixel(53.16 + 180.0, 27.78);
+  ASSERT_FALSE(far.ok());
+  EXPECT_NE(far.status().message().find("sky position (233.16"), std::string::npos) << far.status().message();
+  EXPECT_NE(far.status().message().find("has no pixel position"), std::string::npos) << far.status().message();
+  double x = -1, y = -1;
+  try {
+    w->SkyToPixel(53.16 + 180.0, 27.78, x, y);
+    ADD_FAILURE() << "SkyToPixel did not throw";
+  } catch (const cubeflow::Error& e) {
+    EXPECT_EQ(std::string(e.what()), far.status().message());
+  }
+  EXPECT_EQ(x, -1);  // untouched on failure
+}
+
 TEST(Wcs, RejectsEmptyOrNonCelestial) {
   EXPECT_FALSE(fits::Wcs::FromCards(CelestialWcs{}).ok());
   std::string c = fits::MakeCard("CTYPE1", fits::FitsString("LINEAR")) + fits::MakeCard("CRVAL1", "1.0");
@@ -387,14 +416,7 @@ namespace {
 
 std::shared_ptr<Map> MakeMap(const std::string& name, const std::string& kind, const CelestialWcs& wcs, int64_t nx,
                              int64_t ny, int64_t np, double base) {
-  auto m = std::make_shared<Map>();
-  m->name = name;
-  m->kind = kind;
-  m->nx = nx;
-  m->ny = ny;
-  m->nplanes = np;
-  m->wcs = wcs;
-  m->data.resize(static_cast<size_t>(nx * ny * np));
+  auto m = cftest::FilledMap(name, kind, wcs, nx, ny, np, 0.0);
   for (size_t i = 0; i < m->data.size(); ++i) m->data[i] = base + static_cast<double>(i);
   return m;
 }

@@ -15,6 +15,7 @@
 #include "cubeflow/data.hpp"
 #include "cubeflow/fits/cube_io.hpp"
 #include "cubeflow/fits/maps.hpp"
+#include "fits_test_util.hpp"
 
 namespace plottest {
 
@@ -42,21 +43,9 @@ inline const std::vector<double>& AgeCentres() {
   return a;
 }
 
+/// TAN, 0.2"/pix, rotated by `rot_deg`, centred on NGC 3627.
 inline cubeflow::CelestialWcs MockWcs(int64_t nx, int64_t ny, double rot_deg) {
-  using cubeflow::fits::FitsReal;
-  using cubeflow::fits::FitsString;
-  using cubeflow::fits::MakeCard;
-  const double s = 0.2 / 3600.0, r = rot_deg * M_PI / 180.0;
-  std::string c;
-  c += MakeCard("NAXIS", "2") + MakeCard("NAXIS1", std::to_string(nx)) + MakeCard("NAXIS2", std::to_string(ny));
-  c += MakeCard("CTYPE1", FitsString("RA---TAN")) + MakeCard("CTYPE2", FitsString("DEC--TAN"));
-  c += MakeCard("CUNIT1", FitsString("deg")) + MakeCard("CUNIT2", FitsString("deg"));
-  c += MakeCard("CRVAL1", FitsReal(170.0625)) + MakeCard("CRVAL2", FitsReal(12.9916));
-  c += MakeCard("CRPIX1", FitsReal(nx / 2.0)) + MakeCard("CRPIX2", FitsReal(ny / 2.0));
-  c += MakeCard("CD1_1", FitsReal(-s * std::cos(r))) + MakeCard("CD1_2", FitsReal(s * std::sin(r)));
-  c += MakeCard("CD2_1", FitsReal(s * std::sin(r))) + MakeCard("CD2_2", FitsReal(s * std::cos(r)));
-  c += MakeCard("RADESYS", FitsString("ICRS"));
-  return cubeflow::CelestialWcs{c};
+  return cftest::TanWcs(nx, ny, rot_deg, 170.0625, 12.9916, nx / 2.0, ny / 2.0);
 }
 
 /// Writes the mock product; returns the truth it was built from.
@@ -164,15 +153,7 @@ inline MockTruth WriteMockMaps(const std::string& path, const MockOptions& o = {
     if (t.lowsnr_bin < 0 || t.snr[b] < t.snr[static_cast<size_t>(t.lowsnr_bin)]) t.lowsnr_bin = b;
 
   auto make = [&](const std::string& name, const std::string& kind, int64_t np = 1) {
-    auto m = std::make_shared<Map>();
-    m->name = name;
-    m->kind = kind;
-    m->nx = nx;
-    m->ny = ny;
-    m->nplanes = np;
-    m->wcs = MockWcs(nx, ny, o.rot_deg);
-    m->data.assign(static_cast<size_t>(ns * np), nan);
-    return m;
+    return cftest::FilledMap(name, kind, MockWcs(nx, ny, o.rot_deg), nx, ny, np, nan);
   };
   fits::MapsProduct p;
   p.run.pipeline_file = "tests/plot/mock.yaml";

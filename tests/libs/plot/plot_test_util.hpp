@@ -1,5 +1,6 @@
 #pragma once
-// Helpers for tests/plot: temp dirs, and the independent PNG check with /usr/bin/python3.
+// Helpers for tests/libs/plot: the independent PNG check with /usr/bin/python3 (temp dirs and
+// WCS cards come from tests/support).
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,22 +19,7 @@
 
 namespace plottest {
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "cubeflow-plot-XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::string File(const std::string& name) const { return (std::filesystem::path(path_) / name).string(); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using cftest::TempDir;
 
 inline bool HavePython() { return ::access("/usr/bin/python3", X_OK) == 0; }
 

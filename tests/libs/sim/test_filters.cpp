@@ -110,7 +110,9 @@ TEST(Filters, BandpassOperatorMatchesMeanFluxDensity) {
   for (double l = 2000.0; l <= 10000.0; l += 1.0) w.push_back(l);
   std::vector<Filter> filters;
   for (const auto& n : {"F275W", "F336W", "F438W", "F555W", "F814W"}) filters.push_back(*BuiltinFilter(n));
-  const BandpassOperator op(filters, w);
+  auto made = BandpassOperator::Make(filters, w);
+  ASSERT_TRUE(made.ok()) << made.status().message();
+  const BandpassOperator& op = *made;
   ASSERT_EQ(op.n_bands(), 5u);
   std::vector<double> f(w.size());
   for (size_t i = 0; i < w.size(); ++i) f[i] = PlanckFraction(w[i], 8000.0) * (1 + 0.1 * std::sin(w[i]));
@@ -121,7 +123,14 @@ TEST(Filters, BandpassOperatorMatchesMeanFluxDensity) {
     EXPECT_NEAR(op.pivots()[b], PivotWavelength(filters[b]), 1e-9);
   }
   std::vector<double> short_w(w.begin() + 2000, w.end());
-  EXPECT_THROW(BandpassOperator(filters, short_w), cubeflow::Error);
+  // A grid that misses F275W: refused, naming the filter and what to do.
+  auto uncovered = BandpassOperator::Make(filters, short_w);
+  ASSERT_FALSE(uncovered.ok());
+  EXPECT_NE(uncovered.status().message().find("filter 'F275W' is not covered by the spectral grid (4000-10000 A"),
+            std::string::npos)
+      << uncovered.status().message();
+  EXPECT_NE(uncovered.status().message().find("extend the model wavelength range or drop the band"),
+            std::string::npos);
 }
 
 TEST(Filters, LoadFilterParsesAndReportsErrors) {

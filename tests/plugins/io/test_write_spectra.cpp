@@ -178,7 +178,7 @@ TEST(WriteSpectra, RowsAreBinIdsWithSpectralWcsMaskErrorsAndBinTable) {
   EXPECT_EQ(f.Str("CTYPE2"), "BINID");
   EXPECT_FALSE(f.Has("SPECSYS"));  // observed frame
   EXPECT_EQ(f.Str("BUNIT"), "10**(-20) erg s-1 cm-2 Angstrom-1");
-  EXPECT_DOUBLE_EQ(fits::FluxDensityScale(f.Str("BUNIT")), 1e-20);
+  EXPECT_DOUBLE_EQ(fits::FluxDensityScale(f.Str("BUNIT")).ValueOrThrow(), 1e-20);
   EXPECT_FALSE(f.Logical("NORMED"));
   EXPECT_EQ(f.Str("ERRDATA"), "ERROR");
   EXPECT_EQ(f.Str("QUALDATA"), "MASK");

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,10 +47,11 @@ class ImageReader {
   std::string Where() const;
 
   /// Keyword value (strings unquoted and trimmed) from the image HDU, or, when it is not there
-  /// and `primary_fallback` is true, from the primary HDU. False if absent.
-  bool Key(const std::string& key, std::string& value, bool primary_fallback = true) const;
-  /// Numeric keyword (same look-up order); false if absent or not a number.
-  bool KeyDouble(const std::string& key, double& value, bool primary_fallback = true) const;
+  /// and `primary_fallback` is true, from the primary HDU; nullopt if absent (not an error).
+  std::optional<std::string> Key(const std::string& key, bool primary_fallback = true) const;
+  /// Numeric keyword (same look-up order; FITS 'D' exponents accepted); nullopt if absent or
+  /// not a number.
+  std::optional<double> KeyDouble(const std::string& key, bool primary_fallback = true) const;
   /// True if the file has an image HDU with this EXTNAME.
   bool HasExtension(const std::string& name) const;
 

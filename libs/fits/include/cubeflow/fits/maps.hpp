@@ -18,6 +18,8 @@
 
 namespace cubeflow::fits {
 
+class AtomicFitsFile;
+
 /// \brief One column of a binary table.
 struct TableColumn {
   enum class Kind { kDouble, kInt64, kDoubleVector };
@@ -71,6 +73,12 @@ struct MapsProduct {
 /// INHASHnn (the FileHash64 of the file as 16 hex digits, HASHALG = 'CFHASH64').
 /// Errors name the file, the HDU and what to do.
 Status WriteMapsFile(const std::string& path, const MapsProduct& product);
+
+/// \brief Writes the primary HDU of a MAPS product (the provenance above, `primary`, `comments`,
+/// PARTIAL) as the first HDU of `out`; `maps`, `tables` and `overwrite` are not used. For
+/// writers of other products that share the MAPS provenance (io.write_spectra) and append their
+/// own extensions before out.Commit().
+Status WriteMapsPrimary(AtomicFitsFile& out, const MapsProduct& product);
 
 /// \brief Fast non-cryptographic 64-bit hash of a whole file ("CFHASH64": 8-byte
 /// little-endian words, each mixed with the splitmix64 finaliser, folded with a

@@ -194,6 +194,8 @@ class Figure {
   Theme theme;
   std::string title;
 
+  /// The panel of cell (row, col), replacing what was there. A cell outside the grid is a
+  /// programming error: cubeflow::Error.
   XYPanel& XY(int row, int col);
   ImagePanel& Image(int row, int col);
   NotePanel& Note(int row, int col, std::string text);

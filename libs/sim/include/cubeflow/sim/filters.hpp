@@ -64,17 +64,22 @@ std::vector<std::string> BuiltinFilterNames();
 /// as MeanFluxDensity). Apply() costs O(sum of filter widths in pixels).
 class BandpassOperator {
  public:
+  /// An operator with no bands.
   BandpassOperator() = default;
-  /// Throws cubeflow::Error if a filter is not covered by `wave` (see MeanFluxDensity).
-  BandpassOperator(const std::vector<Filter>& filters, std::span<const double> wave,
-                   double min_coverage = 0.99);
+  /// The weights of each filter on the grid `wave` (Angstrom, increasing). An error naming the
+  /// filter and the grid if a filter is not covered by `wave` (see MeanFluxDensity).
+  static Result<BandpassOperator> Make(const std::vector<Filter>& filters, std::span<const double> wave,
+                                       double min_coverage = 0.99);
   size_t n_bands() const { return first_.size(); }
   const std::vector<double>& pivots() const { return pivots_; }
   /// Mean flux densities (n_bands values) of one spectrum on the grid given at construction.
+  /// Wrong sizes are a programming error: cubeflow::Error.
   void Apply(std::span<const double> f_lambda, std::span<double> out) const;
   void Apply(std::span<const float> f_lambda, std::span<double> out) const;
 
  private:
+  template <typename T>
+  void ApplyImpl(std::span<const T> f_lambda, std::span<double> out) const;
   size_t n_wave_ = 0;
   std::vector<size_t> first_, length_;
   std::vector<std::vector<double>> weights_;

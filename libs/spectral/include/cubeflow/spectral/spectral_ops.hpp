@@ -11,6 +11,10 @@
 /// All functions are pure (no shared state) and therefore thread-safe; the precomputed
 /// operators (GaussianBroadener) are immutable after construction and may be applied from many
 /// threads at once.
+///
+/// Errors (docs/errors.md): nothing here fails on data values (NaN propagates). Violated
+/// preconditions (sizes that must agree, fewer than two pixels, grids that do not increase) are
+/// programming errors and throw cubeflow::Error naming the check.
 
 #include <cstddef>
 #include <cstdint>
@@ -135,7 +139,8 @@ class GaussianBroadener {
                                         double truncate = 5.0);
 
   size_t size() const { return start_.size(); }
-  /// Convolves `in` (size()) into `out` (size(); must not alias `in`).
+  /// Convolves `in` (size()) into `out` (size(); must not alias `in`). Other sizes are a
+  /// programming error: cubeflow::Error (as for ApplyVariance and ApplyVarianceAfter).
   void Apply(std::span<const double> in, std::span<double> out) const;
   void Apply(std::span<const float> in, std::span<float> out) const;
   /// Propagates independent per-pixel variances: var_j = sum_i K_ij^2 var_i.
