@@ -1,5 +1,7 @@
 #include "cubeflow/runner.hpp"
 
+#include "checkpoint.hpp"
+
 #include <oneapi/tbb/flow_graph.h>
 #include <oneapi/tbb/global_control.h>
 #include <oneapi/tbb/info.h>
@@ -56,6 +58,8 @@ std::string RunSummary::FormatTable() const {
     os << (p.partial ? "partial product " : "product ") << p.path << ": " << p.usable << " of " << p.items
        << " usable" << (p.note.empty() ? "" : " (" + p.note + ")") << "\n";
   }
+  if (items_resumed > 0 || items_checkpointed > 0)
+    os << "checkpoints: " << items_resumed << " item result(s) resumed, " << items_checkpointed << " computed and stored\n";
   return os.str();
 }
 
@@ -122,6 +126,9 @@ using JobPtr = std::shared_ptr<Job>;
 
 struct RtNode {
   const PipelineNode* def = nullptr;
+  std::unique_ptr<checkpoint::Store> store;  // checkpointed nodes, when the run keeps checkpoints
+  std::string static_key;                    // hash of type, plugin, parameters and the files they name
+  std::string singles_key;                   // hash of the single inputs (set when they are complete)
   std::unique_ptr<Node> node;
   std::vector<InPort> inputs;
   std::vector<std::unique_ptr<OutPort>> outputs;
@@ -137,7 +144,7 @@ struct RtNode {
   std::vector<Item> batch;
   std::unique_ptr<flow::function_node<JobPtr>> work;
 
-  std::atomic<int64_t> calls{0}, items{0}, failed{0}, busy_ns{0};
+  std::atomic<int64_t> calls{0}, items{0}, failed{0}, busy_ns{0}, resumed{0}, stored{0};
   bool finished = false;
 
   OutPort* FindOut(const std::string& name) {
@@ -167,6 +174,8 @@ class Runner;
 class CtxImpl final : public ProcessContext {
  public:
   CtxImpl(Runner* r, RtNode* n, Job* job, bool aborted) : runner_(r), n_(n), job_(job), aborted_(aborted) {}
+  /// Keeps a copy of what is emitted per item (for the checkpoint of a checkpointed node).
+  void Capture(std::vector<std::vector<checkpoint::Emission>>* per_item) { captured_ = per_item; }
   size_t size() const override { return job_ && !job_->single_call ? job_->items.size() : 1; }
   int64_t key(size_t i) const override { return HasItems() ? ItemAt(i).key : -1; }
   bool failed(size_t i) const override { return HasItems() && ItemAt(i).failure != nullptr; }
@@ -209,6 +218,7 @@ class CtxImpl final : public ProcessContext {
     return op;
   }
   Runner* runner_;
+  std::vector<std::vector<checkpoint::Emission>>* captured_ = nullptr;
   RtNode* n_;
   Job* job_;
   bool aborted_;
@@ -246,6 +256,12 @@ class Runner {
   void Deliver(RtNode& n, int port, int slot, const Msg& m);
   void Enqueue(RtNode& n, Item&& it, std::vector<JobPtr>& jobs);
   void Execute(RtNode& n, const JobPtr& job);
+  // Checkpoints (checkpoint.hpp).
+  void OpenCheckpoints();
+  std::string ItemKey(RtNode& n, const Item& it);
+  std::vector<std::string> ResumeFromCheckpoint(RtNode& n, Job& job);
+  void WriteCheckpoint(RtNode& n, const std::vector<std::string>& keys,
+                       const std::vector<std::vector<checkpoint::Emission>>& captured);
   void ForwardFailure(RtNode& n, const Item& it);
   void Fail(const std::string& message) {
     {
@@ -326,6 +342,7 @@ void CtxImpl::Emit(const std::string& port, std::shared_ptr<const Data> data, si
   if (!HasItems())
     throw Error("stream output '" + port + "' emitted without an item key; use EmitItem() or EmitStream()");
   const Item& it = ItemAt(item);
+  if (captured_ && item < captured_->size()) (*captured_)[item].push_back({port, data});
   runner_->Send(op, Msg{it.key, std::move(data), nullptr, it.token});
 }
 
@@ -546,7 +563,15 @@ void Runner::Execute(RtNode& n, const JobPtr& job) {
     ForwardFailure(n, job->items.front());
     return;
   }
+  std::vector<std::string> ckpt_keys;
+  std::vector<std::vector<checkpoint::Emission>> captured;
+  if (n.store && !job->single_call) {
+    ckpt_keys = ResumeFromCheckpoint(n, *job);
+    if (job->items.empty()) return;  // every item came from the checkpoint
+    captured.resize(job->items.size());
+  }
   CtxImpl ctx(this, &n, job.get(), false);
+  if (!ckpt_keys.empty()) ctx.Capture(&captured);
   const auto t0 = Clock::now();
   std::string what;
   try {
@@ -560,7 +585,10 @@ void Runner::Execute(RtNode& n, const JobPtr& job) {
   n.busy_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count();
   n.calls++;
   n.items += job->single_call ? 1 : static_cast<int64_t>(job->items.size());
-  if (what.empty()) return;
+  if (what.empty()) {
+    if (!ckpt_keys.empty()) WriteCheckpoint(n, ckpt_keys, captured);
+    return;
+  }
   if (job->single_call) {
     Fail(Where(n) + " failed: " + what);
     return;
@@ -578,6 +606,104 @@ void Runner::Execute(RtNode& n, const JobPtr& job) {
   for (auto& it : job->items) {
     it.failure = failure;
     ForwardFailure(n, it);
+  }
+}
+
+/// Opens the checkpoint file of every checkpointed node and hashes what its results depend on
+/// besides the item: type, plugin and version, every parameter, and the content of the input
+/// files its path and model parameters name.
+void Runner::OpenCheckpoints() {
+  if (opt_.checkpoint_dir.empty()) return;
+  for (auto& up : nodes_) {
+    RtNode& n = *up;
+    if (!n.def->spec->checkpointed() || !n.def->spec->IsPerItem()) continue;
+    std::error_code ec;
+    std::filesystem::create_directories(opt_.checkpoint_dir, ec);
+    auto store = checkpoint::Store::Open(opt_.checkpoint_dir + "/" + n.def->name + ".ckpt", opt_.resume);
+    if (!store.ok()) throw Error(Where(n) + ": " + store.status().message());
+    n.store = std::move(*store);
+    checkpoint::Hasher h;
+    h.Str(n.def->type);
+    if (const auto* o = plugins_.registry().OriginOf(n.def->type)) h.Str(o->plugin).Str(o->version);
+    for (const auto& [k, v] : n.def->params.values()) h.Str(k).Str(FormatValue(v));
+    for (const auto& ps : n.def->spec->params()) {
+      if ((ps.type() != ParamType::kPath && ps.type() != ParamType::kModel) || ps.is_output()) continue;
+      const auto* v = std::get_if<std::string>(&n.def->params.values().at(ps.name()));
+      if (!v || v->empty()) continue;
+      const std::string file = ps.type() == ParamType::kModel ? ModelRef::Parse(*v).File() : *v;
+      std::error_code fe;
+      if (std::filesystem::is_regular_file(file, fe)) checkpoint::HashFile(file, h);
+      if (ps.type() == ParamType::kModel && std::filesystem::is_regular_file(file + ".yaml", fe))
+        checkpoint::HashFile(file + ".yaml", h);  // the model's metadata
+    }
+    n.static_key = h.Digest();
+  }
+}
+
+/// The key of one item of a checkpointed node; "" if some input cannot be hashed.
+std::string Runner::ItemKey(RtNode& n, const Item& it) {
+  checkpoint::Hasher h;
+  h.Bytes(n.static_key.data(), n.static_key.size());
+  {
+    std::lock_guard<std::mutex> lock(n.mu);
+    if (n.singles_key.empty()) {
+      checkpoint::Hasher hs;
+      bool hashable = true;
+      for (const auto& port : n.singles)
+        for (const auto& d : port) hashable = hashable && d && checkpoint::HashData(*d, hs);
+      n.singles_key = hashable ? hs.Digest() : "-";  // "-": a single input whose content cannot be hashed
+    }
+    if (n.singles_key == "-") return "";  // results could depend on what the key cannot see
+    h.Bytes(n.singles_key.data(), n.singles_key.size());
+  }
+  h.U64(static_cast<uint64_t>(it.key));
+  for (const auto& port : it.in)
+    for (const auto& d : port) {
+      if (!d) continue;
+      if (!checkpoint::HashData(*d, h)) return "";
+    }
+  return h.Digest();
+}
+
+/// Emits the stored results of the job's items that have them and removes those items from the
+/// job; returns the keys of the items left (in order), for WriteCheckpoint.
+std::vector<std::string> Runner::ResumeFromCheckpoint(RtNode& n, Job& job) {
+  std::vector<Item> left;
+  std::vector<std::string> keys;
+  std::vector<checkpoint::Emission> found;
+  for (auto& it : job.items) {
+    std::string key = ItemKey(n, it);
+    if (opt_.resume && !key.empty() && n.store->Find(key, found)) {
+      bool ok = true;
+      for (const auto& e : found) ok = ok && n.FindOut(e.port) && n.FindOut(e.port)->spec->kind == PortKind::kStream;
+      if (ok) {
+        for (auto& e : found) Send(n.FindOut(e.port), Msg{it.key, std::move(e.data), nullptr, it.token});
+        n.resumed++;
+        n.items++;
+        continue;
+      }
+    }
+    keys.push_back(std::move(key));
+    left.push_back(std::move(it));
+  }
+  job.items = std::move(left);
+  return keys;
+}
+
+void Runner::WriteCheckpoint(RtNode& n, const std::vector<std::string>& keys,
+                             const std::vector<std::vector<checkpoint::Emission>>& captured) {
+  for (size_t i = 0; i < keys.size() && i < captured.size(); ++i) {
+    if (keys[i].empty() || captured[i].empty()) continue;
+    bool ok = true;
+    for (const auto& e : captured[i]) ok = ok && e.data && checkpoint::Serializable(*e.data);
+    if (!ok) continue;
+    Status st = n.store->Append(keys[i], captured[i]);
+    if (!st.ok()) {
+      Log(LogLevel::kWarn, n.def->name, st.message() + "; results are no longer checkpointed");
+      n.store.reset();
+      return;
+    }
+    n.stored++;
   }
 }
 
@@ -707,6 +833,7 @@ RunSummary Runner::Run() {
   RecordRunInfo();
   try {
     Build();
+    OpenCheckpoints();
     CreateNodes();
   } catch (const std::exception& e) {
     RunSummary failed;
@@ -819,6 +946,10 @@ RunSummary Runner::Summarise() {
   summary.ok = error_.empty();
   summary.error = error_;
   summary.products = products_;
+  for (const auto& n : nodes_) {
+    summary.items_resumed += n->resumed;
+    summary.items_checkpointed += n->stored;
+  }
   summary.interrupted_by = interrupted_by_.load();
   summary.threads = threads_;
   for (const auto& n : nodes_) {

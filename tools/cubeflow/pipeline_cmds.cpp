@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <map>
 #include <sstream>
@@ -30,6 +31,9 @@ struct Args {
   int verbose = 0;
   bool help = false;
   bool allow_empty = false;            ///< run: a product with no usable bin is not an error
+  bool resume = false;                 ///< run: take per-item results from the checkpoints
+  bool checkpoint = true;              ///< run: keep checkpoints of checkpointed nodes
+  std::string checkpoint_dir;          ///< run: where ("" = beside the first product)
   bool allow_special_outputs = false;  ///< run/validate: outputs may be devices or FIFOs
 };
 
@@ -73,6 +77,14 @@ bool ParseArgs(int argc, char** argv, int start, Args& a, std::string& err) {
       if (!v || !ParseCount("--max-in-flight", v, 1, int64_t{1} << 40, a.max_in_flight, err)) return false;
     } else if (s == "--allow-empty") {
       a.allow_empty = true;
+    } else if (s == "--resume") {
+      a.resume = true;
+    } else if (s == "--no-checkpoint") {
+      a.checkpoint = false;
+    } else if (s == "--checkpoint-dir") {
+      const char* v = need("--checkpoint-dir");
+      if (!v) return false;
+      a.checkpoint_dir = v;
     } else if (s == "--allow-special-outputs") {
       a.allow_special_outputs = true;
     } else if (s == "--no-progress") {
@@ -262,6 +274,26 @@ class InterruptScope {
   struct sigaction old_int_ {}, old_term_ {};
 };
 
+/// Where a run keeps its checkpoints: --checkpoint-dir, else `.cubeflow-checkpoints/<pipeline>`
+/// beside the first product the pipeline writes (beside the pipeline file if it writes none).
+std::string CheckpointDir(const Args& a, const Pipeline& pl) {
+  if (!a.checkpoint_dir.empty()) return a.checkpoint_dir;
+  std::filesystem::path base = std::filesystem::absolute(pl.file).parent_path();
+  for (const auto& n : pl.nodes) {
+    bool found = false;
+    for (const auto& ps : n.spec->params()) {
+      if (!ps.is_output() || !n.params.Has(ps.name())) continue;
+      const auto* v = std::get_if<std::string>(&n.params.values().at(ps.name()));
+      if (!v || v->empty()) continue;
+      base = std::filesystem::absolute(*v).parent_path();
+      found = true;
+      break;
+    }
+    if (found) break;
+  }
+  return (base / ".cubeflow-checkpoints" / std::filesystem::path(pl.file).stem()).string();
+}
+
 int CmdRun(const Args& a) {
   if (a.positional.size() != 1) {
     std::cerr << "usage: cubeflow run FILE [--set NODE.PARAM=VALUE ...] [--threads N] [--allow-empty] [-v]\n";
@@ -275,19 +307,35 @@ int CmdRun(const Args& a) {
   opt.max_in_flight = a.max_in_flight;
   opt.progress = a.progress;
   opt.interrupt = &g_interrupt;
+  if (a.checkpoint) opt.checkpoint_dir = CheckpointDir(a, *pl);
+  opt.resume = a.resume;
+  if (a.resume && !a.checkpoint) {
+    std::cerr << "cubeflow: error: --resume needs the checkpoints; drop --no-checkpoint\n";
+    return 2;
+  }
+  if (a.resume) {
+    std::error_code ec;
+    if (!std::filesystem::is_directory(opt.checkpoint_dir, ec))
+      std::cerr << "cubeflow: warning: no checkpoints in " << opt.checkpoint_dir << ": computing everything\n";
+  }
   RunSummary s;
   {
     InterruptScope scope;
     s = RunPipeline(*pl, pm, opt);
   }
   std::cerr << s.FormatTable();
-  if (s.interrupted_by != 0) {
+  const bool have_checkpoints = s.items_checkpointed > 0 || s.items_resumed > 0;
+  if (s.interrupted_by != 0 || !s.ok) {
     std::cerr << "cubeflow: error: " << s.error << "\n";
-    return 128 + s.interrupted_by;
+    if (have_checkpoints)
+      std::cerr << "cubeflow: the results computed so far are kept in " << opt.checkpoint_dir
+                << "; run again with --resume to compute only what is missing\n";
+    return s.interrupted_by != 0 ? 128 + s.interrupted_by : 1;
   }
-  if (!s.ok) {
-    std::cerr << "cubeflow: error: " << s.error << "\n";
-    return 1;
+  if (!opt.checkpoint_dir.empty()) {
+    std::error_code ec;  // the products are complete: the checkpoints have served
+    std::filesystem::remove_all(opt.checkpoint_dir, ec);
+    std::filesystem::remove(std::filesystem::path(opt.checkpoint_dir).parent_path(), ec);  // if empty
   }
   // A run that produced nothing usable is a failure (unless asked otherwise).
   bool any_usable = s.products.empty();

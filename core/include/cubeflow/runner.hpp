@@ -26,6 +26,11 @@ struct RunOptions {
   /// If set, the run is stopped (as after an error: graph cancelled, sinks finish as aborted and
   /// write partial products) as soon as it becomes non-zero; its value names the signal.
   const std::atomic<int>* interrupt = nullptr;
+  /// Where checkpointed nodes (NodeSpec::Checkpointed) keep their per-item results, one file per
+  /// node ("" = no checkpoints). Without `resume` the files are started afresh.
+  std::string checkpoint_dir;
+  /// Take the results found in checkpoint_dir instead of computing them again.
+  bool resume = false;
 };
 
 struct NodeStats {
@@ -42,6 +47,8 @@ struct RunSummary {
   int64_t peak_rss_bytes = 0;
   std::vector<NodeStats> nodes;
   std::vector<ProductReport> products;  ///< what the sinks reported, in pipeline order
+  int64_t items_resumed = 0;            ///< per-item results taken from checkpoints
+  int64_t items_checkpointed = 0;       ///< per-item results written to checkpoints
   int interrupted_by = 0;               ///< the signal that stopped the run, 0 if none
   /// A table: node, type, calls, items, failed, busy s, items/s; then wall time and peak memory.
   std::string FormatTable() const;

@@ -286,6 +286,12 @@ class NodeSpec {
   NodeSpec& Batched(std::string batch_param) { batch_param_ = std::move(batch_param); return *this; }
   /// The node wants to see stream items that failed upstream (sinks that flag them in a mask).
   NodeSpec& AcceptsFailures(bool v = true) { accepts_failures_ = v; return *this; }
+  /// The node's per-item results are worth keeping across runs (an expensive per-item node
+  /// whose outputs are records, spectra or photometry): `cubeflow run` stores what it emits for
+  /// each item under a key of everything the result depends on, and `--resume` takes results
+  /// from there instead of computing them again. Its results must depend on nothing but its
+  /// parameters, the files they name and the item's inputs.
+  NodeSpec& Checkpointed(bool v = true) { checkpointed_ = v; return *this; }
   NodeSpec& Factory(NodeFactory f) { factory_ = std::move(f); return *this; }
 
   const std::string& name() const { return name_; }
@@ -297,6 +303,7 @@ class NodeSpec {
   Concurrency concurrency() const { return concurrency_; }
   const std::string& batch_param() const { return batch_param_; }
   bool accepts_failures() const { return accepts_failures_; }
+  bool checkpointed() const { return checkpointed_; }
   const NodeFactory& factory() const { return factory_; }
   const std::vector<CheckFn>& checks() const { return checks_; }
   /// Runs every validation hook on bound parameters.
@@ -320,6 +327,7 @@ class NodeSpec {
   Concurrency concurrency_ = Concurrency::kParallel;
   std::string batch_param_;
   bool accepts_failures_ = false;
+  bool checkpointed_ = false;
   NodeFactory factory_;
   std::vector<CheckFn> checks_;
 };
