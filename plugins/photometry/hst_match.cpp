@@ -12,26 +12,11 @@
 #include <filesystem>
 #include <sstream>
 
+#include "cubeflow/strings.hpp"
+
 namespace cubeflow::photometry {
 
 namespace {
-
-std::string Num(double v, int prec = 4) {
-  std::ostringstream o;
-  o.precision(prec);
-  o << v;
-  return o.str();
-}
-
-std::string Lower(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
-std::string Upper(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  return s;
-}
 
 /// Sky offset (arcsec; east, north) of (ra, dec) from (ra0, dec0), small-angle.
 void SkyOffset(double ra0, double dec0, double ra, double dec, double& east, double& north) {
@@ -579,6 +564,60 @@ std::string Replace(std::string s, const std::string& what, const std::string& w
 
 }  // namespace
 
+namespace {
+
+/// `v` expanded to one value per band: empty -> NaN each, one value (if `allow_one`) -> that
+/// value each. The sizes have been checked (CheckOptions).
+std::vector<double> PerBand(const std::vector<double>& v, size_t nb, bool allow_one) {
+  if (v.empty()) return std::vector<double>(nb, kNaN);
+  if (allow_one && v.size() == 1) return std::vector<double>(nb, v[0]);
+  return v;
+}
+
+NoiseMode ParseNoise(const std::string& noise) {
+  if (noise == "err") return NoiseMode::kErr;
+  if (noise == "ivm") return NoiseMode::kIvm;
+  if (noise == "estimate") return NoiseMode::kEstimate;
+  if (noise == "none") return NoiseMode::kNone;
+  return NoiseMode::kAuto;
+}
+
+/// Cross-parameter checks, run by `cubeflow validate` and before the node is built.
+void CheckOptions(const HstMatchOptions& o, CheckReport& r) {
+  const size_t nb = o.bands.size();
+  if (nb == 0) r.Error("bands", "is empty; list the HST bands to match");
+  for (size_t i = 0; i < nb; ++i)
+    for (size_t j = i + 1; j < nb; ++j)
+      if (Upper(o.bands[i]) == Upper(o.bands[j]))
+        r.Error("bands", "band " + o.bands[i] + " is listed twice; list each band once");
+  if (!o.images.empty() && o.images.size() != nb)
+    r.Error("images", "has " + std::to_string(o.images.size()) + " entries for " + std::to_string(nb) +
+                          " bands; give one file per band, in the order of `bands`");
+  if (o.images.empty() && o.directory.empty())
+    r.Error("directory", "is empty and so is `images`: set `directory` (with `pattern`, default hst_{band}.fits) or "
+                         "`images` (one file per band)");
+  auto one_per_band = [&](const char* name, const std::vector<double>& v, bool allow_one) {
+    if (v.empty() || (allow_one && v.size() == 1) || v.size() == nb) return;
+    r.Error(name, "has " + std::to_string(v.size()) + " values for " + std::to_string(nb) + " bands; give " +
+                      (allow_one ? "one value or " : "") + "one per band");
+  };
+  one_per_band("zeropoints", o.zeropoints, false);
+  one_per_band("pivots", o.pivots, false);
+  one_per_band("psf_hst_fwhm", o.psf_hst_fwhm, true);
+  // A Gaussian MUSE PSF no wider than the HST PSF cannot be reached by convolution: the
+  // matching kernel would have to sharpen (BuildMatchingKernel refuses it at run time).
+  if (o.psf_muse_fwhm > 0 && o.psf_shape == "gaussian")
+    for (double f : o.psf_hst_fwhm)
+      if (f >= o.psf_muse_fwhm) {
+        r.Error("psf_hst_fwhm", "HST PSF FWHM " + Num(f) + "\" is not below psf_muse_fwhm " + Num(o.psf_muse_fwhm) +
+                                    "\": matching can only broaden the HST images; check both FWHMs, or set "
+                                    "psf_muse_fwhm: 0 to resample without PSF matching");
+        break;
+      }
+}
+
+}  // namespace
+
 NodeSpec HstMatchNode::Spec() {
   return NodeSpec("photometry.hst_match", "HST images -> per-bin flux densities on the MUSE binning")
       .Describe(
@@ -608,160 +647,131 @@ NodeSpec HstMatchNode::Spec() {
       .Output("maps", Map::kType, PortKind::kSingle,
               "QA: the PSF-matched band images on the MUSE grid (one plane per band, "
               "erg/s/cm2/Angstrom per spaxel, NaN where covered < 50 %); not emitted with maps: false")
-      .Param(ParamSpec::StringList("bands", {"F275W", "F336W", "F438W", "F555W", "F814W"})
-                 .Doc("band names, in output order"))
-      .Param(ParamSpec::Path("directory", "")
-                 .Doc("folder holding the images (relative to the pipeline file); used with `pattern`, "
-                      "and as the base of relative `images` entries"))
-      .Param(ParamSpec::String("pattern", "hst_{band}.fits")
-                 .Doc("file name of each band in `directory`: {band} = the band as given, {band_lower} "
-                      "= lower case"))
-      .Param(ParamSpec::StringList("images", {})
-                 .Doc("explicit image file per band, same order as `bands` (overrides `pattern`; "
-                      "relative to `directory`, or to the working directory if that is empty)"))
-      .Param(ParamSpec::String("extension", "auto")
-                 .Doc("image HDU: auto = SCI if present, else the first 2-D image; or a name / number"))
-      .Param(ParamSpec::String("unit", "auto")
-                 .Choices({"auto", "count_rate", "counts", "flam", "flam_arcsec2", "jy", "mjy_sr"})
-                 .Doc("what the pixels are; auto = from BUNIT (an empty BUNIT with PHOTFLAM is taken "
-                      "as a count rate)"))
-      .Param(ParamSpec::Double("unit_scale", 1.0).Min(0).Doc("factor applied to the raw pixel values"))
-      .Param(ParamSpec::DoubleList("zeropoints", {})
-                 .Unit("AB mag")
-                 .Doc("AB magnitude of 1 count/s per band (same order as bands); empty = PHOTFLAM from "
-                      "the header; NaN entries = PHOTFLAM for that band"))
-      .Param(ParamSpec::DoubleList("pivots", {})
-                 .Unit("Angstrom")
-                 .Doc("pivot wavelengths per band; empty = PHOTPLAM from the header, else the built-in "
-                      "filter curve of the band name"))
-      .Param(ParamSpec::Double("psf_muse_fwhm", 0.8)
-                 .Range(0, 10)
-                 .Unit("arcsec")
-                 .Doc("FWHM of the MUSE PSF of the cube (as measured on its images, spaxel included); "
-                      "0 = no PSF matching (e.g. mock data without a PSF)"))
-      .Param(ParamSpec::String("psf_shape", "gaussian").Choices({"gaussian", "moffat"}).Doc("MUSE PSF profile"))
-      .Param(ParamSpec::Double("moffat_beta", 2.5).Range(1.05, 20).Doc("Moffat beta (psf_shape: moffat)"))
-      .Param(ParamSpec::DoubleList("psf_hst_fwhm", {0.08})
-                 .Min(0)
-                 .Unit("arcsec")
-                 .Doc("FWHM of the (Gaussian) HST PSF on the images: one value, or one per band"))
-      .Param(ParamSpec::String("noise", "auto")
-                 .Choices({"auto", "err", "ivm", "estimate", "none"})
-                 .Doc("per-pixel errors: err = ERR extension (sigma), ivm = weight extension as "
-                      "inverse variance, estimate = background from the image + Poisson (electron "
-                      "units with EXPTIME), none; auto = err if an ERR extension exists, else estimate"))
-      .Param(ParamSpec::String("error_extension", "")
-                 .Doc("extension holding the errors (\"\" = ERR for err/auto, WHT for ivm)"))
-      .Param(ParamSpec::Double("noise_correlation", 1.0)
-                 .Min(1.0)
-                 .Doc("variance factor for the background errors of bin sums (correlated noise of "
-                      "drizzled images, which per-pixel errors miss; 1 = uncorrelated)"))
-      .Param(ParamSpec::Bool("poisson", true)
-                 .Doc("noise: estimate adds the source Poisson term max(S, 0) / EXPTIME for images in "
-                      "electrons (count rate or counts with EXPTIME); false if EXPTIME does not describe "
-                      "the image's noise"))
-      .Param(ParamSpec::Double("calib_error", 0.02)
-                 .Range(0, 1)
-                 .Doc("fractional calibration error added in quadrature to every bin flux"))
-      .Param(ParamSpec::Double("min_coverage", 0.95)
-                 .Range(0, 1)
-                 .Doc("minimum fraction of a bin covered by valid HST pixels; below it the band's flux is NaN"))
-      .Param(ParamSpec::String("combine", "sum")
-                 .Choices({"sum", "mean"})
-                 .Doc("sum = total flux density of the bin (like the summed bin spectrum); mean = per spaxel"))
-      .Param(ParamSpec::Int("strip_rows", 256).Range(1, 1 << 20).Unit("pixels")
-                 .Doc("HST rows read and smoothed per block (memory ~ strip_rows x image width x 40 bytes)"))
-      .Param(ParamSpec::Bool("maps", true).Doc("emit the QA maps (nbands x nx x ny doubles); false: leave `maps` unconnected"))
+      .Param(&HstMatchOptions::bands, "bands", "band names, in output order")
+      .Param(&HstMatchOptions::directory, "directory",
+             "folder holding the images (relative to the pipeline file); used with `pattern`, "
+             "and as the base of relative `images` entries")
+      .Param(&HstMatchOptions::pattern, "pattern",
+             "file name of each band in `directory`: {band} = the band as given, {band_lower} "
+             "= lower case")
+      .Param(&HstMatchOptions::images, "images",
+             "explicit image file per band, same order as `bands` (overrides `pattern`; "
+             "relative to `directory`, or to the working directory if that is empty)")
+      .Param(&HstMatchOptions::extension, "extension",
+             "image HDU: auto = SCI if present, else the first 2-D image; or a name / number")
+      .Param(&HstMatchOptions::unit, "unit",
+             "what the pixels are; auto = from BUNIT (an empty BUNIT with PHOTFLAM is taken "
+             "as a count rate)",
+             OneOf{{"auto", "count_rate", "counts", "flam", "flam_arcsec2", "jy", "mjy_sr"}})
+      .Param(&HstMatchOptions::unit_scale, "unit_scale", "factor applied to the raw pixel values", AtLeast{0})
+      .Param(&HstMatchOptions::zeropoints, "zeropoints",
+             "AB magnitude of 1 count/s per band (same order as bands); empty = PHOTFLAM from "
+             "the header; NaN entries = PHOTFLAM for that band",
+             Unit{"AB mag"})
+      .Param(&HstMatchOptions::pivots, "pivots",
+             "pivot wavelengths per band; empty = PHOTPLAM from the header, else the built-in "
+             "filter curve of the band name",
+             Unit{"Angstrom"})
+      .Param(&HstMatchOptions::psf_muse_fwhm, "psf_muse_fwhm",
+             "FWHM of the MUSE PSF of the cube (as measured on its images, spaxel included); "
+             "0 = no PSF matching (e.g. mock data without a PSF)",
+             InRange{0, 10}, Unit{"arcsec"})
+      .Param(&HstMatchOptions::psf_shape, "psf_shape", "MUSE PSF profile", OneOf{{"gaussian", "moffat"}})
+      .Param(&HstMatchOptions::moffat_beta, "moffat_beta", "Moffat beta (psf_shape: moffat)", InRange{1.05, 20})
+      .Param(&HstMatchOptions::psf_hst_fwhm, "psf_hst_fwhm",
+             "FWHM of the (Gaussian) HST PSF on the images: one value, or one per band", AtLeast{0},
+             Unit{"arcsec"})
+      .Param(&HstMatchOptions::noise, "noise",
+             "per-pixel errors: err = ERR extension (sigma), ivm = weight extension as "
+             "inverse variance, estimate = background from the image + Poisson (electron "
+             "units with EXPTIME), none; auto = err if an ERR extension exists, else estimate",
+             OneOf{{"auto", "err", "ivm", "estimate", "none"}})
+      .Param(&HstMatchOptions::error_extension, "error_extension",
+             "extension holding the errors (\"\" = ERR for err/auto, WHT for ivm)")
+      .Param(&HstMatchOptions::noise_correlation, "noise_correlation",
+             "variance factor for the background errors of bin sums (correlated noise of "
+             "drizzled images, which per-pixel errors miss; 1 = uncorrelated)",
+             AtLeast{1.0})
+      .Param(&HstMatchOptions::poisson, "poisson",
+             "noise: estimate adds the source Poisson term max(S, 0) / EXPTIME for images in "
+             "electrons (count rate or counts with EXPTIME); false if EXPTIME does not describe "
+             "the image's noise")
+      .Param(&HstMatchOptions::calib_error, "calib_error",
+             "fractional calibration error added in quadrature to every bin flux", InRange{0, 1})
+      .Param(&HstMatchOptions::min_coverage, "min_coverage",
+             "minimum fraction of a bin covered by valid HST pixels; below it the band's flux is NaN", InRange{0, 1})
+      .Param(&HstMatchOptions::combine, "combine",
+             "sum = total flux density of the bin (like the summed bin spectrum); mean = per spaxel",
+             OneOf{{"sum", "mean"}})
+      .Param(&HstMatchOptions::strip_rows, "strip_rows",
+             "HST rows read and smoothed per block (memory ~ strip_rows x image width x 40 bytes)",
+             InRange{1, 1 << 20}, Unit{"pixels"})
+      .Param(&HstMatchOptions::maps, "maps",
+             "emit the QA maps (nbands x nx x ny doubles); false: leave `maps` unconnected")
+      .Check<HstMatchOptions>(CheckOptions)
       .Concurrent(Concurrency::kSerial);
 }
 
-HstMatchNode::HstMatchNode(const Params& p)
-    : bands_(p.GetStringList("bands")),
-      calib_error_(p.GetDouble("calib_error")),
-      min_coverage_(p.GetDouble("min_coverage")),
-      mean_(p.GetString("combine") == "mean"),
-      emit_maps_(p.GetBool("maps")) {
-  const size_t nb = bands_.size();
-  if (nb == 0) throw Error("photometry.hst_match: `bands` is empty; list the HST bands to match");
-  for (size_t i = 0; i < nb; ++i)
-    for (size_t j = i + 1; j < nb; ++j)
-      if (Upper(bands_[i]) == Upper(bands_[j]))
-        throw Error("photometry.hst_match: band " + bands_[i] + " is listed twice in `bands`");
-  const std::string dir = p.GetString("directory");
-  const auto& images = p.GetStringList("images");
-  if (!images.empty() && images.size() != nb)
-    throw Error("photometry.hst_match: `images` has " + std::to_string(images.size()) + " entries for " +
-                std::to_string(nb) + " bands; give one file per band, in the order of `bands`");
-  if (images.empty() && dir.empty())
-    throw Error("photometry.hst_match: set `directory` (with `pattern`, default hst_{band}.fits) or `images` "
-                "(one file per band)");
-  auto list = [&](const char* name, std::vector<double> v, bool allow_one) {
-    if (v.empty()) return std::vector<double>(nb, kNaN);
-    if (allow_one && v.size() == 1) return std::vector<double>(nb, v[0]);
-    if (v.size() != nb)
-      throw Error(std::string("photometry.hst_match: `") + name + "` has " + std::to_string(v.size()) +
-                  " values for " + std::to_string(nb) + " bands; give " + (allow_one ? "one value or " : "") +
-                  "one per band");
-    return v;
-  };
-  const std::vector<double> zps = list("zeropoints", p.GetDoubleList("zeropoints"), false);
-  const std::vector<double> pivots = list("pivots", p.GetDoubleList("pivots"), false);
-  const std::vector<double> hst_fwhm = list("psf_hst_fwhm", p.GetDoubleList("psf_hst_fwhm"), true);
+HstMatchNode::HstMatchNode(const Options& o) : opt_(o) {
+  CheckReport report;
+  CheckOptions(o, report);
+  if (report.has_errors()) throw Error(report.ErrorText());
+  const size_t nb = o.bands.size();
+  const std::string dir = o.directory.string();
+  const std::vector<double> zps = PerBand(o.zeropoints, nb, false);
+  const std::vector<double> pivots = PerBand(o.pivots, nb, false);
+  const std::vector<double> hst_fwhm = PerBand(o.psf_hst_fwhm, nb, true);
   PsfOptions psf;
-  psf.muse_fwhm = p.GetDouble("psf_muse_fwhm");
-  psf.shape = p.GetString("psf_shape") == "moffat" ? PsfShape::kMoffat : PsfShape::kGaussian;
-  psf.beta = p.GetDouble("moffat_beta");
-  const std::string noise = p.GetString("noise");
-  NoiseMode mode = NoiseMode::kAuto;
-  if (noise == "err") mode = NoiseMode::kErr;
-  else if (noise == "ivm") mode = NoiseMode::kIvm;
-  else if (noise == "estimate") mode = NoiseMode::kEstimate;
-  else if (noise == "none") mode = NoiseMode::kNone;
+  psf.muse_fwhm = o.psf_muse_fwhm;
+  psf.shape = o.psf_shape == "moffat" ? PsfShape::kMoffat : PsfShape::kGaussian;
+  psf.beta = o.moffat_beta;
+  const NoiseMode mode = ParseNoise(o.noise);
   for (size_t b = 0; b < nb; ++b) {
     std::string path;
-    if (!images.empty()) {
-      std::filesystem::path f(images[b]);
+    if (!o.images.empty()) {
+      std::filesystem::path f(o.images[b]);
       if (f.is_relative() && !dir.empty()) f = std::filesystem::path(dir) / f;
       path = f.lexically_normal().string();
     } else {
-      const std::string name = Replace(Replace(p.GetString("pattern"), "{band_lower}", Lower(bands_[b])), "{band}", bands_[b]);
+      const std::string name = Replace(Replace(o.pattern, "{band_lower}", Lower(o.bands[b])), "{band}", o.bands[b]);
       path = (std::filesystem::path(dir) / name).lexically_normal().string();
     }
     paths_.push_back(path);
-    BandOptions o;
-    o.band = bands_[b];
-    o.path = path;
-    o.extension = p.GetString("extension");
-    o.calib.unit = p.GetString("unit");
-    o.calib.unit_scale = p.GetDouble("unit_scale");
-    o.calib.zeropoint = zps[b];
-    o.calib.pivot = pivots[b];
-    o.noise = mode;
-    o.error_extension = p.GetString("error_extension");
-    o.noise_correlation = p.GetDouble("noise_correlation");
-    o.poisson = p.GetBool("poisson");
-    o.psf = psf;
-    o.psf.hst_fwhm = std::isfinite(hst_fwhm[b]) ? hst_fwhm[b] : 0.08;
-    o.strip_rows = p.GetInt("strip_rows");
-    options_.push_back(o);
+    BandOptions bo;
+    bo.band = o.bands[b];
+    bo.path = path;
+    bo.extension = o.extension;
+    bo.calib.unit = o.unit;
+    bo.calib.unit_scale = o.unit_scale;
+    bo.calib.zeropoint = zps[b];
+    bo.calib.pivot = pivots[b];
+    bo.noise = mode;
+    bo.error_extension = o.error_extension;
+    bo.noise_correlation = o.noise_correlation;
+    bo.poisson = o.poisson;
+    bo.psf = psf;
+    bo.psf.hst_fwhm = std::isfinite(hst_fwhm[b]) ? hst_fwhm[b] : PsfOptions{}.hst_fwhm;
+    bo.strip_rows = o.strip_rows;
+    band_options_.push_back(bo);
   }
 }
 
 void HstMatchNode::Process(ProcessContext& ctx) {
   auto binning = ctx.Input<Binning>("binning");
   if (binning->wcs.empty())
-    throw Error("photometry.hst_match: the binning carries no celestial WCS (the cube had none): cannot place the "
-                "HST images on the MUSE grid");
-  const size_t nb = bands_.size(), nbins = binning->bins.size();
+    throw Error("the binning carries no celestial WCS (the cube had none): cannot place the HST images on the MUSE "
+                "grid; the cube needs CTYPE1/2, CRVAL, CRPIX and CD/CDELT keywords");
+  const std::vector<std::string>& bands = opt_.bands;
+  const size_t nb = bands.size(), nbins = binning->bins.size();
   // Every file first, so that all missing bands are reported at once.
   std::vector<std::string> missing;
   for (size_t b = 0; b < nb; ++b) {
     std::error_code ec;
     if (!std::filesystem::is_regular_file(paths_[b], ec))
-      missing.push_back(bands_[b] + " (" + paths_[b] + (std::filesystem::exists(paths_[b], ec) ? ": not a file" : ": no such file") + ")");
+      missing.push_back(bands[b] + " (" + paths_[b] + (std::filesystem::exists(paths_[b], ec) ? ": not a file" : ": no such file") + ")");
   }
   if (!missing.empty()) {
-    std::string m = "photometry.hst_match: missing image for band";
+    std::string m = "missing image for band";
     m += missing.size() > 1 ? "s " : " ";
     for (size_t i = 0; i < missing.size(); ++i) m += (i ? ", " : "") + missing[i];
     m += "; put the files there, set `directory`/`pattern` or `images`, or drop the band from `bands`";
@@ -769,38 +779,38 @@ void HstMatchNode::Process(ProcessContext& ctx) {
   }
   MuseGrid grid{binning->nx, binning->ny, binning->wcs};
   auto table = std::make_shared<Table>();
-  table->bands = bands_;
+  table->bands = bands;
   table->nbins = nbins;
   table->flux.assign(nbins * nb, kNaN);
   table->error.assign(nbins * nb, kNaN);
   table->quality.assign(nbins, 0);
   std::shared_ptr<Map> qa;
   const size_t nsp = static_cast<size_t>(grid.nx * grid.ny);
-  if (emit_maps_) {
+  if (opt_.maps) {
     qa = std::make_shared<Map>();
     qa->name = "HST_FLUX";
     qa->bunit = "erg/s/cm2/Angstrom";
     qa->nx = grid.nx;
     qa->ny = grid.ny;
     qa->nplanes = static_cast<int64_t>(nb);
-    qa->plane_names = bands_;
+    qa->plane_names = bands;
     qa->wcs = binning->wcs;
     qa->data.assign(nsp * nb, kNaN);
-    qa->header["PSFMUSE"] = Num(options_[0].psf.muse_fwhm, 6);
-    qa->header["PSFSHAPE"] = options_[0].psf.shape == PsfShape::kGaussian ? "GAUSSIAN" : "MOFFAT";
+    qa->header["PSFMUSE"] = Num(band_options_[0].psf.muse_fwhm, 6);
+    qa->header["PSFSHAPE"] = band_options_[0].psf.shape == PsfShape::kGaussian ? "GAUSSIAN" : "MOFFAT";
   }
   auto log = [&ctx](LogLevel l, const std::string& m) { ctx.Log(l, m); };
   std::vector<size_t> nocov(nb, 0);
   for (size_t b = 0; b < nb; ++b) {
-    auto r = ProcessBand(grid, options_[b], log);
-    if (!r.ok()) throw Error("photometry.hst_match: " + r.status().message());
+    auto r = ProcessBand(grid, band_options_[b], log);
+    if (!r.ok()) throw Error(r.status().message());
     const BandImage& band = *r;
     table->pivots.push_back(band.pivot);
-    const BinSums s = SumBins(*binning, band, min_coverage_, mean_);
+    const BinSums s = SumBins(*binning, band, opt_.min_coverage, opt_.combine == "mean");
     for (size_t k = 0; k < nbins; ++k) {
       const double f = s.flux[k];
       table->flux[k * nb + b] = f;
-      table->error[k * nb + b] = std::isfinite(f) ? std::sqrt(s.var[k] + calib_error_ * calib_error_ * f * f) : kNaN;
+      table->error[k * nb + b] = std::isfinite(f) ? std::sqrt(s.var[k] + opt_.calib_error * opt_.calib_error * f * f) : kNaN;
       if (!std::isfinite(f)) {
         table->quality[k] |= kQualNoCoverage;
         ++nocov[b];
@@ -825,7 +835,7 @@ void HstMatchNode::Process(ProcessContext& ctx) {
   std::ostringstream m;
   m << nbins << " bins, " << nb << " bands; " << nonpos << " bins with a non-positive or missing flux";
   for (size_t b = 0; b < nb; ++b)
-    if (nocov[b]) m << "; " << bands_[b] << ": " << nocov[b] << " bins below min_coverage " << min_coverage_;
+    if (nocov[b]) m << "; " << bands[b] << ": " << nocov[b] << " bins below min_coverage " << opt_.min_coverage;
   ctx.Log(nonpos ? LogLevel::kWarn : LogLevel::kInfo, m.str());
   if (qa) ctx.Emit("maps", qa);
   std::shared_ptr<const Table> t = table;
