@@ -71,6 +71,7 @@ std::shared_ptr<const Binning> MockBinning(const std::string& dir) {
 }
 
 std::unique_ptr<Node> MakeNode(const std::map<std::string, Value>& over) {
+  EXPECT_EQ(HstMatchNode::Spec().name(), "photometry.hst_match");
   return cubeflow::testing::MakeNode<HstMatchNode>(over);
 }
 

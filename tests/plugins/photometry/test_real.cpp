@@ -52,6 +52,7 @@ struct SmallMock {
 
 TEST(ReadMap, ReadsKinematicsWithWcsAndChecksTheGrid) {
   SmallMock m;
+  ASSERT_EQ(io::ReadMapNode::Spec().name(), "io.read_map");
   auto node = cubeflow::testing::MakeNode<io::ReadMapNode>(
       {{"path", m.dir.File("kinematics.fits")}, {"extension", std::string("V_STARS")}});
   FakeContext ctx;
