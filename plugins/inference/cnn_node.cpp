@@ -5,20 +5,28 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
-#include <sstream>
 
-#include "model_path.hpp"
-#include "sbi_node.hpp"
+#include "cubeflow/nn/sbi.hpp"
+#include "cubeflow/strings.hpp"
 #include "spectrum_fields.hpp"
 
 namespace cubeflow::inference {
 
 namespace {
 
-std::string Join(const std::vector<std::string>& v) {
-  std::string s;
-  for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
-  return s.empty() ? "(none)" : s;
+/// What can be known about the model before the run: it exists, has metadata, and is a CNN.
+void CheckModel(const CnnOptions& o, CheckReport& r) {
+  const std::string file = CheckModelFiles(o.model, &cnn::MetadataPath, r);
+  if (file.empty()) return;
+  const std::string mpath = cnn::MetadataPath(file);
+  if (sbi::IsSbiMetadata(mpath)) {
+    r.Error("model", "'" + file + "' is an SBI model (kind: sbi in " + mpath +
+                         "): use it with node type inference.sbi, or give a CNN model here (e.g. cnn_builtin)");
+    return;
+  }
+  auto md = cnn::ReadMetadata(mpath);
+  if (!md.ok())
+    r.Error("model", md.status().message() + "; fix the metadata file or write the model again with `cubeflow train`");
 }
 
 }  // namespace
@@ -41,44 +49,41 @@ NodeSpec CnnNode::Spec() {
                      "band fluxes of the same bins (required when the model uses photometry)")
       .Output("results", "record", PortKind::kStream,
               "mass_frac[16], zh[16], mw_logage, lw_logage, mw_zh, lw_zh per bin")
-      .Param(ParamSpec::Path("model", "builtin")
-                 .Doc("model file written by `cubeflow train` (metadata in <model>.yaml), a TorchScript "
-                      "module with its metadata file, or the name of a shipped model: `builtin` is "
-                      "<install>/share/cubeflow/models/cnn_builtin.pt (trained on the built-in SSP library; "
-                      "$CUBEFLOW_MODEL_DIR is searched first)"))
-      .Param(ParamSpec::Int("batch_size", 256).Range(1, 65536).Doc("bins per network call"))
-      .Param(ParamSpec::Int("threads", 1).Range(0, 1024)
-                 .Doc("libtorch intra-op threads; 0: the run's thread count (1 is fastest when other "
-                      "nodes keep the cores busy: see docs/cnn.md)"))
-      .Param(ParamSpec::Double("norm_tolerance", 0.05).Range(0, 10)
-                 .Doc("allowed |mean flux in the normalisation window - 1| of an input spectrum"))
+      .Param(&CnnOptions::model, "model",
+             "the name of a shipped model (cnn_builtin: trained on the built-in SSP library with photometry; "
+             "cnn_builtin_nophot: spectrum only), looked up as NAME.pt in $CUBEFLOW_MODEL_DIR, then "
+             "<install>/share/cubeflow/models; or the path of a model file written by `cubeflow train` "
+             "(metadata in <model>.yaml) or of a TorchScript module with its metadata file. A bare name "
+             "(letters, digits, '_', '-') is always a shipped model: write a file in the working directory "
+             "as ./NAME.pt")
+      .Param(&CnnOptions::batch_size, "batch_size", "bins per network call", InRange{1, 65536})
+      .Param(&CnnOptions::threads, "threads",
+             "libtorch intra-op threads; 0: the run's thread count (1 is fastest when other "
+             "nodes keep the cores busy: see docs/cnn.md)",
+             InRange{0, 1024})
+      .Param(&CnnOptions::norm_tolerance, "norm_tolerance",
+             "allowed |mean flux in the normalisation window - 1| of an input spectrum", InRange{0, 10})
+      .Check<CnnOptions>(CheckModel)
       .Batched("batch_size")
       .Concurrent(Concurrency::kSerial);
 }
 
-CnnNode::CnnNode(const Params& p) {
-  const std::string& name = p.GetString("model");
-  if (name.empty())
-    throw Error("inference.cnn: parameter 'model' is empty: give `builtin` or the path of a model file written by "
-                "`cubeflow train`");
-  std::string error;
-  const std::string path = ResolveModel(name, "cnn", &error);
-  if (path.empty()) throw Error("inference.cnn: parameter 'model': " + error);
-  auto m = cnn::CnnModel::Load(path);
-  if (!m.ok()) throw Error("inference.cnn: " + m.status().message());
-  Init(std::move(m).ValueOrThrow(), path, static_cast<int>(p.GetInt("threads")),
-       p.Has("norm_tolerance") ? p.GetDouble("norm_tolerance") : 0.05);
+CnnNode::CnnNode(const Options& options) : options_(options) {
+  auto file = ModelFile(options.model);
+  if (!file.ok()) throw Error("parameter 'model': " + file.status().message());
+  auto m = cnn::CnnModel::Load(*file);
+  if (!m.ok()) throw Error("parameter 'model': " + m.status().message());
+  Init(std::move(m).ValueOrThrow(), *file);
 }
 
-CnnNode::CnnNode(std::unique_ptr<cnn::CnnModel> model, std::string model_path, int threads, double norm_tolerance) {
-  Init(std::move(model), std::move(model_path), threads, norm_tolerance);
+CnnNode::CnnNode(std::unique_ptr<cnn::CnnModel> model, std::string model_path, const Options& options)
+    : options_(options) {
+  Init(std::move(model), std::move(model_path));
 }
 
-void CnnNode::Init(std::unique_ptr<cnn::CnnModel> model, std::string model_path, int threads, double norm_tolerance) {
+void CnnNode::Init(std::unique_ptr<cnn::CnnModel> model, std::string model_path) {
   model_ = std::move(model);
   model_path_ = std::move(model_path);
-  threads_ = threads;
-  norm_tolerance_ = norm_tolerance;
   const auto& md = model_->metadata();
   conventions_.wave = md.wave;
   conventions_.rest_frame = md.rest_frame;
@@ -94,7 +99,7 @@ void CnnNode::Init(std::unique_ptr<cnn::CnnModel> model, std::string model_path,
 }
 
 std::string CnnNode::CheckSpectrum(const Spectrum& s) const {
-  return inputs::CheckSpectrum("inference.cnn", cnn::MetadataPath(model_path_), conventions_, s, norm_tolerance_);
+  return inputs::CheckSpectrum("inference.cnn", cnn::MetadataPath(model_path_), conventions_, s, options_.norm_tolerance);
 }
 
 std::string CnnNode::CheckPhotometry(const Photometry& p, std::vector<int>& order) const {
@@ -106,8 +111,9 @@ void CnnNode::Process(ProcessContext& ctx) {
   const size_t n = ctx.size();
   const int64_t nw = md.arch.nwave, nb = md.arch.nbands;
   if (nb > 0 && !ctx.Connected("photometry"))
-    throw Error("inference.cnn: model " + model_path_ + " uses photometry in bands " + Join(md.bands) +
-                ": connect the 'photometry' input");
+    throw Error("model " + model_path_ + " uses photometry in bands " + Join(md.bands, ", ", "(none)") +
+                ": connect the 'photometry' input (e.g. from photometry.hst_match), or use a spectrum-only model "
+                "such as cnn_builtin_nophot");
   if (nb == 0 && ctx.Connected("photometry") && !warned_unused_phot_) {
     warned_unused_phot_ = true;
     ctx.Log(LogLevel::kWarn, "the model has no photometric branch: the 'photometry' input is ignored");
@@ -146,10 +152,10 @@ void CnnNode::Process(ProcessContext& ctx) {
     }
   }
   std::vector<float> mf(n * cnn::kNumBins), zh(n * cnn::kNumBins);
-  const int threads = threads_ > 0 ? threads_ : ctx.threads();
+  const int threads = options_.threads > 0 ? options_.threads : ctx.threads();
   Status st = model_->Predict(spec.data(), nb > 0 ? phot.data() : nullptr, static_cast<int64_t>(n), mf.data(),
                               zh.data(), threads, static_cast<int64_t>(n));
-  if (!st.ok()) throw Error("inference.cnn: " + st.message());
+  if (!st.ok()) throw Error("model " + model_path_ + ": " + st.message());
   const double nan = std::numeric_limits<double>::quiet_NaN();
   for (size_t i = 0; i < n; ++i) {
     auto rec = std::make_shared<Record>();

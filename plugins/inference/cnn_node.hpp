@@ -1,6 +1,7 @@
 #pragma once
-// Node inference.cnn (plugin "inference"). Internal header, shared with tests/inference.
+// Node inference.cnn (plugin "inference"). Internal header, shared with tests/plugins/inference.
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -9,18 +10,28 @@
 #include "cubeflow/registry.hpp"
 #include "cubeflow/nn/cnn.hpp"
 #include "cubeflow/nn/inputs.hpp"
+#include "model_file.hpp"
 
 namespace cubeflow::inference {
+
+/// \brief Parameters of inference.cnn (declared once, in CnnNode::Spec()).
+struct CnnOptions {
+  ModelRef model{ModelRef::Kind::kShipped, "cnn_builtin"};  ///< shipped name or model file
+  int64_t batch_size = 256;                                  ///< bins per network call
+  int threads = 1;                                           ///< libtorch threads; 0: the run's
+  double norm_tolerance = kDefaultNormTolerance;             ///< allowed |window mean - 1|
+};
 
 /// \brief Runs the CNN on batches of bin spectra (+ photometry). Process is called serially
 /// (the network itself uses `threads` libtorch threads).
 class CnnNode : public Node {
  public:
+  using Options = CnnOptions;
   static NodeSpec Spec();
-  explicit CnnNode(const Params& p);
-  /// For tests: a node around an already loaded model.
-  CnnNode(std::unique_ptr<cnn::CnnModel> model, std::string model_path, int threads = 1,
-          double norm_tolerance = 0.05);
+  /// Loads the model the options name (throws cubeflow::Error if it cannot).
+  explicit CnnNode(const Options& options);
+  /// For tests: a node around an already loaded model (`options.model` is not used).
+  CnnNode(std::unique_ptr<cnn::CnnModel> model, std::string model_path, const Options& options = {});
   void Process(ProcessContext& ctx) override;
 
   /// "" if the spectrum matches the model's input conventions, else the message naming the field
@@ -30,11 +41,11 @@ class CnnNode : public Node {
   std::string CheckPhotometry(const Photometry& p, std::vector<int>& order) const;
 
  private:
-  void Init(std::unique_ptr<cnn::CnnModel> model, std::string model_path, int threads, double norm_tolerance);
+  void Init(std::unique_ptr<cnn::CnnModel> model, std::string model_path);
+
+  Options options_;
   std::unique_ptr<cnn::CnnModel> model_;
   std::string model_path_;
-  int threads_ = 0;
-  double norm_tolerance_ = 0.05;
   inputs::InputConventions conventions_;  ///< from the model metadata (shared checks with inference.sbi)
   std::vector<std::string> labels_;
   bool warned_unused_phot_ = false;

@@ -8,25 +8,51 @@
 #include <cstdio>
 #include <limits>
 
+#include "cubeflow/nn/cnn.hpp"
 #include "cubeflow/nn/inputs.hpp"
-#include "model_path.hpp"
+#include "cubeflow/strings.hpp"
 
 namespace cubeflow::inference {
 
 namespace {
 
 constexpr const char* kWho = "inference.sbi";
+/// Most posterior samples one call may hold (batch_size x n_samples x parameters floats).
+constexpr double kMaxSampleBytes = 4.0 * 1024 * 1024 * 1024;
 
-std::string Num(double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "%.6g", v);
-  return buf;
-}
-
-std::string Join(const std::vector<std::string>& v) {
-  std::string s;
-  for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
-  return s.empty() ? "(none)" : s;
+/// What can be known before the run: the model exists and is an SBI model, the samples of a
+/// batch fit in memory, and the S/N parameters mean something for this model.
+void CheckOptions(const SbiOptions& o, CheckReport& r) {
+  const std::string file = CheckModelFiles(o.model, &sbi::MetadataPath, r);
+  if (file.empty()) return;
+  const std::string mpath = sbi::MetadataPath(file);
+  if (!sbi::IsSbiMetadata(mpath) && cnn::ReadMetadata(mpath).ok()) {
+    r.Error("model", "'" + file + "' is a CNN model (no 'kind: sbi' in " + mpath +
+                         "): use it with node type inference.cnn, or give an SBI model here (e.g. sbi_builtin)");
+    return;
+  }
+  auto md = sbi::ReadMetadata(mpath);
+  if (!md.ok()) {
+    r.Error("model", md.status().message() + "; fix the metadata file or write the model again with `cubeflow train`");
+    return;
+  }
+  const double bytes = static_cast<double>(o.batch_size) * static_cast<double>(o.n_samples) *
+                       static_cast<double>(md->flow.dim) * sizeof(float);
+  if (bytes > kMaxSampleBytes)
+    r.Error("batch_size", "batch_size " + std::to_string(o.batch_size) + " x n_samples " + std::to_string(o.n_samples) +
+                              " x " + std::to_string(md->flow.dim) + " parameters need " +
+                              Num(bytes / (1024.0 * 1024 * 1024), 3) +
+                              " GiB of posterior samples per call (at most 4): lower batch_size (the results do not "
+                              "depend on it) or n_samples");
+  if (!md->encoder.noise_input) {
+    if (o.snr > 0)
+      r.Warn("snr", "the model " + file + " is not conditioned on the S/N, so 'snr' is not used: remove it");
+    if (o.snr_source != "auto")
+      r.Warn("snr_source", "the model " + file + " is not conditioned on the S/N, so 'snr_source' is not used: remove it");
+  } else if (o.snr > 0 && md->snr_max > 0 && (o.snr < md->snr_min / 1.25 || o.snr > md->snr_max * 1.25)) {
+    r.Warn("snr", "S/N " + Num(o.snr) + " is outside the training range " + Num(md->snr_min) + "-" + Num(md->snr_max) +
+                      " of the model " + file + ": bins that use it are flagged outside_training");
+  }
 }
 
 }  // namespace
@@ -54,50 +80,41 @@ NodeSpec SbiNode::Spec() {
                      "band fluxes of the same bins (required when the model uses photometry)")
       .Output("results", "record", PortKind::kStream,
               "t10..t90 (Gyr), mh (dex): median, _p16, _p84, _err per bin; _samples with emit_samples")
-      .Param(ParamSpec::Path("model", "builtin")
-                 .Doc("SBI model file written by `cubeflow train` (metadata in <model>.yaml), or the name of a "
-                      "shipped model: `builtin` is <install>/share/cubeflow/models/sbi_builtin.pt (trained on the "
-                      "built-in SSP library; $CUBEFLOW_MODEL_DIR is searched first)"))
-      .Param(ParamSpec::Int("n_samples", 1000).Range(10, 1000000).Doc("posterior samples per bin"))
-      .Param(ParamSpec::Int("seed", 0).Min(0).Doc("seed of the posterior draws (combined with the bin id)"))
-      .Param(ParamSpec::Int("batch_size", 256).Range(1, 65536).Doc("bins per call"))
-      .Param(ParamSpec::Int("threads", 1).Range(0, 1024)
-                 .Doc("libtorch intra-op threads; 0: the run's thread count (1 is fastest when other nodes keep "
-                      "the cores busy: see docs/cnn.md)"))
-      .Param(ParamSpec::Bool("emit_samples", false).Doc("also emit the samples (<p>_samples, n_samples values each)"))
-      .Param(ParamSpec::Double("norm_tolerance", 0.05).Range(0, 10)
-                 .Doc("allowed |mean flux in the normalisation window - 1| of an input spectrum"))
-      .Param(ParamSpec::String("snr_source", "auto")
-                 .Choices({"auto", "meta", "variance"})
-                 .Doc("S/N the posterior is conditioned on: `meta` = the spectrum's meta snr (binning.voronoi's "
-                      "per-pixel S/N in its window, before rest-framing; the library's definition), `variance` = "
-                      "1 / median(sigma) in the normalisation window (too high after broadening, which correlates "
-                      "the noise), `auto` = meta if present, else variance"))
-      .Param(ParamSpec::Double("snr", 0).Range(0, 1e6)
-                 .Doc("S/N per pixel to assume when the chosen source gives none (0: such a spectrum stops the run)"))
+      .Param(&SbiOptions::model, "model",
+             "the name of a shipped model (sbi_builtin: trained on the built-in SSP library), looked up as "
+             "NAME.pt in $CUBEFLOW_MODEL_DIR, then <install>/share/cubeflow/models; or the path of an SBI model "
+             "file written by `cubeflow train` (metadata in <model>.yaml). A bare name (letters, digits, '_', "
+             "'-') is always a shipped model: write a file in the working directory as ./NAME.pt")
+      .Param(&SbiOptions::n_samples, "n_samples", "posterior samples per bin", InRange{10, 1000000})
+      .Param(&SbiOptions::seed, "seed", "seed of the posterior draws (combined with the bin id)", AtLeast{0})
+      .Param(&SbiOptions::batch_size, "batch_size", "bins per call", InRange{1, 65536})
+      .Param(&SbiOptions::threads, "threads",
+             "libtorch intra-op threads; 0: the run's thread count (1 is fastest when other nodes keep "
+             "the cores busy: see docs/cnn.md)",
+             InRange{0, 1024})
+      .Param(&SbiOptions::emit_samples, "emit_samples", "also emit the samples (<p>_samples, n_samples values each)")
+      .Param(&SbiOptions::norm_tolerance, "norm_tolerance",
+             "allowed |mean flux in the normalisation window - 1| of an input spectrum", InRange{0, 10})
+      .Param(&SbiOptions::snr_source, "snr_source",
+             "S/N the posterior is conditioned on: `meta` = the spectrum's meta snr (binning.voronoi's "
+             "per-pixel S/N in its window, before rest-framing; the library's definition), `variance` = "
+             "1 / median(sigma) in the normalisation window (too high after broadening, which correlates "
+             "the noise), `auto` = meta if present, else variance",
+             OneOf{{"auto", "meta", "variance"}})
+      .Param(&SbiOptions::snr, "snr",
+             "S/N per pixel to assume when the chosen source gives none (0: such a spectrum stops the run)",
+             InRange{0, 1e6})
+      .Check<SbiOptions>(CheckOptions)
       .Batched("batch_size")
       .Concurrent(Concurrency::kSerial);
 }
 
-SbiNode::SbiNode(const Params& p) {
-  const std::string& name = p.GetString("model");
-  if (name.empty())
-    throw Error("inference.sbi: parameter 'model' is empty: give `builtin` or the path of an SBI model file written "
-                "by `cubeflow train` with a 'kind: sbi' configuration");
-  std::string error;
-  const std::string path = ResolveModel(name, "sbi", &error);
-  if (path.empty()) throw Error("inference.sbi: parameter 'model': " + error);
-  auto m = sbi::SbiModel::Load(path);
-  if (!m.ok()) throw Error("inference.sbi: " + m.status().message());
-  Options o;
-  o.n_samples = p.GetInt("n_samples");
-  o.seed = static_cast<uint64_t>(p.GetInt("seed"));
-  o.threads = static_cast<int>(p.GetInt("threads"));
-  o.emit_samples = p.GetBool("emit_samples");
-  o.norm_tolerance = p.GetDouble("norm_tolerance");
-  o.snr = p.GetDouble("snr");
-  o.snr_source = p.GetString("snr_source");
-  Init(std::move(m).ValueOrThrow(), path, o);
+SbiNode::SbiNode(const Options& options) {
+  auto file = ModelFile(options.model);
+  if (!file.ok()) throw Error("parameter 'model': " + file.status().message());
+  auto m = sbi::SbiModel::Load(*file);
+  if (!m.ok()) throw Error("parameter 'model': " + m.status().message());
+  Init(std::move(m).ValueOrThrow(), *file, options);
 }
 
 SbiNode::SbiNode(std::unique_ptr<sbi::SbiModel> model, std::string model_path, const Options& options) {
@@ -123,8 +140,9 @@ void SbiNode::Process(ProcessContext& ctx) {
   const size_t n = ctx.size();
   const int64_t nw = md.encoder.nwave, nb = md.encoder.nbands, D = md.flow.dim, S = opt_.n_samples;
   if (nb > 0 && !ctx.Connected("photometry"))
-    throw Error("inference.sbi: model " + model_path_ + " uses photometry in bands " + Join(md.input.bands) +
-                ": connect the 'photometry' input");
+    throw Error("model " + model_path_ + " uses photometry in bands " + Join(md.input.bands, ", ", "(none)") +
+                ": connect the 'photometry' input (e.g. from photometry.hst_match), or use a model trained without "
+                "photometry");
   if (nb == 0 && ctx.Connected("photometry") && !warned_unused_phot_) {
     warned_unused_phot_ = true;
     ctx.Log(LogLevel::kWarn, "the model has no photometric branch: the 'photometry' input is ignored");
@@ -152,7 +170,7 @@ void SbiNode::Process(ProcessContext& ctx) {
         if (opt_.snr > 0) {
           v = opt_.snr;
         } else if (ok[i]) {
-          throw Error("inference.sbi: spectrum of bin " + std::to_string(s->id) + " has " +
+          throw Error("spectrum of bin " + std::to_string(s->id) + " has " +
                       (opt_.snr_source == "meta" ? std::string("no meta snr")
                                                  : "no usable variance in the normalisation window " +
                                                        Num(md.input.norm_min) + "-" + Num(md.input.norm_max) + " A" +
@@ -184,10 +202,10 @@ void SbiNode::Process(ProcessContext& ctx) {
   std::vector<float> summary(n * md.encoder.ContextDim());
   Status st = model_->Summarize(spec.data(), nb > 0 ? phot.data() : nullptr, snr.data(), static_cast<int64_t>(n),
                                 summary.data(), threads);
-  if (!st.ok()) throw Error("inference.sbi: " + st.message());
+  if (!st.ok()) throw Error("model " + model_path_ + ": " + st.message());
   std::vector<float> samples(n * S * D);
   st = model_->Sample(summary.data(), static_cast<int64_t>(n), S, keys.data(), opt_.seed, samples.data(), threads);
-  if (!st.ok()) throw Error("inference.sbi: " + st.message());
+  if (!st.ok()) throw Error("model " + model_path_ + ": " + st.message());
 
   const double nan = std::numeric_limits<double>::quiet_NaN();
   std::vector<float> v(S);

@@ -12,26 +12,11 @@
 #include <filesystem>
 #include <sstream>
 
+#include "cubeflow/strings.hpp"
+
 namespace cubeflow::photometry {
 
 namespace {
-
-std::string Num(double v, int prec = 4) {
-  std::ostringstream o;
-  o.precision(prec);
-  o << v;
-  return o.str();
-}
-
-std::string Lower(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
-std::string Upper(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  return s;
-}
 
 /// Sky offset (arcsec; east, north) of (ra, dec) from (ra0, dec0), small-angle.
 void SkyOffset(double ra0, double dec0, double ra, double dec, double& east, double& north) {
@@ -80,17 +65,23 @@ const char* NoiseName(NoiseMode m) {
 }  // namespace
 
 // ------------------------------------------------------------------------------------------
-// One band
+// One band: the steps of ProcessBand, in order
 
-Result<BandImage> ProcessBand(const MuseGrid& grid, const BandOptions& opt, const LogFn& log) {
-  const auto t_start = std::chrono::steady_clock::now();
-  auto say = [&](LogLevel l, const std::string& m) {
-    if (log) log(l, "band " + opt.band + ": " + m);
-  };
-  BandImage out;
-  out.band = opt.band;
-  out.path = opt.path;
-  if (grid.nx <= 0 || grid.ny <= 0) return Status::Error("band " + opt.band + ": empty MUSE grid");
+namespace {
+
+void Say(const LogFn& log, const BandOptions& opt, LogLevel l, const std::string& m) {
+  if (log) log(l, "band " + opt.band + ": " + m);
+}
+
+/// The band's image, opened, with its WCS and the MUSE grid's.
+struct OpenedImage {
+  std::unique_ptr<fits::ImageReader> img;
+  std::string where;  ///< the image and the band, for messages
+  fits::Wcs hst, muse;
+  int64_t W = 0, H = 0;  ///< image size, pixels
+};
+
+Result<OpenedImage> OpenImage(const MuseGrid& grid, const BandOptions& opt) {
   CUBEFLOW_ASSIGN_OR_RETURN(std::unique_ptr<fits::ImageReader> img,
                             fits::ImageReader::Open(opt.path, opt.extension, {"SCI"}));
   const std::string where = img->Where() + " (band " + opt.band + ")";
@@ -98,66 +89,96 @@ Result<BandImage> ProcessBand(const MuseGrid& grid, const BandOptions& opt, cons
     return Status::Error(where + " has no celestial WCS (CTYPE1/CTYPE2, CRVAL, CRPIX, CD or CDELT): cannot place it "
                          "on the MUSE grid");
   auto hw_r = fits::Wcs::FromCards(img->wcs());
-  if (!hw_r.ok()) return Status::Error(where + ": unusable WCS: " + hw_r.status().message());
+  if (!hw_r.ok())
+    return Status::Error(where + ": unusable WCS: " + hw_r.status().message() +
+                         "; fix its CTYPE, CRVAL, CRPIX and CD/CDELT keywords");
   auto mw_r = fits::Wcs::FromCards(grid.wcs);
   if (!mw_r.ok())
     return Status::Error("the MUSE grid (from the binning) has no usable celestial WCS: " + mw_r.status().message() +
                          "; the cube must carry CTYPE1/2, CRVAL, CRPIX and CD/CDELT keywords");
-  const fits::Wcs& hw = *hw_r;
-  const fits::Wcs& mw = *mw_r;
   const int64_t W = img->nx(), H = img->ny();
+  return OpenedImage{std::move(img), where, std::move(*hw_r), std::move(*mw_r), W, H};
+}
 
-  // --- Local geometry at the MUSE field centre.
-  KernelGeometry geom;
-  double hst_cd[2][2];
-  double ra_c = 0, dec_c = 0, hcx = 0, hcy = 0;
+/// Local geometry of the two grids at the MUSE field centre.
+struct FieldGeometry {
+  KernelGeometry kernel;      ///< MUSE pixel axes on the sky and HST -> MUSE pixel steps
+  double hst_cd[2][2] = {};   ///< d(sky arcsec) / d(HST pixel)
+  double ra_c = 0, dec_c = 0; ///< MUSE field centre, degrees
+  double hst_area = 0;        ///< HST pixel area, arcsec^2
+  double s_hx = 0, s_hy = 0;  ///< HST pixel steps along its axes, arcsec
+  double s_m = 0;             ///< MUSE pixel scale, arcsec
+};
+
+Result<FieldGeometry> RelateGrids(const MuseGrid& grid, const OpenedImage& im) {
+  FieldGeometry g;
+  double hcx = 0, hcy = 0;
   const double mcx = 0.5 * static_cast<double>(grid.nx - 1), mcy = 0.5 * static_cast<double>(grid.ny - 1);
   try {
-    SkyJacobian(mw, mcx, mcy, geom.muse_cd);
-    mw.PixelToSky(mcx, mcy, ra_c, dec_c);
-    hw.SkyToPixel(ra_c, dec_c, hcx, hcy);
-    SkyJacobian(hw, hcx, hcy, hst_cd);
+    SkyJacobian(im.muse, mcx, mcy, g.kernel.muse_cd);
+    im.muse.PixelToSky(mcx, mcy, g.ra_c, g.dec_c);
+    im.hst.SkyToPixel(g.ra_c, g.dec_c, hcx, hcy);
+    SkyJacobian(im.hst, hcx, hcy, g.hst_cd);
     // d(MUSE pixel)/d(HST pixel) = (d sky/d MUSE)^-1 (d sky/d HST)
-    const double (&c)[2][2] = geom.muse_cd;
+    const double (&c)[2][2] = g.kernel.muse_cd;
     const double det = c[0][0] * c[1][1] - c[0][1] * c[1][0];
     const double ci[2][2] = {{c[1][1] / det, -c[0][1] / det}, {-c[1][0] / det, c[0][0] / det}};
     for (int i = 0; i < 2; ++i)
-      for (int j = 0; j < 2; ++j) geom.hst_to_muse[i][j] = ci[i][0] * hst_cd[0][j] + ci[i][1] * hst_cd[1][j];
+      for (int j = 0; j < 2; ++j) g.kernel.hst_to_muse[i][j] = ci[i][0] * g.hst_cd[0][j] + ci[i][1] * g.hst_cd[1][j];
   } catch (const std::exception& e) {
-    return Status::Error(where + ": cannot relate its WCS to the MUSE grid's: " + e.what());
+    return Status::Error(im.where + ": cannot relate its WCS to the MUSE grid's: " + e.what() +
+                         "; check that both are celestial (RA/Dec) WCSs of the same field");
   }
-  const double hst_area = std::abs(hst_cd[0][0] * hst_cd[1][1] - hst_cd[0][1] * hst_cd[1][0]);
-  const double s_hx = std::hypot(hst_cd[0][0], hst_cd[1][0]), s_hy = std::hypot(hst_cd[0][1], hst_cd[1][1]);
-  const double s_m = std::sqrt(std::abs(geom.muse_cd[0][0] * geom.muse_cd[1][1] - geom.muse_cd[0][1] * geom.muse_cd[1][0]));
-  out.hst_pix_arcsec = std::sqrt(hst_area);
-  out.muse_pix_arcsec = s_m;
-  if (!(hst_area > 0) || !(s_m > 0)) return Status::Error(where + ": degenerate pixel scale in the WCS");
+  const auto& hcd = g.hst_cd;
+  const auto& mcd = g.kernel.muse_cd;
+  g.hst_area = std::abs(hcd[0][0] * hcd[1][1] - hcd[0][1] * hcd[1][0]);
+  g.s_hx = std::hypot(hcd[0][0], hcd[1][0]);
+  g.s_hy = std::hypot(hcd[0][1], hcd[1][1]);
+  g.s_m = std::sqrt(std::abs(mcd[0][0] * mcd[1][1] - mcd[0][1] * mcd[1][0]));
+  return g;
+}
 
-  // --- PSF matching: pre-smoothing on the HST grid, kernel on the MUSE grid.
-  const bool matching = opt.psf.muse_fwhm > 0;
-  double sigma_pre = matching ? PreSmoothingSigma(opt.psf, s_m) : 0.0;
-  std::vector<double> kx{1.0}, ky{1.0};
-  if (sigma_pre / std::max(s_hx, s_hy) >= 0.5) {
-    kx = GaussianKernel1D(sigma_pre / s_hx);
-    ky = GaussianKernel1D(sigma_pre / s_hy);
+/// PSF matching: the pre-smoothing on the HST grid and the kernel on the MUSE grid.
+struct PsfPlan {
+  bool matching = false;
+  double sigma_pre = 0;                  ///< pre-smoothing sigma, arcsec (0: none)
+  std::vector<double> kx{1.0}, ky{1.0};  ///< pre-smoothing kernels along the HST axes
+  Kernel2D kernel;                       ///< matching kernel (with matching)
+  /// With matching the spaxels near the field's edge receive light from beyond it: the band is
+  /// resampled onto the field padded by the kernel radius, convolved, then cut to the field.
+  int64_t pad = 0;
+};
+
+Result<PsfPlan> PlanPsfMatching(const BandOptions& opt, const FieldGeometry& g) {
+  PsfPlan p;
+  p.matching = opt.psf.muse_fwhm > 0;
+  double sigma_pre = p.matching ? PreSmoothingSigma(opt.psf, g.s_m) : 0.0;
+  if (sigma_pre / std::max(g.s_hx, g.s_hy) >= 0.5) {
+    p.kx = GaussianKernel1D(sigma_pre / g.s_hx);
+    p.ky = GaussianKernel1D(sigma_pre / g.s_hy);
   } else {
     sigma_pre = 0;
   }
-  out.sigma_pre_arcsec = sigma_pre;
-  Kernel2D kernel;
-  if (matching) {
-    auto k = BuildMatchingKernel(geom, opt.psf, sigma_pre);
+  p.sigma_pre = sigma_pre;
+  if (p.matching) {
+    auto k = BuildMatchingKernel(g.kernel, opt.psf, sigma_pre);
     if (!k.ok()) return Status::Error("band " + opt.band + ": " + k.status().message());
-    kernel = std::move(*k);
-    out.kernel_radius = kernel.r;
+    p.kernel = std::move(*k);
   }
-  const int64_t rx = static_cast<int64_t>(kx.size() / 2), ry = static_cast<int64_t>(ky.size() / 2);
-  // With PSF matching the spaxels near the field's edge receive light from beyond it: resample
-  // onto the field padded by the kernel radius (pad), convolve, then keep the field.
-  const int64_t pad = matching ? kernel.r : 0;
-  const int64_t PX = grid.nx + 2 * pad, PY = grid.ny + 2 * pad;
+  p.pad = p.matching ? p.kernel.r : 0;
+  return p;
+}
 
-  // --- Which HST pixels can reach the MUSE field: its boundary mapped into HST pixels.
+/// HST pixels [x0, x1] x [y0, y1] (inclusive) used for the band.
+struct Crop {
+  int64_t x0 = 0, x1 = 0, y0 = 0, y1 = 0;
+};
+
+/// The HST pixels that can reach the MUSE field padded by `pad`: its boundary mapped into the
+/// image, plus one pixel. Fails if they miss the image.
+Result<Crop> CropToField(const MuseGrid& grid, const OpenedImage& im, const FieldGeometry& g, int64_t pad) {
+  const fits::Wcs& hw = im.hst;
+  const fits::Wcs& mw = im.muse;
   double bx0 = 1e300, bx1 = -1e300, by0 = 1e300, by1 = -1e300;
   {
     const int64_t nsx = std::max<int64_t>(8, std::min<int64_t>(grid.nx, 256)), nsy = std::max<int64_t>(8, std::min<int64_t>(grid.ny, 256));
@@ -188,204 +209,264 @@ Result<BandImage> ProcessBand(const MuseGrid& grid, const BandOptions& opt, cons
     }
   }
   if (!(bx1 >= bx0))
-    return Status::Error(where + ": the MUSE field cannot be mapped into the image's pixels (WCS transform failed)");
-  const int64_t cx0 = std::max<int64_t>(0, static_cast<int64_t>(std::floor(bx0)) - 1);
-  const int64_t cx1 = std::min<int64_t>(W - 1, static_cast<int64_t>(std::ceil(bx1)) + 1);
-  const int64_t cy0 = std::max<int64_t>(0, static_cast<int64_t>(std::floor(by0)) - 1);
-  const int64_t cy1 = std::min<int64_t>(H - 1, static_cast<int64_t>(std::ceil(by1)) + 1);
-  if (cx0 > cx1 || cy0 > cy1) {
+    return Status::Error(im.where + ": the MUSE field cannot be mapped into the image's pixels (WCS transform failed); "
+                         "check that the image covers the galaxy and that its WCS is right");
+  const int64_t W = im.W, H = im.H;
+  Crop c;
+  c.x0 = std::max<int64_t>(0, static_cast<int64_t>(std::floor(bx0)) - 1);
+  c.x1 = std::min<int64_t>(W - 1, static_cast<int64_t>(std::ceil(bx1)) + 1);
+  c.y0 = std::max<int64_t>(0, static_cast<int64_t>(std::floor(by0)) - 1);
+  c.y1 = std::min<int64_t>(H - 1, static_cast<int64_t>(std::ceil(by1)) + 1);
+  if (c.x0 > c.x1 || c.y0 > c.y1) {
     double ra_h = 0, dec_h = 0;
     try { hw.PixelToSky(0.5 * static_cast<double>(W - 1), 0.5 * static_cast<double>(H - 1), ra_h, dec_h); } catch (...) {}
-    return Status::Error(where + " does not overlap the MUSE field: the field maps to image pixels x " + Num(bx0, 7) +
+    return Status::Error(im.where + " does not overlap the MUSE field: the field maps to image pixels x " + Num(bx0, 7) +
                          ".." + Num(bx1, 7) + ", y " + Num(by0, 7) + ".." + Num(by1, 7) + " but the image is " +
                          std::to_string(W) + "x" + std::to_string(H) + " (image centre RA " + Num(ra_h, 9) + ", Dec " +
-                         Num(dec_h, 9) + "; MUSE field centre RA " + Num(ra_c, 9) + ", Dec " + Num(dec_c, 9) +
+                         Num(dec_h, 9) + "; MUSE field centre RA " + Num(g.ra_c, 9) + ", Dec " + Num(g.dec_c, 9) +
                          "); check that the file covers the galaxy and that both WCSs are right");
   }
-  out.crop[0] = cx0;
-  out.crop[1] = cx1;
-  out.crop[2] = cy0;
-  out.crop[3] = cy1;
+  return c;
+}
 
-  // --- Calibration.
-  CalibrationOptions copt = opt.calib;
-  copt.band = opt.band;
-  copt.pixel_area_arcsec2 = hst_area;
-  CUBEFLOW_ASSIGN_OR_RETURN(out.calib, Calibrate(*img, copt));
-  out.pivot = out.calib.pivot;
-  const double factor = out.calib.factor;
+/// Where the per-pixel variance comes from.
+struct NoisePlan {
+  NoiseMode mode = NoiseMode::kAuto;           ///< resolved: never kAuto
+  std::unique_ptr<fits::ImageReader> err_img;  ///< the error (err) or weight (ivm) extension
+  bool poisson = false;                        ///< estimate mode: add the source Poisson term
+  double corr = 1.0;                           ///< variance factor of the extension's errors
+};
 
-  // --- Noise source.
+/// Resolves `noise: auto` and opens the error or weight extension (same size as the image).
+Result<NoisePlan> OpenNoise(const BandOptions& opt, const OpenedImage& im, const Calibration& calib) {
+  NoisePlan n;
   NoiseMode mode = opt.noise;
   std::string err_ext = opt.error_extension;
   if (mode == NoiseMode::kAuto) {
     const std::string e = err_ext.empty() ? "ERR" : err_ext;
-    mode = img->HasExtension(e) ? NoiseMode::kErr : NoiseMode::kEstimate;
+    mode = im.img->HasExtension(e) ? NoiseMode::kErr : NoiseMode::kEstimate;
     if (mode == NoiseMode::kErr) err_ext = e;
   }
   if (mode == NoiseMode::kErr && err_ext.empty()) err_ext = "ERR";
   if (mode == NoiseMode::kIvm && err_ext.empty()) err_ext = "WHT";
-  std::unique_ptr<fits::ImageReader> err_img;
   if (mode == NoiseMode::kErr || mode == NoiseMode::kIvm) {
     auto er = fits::ImageReader::Open(opt.path, err_ext);
     if (!er.ok())
       return Status::Error("band " + opt.band + ": noise '" + NoiseName(mode) + "' needs the " +
                            (mode == NoiseMode::kErr ? "error (sigma)" : "inverse-variance weight") + " extension: " +
                            er.status().message() + "; or set noise: estimate");
-    err_img = std::move(*er);
-    if (err_img->nx() != W || err_img->ny() != H)
-      return Status::Error(err_img->Where() + " is " + std::to_string(err_img->nx()) + "x" +
-                           std::to_string(err_img->ny()) + " but the science image " + img->Where() + " is " +
-                           std::to_string(W) + "x" + std::to_string(H));
+    n.err_img = std::move(*er);
+    if (n.err_img->nx() != im.W || n.err_img->ny() != im.H)
+      return Status::Error(n.err_img->Where() + " is " + std::to_string(n.err_img->nx()) + "x" +
+                           std::to_string(n.err_img->ny()) + " but the science image " + im.img->Where() + " is " +
+                           std::to_string(im.W) + "x" + std::to_string(im.H) +
+                           ": set error_extension to the image's own error extension, or noise: estimate");
   }
-  out.noise_source = NoiseName(mode);
-  const bool poisson = opt.poisson && mode == NoiseMode::kEstimate && out.calib.unit.electrons && out.calib.exptime > 0 &&
-                       (out.calib.unit.unit == PixelUnit::kCountRate || out.calib.unit.unit == PixelUnit::kCounts);
-  const double corr = (mode == NoiseMode::kErr || mode == NoiseMode::kIvm) ? opt.noise_correlation : 1.0;
+  n.mode = mode;
+  n.poisson = opt.poisson && mode == NoiseMode::kEstimate && calib.unit.electrons && calib.exptime > 0 &&
+              (calib.unit.unit == PixelUnit::kCountRate || calib.unit.unit == PixelUnit::kCounts);
+  n.corr = (mode == NoiseMode::kErr || mode == NoiseMode::kIvm) ? opt.noise_correlation : 1.0;
+  return n;
+}
 
-  // --- Pixel corners -> MUSE pixels.
-  CUBEFLOW_ASSIGN_OR_RETURN(PixelTransform xf, PixelTransform::Build(hw, mw, static_cast<double>(cx0) - 0.5,
-                                                                     static_cast<double>(cy0) - 0.5,
-                                                                     static_cast<double>(cx1) + 0.5,
-                                                                     static_cast<double>(cy1) + 0.5));
-  out.transform_step = xf.step();
+/// A bounded sample of |second differences| of pixels along x, for the background noise per
+/// pixel before smoothing (DER_SNR-like; insensitive to structure smoother than a few pixels).
+class BackgroundSample {
+ public:
+  void AddRow(const double* row, int64_t n) {
+    for (int64_t i = 1; i + 1 < n; ++i) {
+      const double d = row[i - 1] - 2 * row[i] + row[i + 1];
+      if (!std::isfinite(d)) continue;
+      if (seen_++ % stride_ == 0) d_.push_back(static_cast<float>(std::abs(d)));
+      if (d_.size() >= 4000000) {  // keep memory bounded: thin out, sample more sparsely
+        std::vector<float> keep;
+        keep.reserve(d_.size() / 2 + 1);
+        for (size_t k = 0; k < d_.size(); k += 2) keep.push_back(d_[k]);
+        d_.swap(keep);
+        stride_ *= 2;
+      }
+    }
+  }
+  size_t size() const { return d_.size(); }
+  /// Robust sigma per pixel: 1.4826 x median |d| / sqrt(6).
+  double Sigma() { return 1.482602 * Median(d_) / std::sqrt(6.0); }
 
-  // --- The strip loop.
+ private:
+  std::vector<float> d_;
+  int64_t stride_ = 1, seen_ = 0;
+};
+
+/// One strip of HST rows: core rows [ys, ye] of the crop, read with the pre-smoothing kernel's
+/// overlap (rows r0..r0 + nr - 1, columns c0..c0 + nc - 1).
+struct Strip {
+  int64_t ys = 0, ye = 0, ncore = 0;
+  int64_t r0 = 0, nr = 0, c0 = 0, nc = 0;
+};
+
+/// Working arrays of the strip loop (reused from strip to strip).
+struct StripBuffers {
+  std::vector<double> sci, err;  ///< nr x nc: raw, then calibrated (NaN = invalid); errors
+  std::vector<double> var;       ///< ncore x (crop width): variance of the core pixels (known part)
+  std::vector<double> sm;        ///< ncore x nc: pre-smoothed core rows
+  std::vector<double> cxs, cys;  ///< (ncore + 1) x (crop width + 1): pixel corners in MUSE pixels
+};
+
+/// Raw values -> erg/s/cm^2/A (NaN where invalid) and the variance of the core pixels.
+void CalibrateStrip(const Strip& s, const Crop& crop, const NoisePlan& noise, const Calibration& calib,
+                    StripBuffers& b) {
+  const int64_t ncx = crop.x1 - crop.x0 + 1;
+  const double factor = calib.factor;
+  b.var.assign(static_cast<size_t>(s.ncore * ncx), 0.0);
+  for (int64_t r = 0; r < s.nr; ++r)
+    for (int64_t c = 0; c < s.nc; ++c) {
+      const size_t i = static_cast<size_t>(r * s.nc + c);
+      const double raw = b.sci[i];
+      bool ok = std::isfinite(raw);
+      double v = 0;
+      if (ok && noise.err_img) {
+        const double e = b.err[i];
+        if (noise.mode == NoiseMode::kErr) {
+          ok = std::isfinite(e) && e > 0;
+          v = e * e;
+        } else {
+          ok = std::isfinite(e) && e > 0;
+          v = ok ? 1.0 / e : 0.0;
+        }
+        v *= factor * factor * noise.corr;
+      } else if (ok && noise.poisson) {
+        const double counts_var = calib.unit.unit == PixelUnit::kCountRate ? std::max(raw, 0.0) / calib.exptime
+                                                                            : std::max(raw, 0.0);
+        v = counts_var * factor * factor;
+      }
+      b.sci[i] = ok ? raw * factor : kNaN;
+      const int64_t y = s.r0 + r, x = s.c0 + c;
+      if (y >= s.ys && y <= s.ye && x >= crop.x0 && x <= crop.x1)
+        b.var[static_cast<size_t>((y - s.ys) * ncx + (x - crop.x0))] = ok ? v : 0.0;
+    }
+}
+
+/// Normalised, NaN-aware pre-smoothing of the core rows (a copy without pre-smoothing).
+void SmoothStrip(const Strip& s, const PsfPlan& psf, StripBuffers& b) {
+  if (psf.sigma_pre > 0) {
+    SmoothBlock(b.sci, s.nr, s.nc, psf.kx, psf.ky, s.ys - s.r0, s.ncore, b.sm);
+  } else {
+    b.sm.assign(static_cast<size_t>(s.ncore * s.nc), kNaN);
+    std::copy(b.sci.begin() + (s.ys - s.r0) * s.nc, b.sci.begin() + (s.ys - s.r0 + s.ncore) * s.nc, b.sm.begin());
+  }
+}
+
+/// Corners of the core pixels in (padded) MUSE pixel coordinates.
+void MapCorners(const Strip& s, const Crop& crop, const PixelTransform& xf, int64_t pad, StripBuffers& b) {
+  const int64_t ncc = crop.x1 - crop.x0 + 2;
+  b.cxs.resize(static_cast<size_t>((s.ncore + 1) * ncc));
+  b.cys.resize(b.cxs.size());
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, s.ncore + 1, 16), [&](const tbb::blocked_range<int64_t>& rr) {
+    for (int64_t j = rr.begin(); j < rr.end(); ++j)
+      for (int64_t i = 0; i < ncc; ++i) {
+        const size_t k = static_cast<size_t>(j * ncc + i);
+        xf.Map(static_cast<double>(crop.x0 + i) - 0.5, static_cast<double>(s.ys + j) - 0.5, b.cxs[k], b.cys[k]);
+        b.cxs[k] += static_cast<double>(pad);
+        b.cys[k] += static_cast<double>(pad);
+      }
+  });
+}
+
+/// Deposits every valid core pixel onto the grid by exact polygon overlap (atomic additions).
+void DepositStrip(const Strip& s, const Crop& crop, const StripBuffers& b, GridSums& total) {
+  const int64_t ncx = crop.x1 - crop.x0 + 1, ncc = ncx + 1;
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, s.ncore, 4), [&](const tbb::blocked_range<int64_t>& rr) {
+    for (int64_t j = rr.begin(); j < rr.end(); ++j) {
+      const double* srow = b.sm.data() + j * s.nc + (crop.x0 - s.c0);
+      const double* vrow = b.var.data() + j * ncx;
+      for (int64_t i = 0; i < ncx; ++i) {
+        const double f = srow[i];
+        if (!std::isfinite(f)) continue;
+        const size_t k00 = static_cast<size_t>(j * ncc + i), k10 = k00 + 1,
+                     k11 = k00 + 1 + static_cast<size_t>(ncc), k01 = k00 + static_cast<size_t>(ncc);
+        const double qx[4] = {b.cxs[k00], b.cxs[k10], b.cxs[k11], b.cxs[k01]};
+        const double qy[4] = {b.cys[k00], b.cys[k10], b.cys[k11], b.cys[k01]};
+        DepositQuad(qx, qy, f, vrow[i], total, true);
+      }
+    }
+  });
+}
+
+/// The strip loop: reads the crop `strip_rows` rows at a time (peak memory: one strip), and
+/// calibrates, samples the background (estimate mode), pre-smooths and deposits each strip
+/// onto `total`, one accumulator on the padded MUSE grid filled with atomic additions (memory
+/// does not grow with the thread count).
+Status ResampleStrips(const BandOptions& opt, const OpenedImage& im, const Crop& crop, const PsfPlan& psf,
+                      const NoisePlan& noise, const Calibration& calib, const PixelTransform& xf, GridSums& total,
+                      BackgroundSample& background) {
   const int64_t S = std::max<int64_t>(opt.strip_rows, 1);
-  const int64_t ncx = cx1 - cx0 + 1;
-  // One accumulator on the (padded) MUSE grid, filled with atomic additions: memory does not
-  // grow with the thread count.
-  GridSums total;
-  total.Reset(PX, PY);
-  std::vector<float> noise_d;  // |second differences| of pixels along x (a bounded sample)
-  int64_t noise_stride = 1, noise_seen = 0;
-  std::vector<double> sci, err, sm, var, cxs, cys;
-  for (int64_t ys = cy0; ys <= cy1; ys += S) {
-    const int64_t ye = std::min(cy1, ys + S - 1), ncore = ye - ys + 1;
-    const int64_t r0 = std::max<int64_t>(0, ys - ry), r1 = std::min<int64_t>(H - 1, ye + ry);
-    const int64_t c0 = std::max<int64_t>(0, cx0 - rx), c1 = std::min<int64_t>(W - 1, cx1 + rx);
-    const int64_t nr = r1 - r0 + 1, nc = c1 - c0 + 1;
-    CUBEFLOW_RETURN_NOT_OK(img->ReadBlock(r0, nr, sci, c0, nc));
-    if (err_img) CUBEFLOW_RETURN_NOT_OK(err_img->ReadBlock(r0, nr, err, c0, nc));
-    // Calibrate; the variance of the core rows (known part).
-    var.assign(static_cast<size_t>(ncore * ncx), 0.0);
-    for (int64_t r = 0; r < nr; ++r)
-      for (int64_t c = 0; c < nc; ++c) {
-        const size_t i = static_cast<size_t>(r * nc + c);
-        const double raw = sci[i];
-        bool ok = std::isfinite(raw);
-        double v = 0;
-        if (ok && err_img) {
-          const double e = err[i];
-          if (mode == NoiseMode::kErr) {
-            ok = std::isfinite(e) && e > 0;
-            v = e * e;
-          } else {
-            ok = std::isfinite(e) && e > 0;
-            v = ok ? 1.0 / e : 0.0;
-          }
-          v *= factor * factor * corr;
-        } else if (ok && poisson) {
-          const double counts_var = out.calib.unit.unit == PixelUnit::kCountRate
-                                        ? std::max(raw, 0.0) / out.calib.exptime
-                                        : std::max(raw, 0.0);
-          v = counts_var * factor * factor;
-        }
-        sci[i] = ok ? raw * factor : kNaN;
-        const int64_t y = r0 + r, x = c0 + c;
-        if (y >= ys && y <= ye && x >= cx0 && x <= cx1)
-          var[static_cast<size_t>((y - ys) * ncx + (x - cx0))] = ok ? v : 0.0;
-      }
-    // Background noise per pixel (before smoothing): robust second differences along x
-    // (DER_SNR-like; insensitive to structure smoother than a few pixels).
-    if (mode == NoiseMode::kEstimate) {
-      for (int64_t y = ys; y <= ye; ++y) {
-        const double* row = sci.data() + (y - r0) * nc + (cx0 - c0);
-        for (int64_t i = 1; i + 1 < ncx; ++i) {
-          const double d = row[i - 1] - 2 * row[i] + row[i + 1];
-          if (!std::isfinite(d)) continue;
-          if (noise_seen++ % noise_stride == 0) noise_d.push_back(static_cast<float>(std::abs(d)));
-          if (noise_d.size() >= 4000000) {  // keep memory bounded: thin out, sample more sparsely
-            std::vector<float> keep;
-            keep.reserve(noise_d.size() / 2 + 1);
-            for (size_t k = 0; k < noise_d.size(); k += 2) keep.push_back(noise_d[k]);
-            noise_d.swap(keep);
-            noise_stride *= 2;
-          }
-        }
-      }
-    }
-    // Pre-smoothing (normalised, NaN-aware) of the core rows.
-    if (sigma_pre > 0) {
-      SmoothBlock(sci, nr, nc, kx, ky, ys - r0, ncore, sm);
-    } else {
-      sm.assign(static_cast<size_t>(ncore * nc), kNaN);
-      std::copy(sci.begin() + (ys - r0) * nc, sci.begin() + (ys - r0 + ncore) * nc, sm.begin());
-    }
-    // Corners of the core pixels in MUSE pixel coordinates.
-    const int64_t ncc = ncx + 1;
-    cxs.resize(static_cast<size_t>((ncore + 1) * ncc));
-    cys.resize(cxs.size());
-    tbb::parallel_for(tbb::blocked_range<int64_t>(0, ncore + 1, 16), [&](const tbb::blocked_range<int64_t>& rr) {
-      for (int64_t j = rr.begin(); j < rr.end(); ++j)
-        for (int64_t i = 0; i < ncc; ++i) {
-          const size_t k = static_cast<size_t>(j * ncc + i);
-          xf.Map(static_cast<double>(cx0 + i) - 0.5, static_cast<double>(ys + j) - 0.5, cxs[k], cys[k]);
-          cxs[k] += static_cast<double>(pad);
-          cys[k] += static_cast<double>(pad);
-        }
-    });
-    // Deposit.
-    tbb::parallel_for(tbb::blocked_range<int64_t>(0, ncore, 4), [&](const tbb::blocked_range<int64_t>& rr) {
-      for (int64_t j = rr.begin(); j < rr.end(); ++j) {
-        const double* srow = sm.data() + j * nc + (cx0 - c0);
-        const double* vrow = var.data() + j * ncx;
-        for (int64_t i = 0; i < ncx; ++i) {
-          const double f = srow[i];
-          if (!std::isfinite(f)) continue;
-          const size_t k00 = static_cast<size_t>(j * ncc + i), k10 = k00 + 1,
-                       k11 = k00 + 1 + static_cast<size_t>(ncc), k01 = k00 + static_cast<size_t>(ncc);
-          const double qx[4] = {cxs[k00], cxs[k10], cxs[k11], cxs[k01]};
-          const double qy[4] = {cys[k00], cys[k10], cys[k11], cys[k01]};
-          DepositQuad(qx, qy, f, vrow[i], total, true);
-        }
-      }
-    });
+  const int64_t ncx = crop.x1 - crop.x0 + 1;
+  const int64_t rx = static_cast<int64_t>(psf.kx.size() / 2), ry = static_cast<int64_t>(psf.ky.size() / 2);
+  StripBuffers b;
+  for (int64_t ys = crop.y0; ys <= crop.y1; ys += S) {
+    Strip s;
+    s.ys = ys;
+    s.ye = std::min(crop.y1, ys + S - 1);
+    s.ncore = s.ye - s.ys + 1;
+    s.r0 = std::max<int64_t>(0, ys - ry);
+    const int64_t r1 = std::min<int64_t>(im.H - 1, s.ye + ry);
+    s.c0 = std::max<int64_t>(0, crop.x0 - rx);
+    const int64_t c1 = std::min<int64_t>(im.W - 1, crop.x1 + rx);
+    s.nr = r1 - s.r0 + 1;
+    s.nc = c1 - s.c0 + 1;
+    CUBEFLOW_RETURN_NOT_OK(im.img->ReadBlock(s.r0, s.nr, b.sci, s.c0, s.nc));
+    if (noise.err_img) CUBEFLOW_RETURN_NOT_OK(noise.err_img->ReadBlock(s.r0, s.nr, b.err, s.c0, s.nc));
+    CalibrateStrip(s, crop, noise, calib, b);
+    if (noise.mode == NoiseMode::kEstimate)
+      for (int64_t y = s.ys; y <= s.ye; ++y) background.AddRow(b.sci.data() + (y - s.r0) * s.nc + (crop.x0 - s.c0), ncx);
+    SmoothStrip(s, psf, b);
+    MapCorners(s, crop, xf, psf.pad, b);
+    DepositStrip(s, crop, b, total);
   }
-  double covered = 0;  // spaxels of the field (not the padding)
+  return Status::OK();
+}
+
+/// Covered area of the field (not the padding), in spaxels.
+double CoveredSpaxels(const MuseGrid& grid, const GridSums& total, int64_t pad) {
+  const int64_t PX = grid.nx + 2 * pad;
+  double covered = 0;
   for (int64_t y = 0; y < grid.ny; ++y)
     for (int64_t x = 0; x < grid.nx; ++x) covered += total.area[static_cast<size_t>((y + pad) * PX + x + pad)];
-  if (!(covered > 1e-6))
-    return Status::Error(where + ": no valid pixel falls on the MUSE field (the overlapping part of the image is "
-                         "NaN or has zero weight); check that the file covers the galaxy");
+  return covered;
+}
 
-  // --- Background noise (estimate mode).
-  if (mode == NoiseMode::kEstimate) {
-    if (noise_d.size() >= 50) {
-      out.sigma_pix = 1.482602 * Median(noise_d) / std::sqrt(6.0);
-      const double v = out.sigma_pix * out.sigma_pix * opt.noise_correlation;
-      for (size_t i = 0; i < total.var.size(); ++i) total.var[i] += v * total.npix[i];
-    } else {
-      say(LogLevel::kWarn, "too few valid pixels to estimate the background noise of " + img->Where() +
-                               ": errors hold only the Poisson and calibration terms");
-    }
+/// Estimate mode: adds the background variance per HST pixel to the sums.
+void AddBackgroundNoise(const BandOptions& opt, const LogFn& log, const OpenedImage& im,
+                        BackgroundSample& background, GridSums& total, BandImage& out) {
+  if (background.size() >= 50) {
+    out.sigma_pix = background.Sigma();
+    const double v = out.sigma_pix * out.sigma_pix * opt.noise_correlation;
+    for (size_t i = 0; i < total.var.size(); ++i) total.var[i] += v * total.npix[i];
+  } else {
+    Say(log, opt, LogLevel::kWarn,
+        "too few valid pixels to estimate the background noise of " + im.img->Where() +
+            ": errors hold only the Poisson and calibration terms");
   }
+}
 
-  // --- Onto the MUSE grid: full-coverage flux per spaxel, PSF-matched. (Arrays are released as
-  // soon as they are used, to keep the peak near 8 doubles per padded spaxel.)
+/// Onto the MUSE grid: the full-coverage flux per spaxel, PSF-matched, cut to the field, and
+/// (with matching) the padded variance and the noise kernel. Arrays are released as soon as
+/// they are used, to keep the peak near 8 doubles per padded spaxel.
+Status ToMuseGrid(const MuseGrid& grid, const BandOptions& opt, const FieldGeometry& g, const PsfPlan& psf,
+                  GridSums& total, BandImage& out) {
+  const int64_t pad = psf.pad, PX = grid.nx + 2 * pad, PY = grid.ny + 2 * pad;
   const size_t nsp = static_cast<size_t>(grid.nx * grid.ny);
   std::vector<double>().swap(total.npix);
   std::vector<double>& parea = total.area;
   for (double& a : parea) a = std::clamp(a, 0.0, 1.0);
   std::vector<double> pflux, pcov;
-  if (matching) {
-    ConvolveNormalised(total.flux, parea, PX, PY, kernel, pflux, pcov);
+  if (psf.matching) {
+    ConvolveNormalised(total.flux, parea, PX, PY, psf.kernel, pflux, pcov);
     std::vector<double>().swap(total.flux);
   } else {
     pflux.swap(total.flux);
     for (size_t i = 0; i < parea.size(); ++i) pflux[i] = parea[i] > 1e-9 ? pflux[i] / parea[i] : kNaN;
   }
-  const std::vector<double>& pc = matching ? pcov : parea;
+  const std::vector<double>& pc = psf.matching ? pcov : parea;
   out.flux.resize(nsp);
   out.var.resize(nsp);
   out.area.resize(nsp);
@@ -398,8 +479,8 @@ Result<BandImage> ProcessBand(const MuseGrid& grid, const BandOptions& opt, cons
       out.area[i] = parea[pi];
       out.coverage[i] = std::clamp(pc[pi], 0.0, 1.0);
     }
-  if (matching) {
-    auto nk = BuildMatchingKernel(geom, opt.psf, 0.0);
+  if (psf.matching) {
+    auto nk = BuildMatchingKernel(g.kernel, opt.psf, 0.0);
     if (!nk.ok()) return Status::Error("band " + opt.band + ": noise kernel: " + nk.status().message());
     out.noise_kernel = std::move(*nk);
     out.pad = pad;
@@ -407,25 +488,86 @@ Result<BandImage> ProcessBand(const MuseGrid& grid, const BandOptions& opt, cons
     out.pny = PY;
     out.var_pad.swap(total.var);
   }
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  return Status::OK();
+}
+
+/// The band's log lines: what was used, and a warning if the kernel is not band-limited.
+void LogSummary(const BandOptions& opt, const LogFn& log, const OpenedImage& im, const Crop& crop,
+                const PsfPlan& psf, const NoisePlan& noise, const BandImage& out, double covered, double secs) {
   std::ostringstream m;
-  m << img->Where() << ": " << W << "x" << H << " px of " << Num(out.hst_pix_arcsec, 4) << "\", used x " << cx0
-    << ".." << cx1 << ", y " << cy0 << ".." << cy1 << "; " << out.calib.description << "; noise " << out.noise_source;
-  if (mode == NoiseMode::kEstimate && std::isfinite(out.sigma_pix))
-    m << " (sigma " << Num(out.sigma_pix, 4) << " erg/s/cm2/A per pixel" << (poisson ? " + Poisson" : "") << ")";
-  if (matching)
+  m << im.img->Where() << ": " << im.W << "x" << im.H << " px of " << Num(out.hst_pix_arcsec, 4) << "\", used x "
+    << crop.x0 << ".." << crop.x1 << ", y " << crop.y0 << ".." << crop.y1 << "; " << out.calib.description
+    << "; noise " << out.noise_source;
+  if (noise.mode == NoiseMode::kEstimate && std::isfinite(out.sigma_pix))
+    m << " (sigma " << Num(out.sigma_pix, 4) << " erg/s/cm2/A per pixel" << (noise.poisson ? " + Poisson" : "") << ")";
+  if (psf.matching)
     m << "; PSF " << (opt.psf.shape == PsfShape::kGaussian ? "Gaussian" : "Moffat") << " " << opt.psf.muse_fwhm
-      << "\" from HST " << opt.psf.hst_fwhm << "\": pre-smoothing sigma " << Num(sigma_pre, 3) << "\", kernel "
-      << 2 * kernel.r + 1 << "x" << 2 * kernel.r + 1 << " spaxels (transfer at Nyquist " << Num(kernel.nyquist_transfer, 2)
-      << ")";
+      << "\" from HST " << opt.psf.hst_fwhm << "\": pre-smoothing sigma " << Num(psf.sigma_pre, 3) << "\", kernel "
+      << 2 * psf.kernel.r + 1 << "x" << 2 * psf.kernel.r + 1 << " spaxels (transfer at Nyquist "
+      << Num(psf.kernel.nyquist_transfer, 2) << ")";
   else
     m << "; no PSF matching";
   m << "; covered " << Num(covered, 6) << " spaxels; " << Num(secs, 3) << " s";
-  say(LogLevel::kInfo, m.str());
-  if (matching && kernel.nyquist_transfer > 0.05)
-    say(LogLevel::kWarn, "the matching kernel is not band-limited at the MUSE Nyquist frequency (transfer " +
-                             Num(kernel.nyquist_transfer, 2) +
-                             "): the MUSE PSF is undersampled; spaxel values alias, bin sums are unaffected");
+  Say(log, opt, LogLevel::kInfo, m.str());
+  if (psf.matching && psf.kernel.nyquist_transfer > 0.05)
+    Say(log, opt, LogLevel::kWarn,
+        "the matching kernel is not band-limited at the MUSE Nyquist frequency (transfer " +
+            Num(psf.kernel.nyquist_transfer, 2) +
+            "): the MUSE PSF is undersampled; spaxel values alias, bin sums are unaffected");
+}
+
+}  // namespace
+
+Result<BandImage> ProcessBand(const MuseGrid& grid, const BandOptions& opt, const LogFn& log) {
+  const auto t_start = std::chrono::steady_clock::now();
+  BandImage out;
+  out.band = opt.band;
+  out.path = opt.path;
+  if (grid.nx <= 0 || grid.ny <= 0)
+    return Status::Error("band " + opt.band + ": empty MUSE grid (the binning has no spaxels): check the cube");
+  CUBEFLOW_ASSIGN_OR_RETURN(OpenedImage im, OpenImage(grid, opt));
+  CUBEFLOW_ASSIGN_OR_RETURN(FieldGeometry g, RelateGrids(grid, im));
+  out.hst_pix_arcsec = std::sqrt(g.hst_area);
+  out.muse_pix_arcsec = g.s_m;
+  if (!(g.hst_area > 0) || !(g.s_m > 0))
+    return Status::Error(im.where + ": degenerate pixel scale in the WCS (zero CD matrix or CDELT): fix the WCS keywords "
+                         "of the image or of the cube");
+  CUBEFLOW_ASSIGN_OR_RETURN(PsfPlan psf, PlanPsfMatching(opt, g));
+  out.sigma_pre_arcsec = psf.sigma_pre;
+  if (psf.matching) out.kernel_radius = psf.kernel.r;
+  CUBEFLOW_ASSIGN_OR_RETURN(Crop crop, CropToField(grid, im, g, psf.pad));
+  out.crop[0] = crop.x0;
+  out.crop[1] = crop.x1;
+  out.crop[2] = crop.y0;
+  out.crop[3] = crop.y1;
+
+  CalibrationOptions copt = opt.calib;
+  copt.band = opt.band;
+  copt.pixel_area_arcsec2 = g.hst_area;
+  CUBEFLOW_ASSIGN_OR_RETURN(out.calib, Calibrate(*im.img, copt));
+  out.pivot = out.calib.pivot;
+  CUBEFLOW_ASSIGN_OR_RETURN(NoisePlan noise, OpenNoise(opt, im, out.calib));
+  out.noise_source = NoiseName(noise.mode);
+
+  // Pixel corners -> MUSE pixels.
+  CUBEFLOW_ASSIGN_OR_RETURN(PixelTransform xf, PixelTransform::Build(im.hst, im.muse, static_cast<double>(crop.x0) - 0.5,
+                                                                     static_cast<double>(crop.y0) - 0.5,
+                                                                     static_cast<double>(crop.x1) + 0.5,
+                                                                     static_cast<double>(crop.y1) + 0.5));
+  out.transform_step = xf.step();
+
+  GridSums total;
+  total.Reset(grid.nx + 2 * psf.pad, grid.ny + 2 * psf.pad);
+  BackgroundSample background;
+  CUBEFLOW_RETURN_NOT_OK(ResampleStrips(opt, im, crop, psf, noise, out.calib, xf, total, background));
+  const double covered = CoveredSpaxels(grid, total, psf.pad);
+  if (!(covered > 1e-6))
+    return Status::Error(im.where + ": no valid pixel falls on the MUSE field (the overlapping part of the image is "
+                         "NaN or has zero weight); check that the file covers the galaxy");
+  if (noise.mode == NoiseMode::kEstimate) AddBackgroundNoise(opt, log, im, background, total, out);
+  CUBEFLOW_RETURN_NOT_OK(ToMuseGrid(grid, opt, g, psf, total, out));
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  LogSummary(opt, log, im, crop, psf, noise, out, covered, secs);
   return out;
 }
 
@@ -579,6 +721,60 @@ std::string Replace(std::string s, const std::string& what, const std::string& w
 
 }  // namespace
 
+namespace {
+
+/// `v` expanded to one value per band: empty -> NaN each, one value (if `allow_one`) -> that
+/// value each. The sizes have been checked (CheckOptions).
+std::vector<double> PerBand(const std::vector<double>& v, size_t nb, bool allow_one) {
+  if (v.empty()) return std::vector<double>(nb, kNaN);
+  if (allow_one && v.size() == 1) return std::vector<double>(nb, v[0]);
+  return v;
+}
+
+NoiseMode ParseNoise(const std::string& noise) {
+  if (noise == "err") return NoiseMode::kErr;
+  if (noise == "ivm") return NoiseMode::kIvm;
+  if (noise == "estimate") return NoiseMode::kEstimate;
+  if (noise == "none") return NoiseMode::kNone;
+  return NoiseMode::kAuto;
+}
+
+/// Cross-parameter checks, run by `cubeflow validate` and before the node is built.
+void CheckOptions(const HstMatchOptions& o, CheckReport& r) {
+  const size_t nb = o.bands.size();
+  if (nb == 0) r.Error("bands", "is empty; list the HST bands to match");
+  for (size_t i = 0; i < nb; ++i)
+    for (size_t j = i + 1; j < nb; ++j)
+      if (Upper(o.bands[i]) == Upper(o.bands[j]))
+        r.Error("bands", "band " + o.bands[i] + " is listed twice; list each band once");
+  if (!o.images.empty() && o.images.size() != nb)
+    r.Error("images", "has " + std::to_string(o.images.size()) + " entries for " + std::to_string(nb) +
+                          " bands; give one file per band, in the order of `bands`");
+  if (o.images.empty() && o.directory.empty())
+    r.Error("directory", "is empty and so is `images`: set `directory` (with `pattern`, default hst_{band}.fits) or "
+                         "`images` (one file per band)");
+  auto one_per_band = [&](const char* name, const std::vector<double>& v, bool allow_one) {
+    if (v.empty() || (allow_one && v.size() == 1) || v.size() == nb) return;
+    r.Error(name, "has " + std::to_string(v.size()) + " values for " + std::to_string(nb) + " bands; give " +
+                      (allow_one ? "one value or " : "") + "one per band");
+  };
+  one_per_band("zeropoints", o.zeropoints, false);
+  one_per_band("pivots", o.pivots, false);
+  one_per_band("psf_hst_fwhm", o.psf_hst_fwhm, true);
+  // A Gaussian MUSE PSF no wider than the HST PSF cannot be reached by convolution: the
+  // matching kernel would have to sharpen (BuildMatchingKernel refuses it at run time).
+  if (o.psf_muse_fwhm > 0 && o.psf_shape == "gaussian")
+    for (double f : o.psf_hst_fwhm)
+      if (f >= o.psf_muse_fwhm) {
+        r.Error("psf_hst_fwhm", "HST PSF FWHM " + Num(f) + "\" is not below psf_muse_fwhm " + Num(o.psf_muse_fwhm) +
+                                    "\": matching can only broaden the HST images; check both FWHMs, or set "
+                                    "psf_muse_fwhm: 0 to resample without PSF matching");
+        break;
+      }
+}
+
+}  // namespace
+
 NodeSpec HstMatchNode::Spec() {
   return NodeSpec("photometry.hst_match", "HST images -> per-bin flux densities on the MUSE binning")
       .Describe(
@@ -608,160 +804,131 @@ NodeSpec HstMatchNode::Spec() {
       .Output("maps", Map::kType, PortKind::kSingle,
               "QA: the PSF-matched band images on the MUSE grid (one plane per band, "
               "erg/s/cm2/Angstrom per spaxel, NaN where covered < 50 %); not emitted with maps: false")
-      .Param(ParamSpec::StringList("bands", {"F275W", "F336W", "F438W", "F555W", "F814W"})
-                 .Doc("band names, in output order"))
-      .Param(ParamSpec::Path("directory", "")
-                 .Doc("folder holding the images (relative to the pipeline file); used with `pattern`, "
-                      "and as the base of relative `images` entries"))
-      .Param(ParamSpec::String("pattern", "hst_{band}.fits")
-                 .Doc("file name of each band in `directory`: {band} = the band as given, {band_lower} "
-                      "= lower case"))
-      .Param(ParamSpec::StringList("images", {})
-                 .Doc("explicit image file per band, same order as `bands` (overrides `pattern`; "
-                      "relative to `directory`, or to the working directory if that is empty)"))
-      .Param(ParamSpec::String("extension", "auto")
-                 .Doc("image HDU: auto = SCI if present, else the first 2-D image; or a name / number"))
-      .Param(ParamSpec::String("unit", "auto")
-                 .Choices({"auto", "count_rate", "counts", "flam", "flam_arcsec2", "jy", "mjy_sr"})
-                 .Doc("what the pixels are; auto = from BUNIT (an empty BUNIT with PHOTFLAM is taken "
-                      "as a count rate)"))
-      .Param(ParamSpec::Double("unit_scale", 1.0).Min(0).Doc("factor applied to the raw pixel values"))
-      .Param(ParamSpec::DoubleList("zeropoints", {})
-                 .Unit("AB mag")
-                 .Doc("AB magnitude of 1 count/s per band (same order as bands); empty = PHOTFLAM from "
-                      "the header; NaN entries = PHOTFLAM for that band"))
-      .Param(ParamSpec::DoubleList("pivots", {})
-                 .Unit("Angstrom")
-                 .Doc("pivot wavelengths per band; empty = PHOTPLAM from the header, else the built-in "
-                      "filter curve of the band name"))
-      .Param(ParamSpec::Double("psf_muse_fwhm", 0.8)
-                 .Range(0, 10)
-                 .Unit("arcsec")
-                 .Doc("FWHM of the MUSE PSF of the cube (as measured on its images, spaxel included); "
-                      "0 = no PSF matching (e.g. mock data without a PSF)"))
-      .Param(ParamSpec::String("psf_shape", "gaussian").Choices({"gaussian", "moffat"}).Doc("MUSE PSF profile"))
-      .Param(ParamSpec::Double("moffat_beta", 2.5).Range(1.05, 20).Doc("Moffat beta (psf_shape: moffat)"))
-      .Param(ParamSpec::DoubleList("psf_hst_fwhm", {0.08})
-                 .Min(0)
-                 .Unit("arcsec")
-                 .Doc("FWHM of the (Gaussian) HST PSF on the images: one value, or one per band"))
-      .Param(ParamSpec::String("noise", "auto")
-                 .Choices({"auto", "err", "ivm", "estimate", "none"})
-                 .Doc("per-pixel errors: err = ERR extension (sigma), ivm = weight extension as "
-                      "inverse variance, estimate = background from the image + Poisson (electron "
-                      "units with EXPTIME), none; auto = err if an ERR extension exists, else estimate"))
-      .Param(ParamSpec::String("error_extension", "")
-                 .Doc("extension holding the errors (\"\" = ERR for err/auto, WHT for ivm)"))
-      .Param(ParamSpec::Double("noise_correlation", 1.0)
-                 .Min(1.0)
-                 .Doc("variance factor for the background errors of bin sums (correlated noise of "
-                      "drizzled images, which per-pixel errors miss; 1 = uncorrelated)"))
-      .Param(ParamSpec::Bool("poisson", true)
-                 .Doc("noise: estimate adds the source Poisson term max(S, 0) / EXPTIME for images in "
-                      "electrons (count rate or counts with EXPTIME); false if EXPTIME does not describe "
-                      "the image's noise"))
-      .Param(ParamSpec::Double("calib_error", 0.02)
-                 .Range(0, 1)
-                 .Doc("fractional calibration error added in quadrature to every bin flux"))
-      .Param(ParamSpec::Double("min_coverage", 0.95)
-                 .Range(0, 1)
-                 .Doc("minimum fraction of a bin covered by valid HST pixels; below it the band's flux is NaN"))
-      .Param(ParamSpec::String("combine", "sum")
-                 .Choices({"sum", "mean"})
-                 .Doc("sum = total flux density of the bin (like the summed bin spectrum); mean = per spaxel"))
-      .Param(ParamSpec::Int("strip_rows", 256).Range(1, 1 << 20).Unit("pixels")
-                 .Doc("HST rows read and smoothed per block (memory ~ strip_rows x image width x 40 bytes)"))
-      .Param(ParamSpec::Bool("maps", true).Doc("emit the QA maps (nbands x nx x ny doubles); false: leave `maps` unconnected"))
+      .Param(&HstMatchOptions::bands, "bands", "band names, in output order")
+      .Param(&HstMatchOptions::directory, "directory",
+             "folder holding the images (relative to the pipeline file); used with `pattern`, "
+             "and as the base of relative `images` entries")
+      .Param(&HstMatchOptions::pattern, "pattern",
+             "file name of each band in `directory`: {band} = the band as given, {band_lower} "
+             "= lower case")
+      .Param(&HstMatchOptions::images, "images",
+             "explicit image file per band, same order as `bands` (overrides `pattern`; "
+             "relative to `directory`, or to the working directory if that is empty)")
+      .Param(&HstMatchOptions::extension, "extension",
+             "image HDU: auto = SCI if present, else the first 2-D image; or a name / number")
+      .Param(&HstMatchOptions::unit, "unit",
+             "what the pixels are; auto = from BUNIT (an empty BUNIT with PHOTFLAM is taken "
+             "as a count rate)",
+             OneOf{{"auto", "count_rate", "counts", "flam", "flam_arcsec2", "jy", "mjy_sr"}})
+      .Param(&HstMatchOptions::unit_scale, "unit_scale", "factor applied to the raw pixel values", AtLeast{0})
+      .Param(&HstMatchOptions::zeropoints, "zeropoints",
+             "AB magnitude of 1 count/s per band (same order as bands); empty = PHOTFLAM from "
+             "the header; NaN entries = PHOTFLAM for that band",
+             Unit{"AB mag"})
+      .Param(&HstMatchOptions::pivots, "pivots",
+             "pivot wavelengths per band; empty = PHOTPLAM from the header, else the built-in "
+             "filter curve of the band name",
+             Unit{"Angstrom"})
+      .Param(&HstMatchOptions::psf_muse_fwhm, "psf_muse_fwhm",
+             "FWHM of the MUSE PSF of the cube (as measured on its images, spaxel included); "
+             "0 = no PSF matching (e.g. mock data without a PSF)",
+             InRange{0, 10}, Unit{"arcsec"})
+      .Param(&HstMatchOptions::psf_shape, "psf_shape", "MUSE PSF profile", OneOf{{"gaussian", "moffat"}})
+      .Param(&HstMatchOptions::moffat_beta, "moffat_beta", "Moffat beta (psf_shape: moffat)", InRange{1.05, 20})
+      .Param(&HstMatchOptions::psf_hst_fwhm, "psf_hst_fwhm",
+             "FWHM of the (Gaussian) HST PSF on the images: one value, or one per band", AtLeast{0},
+             Unit{"arcsec"})
+      .Param(&HstMatchOptions::noise, "noise",
+             "per-pixel errors: err = ERR extension (sigma), ivm = weight extension as "
+             "inverse variance, estimate = background from the image + Poisson (electron "
+             "units with EXPTIME), none; auto = err if an ERR extension exists, else estimate",
+             OneOf{{"auto", "err", "ivm", "estimate", "none"}})
+      .Param(&HstMatchOptions::error_extension, "error_extension",
+             "extension holding the errors (\"\" = ERR for err/auto, WHT for ivm)")
+      .Param(&HstMatchOptions::noise_correlation, "noise_correlation",
+             "variance factor for the background errors of bin sums (correlated noise of "
+             "drizzled images, which per-pixel errors miss; 1 = uncorrelated)",
+             AtLeast{1.0})
+      .Param(&HstMatchOptions::poisson, "poisson",
+             "noise: estimate adds the source Poisson term max(S, 0) / EXPTIME for images in "
+             "electrons (count rate or counts with EXPTIME); false if EXPTIME does not describe "
+             "the image's noise")
+      .Param(&HstMatchOptions::calib_error, "calib_error",
+             "fractional calibration error added in quadrature to every bin flux", InRange{0, 1})
+      .Param(&HstMatchOptions::min_coverage, "min_coverage",
+             "minimum fraction of a bin covered by valid HST pixels; below it the band's flux is NaN", InRange{0, 1})
+      .Param(&HstMatchOptions::combine, "combine",
+             "sum = total flux density of the bin (like the summed bin spectrum); mean = per spaxel",
+             OneOf{{"sum", "mean"}})
+      .Param(&HstMatchOptions::strip_rows, "strip_rows",
+             "HST rows read and smoothed per block (memory ~ strip_rows x image width x 40 bytes)",
+             InRange{1, 1 << 20}, Unit{"pixels"})
+      .Param(&HstMatchOptions::maps, "maps",
+             "emit the QA maps (nbands x nx x ny doubles); false: leave `maps` unconnected")
+      .Check<HstMatchOptions>(CheckOptions)
       .Concurrent(Concurrency::kSerial);
 }
 
-HstMatchNode::HstMatchNode(const Params& p)
-    : bands_(p.GetStringList("bands")),
-      calib_error_(p.GetDouble("calib_error")),
-      min_coverage_(p.GetDouble("min_coverage")),
-      mean_(p.GetString("combine") == "mean"),
-      emit_maps_(p.GetBool("maps")) {
-  const size_t nb = bands_.size();
-  if (nb == 0) throw Error("photometry.hst_match: `bands` is empty; list the HST bands to match");
-  for (size_t i = 0; i < nb; ++i)
-    for (size_t j = i + 1; j < nb; ++j)
-      if (Upper(bands_[i]) == Upper(bands_[j]))
-        throw Error("photometry.hst_match: band " + bands_[i] + " is listed twice in `bands`");
-  const std::string dir = p.GetString("directory");
-  const auto& images = p.GetStringList("images");
-  if (!images.empty() && images.size() != nb)
-    throw Error("photometry.hst_match: `images` has " + std::to_string(images.size()) + " entries for " +
-                std::to_string(nb) + " bands; give one file per band, in the order of `bands`");
-  if (images.empty() && dir.empty())
-    throw Error("photometry.hst_match: set `directory` (with `pattern`, default hst_{band}.fits) or `images` "
-                "(one file per band)");
-  auto list = [&](const char* name, std::vector<double> v, bool allow_one) {
-    if (v.empty()) return std::vector<double>(nb, kNaN);
-    if (allow_one && v.size() == 1) return std::vector<double>(nb, v[0]);
-    if (v.size() != nb)
-      throw Error(std::string("photometry.hst_match: `") + name + "` has " + std::to_string(v.size()) +
-                  " values for " + std::to_string(nb) + " bands; give " + (allow_one ? "one value or " : "") +
-                  "one per band");
-    return v;
-  };
-  const std::vector<double> zps = list("zeropoints", p.GetDoubleList("zeropoints"), false);
-  const std::vector<double> pivots = list("pivots", p.GetDoubleList("pivots"), false);
-  const std::vector<double> hst_fwhm = list("psf_hst_fwhm", p.GetDoubleList("psf_hst_fwhm"), true);
+HstMatchNode::HstMatchNode(const Options& o) : opt_(o) {
+  CheckReport report;
+  CheckOptions(o, report);
+  if (report.has_errors()) throw Error(report.ErrorText());
+  const size_t nb = o.bands.size();
+  const std::string dir = o.directory.string();
+  const std::vector<double> zps = PerBand(o.zeropoints, nb, false);
+  const std::vector<double> pivots = PerBand(o.pivots, nb, false);
+  const std::vector<double> hst_fwhm = PerBand(o.psf_hst_fwhm, nb, true);
   PsfOptions psf;
-  psf.muse_fwhm = p.GetDouble("psf_muse_fwhm");
-  psf.shape = p.GetString("psf_shape") == "moffat" ? PsfShape::kMoffat : PsfShape::kGaussian;
-  psf.beta = p.GetDouble("moffat_beta");
-  const std::string noise = p.GetString("noise");
-  NoiseMode mode = NoiseMode::kAuto;
-  if (noise == "err") mode = NoiseMode::kErr;
-  else if (noise == "ivm") mode = NoiseMode::kIvm;
-  else if (noise == "estimate") mode = NoiseMode::kEstimate;
-  else if (noise == "none") mode = NoiseMode::kNone;
+  psf.muse_fwhm = o.psf_muse_fwhm;
+  psf.shape = o.psf_shape == "moffat" ? PsfShape::kMoffat : PsfShape::kGaussian;
+  psf.beta = o.moffat_beta;
+  const NoiseMode mode = ParseNoise(o.noise);
   for (size_t b = 0; b < nb; ++b) {
     std::string path;
-    if (!images.empty()) {
-      std::filesystem::path f(images[b]);
+    if (!o.images.empty()) {
+      std::filesystem::path f(o.images[b]);
       if (f.is_relative() && !dir.empty()) f = std::filesystem::path(dir) / f;
       path = f.lexically_normal().string();
     } else {
-      const std::string name = Replace(Replace(p.GetString("pattern"), "{band_lower}", Lower(bands_[b])), "{band}", bands_[b]);
+      const std::string name = Replace(Replace(o.pattern, "{band_lower}", Lower(o.bands[b])), "{band}", o.bands[b]);
       path = (std::filesystem::path(dir) / name).lexically_normal().string();
     }
     paths_.push_back(path);
-    BandOptions o;
-    o.band = bands_[b];
-    o.path = path;
-    o.extension = p.GetString("extension");
-    o.calib.unit = p.GetString("unit");
-    o.calib.unit_scale = p.GetDouble("unit_scale");
-    o.calib.zeropoint = zps[b];
-    o.calib.pivot = pivots[b];
-    o.noise = mode;
-    o.error_extension = p.GetString("error_extension");
-    o.noise_correlation = p.GetDouble("noise_correlation");
-    o.poisson = p.GetBool("poisson");
-    o.psf = psf;
-    o.psf.hst_fwhm = std::isfinite(hst_fwhm[b]) ? hst_fwhm[b] : 0.08;
-    o.strip_rows = p.GetInt("strip_rows");
-    options_.push_back(o);
+    BandOptions bo;
+    bo.band = o.bands[b];
+    bo.path = path;
+    bo.extension = o.extension;
+    bo.calib.unit = o.unit;
+    bo.calib.unit_scale = o.unit_scale;
+    bo.calib.zeropoint = zps[b];
+    bo.calib.pivot = pivots[b];
+    bo.noise = mode;
+    bo.error_extension = o.error_extension;
+    bo.noise_correlation = o.noise_correlation;
+    bo.poisson = o.poisson;
+    bo.psf = psf;
+    bo.psf.hst_fwhm = std::isfinite(hst_fwhm[b]) ? hst_fwhm[b] : PsfOptions{}.hst_fwhm;
+    bo.strip_rows = o.strip_rows;
+    band_options_.push_back(bo);
   }
 }
 
 void HstMatchNode::Process(ProcessContext& ctx) {
   auto binning = ctx.Input<Binning>("binning");
   if (binning->wcs.empty())
-    throw Error("photometry.hst_match: the binning carries no celestial WCS (the cube had none): cannot place the "
-                "HST images on the MUSE grid");
-  const size_t nb = bands_.size(), nbins = binning->bins.size();
+    throw Error("the binning carries no celestial WCS (the cube had none): cannot place the HST images on the MUSE "
+                "grid; the cube needs CTYPE1/2, CRVAL, CRPIX and CD/CDELT keywords");
+  const std::vector<std::string>& bands = opt_.bands;
+  const size_t nb = bands.size(), nbins = binning->bins.size();
   // Every file first, so that all missing bands are reported at once.
   std::vector<std::string> missing;
   for (size_t b = 0; b < nb; ++b) {
     std::error_code ec;
     if (!std::filesystem::is_regular_file(paths_[b], ec))
-      missing.push_back(bands_[b] + " (" + paths_[b] + (std::filesystem::exists(paths_[b], ec) ? ": not a file" : ": no such file") + ")");
+      missing.push_back(bands[b] + " (" + paths_[b] + (std::filesystem::exists(paths_[b], ec) ? ": not a file" : ": no such file") + ")");
   }
   if (!missing.empty()) {
-    std::string m = "photometry.hst_match: missing image for band";
+    std::string m = "missing image for band";
     m += missing.size() > 1 ? "s " : " ";
     for (size_t i = 0; i < missing.size(); ++i) m += (i ? ", " : "") + missing[i];
     m += "; put the files there, set `directory`/`pattern` or `images`, or drop the band from `bands`";
@@ -769,38 +936,38 @@ void HstMatchNode::Process(ProcessContext& ctx) {
   }
   MuseGrid grid{binning->nx, binning->ny, binning->wcs};
   auto table = std::make_shared<Table>();
-  table->bands = bands_;
+  table->bands = bands;
   table->nbins = nbins;
   table->flux.assign(nbins * nb, kNaN);
   table->error.assign(nbins * nb, kNaN);
   table->quality.assign(nbins, 0);
   std::shared_ptr<Map> qa;
   const size_t nsp = static_cast<size_t>(grid.nx * grid.ny);
-  if (emit_maps_) {
+  if (opt_.maps) {
     qa = std::make_shared<Map>();
     qa->name = "HST_FLUX";
     qa->bunit = "erg/s/cm2/Angstrom";
     qa->nx = grid.nx;
     qa->ny = grid.ny;
     qa->nplanes = static_cast<int64_t>(nb);
-    qa->plane_names = bands_;
+    qa->plane_names = bands;
     qa->wcs = binning->wcs;
     qa->data.assign(nsp * nb, kNaN);
-    qa->header["PSFMUSE"] = Num(options_[0].psf.muse_fwhm, 6);
-    qa->header["PSFSHAPE"] = options_[0].psf.shape == PsfShape::kGaussian ? "GAUSSIAN" : "MOFFAT";
+    qa->header["PSFMUSE"] = Num(band_options_[0].psf.muse_fwhm, 6);
+    qa->header["PSFSHAPE"] = band_options_[0].psf.shape == PsfShape::kGaussian ? "GAUSSIAN" : "MOFFAT";
   }
   auto log = [&ctx](LogLevel l, const std::string& m) { ctx.Log(l, m); };
   std::vector<size_t> nocov(nb, 0);
   for (size_t b = 0; b < nb; ++b) {
-    auto r = ProcessBand(grid, options_[b], log);
-    if (!r.ok()) throw Error("photometry.hst_match: " + r.status().message());
+    auto r = ProcessBand(grid, band_options_[b], log);
+    if (!r.ok()) throw Error(r.status().message());
     const BandImage& band = *r;
     table->pivots.push_back(band.pivot);
-    const BinSums s = SumBins(*binning, band, min_coverage_, mean_);
+    const BinSums s = SumBins(*binning, band, opt_.min_coverage, opt_.combine == "mean");
     for (size_t k = 0; k < nbins; ++k) {
       const double f = s.flux[k];
       table->flux[k * nb + b] = f;
-      table->error[k * nb + b] = std::isfinite(f) ? std::sqrt(s.var[k] + calib_error_ * calib_error_ * f * f) : kNaN;
+      table->error[k * nb + b] = std::isfinite(f) ? std::sqrt(s.var[k] + opt_.calib_error * opt_.calib_error * f * f) : kNaN;
       if (!std::isfinite(f)) {
         table->quality[k] |= kQualNoCoverage;
         ++nocov[b];
@@ -825,7 +992,7 @@ void HstMatchNode::Process(ProcessContext& ctx) {
   std::ostringstream m;
   m << nbins << " bins, " << nb << " bands; " << nonpos << " bins with a non-positive or missing flux";
   for (size_t b = 0; b < nb; ++b)
-    if (nocov[b]) m << "; " << bands_[b] << ": " << nocov[b] << " bins below min_coverage " << min_coverage_;
+    if (nocov[b]) m << "; " << bands[b] << ": " << nocov[b] << " bins below min_coverage " << opt_.min_coverage;
   ctx.Log(nonpos ? LogLevel::kWarn : LogLevel::kInfo, m.str());
   if (qa) ctx.Emit("maps", qa);
   std::shared_ptr<const Table> t = table;

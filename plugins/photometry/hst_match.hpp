@@ -9,6 +9,7 @@
 /// internally with oneTBB.
 
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <limits>
 #include <memory>
@@ -271,21 +272,49 @@ BinSums SumBins(const Binning& binning, const BandImage& band, double min_covera
 // ------------------------------------------------------------------------------------------
 // The node
 
+/// \brief Parameters of `photometry.hst_match`, declared once in HstMatchNode::Spec(). The
+/// defaults of the per-band choices are those of BandOptions, PsfOptions and CalibrationOptions.
+struct HstMatchOptions {
+  std::vector<std::string> bands = {"F275W", "F336W", "F438W", "F555W", "F814W"};
+  std::filesystem::path directory;           ///< folder of the images ("" = none)
+  std::string pattern = "hst_{band}.fits";   ///< file name in `directory`: {band}, {band_lower}
+  std::vector<std::string> images;           ///< explicit file per band (overrides `pattern`)
+  std::string extension = BandOptions{}.extension;
+  std::string unit = CalibrationOptions{}.unit;
+  double unit_scale = CalibrationOptions{}.unit_scale;
+  std::vector<double> zeropoints;            ///< AB mag per band; empty = PHOTFLAM
+  std::vector<double> pivots;                ///< Angstrom per band; empty = PHOTPLAM / filter curve
+  double psf_muse_fwhm = PsfOptions{}.muse_fwhm;
+  std::string psf_shape = "gaussian";        ///< gaussian | moffat
+  double moffat_beta = PsfOptions{}.beta;
+  std::vector<double> psf_hst_fwhm = {PsfOptions{}.hst_fwhm};  ///< one value, or one per band
+  std::string noise = "auto";                ///< auto | err | ivm | estimate | none
+  std::string error_extension = BandOptions{}.error_extension;
+  double noise_correlation = BandOptions{}.noise_correlation;
+  bool poisson = BandOptions{}.poisson;
+  double calib_error = 0.02;                 ///< fractional, added in quadrature
+  double min_coverage = 0.95;                ///< of a bin; below it the flux is NaN
+  std::string combine = "sum";               ///< sum | mean
+  int64_t strip_rows = BandOptions{}.strip_rows;
+  bool maps = true;                          ///< emit the QA maps
+};
+
 /// \brief `photometry.hst_match` (see Spec() for the documentation).
 class HstMatchNode : public Node {
  public:
+  using Options = HstMatchOptions;
   static NodeSpec Spec();
-  explicit HstMatchNode(const Params& params);
+  /// Throws cubeflow::Error if the options fail Spec()'s checks.
+  explicit HstMatchNode(const Options& options);
   void Process(ProcessContext& ctx) override;
 
   /// Image path of each band (after applying directory / pattern / images).
   const std::vector<std::string>& paths() const { return paths_; }
 
  private:
-  std::vector<std::string> bands_, paths_;
-  std::vector<BandOptions> options_;
-  double calib_error_, min_coverage_;
-  bool mean_, emit_maps_;
+  Options opt_;
+  std::vector<std::string> paths_;
+  std::vector<BandOptions> band_options_;
 };
 
 }  // namespace cubeflow::photometry

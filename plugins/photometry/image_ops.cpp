@@ -5,15 +5,14 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cctype>
 #include <cmath>
 #include <complex>
 #include <cstdlib>
-#include <sstream>
 
 #include "hst_match.hpp"
 
 #include "cubeflow/sim/filters.hpp"
+#include "cubeflow/strings.hpp"
 
 namespace cubeflow::photometry {
 
@@ -21,25 +20,6 @@ namespace {
 
 constexpr double kCAngstrom = 2.99792458e18;  // speed of light, Angstrom/s
 constexpr double kArcsecPerRad = 206264.80624709636;
-
-std::string Trim(std::string s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
-  size_t i = 0;
-  while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
-  return s.substr(i);
-}
-
-std::string Upper(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  return s;
-}
-
-std::string Num(double v, int prec = 6) {
-  std::ostringstream o;
-  o.precision(prec);
-  o << v;
-  return o.str();
-}
 
 bool Contains(const std::string& s, const char* sub) { return s.find(sub) != std::string::npos; }
 

@@ -36,7 +36,7 @@ double Median(std::vector<double>& v) {
 std::string CheckSpectrum(const std::string& who, const std::string& metadata_path, const InputConventions& c,
                           const Spectrum& s, double norm_tolerance) {
   const std::string src = " (model metadata " + metadata_path + ")";
-  const std::string bin = who + ": spectrum of bin " + std::to_string(s.id);
+  const std::string bin = "spectrum of bin " + std::to_string(s.id);
   std::vector<std::string> diffs;
   const double step = c.wave.cdelt;
   if (s.wave.log != c.wave.log)
@@ -100,7 +100,7 @@ std::string CheckPhotometry(const std::string& who, const std::string& metadata_
     order[b] = static_cast<int>(it - p.bands.begin());
   }
   const std::string src = " (model metadata " + metadata_path + ")";
-  const std::string bin = who + ": photometry of bin " + std::to_string(p.id);
+  const std::string bin = "photometry of bin " + std::to_string(p.id);
   if (!missing.empty())
     return bin + " lacks band(s) " + Join(missing) + ": it has " + Join(p.bands) + ", the model needs " +
            Join(c.bands) + src;

@@ -14,45 +14,33 @@
 #include "cnn_node.hpp"
 #include "cubeflow/nn/cnn.hpp"
 #include "cubeflow/nn/train.hpp"
+#include "nn_test_util.hpp"
 
 namespace fs = std::filesystem;
 using namespace cubeflow;
 using cubeflow::cnn::kNumBins;
+using cubeflow::testing::FakeContext;
+using nntest::kNWave;
+using nntest::PhotometryFrom;
+using nntest::SpectrumFrom;
 
 namespace {
 
-constexpr int64_t kNWave = 400;
-
-fs::path TempDir(const std::string& name) {
-  fs::path p = fs::temp_directory_path() / ("cubeflow_test_cnn_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
-}
+fs::path TempDir(const std::string& name) { return nntest::TempDir("cnn", name); }
 
 /// Synthetic library where the spectra are learnable functions of the labels: each age bin has
 /// a smooth basis spectrum (slope + two absorption lines whose depth grows with [Z/H]),
 /// mixed by light weights; photometry integrates the same mixture in 3 bands.
 sim::LibraryData MakeLibrary(int64_t n, uint64_t seed, bool with_phot = true) {
-  sim::LibraryData lib;
-  lib.wave = WavelengthAxis::Linear(4800.0, 5.5, kNWave);
+  sim::LibraryData lib = nntest::EmptyLibrary(n, with_phot);
   lib.age_bin_centres = cnn::DefaultAgeBinCentres();
-  lib.ssp_name = "synthetic-test";
-  if (with_phot) {
-    lib.bands = {"F438W", "F555W", "F814W"};
-    lib.pivots = {4326.0, 5308.0, 8040.0};
-  }
   const int64_t nb = static_cast<int64_t>(lib.bands.size());
-  lib.n = n;
   std::mt19937_64 rng(seed);
   std::normal_distribution<double> gauss(0.0, 1.0);
   std::uniform_real_distribution<double> uni(0.0, 1.0);
-  lib.spectra.resize(n * kNWave);
-  lib.photometry.resize(n * nb);
   lib.mass_frac.resize(n * kNumBins);
   lib.light_frac.resize(n * kNumBins);
   lib.zh.resize(n * kNumBins);
-  lib.snr.resize(n);
   std::vector<double> flux(kNWave);
   for (int64_t i = 0; i < n; ++i) {
     double m[kNumBins], z[kNumBins], l[kNumBins], sum = 0;
@@ -75,11 +63,7 @@ sim::LibraryData MakeLibrary(int64_t n, uint64_t seed, bool with_phot = true) {
         flux[k] += w * (1.0 + slope * x - line);
       }
     }
-    double wsum = 0;
-    int wcnt = 0;
-    for (int64_t k = 0; k < kNWave; ++k)
-      if (lib.wave.At(k) >= 5300 && lib.wave.At(k) <= 5500) { wsum += flux[k]; ++wcnt; }
-    const double norm = wsum / wcnt;
+    const double norm = nntest::WindowMean(lib.wave, flux);
     const double snr = (i % 2) ? 35.0 : 50.0;
     lib.snr[i] = static_cast<float>(snr);
     for (int64_t k = 0; k < kNWave; ++k)
@@ -112,51 +96,12 @@ cnn::TrainConfig TinyConfig(const fs::path& dir) {
   return c;
 }
 
-/// Minimal ProcessContext for one batched call.
-class FakeContext : public ProcessContext {
- public:
-  std::map<std::string, std::vector<std::shared_ptr<const Data>>> inputs;
-  std::vector<std::shared_ptr<const Data>> emitted;
-  std::vector<size_t> emitted_items;
-  size_t n = 0;
-  std::string name = "cnn", type = "inference.cnn";
-  RunInfo info;
-
-  size_t size() const override { return n; }
-  int64_t key(size_t item) const override { return 100 + static_cast<int64_t>(item); }
-  bool failed(size_t) const override { return false; }
-  std::string failure(size_t) const override { return ""; }
-  std::shared_ptr<const Data> InputData(const std::string& port, size_t item) const override {
-    auto it = inputs.find(port);
-    if (it == inputs.end() || item >= it->second.size()) return nullptr;
-    return it->second[item];
-  }
-  std::vector<std::shared_ptr<const Data>> InputsOf(const std::string& port, size_t item) const override {
-    auto d = InputData(port, item);
-    return d ? std::vector<std::shared_ptr<const Data>>{d} : std::vector<std::shared_ptr<const Data>>{};
-  }
-  bool Connected(const std::string& port) const override { return inputs.count(port) > 0; }
-  void Emit(const std::string& port, std::shared_ptr<const Data> data, size_t item) override {
-    EXPECT_EQ(port, "results");
-    emitted.push_back(std::move(data));
-    emitted_items.push_back(item);
-  }
-  void EmitItem(const std::string&, int64_t, std::shared_ptr<const Data>) override {}
-  void EmitStream(const std::string&, std::shared_ptr<StreamSource>) override {}
-  const std::string& node_name() const override { return name; }
-  const std::string& node_type() const override { return type; }
-  const RunInfo& run() const override { return info; }
-  bool aborted() const override { return false; }
-  int threads() const override { return 1; }
-  void Log(LogLevel, const std::string&) const override {}
-};
-
 cnn::CnnMetadata SmallMetadata(int64_t nbands) {
   cnn::CnnMetadata md;
   md.arch.nwave = kNWave;
   md.arch.nbands = nbands;
   md.arch.channels = {8, 16, 16};
-  md.wave = WavelengthAxis::Linear(4800.0, 5.5, kNWave);
+  md.wave = nntest::TestGrid();
   md.age_bin_centres = cnn::DefaultAgeBinCentres();
   const char* names[] = {"F438W", "F555W", "F814W", "F275W", "F336W"};
   const double piv[] = {4326.0, 5308.0, 8040.0, 2710.0, 3355.0};
@@ -167,27 +112,6 @@ cnn::CnnMetadata SmallMetadata(int64_t nbands) {
     md.phot_std.push_back(1.0);
   }
   return md;
-}
-
-std::shared_ptr<Spectrum> SpectrumFrom(const sim::LibraryData& lib, int64_t row) {
-  auto s = std::make_shared<Spectrum>();
-  s->id = row;
-  s->wave = lib.wave;
-  s->rest_frame = true;
-  s->norm = 2.0;
-  s->flux.assign(lib.spectra.begin() + row * kNWave, lib.spectra.begin() + (row + 1) * kNWave);
-  return s;
-}
-
-std::shared_ptr<Photometry> PhotometryFrom(const sim::LibraryData& lib, int64_t row) {
-  auto p = std::make_shared<Photometry>();
-  p->id = row;
-  p->bands = lib.bands;
-  p->pivot = lib.pivots;
-  for (size_t b = 0; b < lib.bands.size(); ++b)
-    p->flux.push_back(lib.photometry[row * lib.bands.size() + b] * 2.0);  // x spectrum norm
-  p->error.assign(lib.bands.size(), 0.01);
-  return p;
 }
 
 }  // namespace
@@ -485,9 +409,68 @@ TEST(CnnNode, SpecDeclaresPortsAndParams) {
   EXPECT_FALSE(s.FindInput("photometry")->required);
   ASSERT_NE(s.FindOutput("results"), nullptr);
   ASSERT_NE(s.FindParam("model"), nullptr);
-  EXPECT_THROW(inference::CnnNode(Params({{"model", std::string("")}, {"batch_size", int64_t{256}},
-                                          {"threads", int64_t{0}}, {"norm_tolerance", 0.05}})),
+  EXPECT_THROW(cubeflow::testing::MakeNode<inference::CnnNode>({{"model", std::string("")},
+                                                                {"batch_size", int64_t{256}},
+                                                                {"threads", int64_t{0}},
+                                                                {"norm_tolerance", 0.05}}),
                Error);
+}
+
+TEST(CnnNode, ModelIsAShippedNameOrAPathNeverGuessed) {
+  const fs::path dir = TempDir("modelref"), shipped = dir / "shipped";
+  fs::create_directories(shipped);
+  ASSERT_TRUE(cnn::CnnModel::CreateRandom(SmallMetadata(0), 1).ValueOrThrow()->Save((shipped / "tiny_cnn.pt").string()).ok());
+  nntest::ScopedEnv env("CUBEFLOW_MODEL_DIR", shipped.string());
+  const NodeSpec spec = inference::CnnNode::Spec();
+  ASSERT_EQ(spec.FindParam("model")->type(), ParamType::kModel);
+  EXPECT_EQ(std::get<std::string>(spec.FindParam("model")->default_value()), "cnn_builtin");
+  // One default for norm_tolerance (the options struct's, from the plugin's constant).
+  EXPECT_EQ(std::get<double>(spec.FindParam("norm_tolerance")->default_value()), inference::kDefaultNormTolerance);
+  EXPECT_EQ(inference::CnnOptions{}.norm_tolerance, inference::kDefaultNormTolerance);
+
+  // A shipped name ($CUBEFLOW_MODEL_DIR is searched first) is found and loaded.
+  EXPECT_TRUE(nntest::ErrorsOn(spec, {{"model", std::string("tiny_cnn")}}, "model").empty());
+  EXPECT_NO_THROW(cubeflow::testing::MakeNode<inference::CnnNode>({{"model", std::string("tiny_cnn")}}));
+  // A mistyped name is reported as a name, with the closest shipped one.
+  auto e = nntest::ErrorsOn(spec, {{"model", std::string("tiny_cnm")}}, "model");
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_NE(e[0].find("no shipped model named 'tiny_cnm' (did you mean 'tiny_cnn'?)"), std::string::npos) << e[0];
+  EXPECT_EQ(e[0].find("does not exist"), std::string::npos) << e[0];
+  try {
+    cubeflow::testing::MakeNode<inference::CnnNode>({{"model", std::string("tiny_cnm")}});
+    FAIL() << "expected an error";
+  } catch (const Error& err) {
+    EXPECT_NE(std::string(err.what()).find("model: no shipped model named 'tiny_cnm'"), std::string::npos) << err.what();
+  }
+  // A path is never looked up as a shipped name, even when one of that name exists ...
+  const std::string path = (dir / "tiny_cnn").string();
+  e = nntest::ErrorsOn(spec, {{"model", path}}, "model");
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_NE(e[0].find("model file '" + path + "' does not exist"), std::string::npos) << e[0];
+  EXPECT_EQ(e[0].find("no shipped model"), std::string::npos) << e[0];
+  // ... and a name is never looked up as a file, even when one of that name exists elsewhere.
+  fs::copy_file(shipped / "tiny_cnn.pt", dir / "local.pt");
+  fs::copy_file(shipped / "tiny_cnn.pt.yaml", dir / "local.pt.yaml");
+  e = nntest::ErrorsOn(spec, {{"model", std::string("local")}}, "model");
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_NE(e[0].find("no shipped model named 'local'"), std::string::npos) << e[0];
+  EXPECT_TRUE(nntest::ErrorsOn(spec, {{"model", (dir / "local.pt").string()}}, "model").empty());
+  // What can be known before the run: the metadata file, and that the model is a CNN.
+  std::ofstream(dir / "nometa.pt") << "x";
+  e = nntest::ErrorsOn(spec, {{"model", (dir / "nometa.pt").string()}}, "model");
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_NE(e[0].find("has no metadata file " + (dir / "nometa.pt.yaml").string()), std::string::npos) << e[0];
+  std::ofstream(dir / "sbi_like.pt") << "x";
+  std::ofstream(dir / "sbi_like.pt.yaml") << "kind: sbi\n";
+  e = nntest::ErrorsOn(spec, {{"model", (dir / "sbi_like.pt").string()}}, "model");
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_NE(e[0].find("is an SBI model"), std::string::npos) << e[0];
+  EXPECT_NE(e[0].find("inference.sbi"), std::string::npos) << e[0];
+  e = nntest::ErrorsOn(spec, {{"model", std::string("")}}, "model");
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_NE(e[0].find("is empty"), std::string::npos) << e[0];
+  EXPECT_NE(e[0].find("tiny_cnn"), std::string::npos) << e[0];  // the shipped models are listed
+  fs::remove_all(dir);
 }
 
 TEST(CnnNode, ProcessEmitsRecords) {
@@ -499,28 +482,28 @@ TEST(CnnNode, ProcessEmitsRecords) {
   md.lm_v.assign(kNumBins, 1.0);
   auto model = cnn::CnnModel::CreateRandom(md, 3);
   ASSERT_TRUE(model.ok());
-  inference::CnnNode node(std::move(model).ValueOrThrow(), "test.pt", 1);
+  inference::CnnNode node(std::move(model).ValueOrThrow(), "test.pt");  // 1 thread
   FakeContext ctx;
-  ctx.n = 6;
   for (int64_t i = 0; i < 6; ++i) {
     auto s = SpectrumFrom(lib, i);
     if (i == 2) { s->mask.assign(kNWave, 0); for (int k = 10; k < 30; ++k) s->mask[k] = 1; s->flux[12] = NAN; }
     if (i == 4) for (int k = 0; k < 300; ++k) s->flux[k] = NAN;  // mostly bad
-    ctx.inputs["spectra"].push_back(s);
     auto p = PhotometryFrom(lib, i);
     if (i == 1) { std::swap(p->bands[0], p->bands[2]); std::swap(p->flux[0], p->flux[2]); std::swap(p->pivot[0], p->pivot[2]); }
-    ctx.inputs["photometry"].push_back(p);
+    ctx.AddItem(100 + i, {{"spectra", s}, {"photometry", p}});
   }
   ASSERT_NO_THROW(node.Process(ctx));
-  ASSERT_EQ(ctx.emitted.size(), 6u);
+  const auto results = nntest::Results(ctx);
+  ASSERT_EQ(results.size(), 6u);
   // Reference predictions straight from the model (band order restored, photometry / norm).
   std::vector<float> mf(6 * kNumBins), zh(6 * kNumBins);
   auto ref = cnn::CnnModel::CreateRandom(md, 3);
   ASSERT_TRUE((*ref)->Predict(lib.spectra.data(), lib.photometry.data(), 6, mf.data(), zh.data(), 1).ok());
   for (size_t e = 0; e < 6; ++e) {
-    auto rec = std::dynamic_pointer_cast<const Record>(ctx.emitted[e]);
+    auto rec = results[e].second;
     ASSERT_TRUE(rec);
-    const size_t i = ctx.emitted_items[e];
+    const size_t i = static_cast<size_t>(results[e].first - 100);  // the item's key is 100 + item
+    ASSERT_LT(i, 6u);
     EXPECT_EQ(rec->id, 100 + static_cast<int64_t>(i));
     const auto& m = rec->fields.at("mass_frac");
     ASSERT_EQ(m.values.size(), static_cast<size_t>(kNumBins));
@@ -546,7 +529,7 @@ TEST(CnnNode, MismatchErrorsNameTheField) {
   auto md = SmallMetadata(3);
   md.bands = lib.bands;
   md.pivots = lib.pivots;
-  inference::CnnNode node(cnn::CnnModel::CreateRandom(md, 3).ValueOrThrow(), "model.pt", 1);
+  inference::CnnNode node(cnn::CnnModel::CreateRandom(md, 3).ValueOrThrow(), "model.pt");  // 1 thread
   auto good = SpectrumFrom(lib, 0);
   EXPECT_EQ(node.CheckSpectrum(*good), "");
 
@@ -594,11 +577,9 @@ TEST(CnnNode, MismatchErrorsNameTheField) {
 
   // Through Process: the run stops with the message.
   FakeContext ctx;
-  ctx.n = 1;
   auto bad = std::make_shared<Spectrum>(*good);
   bad->wave.cdelt = 1.25;
-  ctx.inputs["spectra"].push_back(bad);
-  ctx.inputs["photometry"].push_back(PhotometryFrom(lib, 0));
+  ctx.AddItem(100, {{"spectra", bad}, {"photometry", PhotometryFrom(lib, 0)}});
   try {
     node.Process(ctx);
     FAIL() << "expected an error";
@@ -607,8 +588,7 @@ TEST(CnnNode, MismatchErrorsNameTheField) {
   }
   // Photometry missing although the model needs it.
   FakeContext ctx2;
-  ctx2.n = 1;
-  ctx2.inputs["spectra"].push_back(good);
+  ctx2.AddItem(100, {{"spectra", good}});
   EXPECT_THROW(node.Process(ctx2), Error);
 }
 

@@ -17,54 +17,42 @@
 #include "cubeflow/nn/commands.hpp"
 #include "cubeflow/nn/sbi.hpp"
 #include "cubeflow/nn/sbi_train.hpp"
+#include "nn_test_util.hpp"
 #include "sbi_net.hpp"
 #include "sbi_node.hpp"
 
-
 namespace fs = std::filesystem;
 using namespace cubeflow;
+using cubeflow::testing::FakeContext;
+using nntest::kNWave;
+using nntest::PhotometryFrom;
+using nntest::SpectrumFrom;
 
 namespace {
 
-constexpr int64_t kNWave = 400;
 constexpr double kTu = 13.47;
 
-fs::path TempDir(const std::string& name) {
-  fs::path p = fs::temp_directory_path() / ("cubeflow_test_sbi_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
-}
+fs::path TempDir(const std::string& name) { return nntest::TempDir("sbi", name); }
 
 /// Synthetic library whose spectra are learnable functions of the parameters: the mass-assembly
 /// times come from a 10-part Dirichlet split of the age of the universe, [M/H] is uniform; the
 /// continuum slope follows t50, a line at 6563 A deepens with t90, one at 5175 A with [M/H],
 /// a feature at 5900 A with t10. Photometry (3 bands) is a colour driven by t50.
 sim::LibraryData MakeLibrary(int64_t n, uint64_t seed, bool with_phot = true, bool noisy = true) {
-  sim::LibraryData lib;
-  lib.wave = WavelengthAxis::Linear(4800.0, 5.5, kNWave);
-  lib.ssp_name = "synthetic-test";
+  sim::LibraryData lib = nntest::EmptyLibrary(n, with_phot);
   lib.meta["config"] = "cosmology: {h0: 70, omega_m: 0.3}\n";
-  if (with_phot) {
-    lib.bands = {"F438W", "F555W", "F814W"};
-    lib.pivots = {4326.0, 5308.0, 8040.0};
-  }
   const int64_t nb = static_cast<int64_t>(lib.bands.size());
   const int K = sim::kNumAgeBins, Q = sim::kNumMassPercentiles;
-  lib.n = n;
   std::mt19937_64 rng(seed);
   std::normal_distribution<double> gauss(0.0, 1.0);
   std::uniform_real_distribution<double> uni(0.0, 1.0);
   std::exponential_distribution<double> expo(1.0);
-  lib.spectra.resize(n * kNWave);
   lib.spectra_err.resize(n * kNWave);
-  lib.photometry.resize(n * nb);
   lib.photometry_err.resize(n * nb);
   lib.mass_frac.assign(n * K, 1.0f / K);
   lib.light_frac.assign(n * K, 1.0f / K);
   lib.zh.resize(n * K);
   lib.t_mass.resize(n * Q);
-  lib.snr.resize(n);
   lib.tau_bc.assign(n, 0.5f);
   lib.tau_ism.assign(n, 0.2f);
   lib.sfh_kind.assign(n, 0);
@@ -92,11 +80,7 @@ sim::LibraryData MakeLibrary(int64_t n, uint64_t seed, bool with_phot = true, bo
                 0.4 * b * std::exp(-0.5 * std::pow((lam - 6563.0) / 20.0, 2)) -
                 0.3 * c * std::exp(-0.5 * std::pow((lam - 5900.0) / 30.0, 2));
     }
-    double wsum = 0;
-    int wcnt = 0;
-    for (int64_t k = 0; k < kNWave; ++k)
-      if (lib.wave.At(k) >= 5300 && lib.wave.At(k) <= 5500) { wsum += flux[k]; ++wcnt; }
-    const double norm = wsum / wcnt;
+    const double norm = nntest::WindowMean(lib.wave, flux);
     const double snr = (i % 2) ? 20.0 : 50.0;
     lib.snr[i] = noisy ? static_cast<float>(snr) : 0.0f;
     for (int64_t k = 0; k < kNWave; ++k) {
@@ -155,7 +139,7 @@ sbi::SbiMetadata SmallMetadata(int64_t nbands) {
   md.flow.hidden = 16;
   md.flow.context_hidden = 16;
   md.flow.bins = 4;
-  md.input.wave = WavelengthAxis::Linear(4800.0, 5.5, kNWave);
+  md.input.wave = nntest::TestGrid();
   const char* names[] = {"F438W", "F555W", "F814W"};
   const double piv[] = {4326.0, 5308.0, 8040.0};
   for (int64_t b = 0; b < nbands; ++b) {
@@ -180,63 +164,6 @@ void PerturbFlow(sbi::Flow& flow, double scale, uint64_t seed) {
   torch::manual_seed(seed);
   torch::NoGradGuard g;
   for (auto& p : flow->parameters()) p.copy_(torch::randn_like(p) * scale);
-}
-
-class FakeContext : public ProcessContext {
- public:
-  std::map<std::string, std::vector<std::shared_ptr<const Data>>> inputs;
-  std::vector<std::shared_ptr<const Data>> emitted;
-  std::vector<int64_t> keys;
-  std::string name = "sbi", type = "inference.sbi";
-  RunInfo info;
-  size_t size() const override { return keys.size(); }
-  int64_t key(size_t item) const override { return keys[item]; }
-  bool failed(size_t) const override { return false; }
-  std::string failure(size_t) const override { return ""; }
-  std::shared_ptr<const Data> InputData(const std::string& port, size_t item) const override {
-    auto it = inputs.find(port);
-    if (it == inputs.end() || item >= it->second.size()) return nullptr;
-    return it->second[item];
-  }
-  std::vector<std::shared_ptr<const Data>> InputsOf(const std::string& port, size_t item) const override {
-    auto d = InputData(port, item);
-    return d ? std::vector<std::shared_ptr<const Data>>{d} : std::vector<std::shared_ptr<const Data>>{};
-  }
-  bool Connected(const std::string& port) const override { return inputs.count(port) > 0; }
-  void Emit(const std::string& port, std::shared_ptr<const Data> data, size_t) override {
-    EXPECT_EQ(port, "results");
-    emitted.push_back(std::move(data));
-  }
-  void EmitItem(const std::string&, int64_t, std::shared_ptr<const Data>) override {}
-  void EmitStream(const std::string&, std::shared_ptr<StreamSource>) override {}
-  const std::string& node_name() const override { return name; }
-  const std::string& node_type() const override { return type; }
-  const RunInfo& run() const override { return info; }
-  bool aborted() const override { return false; }
-  int threads() const override { return 1; }
-  void Log(LogLevel, const std::string&) const override {}
-};
-
-std::shared_ptr<Spectrum> SpectrumFrom(const sim::LibraryData& lib, int64_t row) {
-  auto s = std::make_shared<Spectrum>();
-  s->id = row;
-  s->wave = lib.wave;
-  s->rest_frame = true;
-  s->norm = 2.0;
-  s->flux.assign(lib.spectra.begin() + row * kNWave, lib.spectra.begin() + (row + 1) * kNWave);
-  s->variance.resize(kNWave);
-  for (int64_t k = 0; k < kNWave; ++k) s->variance[k] = std::pow(lib.spectra_err[row * kNWave + k], 2);
-  return s;
-}
-
-std::shared_ptr<Photometry> PhotometryFrom(const sim::LibraryData& lib, int64_t row) {
-  auto p = std::make_shared<Photometry>();
-  p->id = row;
-  p->bands = lib.bands;
-  p->pivot = lib.pivots;
-  for (size_t b = 0; b < lib.bands.size(); ++b) p->flux.push_back(lib.photometry[row * lib.bands.size() + b] * 2.0);
-  p->error.assign(lib.bands.size(), 0.01);
-  return p;
 }
 
 double Field(const Record& r, const std::string& k) { return r.fields.at(k).values.at(0); }
@@ -844,16 +771,11 @@ TEST(SbiNode, EmitsOrderedPercentilesReproducibly) {
       if (i == 2) { s->mask.assign(kNWave, 0); for (int k = 10; k < 30; ++k) s->mask[k] = 1; s->flux[12] = NAN; }
       if (i == 4) for (int k = 0; k < 300; ++k) s->flux[k] = NAN;  // mostly bad
       if (i == 5) for (auto& v : s->variance) v = 1.0 / (400.0 * 400.0);  // S/N 400, far above training
-      ctx.inputs["spectra"].push_back(s);
-      ctx.inputs["photometry"].push_back(PhotometryFrom(lib, i));
-      ctx.keys.push_back(1000 + i);
+      ctx.AddItem(1000 + i, {{"spectra", s}, {"photometry", PhotometryFrom(lib, i)}});
     }
     node.Process(ctx);
     std::map<int64_t, std::shared_ptr<const Record>> out;
-    for (auto& d : ctx.emitted) {
-      auto r = std::dynamic_pointer_cast<const Record>(d);
-      out[r->id] = r;
-    }
+    for (auto& [key, r] : nntest::Results(ctx)) out[r->id] = r;
     return out;
   };
   auto node = make_node(7, true);
@@ -918,7 +840,7 @@ TEST(SbiNode, InputErrorsNameTheFieldAndTheFix) {
   auto s = std::make_shared<Spectrum>(*good);
   s->wave.cdelt = 1.25;
   std::string msg = node.CheckSpectrum(*s);
-  EXPECT_NE(msg.find("inference.sbi: spectrum of bin 0"), std::string::npos) << msg;
+  EXPECT_EQ(msg.rfind("spectrum of bin 0: ", 0), 0u) << msg;  // no node-type prefix: the runner adds it
   EXPECT_NE(msg.find("step = 1.25 A, model's is 5.5 A"), std::string::npos) << msg;
   EXPECT_NE(msg.find("model.pt.yaml"), std::string::npos) << msg;
   s = std::make_shared<Spectrum>(*good);
@@ -936,9 +858,7 @@ TEST(SbiNode, InputErrorsNameTheFieldAndTheFix) {
   FakeContext ctx;
   auto novar = std::make_shared<Spectrum>(*good);
   novar->variance.clear();
-  ctx.inputs["spectra"].push_back(novar);
-  ctx.inputs["photometry"].push_back(PhotometryFrom(lib, 0));
-  ctx.keys.push_back(0);
+  ctx.AddItem(0, {{"spectra", novar}, {"photometry", PhotometryFrom(lib, 0)}});
   try {
     node.Process(ctx);
     FAIL() << "expected an error";
@@ -948,7 +868,7 @@ TEST(SbiNode, InputErrorsNameTheFieldAndTheFix) {
   o.snr = 30;
   inference::SbiNode node_snr(sbi::SbiModel::CreateRandom(md, 3).ValueOrThrow(), "model.pt", o);
   EXPECT_NO_THROW(node_snr.Process(ctx));
-  EXPECT_EQ(ctx.emitted.size(), 1u);
+  EXPECT_EQ(nntest::Results(ctx).size(), 1u);
   // The binning's meta snr (per pixel, before broadening) is preferred to the variance: a
   // variance that says S/N 400 (outside the training range) does not flag the bin when meta says 30.
   o.snr = 0;
@@ -959,11 +879,9 @@ TEST(SbiNode, InputErrorsNameTheFieldAndTheFix) {
     auto sp = std::make_shared<Spectrum>(*good);
     for (auto& v : sp->variance) v = 1.0 / (400.0 * 400.0);
     if (meta_snr > 0) sp->meta["snr"] = meta_snr;
-    c.inputs["spectra"].push_back(sp);
-    c.inputs["photometry"].push_back(PhotometryFrom(lib, 0));
-    c.keys.push_back(0);
+    c.AddItem(0, {{"spectra", sp}, {"photometry", PhotometryFrom(lib, 0)}});
     n2.Process(c);
-    return std::dynamic_pointer_cast<const Record>(c.emitted.at(0));
+    return nntest::Results(c).at(0).second;
   };
   EXPECT_FALSE(run_one("auto", 30)->quality & kQualOutsideTraining);
   EXPECT_TRUE(run_one("variance", 30)->quality & kQualOutsideTraining);
@@ -971,14 +889,58 @@ TEST(SbiNode, InputErrorsNameTheFieldAndTheFix) {
   EXPECT_THROW(run_one("meta", 0), Error);
   // Photometry not connected although the model needs it.
   FakeContext ctx2;
-  ctx2.inputs["spectra"].push_back(good);
-  ctx2.keys.push_back(0);
+  ctx2.AddItem(0, {{"spectra", good}});
   try {
     node.Process(ctx2);
     FAIL() << "expected an error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("connect the 'photometry' input"), std::string::npos) << e.what();
   }
+}
+
+TEST(SbiNode, ChecksTheModelAndTheSampleBudgetBeforeTheRun) {
+  const fs::path dir = TempDir("checks");
+  const std::string model = (dir / "tiny_sbi.pt").string();
+  ASSERT_TRUE(sbi::SbiModel::CreateRandom(SmallMetadata(0), 3).ValueOrThrow()->Save(model).ok());
+  const NodeSpec spec = inference::SbiNode::Spec();
+  ASSERT_EQ(spec.FindParam("model")->type(), ParamType::kModel);
+  EXPECT_EQ(std::get<std::string>(spec.FindParam("model")->default_value()), "sbi_builtin");
+  EXPECT_EQ(std::get<double>(spec.FindParam("norm_tolerance")->default_value()), inference::kDefaultNormTolerance);
+  EXPECT_EQ(inference::SbiOptions{}.norm_tolerance, inference::kDefaultNormTolerance);
+  EXPECT_TRUE(nntest::ErrorsOn(spec, {{"model", model}}, "model").empty());
+  // The node is built from its bound options and loads the model the path names.
+  auto node = cubeflow::testing::MakeNode<inference::SbiNode>({{"model", model}, {"n_samples", int64_t{50}}});
+  EXPECT_NE(dynamic_cast<inference::SbiNode*>(node.get()), nullptr);
+  // A shipped name in $CUBEFLOW_MODEL_DIR, and a mistyped one.
+  {
+    nntest::ScopedEnv env("CUBEFLOW_MODEL_DIR", dir.string());
+    EXPECT_TRUE(nntest::ErrorsOn(spec, {{"model", std::string("tiny_sbi")}}, "model").empty());
+    auto e = nntest::ErrorsOn(spec, {{"model", std::string("tiny_sbj")}}, "model");
+    ASSERT_EQ(e.size(), 1u);
+    EXPECT_NE(e[0].find("no shipped model named 'tiny_sbj' (did you mean 'tiny_sbi'?)"), std::string::npos) << e[0];
+  }
+  // The posterior samples of one batch must fit in memory: reported on batch_size.
+  auto e = nntest::ErrorsOn(spec, {{"model", model}, {"batch_size", int64_t{65536}}, {"n_samples", int64_t{100000}}},
+                            "batch_size");
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_NE(e[0].find("GiB of posterior samples per call"), std::string::npos) << e[0];
+  EXPECT_NE(e[0].find("lower batch_size"), std::string::npos) << e[0];
+  // A CNN model is named as such.
+  std::ofstream(dir / "cnn_like.pt") << "x";
+  std::ofstream(dir / "cnn_like.pt.yaml") << "format: torchscript\nwavelength: {start: 4800, step: 5.5, n: 400}\n"
+                                             "architecture: {nwave: 400, nbands: 0}\n";
+  e = nntest::ErrorsOn(spec, {{"model", (dir / "cnn_like.pt").string()}}, "model");
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_NE(e[0].find("is a CNN model"), std::string::npos) << e[0];
+  EXPECT_NE(e[0].find("inference.cnn"), std::string::npos) << e[0];
+  // An assumed S/N outside the training range (20-50) is a warning on snr.
+  const CheckReport r =
+      spec.RunChecks(cubeflow::testing::DefaultParams(spec, {{"model", model}, {"snr", 500.0}}));
+  EXPECT_FALSE(r.has_errors()) << r.ErrorText();
+  ASSERT_EQ(r.issues().size(), 1u);
+  EXPECT_EQ(r.issues()[0].param, "snr");
+  EXPECT_NE(r.issues()[0].message.find("outside the training range 20-50"), std::string::npos) << r.issues()[0].message;
+  fs::remove_all(dir);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1039,16 +1001,16 @@ TEST(SbiCommands, TrainAndEvaluateDispatchAndJson) {
   EXPECT_EQ(RunMain(nn::TrainCommand, {"train", (dir / "sbi.yaml").string(), "--resume"}), 0);
   // A bad key names itself (and the SBI parser handled it: the message lists SBI keys).
   std::ofstream(dir / "bad.yaml") << "kind: sbi\nlibrary: lib.fits\noutput: x.pt\nflow_lr_rate: 1\n";
-  testing::internal::CaptureStderr();
+  ::testing::internal::CaptureStderr();
   EXPECT_EQ(RunMain(nn::TrainCommand, {"train", (dir / "bad.yaml").string()}), 1);
-  const std::string err = testing::internal::GetCapturedStderr();
+  const std::string err = ::testing::internal::GetCapturedStderr();
   EXPECT_NE(err.find("unknown key 'flow_lr_rate'"), std::string::npos) << err;
   EXPECT_NE(err.find("flow_stop_patience"), std::string::npos) << err;
   // Without `kind: sbi` the configuration goes to the CNN's parser (its key list names its keys).
   std::ofstream(dir / "cnn.yaml") << "library: lib.fits\noutput: x.pt\nflow_epochs: 1\n";
-  testing::internal::CaptureStderr();
+  ::testing::internal::CaptureStderr();
   EXPECT_EQ(RunMain(nn::TrainCommand, {"train", (dir / "cnn.yaml").string()}), 1);
-  const std::string cnn_err = testing::internal::GetCapturedStderr();
+  const std::string cnn_err = ::testing::internal::GetCapturedStderr();
   EXPECT_NE(cnn_err.find("unknown key 'flow_epochs'"), std::string::npos) << cnn_err;
   EXPECT_NE(cnn_err.find("loss_weight_sfh"), std::string::npos) << cnn_err;
   fs::remove_all(dir);

@@ -1,5 +1,5 @@
 #pragma once
-// Helpers for tests/photometry: temp dirs, synthetic FITS images with WCS, a fake context.
+// Helpers for tests/plugins/photometry: temp dirs, synthetic FITS images with WCS, draining streams.
 #include <fitsio.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -15,7 +15,7 @@
 #include "cubeflow/data.hpp"
 #include "cubeflow/fits/cube_io.hpp"
 #include "cubeflow/node.hpp"
-#include "cubeflow/registry.hpp"
+#include "cubeflow/testing/fake_context.hpp"
 
 namespace phottest {
 
@@ -109,54 +109,17 @@ inline std::string WriteFits(const std::string& path, const std::vector<Hdu>& hd
   return "";
 }
 
-/// A fake context: single inputs by port, collects emitted singles and pulls emitted streams.
-class FakeContext : public ProcessContext {
- public:
-  std::map<std::string, std::shared_ptr<const Data>> inputs;
-  std::map<std::string, std::shared_ptr<const Data>> singles;
-  std::map<std::string, std::vector<std::pair<int64_t, std::shared_ptr<const Data>>>> streams;
-  std::vector<std::string> logs;
-  size_t size() const override { return 1; }
-  int64_t key(size_t) const override { return -1; }
-  bool failed(size_t) const override { return false; }
-  std::string failure(size_t) const override { return ""; }
-  std::shared_ptr<const Data> InputData(const std::string& port, size_t) const override {
-    auto it = inputs.find(port);
-    return it == inputs.end() ? nullptr : it->second;
-  }
-  std::vector<std::shared_ptr<const Data>> InputsOf(const std::string& port, size_t i) const override {
-    auto d = InputData(port, i);
-    return d ? std::vector<std::shared_ptr<const Data>>{d} : std::vector<std::shared_ptr<const Data>>{};
-  }
-  bool Connected(const std::string& port) const override { return inputs.count(port) > 0; }
-  void Emit(const std::string& port, std::shared_ptr<const Data> d, size_t) override { singles[port] = std::move(d); }
-  void EmitItem(const std::string& port, int64_t key, std::shared_ptr<const Data> d) override {
-    streams[port].push_back({key, std::move(d)});
-  }
-  void EmitStream(const std::string& port, std::shared_ptr<StreamSource> src) override {
-    int64_t k;
-    std::shared_ptr<const Data> d;
-    while (src->Next(k, d)) streams[port].push_back({k, d});
-  }
-  const std::string& node_name() const override { return name_; }
-  const std::string& node_type() const override { return name_; }
-  const RunInfo& run() const override { return run_; }
-  bool aborted() const override { return false; }
-  int threads() const override { return 2; }
-  void Log(LogLevel, const std::string& m) const override { logs_.push_back(m); }
-  mutable std::vector<std::string> logs_;
-
- private:
-  std::string name_ = "test";
-  RunInfo run_;
-};
-
-/// Params of a registered node type: defaults, then overrides.
-inline Params MakeParams(const NodeSpec& s, const std::map<std::string, Value>& overrides) {
-  Params p;
-  for (const auto& ps : s.params()) p.Set(ps.name(), ps.default_value());
-  for (const auto& [k, v] : overrides) p.Set(k, v);
-  return p;
+/// Everything a stream output of `ctx` yields, as (key, payload) in order (pulls the stream
+/// the node handed to cubeflow::testing::FakeContext::EmitStream).
+inline std::vector<std::pair<int64_t, std::shared_ptr<const Data>>> Drain(const cubeflow::testing::FakeContext& ctx,
+                                                                            const std::string& port) {
+  std::vector<std::pair<int64_t, std::shared_ptr<const Data>>> out;
+  auto src = ctx.Stream(port);
+  if (!src) return out;
+  int64_t k;
+  std::shared_ptr<const Data> d;
+  while (src->Next(k, d)) out.push_back({k, d});
+  return out;
 }
 
 }  // namespace phottest

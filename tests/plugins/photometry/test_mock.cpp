@@ -16,7 +16,7 @@ namespace {
 
 using namespace cubeflow;
 using namespace cubeflow::photometry;
-using phottest::FakeContext;
+using cubeflow::testing::FakeContext;
 using phottest::TempDir;
 
 const std::vector<std::string> kBands = {"F275W", "F336W", "F438W", "F555W", "F814W"};
@@ -61,27 +61,26 @@ std::shared_ptr<const Binning> MockBinning(const std::string& dir) {
   auto cube = fits::ReadCube(dir + "/cube.fits");
   EXPECT_TRUE(cube.ok()) << cube.status().message();
   std::shared_ptr<const Cube> c = *cube;
-  binning::VoronoiNode node(phottest::MakeParams(binning::VoronoiNode::Spec(), {{"target_snr", 10.0}}));
+  auto node = cubeflow::testing::MakeNode<binning::VoronoiNode>({{"target_snr", 10.0}});
   FakeContext ctx;
-  ctx.inputs["cube"] = c;
-  node.Process(ctx);
-  return std::static_pointer_cast<const Binning>(ctx.singles.at("binning"));
+  ctx.SetInput("cube", c);
+  node->Process(ctx);
+  auto binning = ctx.Output<Binning>("binning");
+  EXPECT_NE(binning, nullptr);
+  return binning;
 }
 
 std::unique_ptr<Node> MakeNode(const std::map<std::string, Value>& over) {
-  Registry reg;
-  reg.Add<HstMatchNode>();
-  const NodeSpec* s = reg.Find("photometry.hst_match");
-  EXPECT_NE(s, nullptr);
-  return s->factory()(phottest::MakeParams(*s, over));
+  EXPECT_EQ(HstMatchNode::Spec().name(), "photometry.hst_match");
+  return cubeflow::testing::MakeNode<HstMatchNode>(over);
 }
 
 /// Runs the node; returns the per-bin Photometry in key order.
 std::vector<std::shared_ptr<const Photometry>> RunNode(Node& node, std::shared_ptr<const Binning> b, FakeContext& ctx) {
-  ctx.inputs["binning"] = b;
+  ctx.SetInput("binning", b);
   node.Process(ctx);
   std::vector<std::shared_ptr<const Photometry>> out;
-  for (const auto& [k, d] : ctx.streams["photometry"]) {
+  for (const auto& [k, d] : phottest::Drain(ctx, "photometry")) {
     EXPECT_EQ(k, static_cast<int64_t>(out.size()));
     out.push_back(std::static_pointer_cast<const Photometry>(d));
   }
@@ -183,11 +182,13 @@ TEST(PhotMock, PerBinFluxesAgreeWithTheTruthToTwoPercent) {
     EXPECT_EQ(p->unit, "erg/s/cm2/Angstrom");
     EXPECT_EQ(p->quality & kQualNoCoverage, 0u);
   }
-  ASSERT_EQ(ctx.streams["records"].size(), b->bins.size());
-  auto rec = std::static_pointer_cast<const Record>(ctx.streams["records"][3].second);
+  const auto records = phottest::Drain(ctx, "records");
+  ASSERT_EQ(records.size(), b->bins.size());
+  auto rec = std::static_pointer_cast<const Record>(records[3].second);
   EXPECT_DOUBLE_EQ(rec->fields.at("hst_f555w").values[0], phot[3]->flux[3]);
   EXPECT_DOUBLE_EQ(rec->fields.at("hst_f555w_err").values[0], phot[3]->error[3]);
-  auto qa = std::static_pointer_cast<const Map>(ctx.singles.at("maps"));
+  auto qa = ctx.Output<Map>("maps");
+  ASSERT_NE(qa, nullptr);
   EXPECT_EQ(qa->nplanes, 5);
   EXPECT_EQ(qa->plane_names, kBands);
   double bin_sum = 0;
@@ -210,7 +211,7 @@ TEST(PhotMock, ErrorsMatchTheScatterOfNoisyImages) {
     auto pc = RunNode(*nc, b, cc);
     auto pn = RunNode(*nn, b, cn);
     ASSERT_EQ(pc.size(), pn.size());
-    EXPECT_EQ(cn.singles.count("maps"), 0u);
+    EXPECT_TRUE(cn.Emitted("maps").empty());
     for (size_t band = 0; band < kBands.size(); ++band) {
       double s2 = 0;
       for (size_t k = 0; k < pc.size(); ++k) {

@@ -21,7 +21,7 @@ namespace {
 
 using namespace cubeflow;
 using namespace cubeflow::photometry;
-using phottest::FakeContext;
+using cubeflow::testing::FakeContext;
 using phottest::TempDir;
 
 std::string HstPath() { return phottest::DataDir() + "/hst/mpdaf_HST-HDFS_WFPC2_F606W.fits"; }
@@ -52,15 +52,14 @@ struct SmallMock {
 
 TEST(ReadMap, ReadsKinematicsWithWcsAndChecksTheGrid) {
   SmallMock m;
-  Registry reg;
-  reg.Add<io::ReadMapNode>();
-  const NodeSpec* s = reg.Find("io.read_map");
-  ASSERT_NE(s, nullptr);
-  auto node = s->factory()(phottest::MakeParams(*s, {{"path", m.dir.File("kinematics.fits")}, {"extension", std::string("V_STARS")}}));
+  ASSERT_EQ(io::ReadMapNode::Spec().name(), "io.read_map");
+  auto node = cubeflow::testing::MakeNode<io::ReadMapNode>(
+      {{"path", m.dir.File("kinematics.fits")}, {"extension", std::string("V_STARS")}});
   FakeContext ctx;
-  ctx.inputs["grid"] = m.grid;
+  ctx.SetInput("grid", m.grid);
   node->Process(ctx);
-  auto map = std::static_pointer_cast<const Map>(ctx.singles.at("map"));
+  auto map = ctx.Output<Map>("map");
+  ASSERT_NE(map, nullptr);
   EXPECT_EQ(map->name, "V_STARS");
   EXPECT_EQ(map->bunit, "km/s");
   ASSERT_EQ(map->nx, 16);
@@ -87,7 +86,7 @@ TEST(ReadMap, ReadsKinematicsWithWcsAndChecksTheGrid) {
   auto other = std::make_shared<Binning>(*m.grid);
   other->nx = 20;
   FakeContext c2;
-  c2.inputs["grid"] = other;
+  c2.SetInput("grid", other);
   try {
     node->Process(c2);
     FAIL();
@@ -97,7 +96,7 @@ TEST(ReadMap, ReadsKinematicsWithWcsAndChecksTheGrid) {
   auto shifted = std::make_shared<Binning>(*m.grid);
   shifted->wcs = phottest::MakeWcs(16, 12, phottest::WcsSpec{170.062611, 12.991528, 9.0, 6.5, 0.2, 0});
   FakeContext c3;
-  c3.inputs["grid"] = shifted;
+  c3.SetInput("grid", shifted);
   try {
     node->Process(c3);
     FAIL();

@@ -4,8 +4,8 @@
 /// window, photometric bands) and the checks that bin spectra and photometry meet them, with
 /// messages that name the bin, the field, both values and the fix.
 ///
-/// Shared by the inference nodes; the wording follows inference.cnn's checks (docs/cnn.md), with
-/// the node type in place of "inference.cnn". No libtorch here.
+/// Shared by the inference nodes; the wording follows inference.cnn's checks (docs/cnn.md). The
+/// messages start with the bin ("spectrum of bin 7: ..."): the runner prefixes the node. No libtorch here.
 
 #include <cstdint>
 #include <string>
@@ -27,7 +27,8 @@ struct InputConventions {
 /// "" if `s` matches the conventions, else the message: wavelength grid (n, start to 1 % of a
 /// pixel, step so that the grid drifts by < 1 % of a pixel, linear/log, air/vacuum), rest frame,
 /// normalisation window from `meta` norm_min/norm_max, mean flux in the window = 1 within
-/// `norm_tolerance`. `who` is the node type, `metadata_path` the model metadata file.
+/// `norm_tolerance`. `who` is the node type, named in the advice ("put spectral.restframe before
+/// <who>") but not as a prefix (the runner adds it); `metadata_path` is the model metadata file.
 std::string CheckSpectrum(const std::string& who, const std::string& metadata_path, const InputConventions& c,
                           const Spectrum& s, double norm_tolerance);
 
