@@ -873,8 +873,11 @@ void Runner::RecordRunInfo() {
     for (const auto& [k, v] : def.params.values()) ni.params[k] = FormatValue(v);
     const bool is_sink = def.spec->outputs().empty();
     for (const auto& ps : def.spec->params()) {
-      if (ps.type() != ParamType::kPath || is_sink) continue;
-      const std::string& p = def.params.GetString(ps.name());
+      if (is_sink || ps.is_output()) continue;
+      std::string p;
+      if (ps.type() == ParamType::kPath) p = def.params.GetString(ps.name());
+      else if (ps.type() == ParamType::kModel) p = ModelRef::Parse(def.params.GetString(ps.name())).File();
+      else continue;
       std::error_code ec;
       if (!p.empty() && std::filesystem::is_regular_file(p, ec)) run_info_.input_files.push_back(p);
     }

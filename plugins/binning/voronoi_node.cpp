@@ -186,13 +186,6 @@ VoronoiOptions VoronoiNodeOptions::ToLibrary() const {
 
 VoronoiNode::VoronoiNode(const Options& options) : options_(options) {}
 
-VoronoiNode::VoronoiNode(const Params& params) {
-  const NodeSpec spec = Spec();
-  const CheckReport r = spec.RunChecks(params);
-  if (r.has_errors()) throw Error(r.ErrorText());
-  options_ = spec.Bind<Options>(params);
-}
-
 namespace {
 
 /// The spaxels that take part in the binning, as points for VoronoiBin.

@@ -66,9 +66,6 @@ class VoronoiNode : public Node {
   using Options = VoronoiNodeOptions;
   static NodeSpec Spec();
   explicit VoronoiNode(const Options& options);
-  /// Binds `params` to Options with the spec and runs its checks (as Registry::Add's factory
-  /// does); kept for callers that still build the node from Params.
-  explicit VoronoiNode(const Params& params);
   void Process(ProcessContext& ctx) override;
 
  private:

@@ -65,6 +65,7 @@ NodeSpec CnnNode::Spec() {
              "allowed |mean flux in the normalisation window - 1| of an input spectrum", InRange{0, 10})
       .Check<CnnOptions>(CheckModel)
       .Batched("batch_size")
+      .Checkpointed()
       .Concurrent(Concurrency::kSerial);
 }
 

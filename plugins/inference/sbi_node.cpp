@@ -106,6 +106,7 @@ NodeSpec SbiNode::Spec() {
              InRange{0, 1e6})
       .Check<SbiOptions>(CheckOptions)
       .Batched("batch_size")
+      .Checkpointed()
       .Concurrent(Concurrency::kSerial);
 }
 

@@ -92,6 +92,9 @@ class WriteMapsNode : public Node {
   };
   /// Builds the product from what was collected (exposed for tests).
   fits::MapsProduct Assemble(const RunInfo& run, bool aborted) const;
+  /// How many bins (or, without per-bin records, spaxels) the product covers and how many of
+  /// them carry a usable result: arrived, not failed, at least one finite value.
+  std::pair<int64_t, int64_t> CountUsable() const;
   const std::map<int64_t, BinResult>& bins() const { return bins_; }
 
  private:
@@ -105,6 +108,16 @@ class WriteMapsNode : public Node {
   std::shared_ptr<const Binning> binning_;
   std::map<int64_t, BinResult> bins_;
 };
+
+/// Where a failed or interrupted run writes its product: the product path itself if nothing is
+/// there yet, else `<stem>.partial<ext>` beside it, so that an earlier, good product is never
+/// replaced by a partial one.
+inline std::string PartialProductPath(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return path;
+  const std::filesystem::path p(path);
+  return (p.parent_path() / (p.stem().string() + ".partial" + p.extension().string())).string();
+}
 
 /// The MISSING keyword of MAPS and SPECTRA products: comma-separated bin ids, cut with ",..."
 /// once the list passes ~2000 characters (CFITSIO continues long strings over several cards).

@@ -36,13 +36,14 @@ NodeSpec WriteMapsNode::Spec() {
           "the spaxels of its bin (EXTNAME = upper-case field name), every vector field as a cube "
           "of planes named by the field's labels; `<x>_err` fields become the error companion of "
           "`<x>`; a QUALITY int32 mask (bits in docs/products.md); a BINS table with one row per "
-          "bin. Written atomically; if the run aborts, whatever arrived is written with PARTIAL = T.")
+          "bin. Written atomically; if the run aborts, whatever arrived is written with PARTIAL = T, beside an "
+          "existing product (<stem>.partial.fits) rather than over it.")
       .MultiInput("maps", Map::kType, PortKind::kSingle, false, "maps written as they are (e.g. FLUX, SNR)")
       .OptionalInput("binning", Binning::kType, PortKind::kSingle,
                      "spatial binning: BINID extension, and where per-bin records are painted")
       .MultiInput("records", Record::kType, PortKind::kStream, false,
                   "per-bin results keyed by bin id; fields of all edges are merged per bin")
-      .Param(&Options::path, "path", "output FITS file", Required{})
+      .Param(&Options::path, "path", "output FITS file", Required{}, OutputFile{})
       .Param(&Options::overwrite, "overwrite", "replace an existing file")
       .Check<Options>([](const Options& o, CheckReport& r) {
         if (o.path.empty()) r.Error("path", "is empty; name the output FITS file");
@@ -301,6 +302,37 @@ fits::MapsProduct WriteMapsNode::Assemble(const RunInfo& run, bool aborted) cons
   return p;
 }
 
+std::pair<int64_t, int64_t> WriteMapsNode::CountUsable() const {
+  auto finite = [](const std::vector<double>& v) {
+    return std::any_of(v.begin(), v.end(), [](double x) { return std::isfinite(x); });
+  };
+  if (records_connected_ || !bins_.empty()) {
+    int64_t items = binning_ ? static_cast<int64_t>(binning_->bins.size()) : 0;
+    int64_t usable = 0;
+    for (const auto& [id, b] : bins_) {
+      items = std::max(items, id + 1);
+      if (b.failed) continue;
+      bool any = false;
+      for (const auto& [name, f] : b.fields) any = any || finite(f.values);
+      if (any) ++usable;
+    }
+    return {items, usable};
+  }
+  // Maps only: the spaxels where some value map is finite.
+  int64_t items = 0, usable = 0;
+  std::vector<uint8_t> good;
+  for (const auto& m : maps_) {
+    if (m->kind != "value") continue;
+    const size_t plane = static_cast<size_t>(m->nx * m->ny);
+    items = std::max<int64_t>(items, static_cast<int64_t>(plane));
+    if (good.size() < plane) good.resize(plane, 0);
+    for (size_t i = 0; i < m->data.size(); ++i)
+      if (std::isfinite(m->data[i])) good[i % plane] = 1;
+  }
+  for (uint8_t g : good) usable += g;
+  return {items, usable};
+}
+
 void WriteMapsNode::Finish(ProcessContext& ctx) {
   CaptureSingles(ctx);
   fits::MapsProduct p = Assemble(ctx.run(), ctx.aborted());
@@ -310,7 +342,9 @@ void WriteMapsNode::Finish(ProcessContext& ctx) {
     const auto dir = std::filesystem::path(path_).parent_path();
     if (!dir.empty()) std::filesystem::create_directories(dir, ec);
   }
-  Status st = fits::WriteMapsFile(path_, p);
+  const std::string target = ctx.aborted() ? PartialProductPath(path_) : path_;
+  if (target != path_) p.overwrite = true;  // the partial file beside the product is ours to replace
+  Status st = fits::WriteMapsFile(target, p);
   if (!st.ok()) {
     if (ctx.aborted()) {
       ctx.Log(LogLevel::kError, st.message());
@@ -318,7 +352,17 @@ void WriteMapsNode::Finish(ProcessContext& ctx) {
     }
     throw Error(st.message());
   }
-  ctx.Log(LogLevel::kInfo, "wrote " + path_ + " (" + std::to_string(p.maps.size()) + " maps, " +
+  const auto [items, usable] = CountUsable();
+  ProductReport report{target, items, usable, ctx.aborted(), ""};
+  if (target != path_) report.note = "the earlier product " + path_ + " is kept";
+  ctx.ReportProduct(report);
+  if (ctx.aborted())
+    ctx.Log(LogLevel::kWarn, "the run did not complete: wrote what arrived to " + target + " (PARTIAL = T)" +
+                                 (target != path_ ? "; the earlier product " + path_ + " is kept" : ""));
+  if (!ctx.aborted() && items > 0 && usable == 0)
+    ctx.Log(LogLevel::kWarn, "no usable result in " + target + ": every bin failed or is NaN (" +
+                                 std::to_string(items) + (records_connected_ ? " bins" : " spaxels") + ")");
+  ctx.Log(LogLevel::kInfo, "wrote " + target + " (" + std::to_string(p.maps.size()) + " maps, " +
                                std::to_string(bins_.size()) + " bins" + (ctx.aborted() ? ", PARTIAL" : "") + ")");
 }
 

@@ -13,7 +13,9 @@
 #include <set>
 #include <sstream>
 
+#include "cubeflow/fits/atomic_fits_file.hpp"
 #include "cubeflow/fits/cfitsio_error.hpp"
+#include "cubeflow/fits/maps.hpp"
 #include "cubeflow/fits/wcs.hpp"
 #include "cubeflow/strings.hpp"
 #include "io_nodes.hpp"
@@ -160,13 +162,14 @@ NodeSpec WriteSpectraNode::Spec() {
           "must share one wavelength grid and frame. Memory: spectra go to an unlinked scratch "
           "file beside `path` as they arrive (only per-bin metadata stays in memory); Finish "
           "writes them in bin order to a temporary file renamed into place (atomic). If the run "
-          "aborts, what arrived is written with PARTIAL = T.")
+          "aborts, what arrived is written with PARTIAL = T, beside an existing product (<stem>.partial.fits) "
+          "rather than over it.")
       .Input("spectra", Spectrum::kType, PortKind::kStream,
              "bin spectra keyed by bin id (flux, variance, mask on one common wavelength axis)")
       .OptionalInput("binning", Binning::kType, PortKind::kSingle,
                      "the binning: lists every bin (so bins that never arrived are flagged), gives "
                      "centroids / NSPAX / S/N of failed bins, RA/DEC, and the BINID extension")
-      .Param(&Options::path, "path", "output FITS file (its directory is created)", Required{})
+      .Param(&Options::path, "path", "output FITS file (its directory is created)", Required{}, OutputFile{})
       .Param(&Options::error, "error",
              "error extension: sigma = 1-sigma (EXTNAME ERROR, NaN where unknown), variance "
              "(VAR, NaN where unknown) or ivar = inverse variance (IVAR, 0 where unknown)",
@@ -404,15 +407,16 @@ void WriteSpectraNode::Finish(ProcessContext& ctx) {
       error_kind_ == ErrorKind::kSigma ? "ERROR" : error_kind_ == ErrorKind::kVariance ? "VAR" : "IVAR";
 
   // --- Target checks, then the primary HDU (provenance) via the MAPS writer. -------------
+  // A failed run never replaces an earlier product: it writes beside it (<stem>.partial.fits).
+  const std::string target = aborted ? PartialProductPath(path_) : path_;
   {
     std::error_code ec;
-    const auto dir = std::filesystem::path(path_).parent_path();
+    const auto dir = std::filesystem::path(target).parent_path();
     if (!dir.empty()) std::filesystem::create_directories(dir, ec);
-    if (!overwrite_ && std::filesystem::exists(path_))
+    if (!overwrite_ && target == path_ && std::filesystem::exists(path_))
       return fail("cannot write '" + path_ +
                   "': the file exists and overwrite is false; remove it or set overwrite: true");
   }
-  const std::string part = path_ + ".part-" + std::to_string(static_cast<long>(::getpid()));
   fits::MapsProduct prim;
   prim.run = ctx.run();
   prim.partial = aborted;
@@ -435,25 +439,14 @@ void WriteSpectraNode::Finish(ProcessContext& ctx) {
     }
     prim.comments.push_back("bin " + std::to_string(e.id) + " failed: " + e.failure.substr(0, 50));
   }
-  ::unlink(part.c_str());
-  if (Status st = fits::WriteMapsFile(part, prim); !st.ok()) return fail(st.message());
+  auto out = fits::AtomicFitsFile::Create(target);  // <target>.tmp-<pid>, removed unless committed
+  if (!out.ok()) return fail(out.status().message());
+  if (Status st = fits::WriteMapsPrimary(*out, prim); !st.ok()) return fail(st.message());
 
   // --- The extensions, appended with CFITSIO. --------------------------------------------
-  fitsfile* f = nullptr;
+  fitsfile* f = out->get();
   int status = 0;
-  std::string stage = "PRIMARY";
-  auto cleanup_fail = [&](const std::string& what) {
-    int st2 = 0;
-    if (f) fits_close_file(f, &st2);
-    f = nullptr;
-    fits_clear_errmsg();
-    ::unlink(part.c_str());
-    fail("cannot write '" + path_ + "' (HDU " + stage + "): " + what);
-  };
-  if (fits_open_diskfile(&f, part.c_str(), READWRITE, &status)) {
-    f = nullptr;
-    return cleanup_fail(fits::CfitsioErrorText(status));
-  }
+  auto cleanup_fail = [&](const std::string& what) { fail(out->Fail(what).message()); };
   auto key_str = [&](const char* k, const std::string& v, const char* comment) {
     fits_update_key(f, TSTRING, k, const_cast<char*>(v.c_str()), comment, &status);
   };
@@ -515,7 +508,7 @@ void WriteSpectraNode::Finish(ProcessContext& ctx) {
   if (scratch_) std::fflush(scratch_);
   // seg 0: SPECTRA, 1: error extension, 2: MASK.
   for (int seg = 0; seg < 3; ++seg) {
-    stage = seg == 0 ? "SPECTRA" : seg == 1 ? err_name : "MASK";
+    out->set_hdu(seg == 0 ? "SPECTRA" : seg == 1 ? err_name : "MASK");
     fits_create_imgll(f, seg == 2 ? BYTE_IMG : bitpix, 2, naxes, &status);
     if (seg == 0) {
       common_keys("SPECTRA", "DATA");
@@ -578,7 +571,7 @@ void WriteSpectraNode::Finish(ProcessContext& ctx) {
   }
 
   // WAVE: pixel-centre wavelengths.
-  stage = "WAVE";
+  out->set_hdu("WAVE");
   {
     long long nw[1] = {nwave};
     fits_create_imgll(f, DOUBLE_IMG, 1, nw, &status);
@@ -597,7 +590,7 @@ void WriteSpectraNode::Finish(ProcessContext& ctx) {
 
   // BINID map.
   if (binning_) {
-    stage = "BINID";
+    out->set_hdu("BINID");
     const Binning& bn = *binning_;
     if (static_cast<int64_t>(bn.binid.size()) != bn.nx * bn.ny)
       return cleanup_fail("the binning has " + std::to_string(bn.binid.size()) + " BINID values for " +
@@ -620,7 +613,7 @@ void WriteSpectraNode::Finish(ProcessContext& ctx) {
   }
 
   // BINS table.
-  stage = "BINS";
+  out->set_hdu("BINS");
   {
     const size_t nr = static_cast<size_t>(nrows);
     auto meta_of = [&](int64_t r, const std::string& key) -> double {
@@ -762,34 +755,21 @@ void WriteSpectraNode::Finish(ProcessContext& ctx) {
   }
 
   // Checksums of every HDU, close, rename into place.
-  int nhdu = 0;
-  fits_get_num_hdus(f, &nhdu, &status);
-  for (int i = 1; i <= nhdu && status == 0; ++i) {
-    int type = 0;
-    stage = "#" + std::to_string(i - 1);
-    fits_movabs_hdu(f, i, &type, &status);
-    fits_write_chksum(f, &status);
-  }
-  if (status) return cleanup_fail(fits::CfitsioErrorText(status));
-  stage = "(closing)";
-  fits_close_file(f, &status);
-  f = nullptr;
-  if (status) return cleanup_fail(fits::CfitsioErrorText(status));
-  if (std::rename(part.c_str(), path_.c_str()) != 0) {
-    const std::string err = std::strerror(errno);
-    ::unlink(part.c_str());
-    return fail("cannot write '" + path_ + "': rename from '" + part + "' failed: " + err);
-  }
+  if (Status st = out->Commit(); !st.ok()) return fail(st.message());
   if (scratch_) {
     std::fclose(scratch_);
     scratch_ = nullptr;
   }
+  ProductReport report{target, nrows, nspec, aborted, ""};
+  if (target != path_) report.note = "the earlier product " + path_ + " is kept";
+  ctx.ReportProduct(report);
   std::ostringstream msg;
-  msg << "wrote " << path_ << ": " << nspec << " spectra x " << nwave << " pixels in " << nrows << " rows";
+  msg << "wrote " << target << ": " << nspec << " spectra x " << nwave << " pixels in " << nrows << " rows";
   if (nfailed) msg << ", " << nfailed << " failed";
   if (!missing.empty()) msg << ", " << missing.size() << " missing";
   if (aborted) msg << " (PARTIAL)";
-  ctx.Log(LogLevel::kInfo, msg.str());
+  ctx.Log(aborted ? LogLevel::kWarn : LogLevel::kInfo,
+          msg.str() + (target != path_ ? "; the earlier product " + path_ + " is kept" : ""));
 }
 
 }  // namespace cubeflow::io
