@@ -1,6 +1,6 @@
 #pragma once
-// Internal (not installed): the libtorch network and CnnModel::Impl. Included by the two
-// torch translation units of cubeflow_torch only.
+// Internal (not installed): the libtorch network and CnnModel::Impl, and module helpers the SBI
+// model shares. Included by the libtorch translation units of cubeflow_nn only.
 
 #include <torch/torch.h>
 
@@ -52,6 +52,9 @@ struct CnnModel::Impl {
   /// Full forward pass on already-normalised spectra and raw (f / norm) photometry.
   std::pair<torch::Tensor, torch::Tensor> Forward(const torch::Tensor& spec, const torch::Tensor& phot_raw) const;
 };
+
+/// Copies parameters and buffers of `src` into `dst` (same architecture).
+void CopyModuleState(torch::nn::Module& src, torch::nn::Module& dst);
 
 /// Saves a module's parameters and buffers atomically (temporary file + rename).
 void SaveModuleAtomic(torch::nn::Module& m, const std::string& path);

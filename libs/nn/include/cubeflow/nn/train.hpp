@@ -17,6 +17,7 @@
 #include "cubeflow/sim/library.hpp"
 #include "cubeflow/status.hpp"
 #include "cubeflow/nn/cnn.hpp"
+#include "cubeflow/nn/training.hpp"
 
 namespace cubeflow::cnn {
 
@@ -58,15 +59,8 @@ struct TrainConfig {
 /// Parses a training configuration; errors name the file and key.
 Result<TrainConfig> ParseTrainConfig(const std::string& yaml_text, const std::string& file_name);
 
-/// \brief One line of progress, after each epoch.
-struct EpochReport {
-  int64_t epoch = 0;           ///< 1-based, completed
-  int64_t epochs = 0;
-  double train_loss = 0, val_loss = 0, best_val = 0, lr = 0;
-  int64_t best_epoch = 0;
-  double elapsed_s = 0, eta_s = 0;
-  bool stopped_early = false;
-};
+/// One line of progress, after each epoch (`stage` is empty: the CNN trains in one stage).
+using EpochReport = nn::EpochReport;
 
 /// \brief Result of a training run.
 struct TrainResult {
