@@ -38,6 +38,11 @@ void SetThreads(int threads) {
   SetBlasThreads(threads);
 }
 
+void SetTrainingThreads(int threads) {
+  SetThreads(threads);
+  SetBlasThreads(at::get_num_threads());
+}
+
 int Threads() { return at::get_num_threads(); }
 
 }  // namespace cubeflow::nn

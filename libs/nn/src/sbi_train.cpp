@@ -729,7 +729,7 @@ Status SbiTraining::WriteFinalModel(TrainResult& result) {
 Result<TrainResult> SbiTraining::Run() {
   CUBEFLOW_RETURN_NOT_OK(CheckLibraries());
   try {
-    if (cfg_.threads > 0) at::set_num_threads(cfg_.threads);
+    nn::SetTrainingThreads(cfg_.threads);
     CUBEFLOW_RETURN_NOT_OK(SplitRows());
     CUBEFLOW_RETURN_NOT_OK(BuildMetadata());
     BuildNetworks();

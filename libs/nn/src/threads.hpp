@@ -10,6 +10,12 @@ namespace cubeflow::nn {
 /// 0 and differs from the current value. Process-wide.
 void SetThreads(int threads);
 
+/// For training: `threads` > 0 as SetThreads; 0 sets OpenBLAS's pool to libtorch's intra-op
+/// thread count. OpenBLAS's kernels (e.g. OPENBLAS_CORETYPE=Haswell) sum in another order on
+/// another number of threads, so a training whose OpenBLAS pool followed the environment or an
+/// earlier call in the process could not be resumed exactly (issue #17).
+void SetTrainingThreads(int threads);
+
 /// libtorch's intra-op thread count.
 int Threads();
 

@@ -653,7 +653,7 @@ Result<TrainResult> Train(const TrainConfig& cfg, const sim::LibraryData& lib,
   CUBEFLOW_RETURN_NOT_OK(nn::CheckLibraryShapes(lib, LibraryName(cfg), /*need_t_mass=*/false));
   TrainResult result;
   try {
-    if (cfg.threads > 0) at::set_num_threads(cfg.threads);
+    nn::SetTrainingThreads(cfg.threads);
     CUBEFLOW_ASSIGN_OR_RETURN(const TrainingData d, PrepareData(cfg, lib));
     torch::manual_seed(cfg.seed);
     CnnNet net(d.md.arch), best(d.md.arch);

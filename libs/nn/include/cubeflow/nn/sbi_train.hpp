@@ -58,6 +58,8 @@ struct TrainConfig {
   int64_t flow_batches_per_epoch = 0;
   // data
   uint64_t seed = 42;
+  /// libtorch's intra-op threads and OpenBLAS's pool (process-wide); 0: libtorch's default, and
+  /// OpenBLAS gets as many. An exact resume needs the same number as the interrupted run.
   int threads = 0;
   int64_t max_rows = -1;
   double train_fraction = 0.8, val_fraction = 0.1;  ///< the rest is the test set

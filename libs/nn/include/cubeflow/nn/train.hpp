@@ -40,7 +40,9 @@ struct TrainConfig {
   /// Glorot initialisation: fine-tuning. Empty: train from scratch.
   std::string init_from;
   uint64_t seed = 42;
-  int threads = 0;             ///< 0: libtorch default
+  /// libtorch's intra-op threads and OpenBLAS's pool (process-wide); 0: libtorch's default, and
+  /// OpenBLAS gets as many. An exact resume needs the same number as the interrupted run.
+  int threads = 0;
   int64_t max_rows = -1;       ///< use only the first rows of the library (-1: all)
   int64_t batches_per_epoch = 0;  ///< 0: whole training set per epoch (tests use a few)
   double train_fraction = 0.7, val_fraction = 0.2;  ///< the rest is the test set
