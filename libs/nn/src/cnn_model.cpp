@@ -54,35 +54,8 @@ constexpr int64_t kPredictChunk = 64;
 }  // namespace
 
 // ---------------------------------------------------------------------------------------
-// Architecture
+// Architecture (CnnArch::Validate: model_metadata.cpp)
 // ---------------------------------------------------------------------------------------
-
-int64_t CnnArch::PooledLength() const {
-  int64_t len = nwave;
-  for (int64_t p : pools) len = p > 0 ? len / p : len;
-  return len;
-}
-
-Status CnnArch::Validate() const {
-  if (nwave <= 0) return Status::Error("nwave must be > 0 (got " + std::to_string(nwave) + ")");
-  if (nbands < 0) return Status::Error("nbands must be >= 0");
-  if (channels.size() != 3 || kernels.size() != 3 || pools.size() != 3)
-    return Status::Error("channels, kernels and pools must each have 3 values (one per conv block)");
-  for (int i = 0; i < 3; ++i) {
-    if (channels[i] <= 0 || kernels[i] <= 0 || pools[i] <= 0)
-      return Status::Error("channels, kernels and pools must be positive");
-    if (kernels[i] % 2 == 0)
-      return Status::Error("kernel sizes must be odd (got " + std::to_string(kernels[i]) + ")");
-  }
-  if (PooledLength() < 1)
-    return Status::Error("the pools " + std::to_string(pools[0]) + "x" + std::to_string(pools[1]) + "x" +
-                         std::to_string(pools[2]) + " reduce " + std::to_string(nwave) +
-                         " pixels to nothing");
-  if (attention_dim <= 0 || spec_hidden <= 0 || spec_features <= 0 || phot_hidden <= 0 ||
-      phot_features <= 0 || latent <= 0 || decoder_hidden <= 0)
-    return Status::Error("layer sizes must be positive");
-  return Status::OK();
-}
 
 std::vector<double> DefaultAgeBinCentres() {
   return {0.007, 0.021, 0.0425, 0.076, 0.1145, 0.1615, 0.23, 0.345,

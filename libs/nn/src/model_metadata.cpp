@@ -1,6 +1,7 @@
-// Model metadata files (`<model>.yaml`) of the CNN and of SBI models: one writer and one reader of
-// the parts they share (architecture branch sizes, the input conventions, provenance), the
-// kind-specific parts beside them. No libtorch.
+// Model descriptions of the CNN and of SBI models: the architectures' checks and the metadata
+// files (`<model>.yaml`), with one writer and one reader of the parts both kinds share
+// (architecture branch sizes, the input conventions, provenance) and the kind-specific parts
+// beside them. No libtorch.
 #include <yaml-cpp/yaml.h>
 
 #include <string>
@@ -200,12 +201,7 @@ nn::InputBlock InputBlockOf(const CnnMetadata& md) {
 }
 
 void SetInputBlock(const nn::InputBlock& b, CnnMetadata& md) {
-  md.wave = b.input.wave;
-  md.rest_frame = b.input.rest_frame;
-  md.norm_min = b.input.norm_min;
-  md.norm_max = b.input.norm_max;
-  md.bands = b.input.bands;
-  md.pivots = b.input.pivots;
+  md.SetConventions(b.input);
   md.sigma_target = b.sigma_target;
   md.phot_transform = b.phot_transform;
   md.phot_floor = b.phot_floor;
@@ -214,6 +210,12 @@ void SetInputBlock(const nn::InputBlock& b, CnnMetadata& md) {
 }
 
 }  // namespace
+
+int64_t CnnArch::PooledLength() const { return nn::PooledLength(*this); }
+
+Status CnnArch::Validate() const {
+  return nn::ValidateArch(*this, "", [](const auto& a, auto&& f) { nn::ForEachCnnArchField(a, f); });
+}
 
 std::string MetadataPath(const std::string& model_path) { return model_path + ".yaml"; }
 
@@ -226,6 +228,15 @@ inputs::InputConventions CnnMetadata::Conventions() const {
   c.bands = bands;
   c.pivots = pivots;
   return c;
+}
+
+void CnnMetadata::SetConventions(const inputs::InputConventions& c) {
+  wave = c.wave;
+  rest_frame = c.rest_frame;
+  norm_min = c.norm_min;
+  norm_max = c.norm_max;
+  bands = c.bands;
+  pivots = c.pivots;
 }
 
 Status WriteMetadata(const std::string& path, const CnnMetadata& md) {
@@ -322,6 +333,23 @@ void SetInputBlock(const nn::InputBlock& b, SbiMetadata& md) {
 }
 
 }  // namespace
+
+int64_t EncoderArch::PooledLength() const { return nn::PooledLength(*this); }
+
+Status EncoderArch::Validate() const {
+  return nn::ValidateArch(*this, "encoder ", [](const auto& a, auto&& f) { nn::ForEachEncoderArchField(a, f); });
+}
+
+Status FlowArch::Validate() const {
+  if (dim < 2) return Status::Error("flow.dim must be >= 2 (coupling layers split the parameters in two)");
+  if (transform != "spline" && transform != "affine")
+    return Status::Error("flow.transform must be 'spline' or 'affine' (got '" + transform + "')");
+  if (layers < 1 || hidden < 1 || context_hidden < 1) return Status::Error("flow layers, hidden and context_hidden must be >= 1");
+  if (transform == "spline" && bins < 2) return Status::Error("flow.bins must be >= 2");
+  if (!(tail_bound > 0)) return Status::Error("flow.tail_bound must be > 0");
+  return Status::OK();
+}
+
 
 std::string MetadataPath(const std::string& model_path) { return cnn::MetadataPath(model_path); }
 

@@ -28,43 +28,8 @@ constexpr double kLn10 = 2.302585092994045684;
 }  // namespace
 
 // ---------------------------------------------------------------------------------------
-// Architecture and parameters
+// Parameters (the architectures' checks: model_metadata.cpp)
 // ---------------------------------------------------------------------------------------
-
-int64_t EncoderArch::PooledLength() const {
-  int64_t len = nwave;
-  for (int64_t p : pools) len = p > 0 ? len / p : len;
-  return len;
-}
-
-Status EncoderArch::Validate() const {
-  if (nwave <= 0) return Status::Error("encoder.nwave must be > 0 (got " + std::to_string(nwave) + ")");
-  if (nbands < 0) return Status::Error("encoder.nbands must be >= 0");
-  if (channels.size() != 3 || kernels.size() != 3 || pools.size() != 3)
-    return Status::Error("encoder channels, kernels and pools must each have 3 values (one per conv block)");
-  for (int i = 0; i < 3; ++i) {
-    if (channels[i] <= 0 || kernels[i] <= 0 || pools[i] <= 0)
-      return Status::Error("encoder channels, kernels and pools must be positive");
-    if (kernels[i] % 2 == 0) return Status::Error("encoder kernel sizes must be odd (got " + std::to_string(kernels[i]) + ")");
-  }
-  if (PooledLength() < 1)
-    return Status::Error("the encoder pools " + std::to_string(pools[0]) + "x" + std::to_string(pools[1]) + "x" +
-                         std::to_string(pools[2]) + " reduce " + std::to_string(nwave) + " pixels to nothing");
-  if (attention_dim <= 0 || spec_hidden <= 0 || spec_features <= 0 || phot_hidden <= 0 || phot_features <= 0 ||
-      fusion_hidden <= 0 || summary_dim <= 0 || head_hidden <= 0)
-    return Status::Error("encoder layer sizes must be positive");
-  return Status::OK();
-}
-
-Status FlowArch::Validate() const {
-  if (dim < 2) return Status::Error("flow.dim must be >= 2 (coupling layers split the parameters in two)");
-  if (transform != "spline" && transform != "affine")
-    return Status::Error("flow.transform must be 'spline' or 'affine' (got '" + transform + "')");
-  if (layers < 1 || hidden < 1 || context_hidden < 1) return Status::Error("flow layers, hidden and context_hidden must be >= 1");
-  if (transform == "spline" && bins < 2) return Status::Error("flow.bins must be >= 2");
-  if (!(tail_bound > 0)) return Status::Error("flow.tail_bound must be > 0");
-  return Status::OK();
-}
 
 double SbiMetadata::ToPhysical(int k, double y) const {
   const ThetaParam& p = theta[k];

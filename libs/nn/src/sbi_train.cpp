@@ -212,14 +212,7 @@ Status SbiTraining::SplitRows() {
 Status SbiTraining::BuildMetadata() {
   SbiMetadata md;
   const bool use_phot = cfg_.photometry && !lib_.bands.empty();
-  md.input.wave = lib_.wave;
-  md.input.rest_frame = true;
-  md.input.norm_min = lib_.norm_min;
-  md.input.norm_max = lib_.norm_max;
-  if (use_phot) {
-    md.input.bands = lib_.bands;
-    md.input.pivots = lib_.pivots;
-  }
+  md.input = nn::LibraryConventions(lib_, use_phot);
   md.sigma_target = lib_.sigma_target;
   md.ssp_name = lib_.ssp_name;
   md.theta = DefaultTheta();
@@ -413,11 +406,7 @@ Status SbiTraining::LoadCheckpoint() {
   if (state_.has_optimizer) r.Archive("optimizer", state_.optimizer);
   state_.stage = static_cast<int>(r.Scalar("stage"));
   state_.epoch = static_cast<int64_t>(r.Scalar("epoch"));
-  state_.plateau.best_epoch = static_cast<int64_t>(r.Scalar("best_epoch"));
-  state_.plateau.since_best = static_cast<int64_t>(r.Scalar("since_best"));
-  state_.plateau.since_lr = static_cast<int64_t>(r.Scalar("since_lr"));
-  state_.plateau.best_val = r.Scalar("best_val");
-  state_.plateau.lr_scale = r.Scalar("lr_scale");
+  state_.plateau = nn::ReadPlateau(r);
   state_.seconds = r.Scalar("seconds");
   state_.enc_best_epoch = static_cast<int64_t>(r.Scalar("enc_best_epoch"));
   state_.enc_best_val = r.Scalar("enc_best_val");
@@ -440,11 +429,7 @@ void SbiTraining::SaveCheckpoint(int stage, int64_t epochs_done, torch::optim::O
   w.Scalar("stage", stage);
   w.Scalar("has_optimizer", opt ? 1.0 : 0.0);
   w.Scalar("epoch", static_cast<double>(epochs_done));
-  w.Scalar("best_epoch", static_cast<double>(state_.plateau.best_epoch));
-  w.Scalar("since_best", static_cast<double>(state_.plateau.since_best));
-  w.Scalar("since_lr", static_cast<double>(state_.plateau.since_lr));
-  w.Scalar("best_val", state_.plateau.best_val);
-  w.Scalar("lr_scale", state_.plateau.lr_scale);
+  nn::WritePlateau(w, state_.plateau);
   w.Scalar("seconds", clock_.Elapsed());
   w.Scalar("enc_best_epoch", static_cast<double>(state_.enc_best_epoch));
   w.Scalar("enc_best_val", state_.enc_best_val);
@@ -474,28 +459,19 @@ Status SbiTraining::TrainEncoder() {
   steps.train_epoch = [&](int64_t epoch, double lr) -> std::optional<double> {
     nn::SetLearningRate(opt, lr);
     net_->encoder->train();
-    std::vector<int64_t> order = rows_.enc;
-    auto rng = nn::EpochRng(cfg_.seed, epoch, 1);
-    std::shuffle(order.begin(), order.end(), rng);
-    const int64_t bs = cfg_.batch_size;
-    int64_t nbatch = (static_cast<int64_t>(order.size()) + bs - 1) / bs;
-    if (cfg_.batches_per_epoch > 0) nbatch = std::min(nbatch, cfg_.batches_per_epoch);
-    double total = 0;
-    int64_t seen = 0;
-    for (int64_t bi = 0; bi < nbatch; ++bi) {
-      if (stop_flag_ && *stop_flag_) return std::nullopt;
-      const size_t f = bi * bs, c = std::min<size_t>(bs, order.size() - f);
-      std::vector<int64_t> sub(order.begin() + f, order.begin() + f + c);
-      auto in = MakeInputs(lib_, sub, kEncStream + 1 + static_cast<uint64_t>(epoch));
-      auto y = theta_std.index_select(0, nn::RowsTensor(sub, 0, c));
-      auto loss = nn::LogCosh(net_->encoder->Head(net_->encoder->forward(in.spec, in.phot, in.noise)), y);
-      opt.zero_grad();
-      loss.backward();
-      opt.step();
-      total += loss.item<double>() * c;
-      seen += static_cast<int64_t>(c);
-    }
-    return total / std::max<int64_t>(seen, 1);
+    const std::vector<int64_t> order = nn::ShuffledRows(rows_.enc, cfg_.seed, epoch, 1);
+    return nn::RunBatches(static_cast<int64_t>(order.size()), cfg_.batch_size, cfg_.batches_per_epoch, stop_flag_,
+                          [&](size_t first, size_t count) {
+                            std::vector<int64_t> sub(order.begin() + first, order.begin() + first + count);
+                            auto in = MakeInputs(lib_, sub, kEncStream + 1 + static_cast<uint64_t>(epoch));
+                            auto y = theta_std.index_select(0, nn::RowsTensor(sub, 0, count));
+                            auto loss = nn::LogCosh(
+                                net_->encoder->Head(net_->encoder->forward(in.spec, in.phot, in.noise)), y);
+                            opt.zero_grad();
+                            loss.backward();
+                            opt.step();
+                            return loss.item<double>();
+                          });
   };
   steps.validate = [&] {
     torch::NoGradGuard guard;
@@ -586,41 +562,30 @@ Status SbiTraining::TrainFlow() {
   torch::optim::Adam opt(net_->flow->parameters(), torch::optim::AdamOptions(cfg_.flow_lr));
   if (state_.has_optimizer) opt.load(state_.optimizer);
   const int64_t m = fsum.size(0);
-  const std::vector<int64_t> idx_all = nn::AllRows(m);
   std::vector<float> jitter;
   nn::StageSteps steps;
   steps.train_epoch = [&](int64_t epoch, double lr) -> std::optional<double> {
     nn::SetLearningRate(opt, lr);
-    std::vector<int64_t> order = idx_all;
-    auto rng = nn::EpochRng(cfg_.seed, epoch, 2);
-    std::shuffle(order.begin(), order.end(), rng);
-    const int64_t bs = cfg_.flow_batch_size;
-    int64_t nbatch = (m + bs - 1) / bs;
-    if (cfg_.flow_batches_per_epoch > 0) nbatch = std::min(nbatch, cfg_.flow_batches_per_epoch);
+    const std::vector<int64_t> order = nn::ShuffledRows(nn::AllRows(m), cfg_.seed, epoch, 2);
     // Gaussian jitter of the standardised targets, annealed to 0 over the stage.
     sim::Rng jrng(cfg_.seed, static_cast<uint64_t>(epoch), kJitterStream);
     const double jitter_sd =
         cfg_.flow_jitter * (cfg_.flow_jitter_anneal ? 1.0 - static_cast<double>(epoch) / cfg_.flow_epochs : 1.0);
-    double total = 0;
-    int64_t seen = 0;
-    for (int64_t bi = 0; bi < nbatch; ++bi) {
-      if (stop_flag_ && *stop_flag_) return std::nullopt;
-      const size_t f = bi * bs, c = std::min<size_t>(bs, order.size() - f);
-      auto idx = nn::RowsTensor(order, f, c);
-      auto y = fy.index_select(0, idx);
-      if (jitter_sd > 0) {
-        jitter.resize(c * D);
-        for (auto& v : jitter) v = static_cast<float>(jitter_sd * jrng.Normal());
-        y = y + torch::from_blob(jitter.data(), {static_cast<int64_t>(c), D}, torch::kFloat);
-      }
-      auto nll = -net_->flow->LogProb(y, net_->flow->Embed(fsum.index_select(0, idx))).mean();
-      opt.zero_grad();
-      nll.backward();
-      opt.step();
-      total += nll.item<double>() * c;
-      seen += static_cast<int64_t>(c);
-    }
-    return total / std::max<int64_t>(seen, 1);
+    return nn::RunBatches(m, cfg_.flow_batch_size, cfg_.flow_batches_per_epoch, stop_flag_,
+                          [&](size_t first, size_t count) {
+                            auto idx = nn::RowsTensor(order, first, count);
+                            auto y = fy.index_select(0, idx);
+                            if (jitter_sd > 0) {
+                              jitter.resize(count * D);
+                              for (auto& v : jitter) v = static_cast<float>(jitter_sd * jrng.Normal());
+                              y = y + torch::from_blob(jitter.data(), {static_cast<int64_t>(count), D}, torch::kFloat);
+                            }
+                            auto nll = -net_->flow->LogProb(y, net_->flow->Embed(fsum.index_select(0, idx))).mean();
+                            opt.zero_grad();
+                            nll.backward();
+                            opt.step();
+                            return nll.item<double>();
+                          });
   };
   steps.validate = [&] {
     torch::NoGradGuard guard;

@@ -341,15 +341,8 @@ struct TrainingData {
 
 CnnMetadata MetadataFromLibrary(const sim::LibraryData& lib, bool photometry) {
   CnnMetadata md;
-  md.wave = lib.wave;
-  md.rest_frame = true;
-  md.norm_min = lib.norm_min;
-  md.norm_max = lib.norm_max;
+  md.SetConventions(nn::LibraryConventions(lib, photometry));
   md.sigma_target = lib.sigma_target;
-  if (photometry) {
-    md.bands = lib.bands;
-    md.pivots = lib.pivots;
-  }
   md.age_bin_centres = lib.age_bin_centres.size() == kNumBins ? lib.age_bin_centres : DefaultAgeBinCentres();
   md.age_bin_edges = lib.age_bin_edges;
   md.ssp_name = lib.ssp_name;
@@ -479,11 +472,7 @@ void SaveCheckpoint(const std::string& path, const std::vector<nn::CheckpointGua
   w.Module("best_model", *best);
   w.Optimizer("optimizer", opt);
   w.Scalar("epoch", static_cast<double>(epochs_done));
-  w.Scalar("best_epoch", static_cast<double>(state.plateau.best_epoch));
-  w.Scalar("since_best", static_cast<double>(state.plateau.since_best));
-  w.Scalar("since_lr", static_cast<double>(state.plateau.since_lr));
-  w.Scalar("best_val", state.plateau.best_val);
-  w.Scalar("lr_scale", state.plateau.lr_scale);
+  nn::WritePlateau(w, state.plateau);
   w.Scalar("seconds", seconds);
   nn::WriteGuards(w, guards);
   w.Vector("train_losses", state.train_losses);
@@ -506,11 +495,7 @@ Status LoadCheckpoint(const TrainConfig& cfg, const std::string& path, const std
   r.Module("best_model", *best);
   r.Optimizer("optimizer", opt);
   state.epoch = static_cast<int64_t>(r.Scalar("epoch"));
-  state.plateau.best_epoch = static_cast<int64_t>(r.Scalar("best_epoch"));
-  state.plateau.since_best = static_cast<int64_t>(r.Scalar("since_best"));
-  state.plateau.since_lr = static_cast<int64_t>(r.Scalar("since_lr"));
-  state.plateau.best_val = r.Scalar("best_val");
-  state.plateau.lr_scale = r.Scalar("lr_scale");
+  state.plateau = nn::ReadPlateau(r);
   state.seconds = r.Scalar("seconds");
   state.train_losses = r.Vector("train_losses");
   state.val_losses = r.Vector("val_losses");
@@ -537,31 +522,22 @@ std::optional<double> TrainEpoch(const TrainConfig& cfg, const TrainingData& d, 
                                  int64_t epoch, double lr, const volatile int* stop_flag) {
   nn::SetLearningRate(opt, lr);
   net->train();
-  std::vector<int64_t> order = d.split.train;
-  auto rng = nn::EpochRng(cfg.seed, epoch);
-  std::shuffle(order.begin(), order.end(), rng);
+  const std::vector<int64_t> order = nn::ShuffledRows(d.split.train, cfg.seed, epoch);
   auto noise_gen = at::detail::createCPUGenerator(cfg.seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(epoch) + 1);
-  const int64_t bs = cfg.batch_size;
-  int64_t nbatch = (static_cast<int64_t>(order.size()) + bs - 1) / bs;
-  if (cfg.batches_per_epoch > 0) nbatch = std::min(nbatch, cfg.batches_per_epoch);
-  double total = 0;
-  int64_t seen = 0;
-  for (int64_t bi = 0; bi < nbatch; ++bi) {
-    if (stop_flag && *stop_flag) return std::nullopt;
-    const size_t f = bi * bs, c = std::min<size_t>(bs, order.size() - f);
-    auto idx = nn::RowsTensor(order, f, c);
-    torch::Tensor xs = d.spec.index_select(0, idx), xp = d.phot.index_select(0, idx);
-    if (cfg.augment_noise)
-      std::tie(xs, xp) = AddNoise(xs, xp, cfg.augment_snr, cfg.augment_phot_snr, d.md.phot_std, noise_gen);
-    auto [pm, pz] = net->forward(xs, xp);
-    auto loss = TrainLoss(cfg, d, pm, pz, idx);
-    opt.zero_grad();
-    loss.backward();
-    opt.step();
-    total += loss.item<double>() * c;
-    seen += static_cast<int64_t>(c);
-  }
-  return total / std::max<int64_t>(seen, 1);
+  return nn::RunBatches(static_cast<int64_t>(order.size()), cfg.batch_size, cfg.batches_per_epoch, stop_flag,
+                        [&](size_t first, size_t count) {
+                          auto idx = nn::RowsTensor(order, first, count);
+                          torch::Tensor xs = d.spec.index_select(0, idx), xp = d.phot.index_select(0, idx);
+                          if (cfg.augment_noise)
+                            std::tie(xs, xp) = AddNoise(xs, xp, cfg.augment_snr, cfg.augment_phot_snr,
+                                                        d.md.phot_std, noise_gen);
+                          auto [pm, pz] = net->forward(xs, xp);
+                          auto loss = TrainLoss(cfg, d, pm, pz, idx);
+                          opt.zero_grad();
+                          loss.backward();
+                          opt.step();
+                          return loss.item<double>();
+                        });
 }
 
 /// \brief Step: the loss on the validation rows. With augment_noise they get one fixed noise

@@ -78,6 +78,19 @@ Status CheckLibraryShapes(const sim::LibraryData& lib, const std::string& what, 
   return Status::OK();
 }
 
+inputs::InputConventions LibraryConventions(const sim::LibraryData& lib, bool photometry) {
+  inputs::InputConventions c;
+  c.wave = lib.wave;
+  c.rest_frame = true;
+  c.norm_min = lib.norm_min;
+  c.norm_max = lib.norm_max;
+  if (photometry) {
+    c.bands = lib.bands;
+    c.pivots = lib.pivots;
+  }
+  return c;
+}
+
 Status CheckLibraryFitsModel(const sim::LibraryData& lib, int64_t nwave, const std::vector<std::string>& model_bands) {
   if (lib.wave.n != nwave)
     return Status::Error("library spectra have " + std::to_string(lib.wave.n) + " pixels, the model expects " +
@@ -122,6 +135,27 @@ Result<Split> SplitRows(int64_t n, uint64_t seed, double train_fraction, double 
 std::mt19937_64 EpochRng(uint64_t seed, int64_t epoch, uint64_t stage) {
   return std::mt19937_64(seed * 6364136223846793005ull + 1442695040888963407ull * (epoch + 1) +
                          0x9E3779B97F4A7C15ull * stage);
+}
+
+std::vector<int64_t> ShuffledRows(std::vector<int64_t> rows, uint64_t seed, int64_t epoch, uint64_t stage) {
+  auto rng = EpochRng(seed, epoch, stage);
+  std::shuffle(rows.begin(), rows.end(), rng);
+  return rows;
+}
+
+std::optional<double> RunBatches(int64_t n, int64_t batch_size, int64_t max_batches, const volatile int* stop_flag,
+                                 const std::function<double(size_t first, size_t count)>& step) {
+  int64_t nbatch = (n + batch_size - 1) / batch_size;
+  if (max_batches > 0) nbatch = std::min(nbatch, max_batches);
+  double total = 0;
+  int64_t seen = 0;
+  for (int64_t bi = 0; bi < nbatch; ++bi) {
+    if (stop_flag && *stop_flag) return std::nullopt;
+    const size_t first = bi * batch_size, count = std::min<size_t>(batch_size, n - first);
+    total += step(first, count) * count;
+    seen += static_cast<int64_t>(count);
+  }
+  return total / std::max<int64_t>(seen, 1);
 }
 
 double ScheduledLr(double lr0, int64_t epoch, int64_t epochs, double scale) {

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "cubeflow/nn/inputs.hpp"
 #include "cubeflow/nn/training.hpp"
 #include "cubeflow/sim/library.hpp"
 #include "cubeflow/status.hpp"
@@ -40,6 +41,10 @@ std::string FormatEpochLine(const EpochReport& report);
 /// and when present photometry, light fractions, spectral errors; `need_t_mass`: T_MASS too).
 /// `what` names the library in messages ("library lib.fits").
 Status CheckLibraryShapes(const sim::LibraryData& lib, const std::string& what, bool need_t_mass);
+
+/// The input conventions of a model trained on `lib`: its wavelength grid (rest frame), its
+/// normalisation window and, with `photometry`, its bands and their pivots.
+inputs::InputConventions LibraryConventions(const sim::LibraryData& lib, bool photometry);
 
 /// Checks that a library can be evaluated with a model of `nwave` pixels and bands `model_bands`
 /// (none: a spectrum-only model, any library bands).
@@ -70,6 +75,15 @@ Result<Split> SplitRows(int64_t n, uint64_t seed, double train_fraction, double 
 /// training has one stage): derived from the seed alone, so a resumed run shuffles as an
 /// uninterrupted one.
 std::mt19937_64 EpochRng(uint64_t seed, int64_t epoch, uint64_t stage = 0);
+
+/// `rows` shuffled with EpochRng(seed, epoch, stage).
+std::vector<int64_t> ShuffledRows(std::vector<int64_t> rows, uint64_t seed, int64_t epoch, uint64_t stage = 0);
+
+/// One epoch's batches: calls `step(first, count)` for consecutive batches of `batch_size` of
+/// `n` positions (at most `max_batches` when > 0); `step` trains on them and returns their mean
+/// loss. Returns the mean loss per position, or nothing when `stop_flag` was raised before a batch.
+std::optional<double> RunBatches(int64_t n, int64_t batch_size, int64_t max_batches, const volatile int* stop_flag,
+                                 const std::function<double(size_t first, size_t count)>& step);
 
 /// Learning rate of epoch `epoch` (0-based): lr0 * max(1 - epoch / epochs, 1e-3) * scale
 /// (linear decay, times the plateau factor).

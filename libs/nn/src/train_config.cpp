@@ -20,13 +20,24 @@ namespace {
 /// the message of a yaml-cpp conversion error names it.
 class ConfigReader {
  public:
-  /// Parses the text; the error names the file.
-  static Result<ConfigReader> Load(const std::string& yaml_text, const std::string& file) {
+  /// Parses the text, which must be a mapping whose keys are all in `known`; the error names the
+  /// file.
+  static Result<ConfigReader> Load(const std::string& yaml_text, const std::string& file,
+                                   const std::set<std::string>& known) {
+    YAML::Node root;
     try {
-      return ConfigReader(file, YAML::Load(yaml_text));
+      root = YAML::Load(yaml_text);
     } catch (const YAML::Exception& ex) {
       return Status::Error(file + ": not valid YAML: " + ex.what());
     }
+    ConfigReader r(file, root);
+    if (!root.IsMap()) return r.Error("a training configuration must be a YAML mapping");
+    try {
+      CUBEFLOW_RETURN_NOT_OK(r.CheckKeys(root, known));
+    } catch (const YAML::Exception& ex) {
+      return r.Error(ex);
+    }
+    return r;
   }
 
   const YAML::Node& root() const { return root_; }
@@ -147,13 +158,14 @@ Status CheckCommon(const ConfigReader& r, int64_t epochs, int64_t batch_size, do
 Result<cnn::TrainConfig> cnn::ParseTrainConfig(const std::string& yaml_text, const std::string& file_name) {
   TrainConfig c;
   c.config_yaml = yaml_text;
-  CUBEFLOW_ASSIGN_OR_RETURN(nn::ConfigReader r, nn::ConfigReader::Load(yaml_text, file_name));
+  CUBEFLOW_ASSIGN_OR_RETURN(
+      nn::ConfigReader r,
+      nn::ConfigReader::Load(yaml_text, file_name,
+                             {"library", "output", "checkpoint", "epochs", "batch_size", "lr", "lr_factor",
+                              "lr_patience", "stop_patience", "loss_weight_sfh", "seed", "threads", "max_rows",
+                              "batches_per_epoch", "split", "photometry", "architecture", "augment_noise",
+                              "loss_weight_lw", "init_from"}));
   try {
-    if (!r.root().IsMap()) return r.Error("a training configuration must be a YAML mapping");
-    CUBEFLOW_RETURN_NOT_OK(r.CheckKeys(
-        r.root(), {"library", "output", "checkpoint", "epochs", "batch_size", "lr", "lr_factor", "lr_patience",
-                   "stop_patience", "loss_weight_sfh", "seed", "threads", "max_rows", "batches_per_epoch", "split",
-                   "photometry", "architecture", "augment_noise", "loss_weight_lw", "init_from"}));
     r.Get("library", c.library);
     r.Get("output", c.output);
     r.Get("checkpoint", c.checkpoint);
@@ -196,17 +208,17 @@ Result<cnn::TrainConfig> cnn::ParseTrainConfig(const std::string& yaml_text, con
 Result<sbi::TrainConfig> sbi::ParseTrainConfig(const std::string& yaml_text, const std::string& file_name) {
   TrainConfig c;
   c.config_yaml = yaml_text;
-  CUBEFLOW_ASSIGN_OR_RETURN(nn::ConfigReader r, nn::ConfigReader::Load(yaml_text, file_name));
+  CUBEFLOW_ASSIGN_OR_RETURN(
+      nn::ConfigReader r,
+      nn::ConfigReader::Load(
+          yaml_text, file_name,
+          {"kind", "library", "flow_library", "output", "checkpoint", "epochs", "batch_size", "lr", "lr_factor",
+           "lr_patience", "stop_patience", "batches_per_epoch", "flow_epochs", "flow_batch_size", "flow_lr",
+           "flow_lr_patience", "flow_stop_patience", "flow_batches_per_epoch", "seed", "threads", "max_rows", "split",
+           "encoder_fraction", "photometry", "noise_input", "time_transform", "lookback_offset", "eval_samples",
+           "architecture", "flow", "augment_noise", "flow_noise_draws", "flow_jitter", "flow_jitter_anneal",
+           "encoder_from"}));
   try {
-    if (!r.root().IsMap()) return r.Error("a training configuration must be a YAML mapping");
-    CUBEFLOW_RETURN_NOT_OK(r.CheckKeys(
-        r.root(),
-        {"kind", "library", "flow_library", "output", "checkpoint", "epochs", "batch_size", "lr", "lr_factor",
-         "lr_patience", "stop_patience", "batches_per_epoch", "flow_epochs", "flow_batch_size", "flow_lr",
-         "flow_lr_patience", "flow_stop_patience", "flow_batches_per_epoch", "seed", "threads", "max_rows", "split",
-         "encoder_fraction", "photometry", "noise_input", "time_transform", "lookback_offset", "eval_samples",
-         "architecture", "flow", "augment_noise", "flow_noise_draws", "flow_jitter", "flow_jitter_anneal",
-         "encoder_from"}));
     std::string kind;
     r.Get("kind", kind);
     if (kind != "sbi") return r.Error("an SBI training configuration needs 'kind: sbi'");

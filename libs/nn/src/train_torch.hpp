@@ -12,6 +12,7 @@
 
 #include "cubeflow/status.hpp"
 #include "cubeflow/strings.hpp"
+#include "train_common.hpp"
 
 namespace cubeflow::nn {
 
@@ -96,6 +97,25 @@ class CheckpointReader {
  private:
   torch::serialize::InputArchive ar_;
 };
+
+/// The plateau counters of the running stage.
+inline void WritePlateau(CheckpointWriter& w, const Plateau& p) {
+  w.Scalar("best_epoch", static_cast<double>(p.best_epoch));
+  w.Scalar("since_best", static_cast<double>(p.since_best));
+  w.Scalar("since_lr", static_cast<double>(p.since_lr));
+  w.Scalar("best_val", p.best_val);
+  w.Scalar("lr_scale", p.lr_scale);
+}
+
+inline Plateau ReadPlateau(CheckpointReader& r) {
+  Plateau p;
+  p.best_epoch = static_cast<int64_t>(r.Scalar("best_epoch"));
+  p.since_best = static_cast<int64_t>(r.Scalar("since_best"));
+  p.since_lr = static_cast<int64_t>(r.Scalar("since_lr"));
+  p.best_val = r.Scalar("best_val");
+  p.lr_scale = r.Scalar("lr_scale");
+  return p;
+}
 
 /// \brief A number a checkpoint shares with the run that may resume it (seed, library size,
 /// input shape): written with the checkpoint, compared on --resume.

@@ -84,6 +84,8 @@ struct CnnMetadata {
   /// The input conventions (grid, rest frame, normalisation window, bands, pivots) that the
   /// inputs::Check* functions test bin spectra and photometry against.
   inputs::InputConventions Conventions() const;
+  /// Sets wave, rest_frame, norm_min, norm_max, bands and pivots from `c`.
+  void SetConventions(const inputs::InputConventions& c);
 };
 
 /// The metadata path that belongs to a model file: `<model>.yaml`.
