@@ -5,7 +5,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <limits>
 #include <numeric>
@@ -17,6 +16,7 @@
 #include "cubeflow/nn/sbi_train.hpp"
 #include "cubeflow/nn/train.hpp"
 #include "cubeflow/sim/rng.hpp"
+#include "command_args.hpp"
 #include "json_text.hpp"
 #include "sbi_streams.hpp"
 #include "threads.hpp"
@@ -267,88 +267,60 @@ Result<Calibration> EvaluateCalibration(const SbiModel& model, const sim::Librar
 // Command
 // ---------------------------------------------------------------------------------------
 
-int EvaluateMain(int argc, char** argv) {
-  const char* usage =
-      "usage: cubeflow evaluate SBI_MODEL LIBRARY [--rows N] [--first N] [--samples N] [--seed S] [--threads N]\n"
-      "                         [--json FILE] [--csv FILE] [--objects FILE] [--add-noise S1,S2,... [--phot-snr X]]\n"
-      "                         [--out DIR]   (tables and PNG figures: coverage, SBC ranks, medians vs truth)\n";
-  std::vector<std::string> pos;
+namespace {
+
+constexpr const char* kUsage =
+    "usage: cubeflow evaluate SBI_MODEL LIBRARY [--rows N] [--first N] [--samples N] [--seed S] [--threads N]\n"
+    "                         [--json FILE] [--csv FILE] [--objects FILE] [--add-noise S1,S2,... [--phot-snr X]]\n"
+    "                         [--out DIR]   (tables and PNG figures: coverage, SBC ranks, medians vs truth)\n";
+
+/// \brief The options of `cubeflow evaluate` for an SBI model.
+struct EvalOptions {
+  std::string model, library;
   int64_t rows = 1000, first = 0, n_samples = 1000;
   uint64_t seed = 0;
   int threads = 0;
   std::string json, csv, objects, out_dir;
-  NoiseAugment noise;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto next = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
-    const char* v = nullptr;
-    if (a == "--rows" && (v = next())) rows = std::atoll(v);
-    else if (a == "--first" && (v = next())) first = std::atoll(v);
-    else if (a == "--samples" && (v = next())) n_samples = std::atoll(v);
-    else if (a == "--seed" && (v = next())) seed = std::strtoull(v, nullptr, 10);
-    else if (a == "--threads" && (v = next())) threads = std::atoi(v);
-    else if (a == "--json" && (v = next())) json = v;
-    else if (a == "--csv" && (v = next())) csv = v;
-    else if (a == "--objects" && (v = next())) objects = v;
-    else if (a == "--out" && (v = next())) out_dir = v;
-    else if (a == "--phot-snr" && (v = next())) noise.phot_snr = std::atof(v);
-    else if (a == "--add-noise" && (v = next())) {
-      std::stringstream ss(v);
-      std::string tok;
-      while (std::getline(ss, tok, ',')) {
-        const double x = std::atof(tok.c_str());
-        if (!(x > 0)) {
-          std::cerr << "cubeflow evaluate: --add-noise takes positive S/N values, e.g. 15,20,35,50\n";
-          return 2;
-        }
-        noise.snr.push_back(x);
-      }
-    }
-    else if (a == "-h" || a == "--help") {
-      std::cout << usage;
-      return 0;
-    } else if (!a.empty() && a[0] != '-') pos.push_back(a);
-    else {
-      std::cerr << "cubeflow evaluate: unexpected argument '" << a << "'\n" << usage;
-      return 2;
-    }
+  NoiseAugment noise;  ///< --add-noise / --phot-snr
+  bool help = false;   ///< -h / --help
+};
+
+Result<EvalOptions> ParseArgs(int argc, char** argv) {
+  EvalOptions o;
+  std::vector<std::string> pos;
+  nn::ArgReader args(argc, argv);
+  while (args.Next()) {
+    const std::string a = args.arg();
+    if (a == "--rows") CUBEFLOW_RETURN_NOT_OK(args.Integer(&o.rows));
+    else if (a == "--first") CUBEFLOW_RETURN_NOT_OK(args.Integer(&o.first));
+    else if (a == "--samples") CUBEFLOW_RETURN_NOT_OK(args.Integer(&o.n_samples));
+    else if (a == "--seed") CUBEFLOW_RETURN_NOT_OK(args.Unsigned(&o.seed));
+    else if (a == "--threads") CUBEFLOW_RETURN_NOT_OK(args.Integer(&o.threads));
+    else if (a == "--phot-snr") CUBEFLOW_RETURN_NOT_OK(args.Number(&o.noise.phot_snr));
+    else if (a == "--add-noise") CUBEFLOW_RETURN_NOT_OK(args.PositiveList(&o.noise.snr, "15,20,35,50"));
+    else if (a == "--json") { CUBEFLOW_ASSIGN_OR_RETURN(o.json, args.Value()); }
+    else if (a == "--csv") { CUBEFLOW_ASSIGN_OR_RETURN(o.csv, args.Value()); }
+    else if (a == "--objects") { CUBEFLOW_ASSIGN_OR_RETURN(o.objects, args.Value()); }
+    else if (a == "--out") { CUBEFLOW_ASSIGN_OR_RETURN(o.out_dir, args.Value()); }
+    else if (a == "-h" || a == "--help") o.help = true;
+    else if (args.IsOption()) return Status::Error("unexpected argument '" + a + "'");
+    else pos.push_back(a);
   }
-  if (pos.size() != 2 || n_samples < 2) {
-    std::cerr << usage;
-    return 2;
-  }
-  auto model = SbiModel::Load(pos[0]);
-  if (!model.ok()) {
-    std::cerr << "cubeflow evaluate: " << model.status().message() << "\n";
-    return 1;
-  }
-  auto lib = sim::ReadLibrary(pos[1], first, rows);
-  if (!lib.ok()) {
-    std::cerr << "cubeflow evaluate: " << lib.status().message() << "\n";
-    return 1;
-  }
-  const auto t0 = std::chrono::steady_clock::now();
-  if (!out_dir.empty()) {
-    std::error_code ec;
-    fs::create_directories(out_dir, ec);
-    if (ec) {
-      std::cerr << "cubeflow evaluate: cannot create " << out_dir << ": " << ec.message() << "\n";
-      return 1;
-    }
-  }
-  auto cal_r = EvaluateCalibration(**model, *lib, {}, n_samples, seed, threads, !objects.empty() || !out_dir.empty(),
-                                   noise.enabled() ? &noise : nullptr);
-  if (!cal_r.ok()) {
-    std::cerr << "cubeflow evaluate: " << cal_r.status().message() << "\n";
-    return 1;
-  }
-  const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const Calibration& c = *cal_r;
+  if (o.help) return o;
+  if (pos.size() != 2) return Status::Error(pos.size() < 2 ? "SBI_MODEL and LIBRARY are required" : "too many arguments");
+  if (o.n_samples < 2) return Status::Error("--samples must be at least 2 (got " + std::to_string(o.n_samples) + ")");
+  o.model = pos[0];
+  o.library = pos[1];
+  return o;
+}
+
+/// The text report on stdout.
+void PrintReport(const EvalOptions& o, const Calibration& c, double total_s) {
   const size_t D = c.names.size();
   std::printf("SBI model %s on %s: %lld objects (rows %lld-%lld), %lld posterior samples each, seed %llu\n",
-              pos[0].c_str(), pos[1].c_str(), static_cast<long long>(c.n), static_cast<long long>(first),
-              static_cast<long long>(first + c.n - 1), static_cast<long long>(c.n_samples),
-              static_cast<unsigned long long>(seed));
+              o.model.c_str(), o.library.c_str(), static_cast<long long>(c.n), static_cast<long long>(o.first),
+              static_cast<long long>(o.first + c.n - 1), static_cast<long long>(c.n_samples),
+              static_cast<unsigned long long>(o.seed));
   std::printf("\nposterior medians vs truth\n%-6s %-4s %8s %9s %9s %9s\n", "param", "unit", "R2", "bias", "scatter",
               "width68");
   for (size_t k = 0; k < D; ++k)
@@ -370,146 +342,184 @@ int EvaluateMain(int argc, char** argv) {
     for (int64_t v : c.ranks[k]) std::printf(" %lld", static_cast<long long>(v));
     std::printf("\n");
   }
-  std::printf("\nflow sampling: %.0f samples/s (threads %d); total %.1f s\n", c.samples_per_s, nn::Threads(),
-              total_s);
-  if (!json.empty()) {
-    std::ostringstream o;
-    o << "{\n  \"model\": " << JsonString(pos[0]) << ",\n  \"library\": " << JsonString(pos[1])
-      << ",\n  \"first\": " << first << ",\n  \"n\": " << c.n << ",\n  \"n_samples\": " << c.n_samples
-      << ",\n  \"seed\": " << seed << ",\n  \"parameters\": [";
-    for (size_t k = 0; k < D; ++k) o << (k ? ", " : "") << JsonString(c.names[k]);
-    o << "],\n  \"units\": {";
-    for (size_t k = 0; k < D; ++k) o << (k ? ", " : "") << JsonString(c.names[k]) << ": " << JsonString(c.units[k]);
-    o << "},\n  \"coverage\": {";
-    for (size_t k = 0; k < D; ++k) {
-      o << (k ? ",\n    " : "\n    ") << JsonString(c.names[k]) << ": [";
-      for (size_t l = 0; l < c.levels.size(); ++l)
-        o << (l ? ", " : "") << "[" << JsonNum(c.levels[l]) << ", " << JsonNum(c.coverage[k][l]) << "]";
-      o << "]";
-    }
-    auto per_param = [&](const char* key, const std::vector<double>& v) {
-      o << "},\n  \"" << key << "\": {";
-      for (size_t k = 0; k < D; ++k) o << (k ? ", " : "") << JsonString(c.names[k]) << ": " << JsonNum(v[k]);
-    };
-    per_param("r2", c.r2);
-    per_param("bias", c.bias);
-    per_param("scatter", c.scatter);
-    per_param("width68", c.width68);
-    per_param("max_coverage_deviation", c.max_coverage_dev);
-    o << "},\n  \"sbc\": {\"bins\": " << c.rank_bins << ", \"chi2\": {";
-    for (size_t k = 0; k < D; ++k) o << (k ? ", " : "") << JsonString(c.names[k]) << ": " << JsonNum(c.rank_chi2[k]);
-    o << "}, \"counts\": {";
-    for (size_t k = 0; k < D; ++k) {
-      o << (k ? ", " : "") << JsonString(c.names[k]) << ": [";
-      for (size_t b = 0; b < c.ranks[k].size(); ++b) o << (b ? ", " : "") << c.ranks[k][b];
-      o << "]";
-    }
-    o << "}},\n  \"samples_per_s\": " << JsonNum(c.samples_per_s) << "\n}\n";
-    std::ofstream out(json);
-    out << o.str();
-    if (!out) {
-      std::cerr << "cubeflow evaluate: cannot write " << json << "\n";
-      return 1;
-    }
-  }
-  if (!csv.empty()) {
-    std::ofstream out(csv);
-    out << "table,parameter,x,y\n";
-    for (size_t k = 0; k < D; ++k)
-      for (size_t l = 0; l < c.levels.size(); ++l)
-        out << "coverage," << c.names[k] << "," << c.levels[l] << "," << c.coverage[k][l] << "\n";
-    for (size_t k = 0; k < D; ++k)
-      for (int64_t b = 0; b < c.rank_bins; ++b)
-        out << "sbc_rank," << c.names[k] << "," << (b + 0.5) / c.rank_bins << "," << c.ranks[k][b] << "\n";
-    if (!out) {
-      std::cerr << "cubeflow evaluate: cannot write " << csv << "\n";
-      return 1;
-    }
-  }
-  auto objects_csv = [&]() {
-    std::ostringstream out;
-    out << "row";
-    for (const auto& nm : c.names) out << "," << nm << "_true," << nm << "_median," << nm << "_p16," << nm << "_p84";
-    out << "\n";
-    for (size_t i = 0; i < c.truth.size(); ++i) {
-      out << first + static_cast<int64_t>(i);
-      for (size_t k = 0; k < D; ++k)
-        out << "," << c.truth[i][k] << "," << c.median[i][k] << "," << c.p16[i][k] << "," << c.p84[i][k];
-      out << "\n";
-    }
-    return out.str();
-  };
-  if (!objects.empty()) {
-    std::ofstream out(objects);
-    out << objects_csv();
-    if (!out) {
-      std::cerr << "cubeflow evaluate: cannot write " << objects << "\n";
-      return 1;
-    }
-  }
-  if (!out_dir.empty()) {
-    auto fail = [](const std::string& msg) {
-      std::cerr << "cubeflow evaluate: " << msg << "\n";
-      return 1;
-    };
-    const std::string d = out_dir + "/";
-    std::ostringstream sum, cov, rk;
-    sum << "parameter,unit,r2,bias,scatter,width68,max_coverage_dev,sbc_chi2,n\n";
-    for (size_t k = 0; k < D; ++k)
-      sum << c.names[k] << "," << c.units[k] << "," << c.r2[k] << "," << c.bias[k] << "," << c.scatter[k] << ","
-          << c.width68[k] << "," << c.max_coverage_dev[k] << "," << c.rank_chi2[k] << "," << c.n << "\n";
-    cov << "parameter,level,coverage\n";
-    for (size_t k = 0; k < D; ++k)
-      for (size_t l = 0; l < c.levels.size(); ++l) cov << c.names[k] << "," << c.levels[l] << "," << c.coverage[k][l] << "\n";
-    rk << "parameter,bin,rank_lo,rank_hi,count\n";
-    for (size_t k = 0; k < D; ++k)
-      for (int64_t b = 0; b < c.rank_bins; ++b)
-        rk << c.names[k] << "," << b << "," << static_cast<double>(b) / c.rank_bins << ","
-           << static_cast<double>(b + 1) / c.rank_bins << "," << c.ranks[k][b] << "\n";
-    for (const auto& [name, text] : std::vector<std::pair<std::string, std::string>>{
-             {"summary.csv", sum.str()}, {"coverage.csv", cov.str()}, {"sbc_ranks.csv", rk.str()},
-             {"objects.csv", objects_csv()}})
-      if (auto st = WriteFileAtomic(d + name, text); !st.ok()) return fail(st.message());
+  std::printf("\nflow sampling: %.0f samples/s (threads %d); total %.1f s\n", c.samples_per_s, nn::Threads(), total_s);
+}
 
-    // Figures (docs/sbi.md).
-    char sub[512];
-    std::snprintf(sub, sizeof sub, "%s on %s: %lld objects (rows %lld-%lld), %lld posterior samples each%s",
-                  fs::path(pos[0]).filename().string().c_str(), fs::path(pos[1]).filename().string().c_str(),
-                  static_cast<long long>(c.n), static_cast<long long>(first), static_cast<long long>(first + c.n - 1),
-                  static_cast<long long>(c.n_samples), noise.enabled() ? ", noise added" : "");
-    const std::string subtitle = sub;
-    auto cw = evalfig::WriteCoverage(d + "coverage.png", "Expected coverage of the central credible intervals\n" + subtitle,
-                                     c.names, c.levels, c.coverage, c.n);
-    if (!cw.ok()) return fail(cw.status().message());
-    std::string sbc_head = "SBC rank histograms (" + std::to_string(c.rank_bins) +
-                           " bins; grey: 99 % range of uniform ranks";
-    if (c.rank_bins == 20) sbc_head += "; chi^{2} 99 % limit 36.2";
-    sbc_head += ")\n";
-    auto sw = evalfig::WriteSbcRanks(d + "sbc_ranks.png", sbc_head + subtitle, c.names, c.ranks, c.rank_chi2);
-    if (!sw.ok()) return fail(sw.status().message());
-    std::vector<evalfig::TruthPrediction> panels(D);
-    for (size_t k = 0; k < D; ++k) {
-      auto& p = panels[k];
-      p.title = evalfig::DisplayName(c.names[k]);
-      p.quantity = p.title + (c.units[k].empty() ? "" : " (" + c.units[k] + ")");
-      for (size_t i = 0; i < c.truth.size(); ++i) {
-        p.truth.push_back(c.truth[i][k]);
-        p.predicted.push_back(c.median[i][k]);
-      }
-      char ann[160];
-      std::snprintf(ann, sizeof ann, "R^{2} = %.3f\nσ = %.3g%s%s", c.r2[k], c.scatter[k], c.units[k].empty() ? "" : " ",
-                    c.units[k].c_str());
-      p.annotation = ann;
-      p.empty_note = "no truth for " + c.names[k] + " in the library";
+/// --json: coverage, accuracy and SBC ranks machine-readably.
+std::string Json(const EvalOptions& o, const Calibration& c) {
+  const size_t D = c.names.size();
+  std::ostringstream j;
+  j << "{\n  \"model\": " << JsonString(o.model) << ",\n  \"library\": " << JsonString(o.library)
+    << ",\n  \"first\": " << o.first << ",\n  \"n\": " << c.n << ",\n  \"n_samples\": " << c.n_samples
+    << ",\n  \"seed\": " << o.seed << ",\n  \"parameters\": [";
+  for (size_t k = 0; k < D; ++k) j << (k ? ", " : "") << JsonString(c.names[k]);
+  j << "],\n  \"units\": {";
+  for (size_t k = 0; k < D; ++k) j << (k ? ", " : "") << JsonString(c.names[k]) << ": " << JsonString(c.units[k]);
+  j << "},\n  \"coverage\": {";
+  for (size_t k = 0; k < D; ++k) {
+    j << (k ? ",\n    " : "\n    ") << JsonString(c.names[k]) << ": [";
+    for (size_t l = 0; l < c.levels.size(); ++l)
+      j << (l ? ", " : "") << "[" << JsonNum(c.levels[l]) << ", " << JsonNum(c.coverage[k][l]) << "]";
+    j << "]";
+  }
+  auto per_param = [&](const char* key, const std::vector<double>& v) {
+    j << "},\n  \"" << key << "\": {";
+    for (size_t k = 0; k < D; ++k) j << (k ? ", " : "") << JsonString(c.names[k]) << ": " << JsonNum(v[k]);
+  };
+  per_param("r2", c.r2);
+  per_param("bias", c.bias);
+  per_param("scatter", c.scatter);
+  per_param("width68", c.width68);
+  per_param("max_coverage_deviation", c.max_coverage_dev);
+  j << "},\n  \"sbc\": {\"bins\": " << c.rank_bins << ", \"chi2\": {";
+  for (size_t k = 0; k < D; ++k) j << (k ? ", " : "") << JsonString(c.names[k]) << ": " << JsonNum(c.rank_chi2[k]);
+  j << "}, \"counts\": {";
+  for (size_t k = 0; k < D; ++k) {
+    j << (k ? ", " : "") << JsonString(c.names[k]) << ": [";
+    for (size_t b = 0; b < c.ranks[k].size(); ++b) j << (b ? ", " : "") << c.ranks[k][b];
+    j << "]";
+  }
+  j << "}},\n  \"samples_per_s\": " << JsonNum(c.samples_per_s) << "\n}\n";
+  return j.str();
+}
+
+/// --csv: coverage curves and SBC rank histograms in one long table.
+std::string CurvesCsv(const Calibration& c) {
+  std::ostringstream out;
+  out << "table,parameter,x,y\n";
+  for (size_t k = 0; k < c.names.size(); ++k)
+    for (size_t l = 0; l < c.levels.size(); ++l)
+      out << "coverage," << c.names[k] << "," << c.levels[l] << "," << c.coverage[k][l] << "\n";
+  for (size_t k = 0; k < c.names.size(); ++k)
+    for (int64_t b = 0; b < c.rank_bins; ++b)
+      out << "sbc_rank," << c.names[k] << "," << (b + 0.5) / c.rank_bins << "," << c.ranks[k][b] << "\n";
+  return out.str();
+}
+
+/// --objects: truth, median and 16-84 % range per object and parameter.
+std::string ObjectsCsv(const EvalOptions& o, const Calibration& c) {
+  std::ostringstream out;
+  out << "row";
+  for (const auto& nm : c.names) out << "," << nm << "_true," << nm << "_median," << nm << "_p16," << nm << "_p84";
+  out << "\n";
+  for (size_t i = 0; i < c.truth.size(); ++i) {
+    out << o.first + static_cast<int64_t>(i);
+    for (size_t k = 0; k < c.names.size(); ++k)
+      out << "," << c.truth[i][k] << "," << c.median[i][k] << "," << c.p16[i][k] << "," << c.p84[i][k];
+    out << "\n";
+  }
+  return out.str();
+}
+
+/// --out: the CSV tables.
+Status WriteTables(const EvalOptions& o, const Calibration& c, const std::string& d) {
+  const size_t D = c.names.size();
+  std::ostringstream sum, cov, rk;
+  sum << "parameter,unit,r2,bias,scatter,width68,max_coverage_dev,sbc_chi2,n\n";
+  for (size_t k = 0; k < D; ++k)
+    sum << c.names[k] << "," << c.units[k] << "," << c.r2[k] << "," << c.bias[k] << "," << c.scatter[k] << ","
+        << c.width68[k] << "," << c.max_coverage_dev[k] << "," << c.rank_chi2[k] << "," << c.n << "\n";
+  cov << "parameter,level,coverage\n";
+  for (size_t k = 0; k < D; ++k)
+    for (size_t l = 0; l < c.levels.size(); ++l) cov << c.names[k] << "," << c.levels[l] << "," << c.coverage[k][l] << "\n";
+  rk << "parameter,bin,rank_lo,rank_hi,count\n";
+  for (size_t k = 0; k < D; ++k)
+    for (int64_t b = 0; b < c.rank_bins; ++b)
+      rk << c.names[k] << "," << b << "," << static_cast<double>(b) / c.rank_bins << ","
+         << static_cast<double>(b + 1) / c.rank_bins << "," << c.ranks[k][b] << "\n";
+  for (const auto& [name, text] : std::vector<std::pair<std::string, std::string>>{
+           {"summary.csv", sum.str()}, {"coverage.csv", cov.str()}, {"sbc_ranks.csv", rk.str()},
+           {"objects.csv", ObjectsCsv(o, c)}})
+    CUBEFLOW_RETURN_NOT_OK(WriteFileAtomic(d + name, text));
+  return Status::OK();
+}
+
+/// --out: coverage curves, SBC rank histograms and medians versus truth (docs/sbi.md).
+Status WriteFigures(const EvalOptions& o, const Calibration& c, const std::string& d) {
+  const size_t D = c.names.size();
+  char sub[512];
+  std::snprintf(sub, sizeof sub, "%s on %s: %lld objects (rows %lld-%lld), %lld posterior samples each%s",
+                fs::path(o.model).filename().string().c_str(), fs::path(o.library).filename().string().c_str(),
+                static_cast<long long>(c.n), static_cast<long long>(o.first), static_cast<long long>(o.first + c.n - 1),
+                static_cast<long long>(c.n_samples), o.noise.enabled() ? ", noise added" : "");
+  const std::string subtitle = sub;
+  CUBEFLOW_RETURN_NOT_OK(evalfig::WriteCoverage(d + "coverage.png",
+                                                "Expected coverage of the central credible intervals\n" + subtitle,
+                                                c.names, c.levels, c.coverage, c.n)
+                             .status());
+  std::string sbc_head = "SBC rank histograms (" + std::to_string(c.rank_bins) + " bins; grey: 99 % range of uniform ranks";
+  if (c.rank_bins == 20) sbc_head += "; chi^{2} 99 % limit 36.2";
+  sbc_head += ")\n";
+  CUBEFLOW_RETURN_NOT_OK(
+      evalfig::WriteSbcRanks(d + "sbc_ranks.png", sbc_head + subtitle, c.names, c.ranks, c.rank_chi2).status());
+  std::vector<evalfig::TruthPrediction> panels(D);
+  for (size_t k = 0; k < D; ++k) {
+    auto& p = panels[k];
+    p.title = evalfig::DisplayName(c.names[k]);
+    p.quantity = p.title + (c.units[k].empty() ? "" : " (" + c.units[k] + ")");
+    for (size_t i = 0; i < c.truth.size(); ++i) {
+      p.truth.push_back(c.truth[i][k]);
+      p.predicted.push_back(c.median[i][k]);
     }
-    auto mw = evalfig::WriteTruthVsPrediction(
-        d + "medians_vs_truth.png",
-        "Posterior medians versus truth\n" + subtitle + "\nσ = standard deviation of median − truth; red: 1:1", panels,
-        std::min<int>(static_cast<int>(D), 5), "posterior median", 500, 380);
-    if (!mw.ok()) return fail(mw.status().message());
-    std::cerr << "cubeflow evaluate: tables and figures written to " << out_dir
+    char ann[160];
+    std::snprintf(ann, sizeof ann, "R^{2} = %.3f\nσ = %.3g%s%s", c.r2[k], c.scatter[k], c.units[k].empty() ? "" : " ",
+                  c.units[k].c_str());
+    p.annotation = ann;
+    p.empty_note = "no truth for " + c.names[k] + " in the library";
+  }
+  return evalfig::WriteTruthVsPrediction(
+             d + "medians_vs_truth.png",
+             "Posterior medians versus truth\n" + subtitle + "\nσ = standard deviation of median − truth; red: 1:1",
+             panels, std::min<int>(static_cast<int>(D), 5), "posterior median", 500, 380)
+      .status();
+}
+
+/// The evaluation and its outputs; errors as values.
+Status Evaluate(const EvalOptions& o) {
+  CUBEFLOW_ASSIGN_OR_RETURN(auto model, SbiModel::Load(o.model));
+  CUBEFLOW_ASSIGN_OR_RETURN(const sim::LibraryData lib, sim::ReadLibrary(o.library, o.first, o.rows));
+  const auto t0 = std::chrono::steady_clock::now();
+  if (!o.out_dir.empty()) {
+    std::error_code ec;
+    fs::create_directories(o.out_dir, ec);
+    if (ec) return Status::Error("cannot create " + o.out_dir + ": " + ec.message());
+  }
+  CUBEFLOW_ASSIGN_OR_RETURN(const Calibration c,
+                            EvaluateCalibration(*model, lib, {}, o.n_samples, o.seed, o.threads,
+                                                !o.objects.empty() || !o.out_dir.empty(),
+                                                o.noise.enabled() ? &o.noise : nullptr));
+  PrintReport(o, c, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  std::fflush(stdout);
+  if (!o.json.empty()) CUBEFLOW_RETURN_NOT_OK(WriteFileAtomic(o.json, Json(o, c)));
+  if (!o.csv.empty()) CUBEFLOW_RETURN_NOT_OK(WriteFileAtomic(o.csv, CurvesCsv(c)));
+  if (!o.objects.empty()) CUBEFLOW_RETURN_NOT_OK(WriteFileAtomic(o.objects, ObjectsCsv(o, c)));
+  if (!o.out_dir.empty()) {
+    const std::string d = o.out_dir + "/";
+    CUBEFLOW_RETURN_NOT_OK(WriteTables(o, c, d));
+    CUBEFLOW_RETURN_NOT_OK(WriteFigures(o, c, d));
+    std::cerr << "cubeflow evaluate: tables and figures written to " << o.out_dir
               << ": summary.csv, coverage.csv, sbc_ranks.csv, objects.csv, coverage.png, sbc_ranks.png, "
                  "medians_vs_truth.png\n";
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
+int EvaluateMain(int argc, char** argv) {
+  auto opts = ParseArgs(argc, argv);
+  if (!opts.ok()) {
+    std::cerr << "cubeflow evaluate: " << opts.status().message() << "\n" << kUsage;
+    return 2;
+  }
+  if (opts->help) {
+    std::cout << kUsage;
+    return 0;
+  }
+  Status st = Evaluate(*opts);
+  if (!st.ok()) {
+    std::cerr << "cubeflow evaluate: " << st.message() << "\n";
+    return 1;
   }
   return 0;
 }
