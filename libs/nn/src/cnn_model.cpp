@@ -81,31 +81,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x) {
 
 CnnNetImpl::CnnNetImpl(const CnnArch& a) : arch(a) {
   namespace nn = torch::nn;
-  conv = nn::Sequential();
-  int64_t in_ch = 1;
-  for (int i = 0; i < 3; ++i) {
-    // Conv -> MaxPool -> InstanceNorm -> PReLU: pooling before the (monotonic) normalisation and
-    // activation keeps the paper's "activation after IN" order while normalising 4x fewer values.
-    conv->push_back(nn::Conv1d(nn::Conv1dOptions(in_ch, a.channels[i], a.kernels[i]).padding(a.kernels[i] / 2)));
-    conv->push_back(nn::MaxPool1d(nn::MaxPool1dOptions(a.pools[i])));
-    conv->push_back(nn::InstanceNorm1d(nn::InstanceNorm1dOptions(a.channels[i]).affine(true)));
-    conv->push_back(nn::PReLU(nn::PReLUOptions().num_parameters(a.channels[i])));
-    in_ch = a.channels[i];
-  }
-  register_module("conv", conv);
-  if (a.attention) attention = register_module("attention", Attention(in_ch, a.attention_dim));
-  const int64_t flat = in_ch * a.PooledLength();
-  spec_fc = register_module("spec_fc", nn::Sequential(
-      nn::Linear(flat, a.spec_hidden), nn::PReLU(),
-      nn::Linear(a.spec_hidden, a.spec_features), nn::PReLU()));
-  int64_t joint = a.spec_features;
-  if (a.nbands > 0) {
-    phot_fc = register_module("phot_fc", nn::Sequential(
-        nn::Linear(a.nbands, a.phot_hidden), nn::PReLU(),
-        nn::Linear(a.phot_hidden, a.phot_hidden), nn::PReLU(),
-        nn::Linear(a.phot_hidden, a.phot_features), nn::PReLU()));
-    joint += a.phot_features;
-  }
+  const int64_t joint = RegisterBranches(*this, a);
   latent = register_module("latent", nn::Sequential(nn::Linear(joint, a.latent), nn::PReLU()));
   decoder = register_module("decoder", nn::Sequential(
       nn::Linear(a.latent, a.decoder_hidden), nn::PReLU(),
@@ -115,9 +91,7 @@ CnnNetImpl::CnnNetImpl(const CnnArch& a) : arch(a) {
 
 std::pair<torch::Tensor, torch::Tensor> CnnNetImpl::forward(const torch::Tensor& spec,
                                                              const torch::Tensor& phot) {
-  auto x = conv->forward(spec.unsqueeze(1));
-  if (attention) x = attention->forward(x);
-  auto h = spec_fc->forward(x.flatten(1));
+  auto h = SpectralFeatures(*this, spec);
   if (arch.nbands > 0) h = torch::cat({h, phot_fc->forward(phot)}, 1);
   auto out = decoder->forward(latent->forward(h));
   auto mass = torch::softmax(out.narrow(1, 0, kNumBins), 1);

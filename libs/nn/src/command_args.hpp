@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <functional>
+#include <iostream>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -85,5 +87,27 @@ class ArgReader {
   char** argv_;
   int i_ = 0;
 };
+
+/// The exit code of `cubeflow NAME` from its parsed options (with a `help` flag) and its run: an
+/// argument error is printed with the usage (2), --help prints the usage on stdout (0), a failed
+/// run prints its error (1).
+template <typename Options>
+int RunCommand(const std::string& name, const char* usage, const Result<Options>& options,
+               const std::function<Status(const Options&)>& run) {
+  if (!options.ok()) {
+    std::cerr << "cubeflow " << name << ": " << options.status().message() << "\n" << usage;
+    return 2;
+  }
+  if (options->help) {
+    std::cout << usage;
+    return 0;
+  }
+  Status st = run(*options);
+  if (!st.ok()) {
+    std::cerr << "cubeflow " << name << ": " << st.message() << "\n";
+    return 1;
+  }
+  return 0;
+}
 
 }  // namespace cubeflow::nn

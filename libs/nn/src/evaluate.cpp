@@ -559,7 +559,7 @@ Result<EvalOptions> ParseArgs(int argc, char** argv) {
 }
 
 /// The evaluation and its outputs; errors as values.
-Status Evaluate(const EvalOptions& o) {
+Status RunEvaluation(const EvalOptions& o) {
   CUBEFLOW_ASSIGN_OR_RETURN(auto model, CnnModel::Load(o.model));
   CUBEFLOW_ASSIGN_OR_RETURN(const sim::LibraryData lib, sim::ReadLibrary(o.library, o.first, o.rows));
   // A noise-free library has S/N 0 for every object (SNRLIST = 'none' in its header).
@@ -589,21 +589,7 @@ Status Evaluate(const EvalOptions& o) {
 }  // namespace
 
 int EvaluateMain(int argc, char** argv) {
-  auto opts = ParseArgs(argc, argv);
-  if (!opts.ok()) {
-    std::cerr << "cubeflow evaluate: " << opts.status().message() << "\n" << kUsage;
-    return 2;
-  }
-  if (opts->help) {
-    std::cout << kUsage;
-    return 0;
-  }
-  Status st = Evaluate(*opts);
-  if (!st.ok()) {
-    std::cerr << "cubeflow evaluate: " << st.message() << "\n";
-    return 1;
-  }
-  return 0;
+  return nn::RunCommand<EvalOptions>("evaluate", kUsage, ParseArgs(argc, argv), RunEvaluation);
 }
 
 }  // namespace cubeflow::cnn

@@ -70,6 +70,23 @@ struct InputBlock {
   std::vector<double> phot_mean, phot_std;
 };
 
+/// The block of a CnnMetadata or SbiMetadata with conventions `input` (both name the other fields
+/// alike).
+template <typename Metadata>
+InputBlock InputBlockOf(const Metadata& md, inputs::InputConventions input) {
+  return {std::move(input), md.sigma_target, md.phot_transform, md.phot_floor, md.phot_mean, md.phot_std};
+}
+
+/// Sets the block's fields other than the conventions.
+template <typename Metadata>
+void SetPhotometryFields(const InputBlock& b, Metadata& md) {
+  md.sigma_target = b.sigma_target;
+  md.phot_transform = b.phot_transform;
+  md.phot_floor = b.phot_floor;
+  md.phot_mean = b.phot_mean;
+  md.phot_std = b.phot_std;
+}
+
 /// Writes `wavelength`, `normalisation`, `sigma_target` and `photometry`.
 void WriteInputConventions(YAML::Emitter& e, const InputBlock& b) {
   const auto& in = b.input;
@@ -194,23 +211,6 @@ Status WriteEmitted(const YAML::Emitter& e, const std::string& path, const std::
 
 namespace cnn {
 
-namespace {
-
-nn::InputBlock InputBlockOf(const CnnMetadata& md) {
-  return {md.Conventions(), md.sigma_target, md.phot_transform, md.phot_floor, md.phot_mean, md.phot_std};
-}
-
-void SetInputBlock(const nn::InputBlock& b, CnnMetadata& md) {
-  md.SetConventions(b.input);
-  md.sigma_target = b.sigma_target;
-  md.phot_transform = b.phot_transform;
-  md.phot_floor = b.phot_floor;
-  md.phot_mean = b.phot_mean;
-  md.phot_std = b.phot_std;
-}
-
-}  // namespace
-
 int64_t CnnArch::PooledLength() const { return nn::PooledLength(*this); }
 
 Status CnnArch::Validate() const {
@@ -250,7 +250,7 @@ Status WriteMetadata(const std::string& path, const CnnMetadata& md) {
   e << YAML::Key << "nbands" << YAML::Value << md.arch.nbands;
   nn::ForEachCnnArchField(md.arch, nn::FieldWriter{e});
   e << YAML::EndMap;
-  nn::WriteInputConventions(e, InputBlockOf(md));
+  nn::WriteInputConventions(e, nn::InputBlockOf(md, md.Conventions()));
   nn::EmitSeq(e, "age_bin_centres", md.age_bin_centres);
   nn::EmitSeq(e, "age_bin_edges", md.age_bin_edges);
   e << YAML::Key << "ssp" << YAML::Value << md.ssp_name;
@@ -280,10 +280,11 @@ Result<CnnMetadata> ReadMetadata(const std::string& path) {
       read("nbands", md.arch.nbands);
       nn::ForEachCnnArchField(md.arch, read);
     }
-    nn::InputBlock b = InputBlockOf(md);
+    nn::InputBlock b = nn::InputBlockOf(md, md.Conventions());
     CUBEFLOW_RETURN_NOT_OK(nn::ReadInputConventions(
         root, src, {md.arch.nwave, md.arch.nbands, "architecture", {"log10_standardise", "none"}}, where, b));
-    SetInputBlock(b, md);
+    md.SetConventions(b.input);
+    nn::SetPhotometryFields(b, md);
     where = "age_bin_centres";
     md.age_bin_centres = nn::ReadSeq<double>(root["age_bin_centres"]);
     if (md.age_bin_centres.empty()) md.age_bin_centres = DefaultAgeBinCentres();
@@ -316,23 +317,6 @@ Result<CnnMetadata> ReadMetadata(const std::string& path) {
 // ---------------------------------------------------------------------------------------
 
 namespace sbi {
-
-namespace {
-
-nn::InputBlock InputBlockOf(const SbiMetadata& md) {
-  return {md.input, md.sigma_target, md.phot_transform, md.phot_floor, md.phot_mean, md.phot_std};
-}
-
-void SetInputBlock(const nn::InputBlock& b, SbiMetadata& md) {
-  md.input = b.input;
-  md.sigma_target = b.sigma_target;
-  md.phot_transform = b.phot_transform;
-  md.phot_floor = b.phot_floor;
-  md.phot_mean = b.phot_mean;
-  md.phot_std = b.phot_std;
-}
-
-}  // namespace
 
 int64_t EncoderArch::PooledLength() const { return nn::PooledLength(*this); }
 
@@ -380,7 +364,7 @@ Status WriteMetadata(const std::string& path, const SbiMetadata& md) {
   nn::ForEachFlowArchField(md.flow, nn::FieldWriter{e});
   e << YAML::Key << "permutation_seed" << YAML::Value << md.flow.permutation_seed;
   e << YAML::EndMap;
-  nn::WriteInputConventions(e, InputBlockOf(md));
+  nn::WriteInputConventions(e, nn::InputBlockOf(md, md.input));
   e << YAML::Key << "noise" << YAML::Value << YAML::BeginMap;
   e << YAML::Key << "estimator" << YAML::Value << "1 / median(sigma) over the normalisation window (normalised flux)";
   e << YAML::Key << "transform" << YAML::Value << "log10_standardise";
@@ -438,10 +422,11 @@ Result<SbiMetadata> ReadMetadata(const std::string& path) {
     read_flow("dim", md.flow.dim);
     nn::ForEachFlowArchField(md.flow, read_flow);
     read_flow("permutation_seed", md.flow.permutation_seed);
-    nn::InputBlock b = InputBlockOf(md);
+    nn::InputBlock b = nn::InputBlockOf(md, md.input);
     CUBEFLOW_RETURN_NOT_OK(nn::ReadInputConventions(
         root, src, {md.encoder.nwave, md.encoder.nbands, "encoder", {"log10_standardise"}}, where, b));
-    SetInputBlock(b, md);
+    md.input = b.input;
+    nn::SetPhotometryFields(b, md);
     where = "noise";
     if (auto nz = root["noise"]) {
       nn::FieldReader read_noise{nz};

@@ -475,7 +475,7 @@ Status WriteFigures(const EvalOptions& o, const Calibration& c, const std::strin
 }
 
 /// The evaluation and its outputs; errors as values.
-Status Evaluate(const EvalOptions& o) {
+Status RunEvaluation(const EvalOptions& o) {
   CUBEFLOW_ASSIGN_OR_RETURN(auto model, SbiModel::Load(o.model));
   CUBEFLOW_ASSIGN_OR_RETURN(const sim::LibraryData lib, sim::ReadLibrary(o.library, o.first, o.rows));
   const auto t0 = std::chrono::steady_clock::now();
@@ -507,21 +507,7 @@ Status Evaluate(const EvalOptions& o) {
 }  // namespace
 
 int EvaluateMain(int argc, char** argv) {
-  auto opts = ParseArgs(argc, argv);
-  if (!opts.ok()) {
-    std::cerr << "cubeflow evaluate: " << opts.status().message() << "\n" << kUsage;
-    return 2;
-  }
-  if (opts->help) {
-    std::cout << kUsage;
-    return 0;
-  }
-  Status st = Evaluate(*opts);
-  if (!st.ok()) {
-    std::cerr << "cubeflow evaluate: " << st.message() << "\n";
-    return 1;
-  }
-  return 0;
+  return nn::RunCommand<EvalOptions>("evaluate", kUsage, ParseArgs(argc, argv), RunEvaluation);
 }
 
 }  // namespace cubeflow::sbi

@@ -87,26 +87,7 @@ double Quantile(std::vector<float>& v, double q) {
 
 EncoderImpl::EncoderImpl(const EncoderArch& a, int64_t theta_dim) : arch(a) {
   namespace nn = torch::nn;
-  conv = nn::Sequential();
-  int64_t in_ch = 1;
-  for (int i = 0; i < 3; ++i) {  // same block as the CNN: Conv -> MaxPool -> InstanceNorm -> PReLU
-    conv->push_back(nn::Conv1d(nn::Conv1dOptions(in_ch, a.channels[i], a.kernels[i]).padding(a.kernels[i] / 2)));
-    conv->push_back(nn::MaxPool1d(nn::MaxPool1dOptions(a.pools[i])));
-    conv->push_back(nn::InstanceNorm1d(nn::InstanceNorm1dOptions(a.channels[i]).affine(true)));
-    conv->push_back(nn::PReLU(nn::PReLUOptions().num_parameters(a.channels[i])));
-    in_ch = a.channels[i];
-  }
-  register_module("conv", conv);
-  if (a.attention) attention = register_module("attention", cnn::Attention(in_ch, a.attention_dim));
-  spec_fc = register_module("spec_fc", nn::Sequential(nn::Linear(in_ch * a.PooledLength(), a.spec_hidden), nn::PReLU(),
-                                                      nn::Linear(a.spec_hidden, a.spec_features), nn::PReLU()));
-  int64_t joint = a.spec_features;
-  if (a.nbands > 0) {
-    phot_fc = register_module("phot_fc", nn::Sequential(nn::Linear(a.nbands, a.phot_hidden), nn::PReLU(),
-                                                        nn::Linear(a.phot_hidden, a.phot_hidden), nn::PReLU(),
-                                                        nn::Linear(a.phot_hidden, a.phot_features), nn::PReLU()));
-    joint += a.phot_features;
-  }
+  int64_t joint = cnn::RegisterBranches(*this, a);  // the CNN's branches
   if (a.noise_input) joint += 1;
   fusion = register_module("fusion", nn::Sequential(nn::Linear(joint, a.fusion_hidden), nn::PReLU(),
                                                     nn::Linear(a.fusion_hidden, a.fusion_hidden), nn::PReLU(),
@@ -116,9 +97,7 @@ EncoderImpl::EncoderImpl(const EncoderArch& a, int64_t theta_dim) : arch(a) {
 }
 
 torch::Tensor EncoderImpl::forward(const torch::Tensor& spec, const torch::Tensor& phot, const torch::Tensor& noise) {
-  auto x = conv->forward(spec.unsqueeze(1));
-  if (attention) x = attention->forward(x);
-  std::vector<torch::Tensor> parts{spec_fc->forward(x.flatten(1))};
+  std::vector<torch::Tensor> parts{cnn::SpectralFeatures(*this, spec)};
   if (arch.nbands > 0) parts.push_back(phot_fc->forward(phot));
   if (arch.noise_input) parts.push_back(noise);
   return fusion->forward(parts.size() == 1 ? parts[0] : torch::cat(parts, 1));

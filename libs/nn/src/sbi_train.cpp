@@ -465,12 +465,9 @@ Status SbiTraining::TrainEncoder() {
                             std::vector<int64_t> sub(order.begin() + first, order.begin() + first + count);
                             auto in = MakeInputs(lib_, sub, kEncStream + 1 + static_cast<uint64_t>(epoch));
                             auto y = theta_std.index_select(0, nn::RowsTensor(sub, 0, count));
-                            auto loss = nn::LogCosh(
-                                net_->encoder->Head(net_->encoder->forward(in.spec, in.phot, in.noise)), y);
-                            opt.zero_grad();
-                            loss.backward();
-                            opt.step();
-                            return loss.item<double>();
+                            return nn::Step(opt, nn::LogCosh(net_->encoder->Head(net_->encoder->forward(
+                                                                 in.spec, in.phot, in.noise)),
+                                                             y));
                           });
   };
   steps.validate = [&] {
@@ -580,11 +577,8 @@ Status SbiTraining::TrainFlow() {
                               for (auto& v : jitter) v = static_cast<float>(jitter_sd * jrng.Normal());
                               y = y + torch::from_blob(jitter.data(), {static_cast<int64_t>(count), D}, torch::kFloat);
                             }
-                            auto nll = -net_->flow->LogProb(y, net_->flow->Embed(fsum.index_select(0, idx))).mean();
-                            opt.zero_grad();
-                            nll.backward();
-                            opt.step();
-                            return nll.item<double>();
+                            return nn::Step(
+                                opt, -net_->flow->LogProb(y, net_->flow->Embed(fsum.index_select(0, idx))).mean());
                           });
   };
   steps.validate = [&] {

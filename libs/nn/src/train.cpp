@@ -532,11 +532,7 @@ std::optional<double> TrainEpoch(const TrainConfig& cfg, const TrainingData& d, 
                             std::tie(xs, xp) = AddNoise(xs, xp, cfg.augment_snr, cfg.augment_phot_snr,
                                                         d.md.phot_std, noise_gen);
                           auto [pm, pz] = net->forward(xs, xp);
-                          auto loss = TrainLoss(cfg, d, pm, pz, idx);
-                          opt.zero_grad();
-                          loss.backward();
-                          opt.step();
-                          return loss.item<double>();
+                          return nn::Step(opt, TrainLoss(cfg, d, pm, pz, idx));
                         });
 }
 

@@ -30,6 +30,14 @@ inline torch::Tensor RowsTensor(const std::vector<int64_t>& rows, size_t first, 
   return torch::from_blob(const_cast<int64_t*>(rows.data() + first), {static_cast<int64_t>(count)}, torch::kLong);
 }
 
+/// One optimiser step on `loss`; returns its value.
+inline double Step(torch::optim::Optimizer& opt, const torch::Tensor& loss) {
+  opt.zero_grad();
+  loss.backward();
+  opt.step();
+  return loss.item<double>();
+}
+
 /// Sets the learning rate of every parameter group.
 inline void SetLearningRate(torch::optim::Adam& opt, double lr) {
   for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamOptions&>(g.options()).lr(lr);
