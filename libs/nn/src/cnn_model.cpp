@@ -54,7 +54,7 @@ constexpr int64_t kPredictChunk = 64;
 }  // namespace
 
 // ---------------------------------------------------------------------------------------
-// Architecture (CnnArch::Validate: model_metadata.cpp)
+// Architecture and network (the architecture checks: model_metadata.cpp)
 // ---------------------------------------------------------------------------------------
 
 std::vector<double> DefaultAgeBinCentres() {
