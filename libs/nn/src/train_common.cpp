@@ -18,7 +18,7 @@ namespace cubeflow::nn {
 namespace fs = std::filesystem;
 
 // ---------------------------------------------------------------------------------------
-// Messages
+// Messages and checks
 // ---------------------------------------------------------------------------------------
 
 std::string FormatDuration(double s) {
