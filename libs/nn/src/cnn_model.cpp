@@ -1,7 +1,7 @@
-// The CNN: network definition, metadata I/O, model loading/saving and prediction.
+// The CNN: network definition, model loading/saving and prediction; the thread pools (threads.hpp).
+#include <dlfcn.h>
 #include <torch/script.h>
 #include <torch/torch.h>
-#include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <cmath>
@@ -15,6 +15,37 @@
 #include "cubeflow/atomic_file.hpp"
 #include "cubeflow/nn/cnn.hpp"
 #include "net.hpp"
+#include "threads.hpp"
+
+namespace cubeflow::nn {
+
+namespace {
+
+/// Sets OpenBLAS's pool when libtorch uses OpenBLAS (found with dlsym), only when it changes.
+void SetBlasThreads(int threads) {
+  using SetFn = void (*)(int);
+  using GetFn = int (*)();
+  static const SetFn set = reinterpret_cast<SetFn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  static const GetFn get = reinterpret_cast<GetFn>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  if (threads > 0 && set && get && get() != threads) set(threads);
+}
+
+}  // namespace
+
+void SetThreads(int threads) {
+  if (threads <= 0) return;
+  if (at::get_num_threads() != threads) at::set_num_threads(threads);
+  SetBlasThreads(threads);
+}
+
+void SetTrainingThreads(int threads) {
+  SetThreads(threads);
+  SetBlasThreads(at::get_num_threads());
+}
+
+int Threads() { return at::get_num_threads(); }
+
+}  // namespace cubeflow::nn
 
 namespace cubeflow::cnn {
 
@@ -23,35 +54,8 @@ constexpr int64_t kPredictChunk = 64;
 }  // namespace
 
 // ---------------------------------------------------------------------------------------
-// Architecture
+// Architecture and network (the architecture checks: model_metadata.cpp)
 // ---------------------------------------------------------------------------------------
-
-int64_t CnnArch::PooledLength() const {
-  int64_t len = nwave;
-  for (int64_t p : pools) len = p > 0 ? len / p : len;
-  return len;
-}
-
-Status CnnArch::Validate() const {
-  if (nwave <= 0) return Status::Error("nwave must be > 0 (got " + std::to_string(nwave) + ")");
-  if (nbands < 0) return Status::Error("nbands must be >= 0");
-  if (channels.size() != 3 || kernels.size() != 3 || pools.size() != 3)
-    return Status::Error("channels, kernels and pools must each have 3 values (one per conv block)");
-  for (int i = 0; i < 3; ++i) {
-    if (channels[i] <= 0 || kernels[i] <= 0 || pools[i] <= 0)
-      return Status::Error("channels, kernels and pools must be positive");
-    if (kernels[i] % 2 == 0)
-      return Status::Error("kernel sizes must be odd (got " + std::to_string(kernels[i]) + ")");
-  }
-  if (PooledLength() < 1)
-    return Status::Error("the pools " + std::to_string(pools[0]) + "x" + std::to_string(pools[1]) + "x" +
-                         std::to_string(pools[2]) + " reduce " + std::to_string(nwave) +
-                         " pixels to nothing");
-  if (attention_dim <= 0 || spec_hidden <= 0 || spec_features <= 0 || phot_hidden <= 0 ||
-      phot_features <= 0 || latent <= 0 || decoder_hidden <= 0)
-    return Status::Error("layer sizes must be positive");
-  return Status::OK();
-}
 
 std::vector<double> DefaultAgeBinCentres() {
   return {0.007, 0.021, 0.0425, 0.076, 0.1145, 0.1615, 0.23, 0.345,
@@ -77,31 +81,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x) {
 
 CnnNetImpl::CnnNetImpl(const CnnArch& a) : arch(a) {
   namespace nn = torch::nn;
-  conv = nn::Sequential();
-  int64_t in_ch = 1;
-  for (int i = 0; i < 3; ++i) {
-    // Conv -> MaxPool -> InstanceNorm -> PReLU: pooling before the (monotonic) normalisation and
-    // activation keeps the paper's "activation after IN" order while normalising 4x fewer values.
-    conv->push_back(nn::Conv1d(nn::Conv1dOptions(in_ch, a.channels[i], a.kernels[i]).padding(a.kernels[i] / 2)));
-    conv->push_back(nn::MaxPool1d(nn::MaxPool1dOptions(a.pools[i])));
-    conv->push_back(nn::InstanceNorm1d(nn::InstanceNorm1dOptions(a.channels[i]).affine(true)));
-    conv->push_back(nn::PReLU(nn::PReLUOptions().num_parameters(a.channels[i])));
-    in_ch = a.channels[i];
-  }
-  register_module("conv", conv);
-  if (a.attention) attention = register_module("attention", Attention(in_ch, a.attention_dim));
-  const int64_t flat = in_ch * a.PooledLength();
-  spec_fc = register_module("spec_fc", nn::Sequential(
-      nn::Linear(flat, a.spec_hidden), nn::PReLU(),
-      nn::Linear(a.spec_hidden, a.spec_features), nn::PReLU()));
-  int64_t joint = a.spec_features;
-  if (a.nbands > 0) {
-    phot_fc = register_module("phot_fc", nn::Sequential(
-        nn::Linear(a.nbands, a.phot_hidden), nn::PReLU(),
-        nn::Linear(a.phot_hidden, a.phot_hidden), nn::PReLU(),
-        nn::Linear(a.phot_hidden, a.phot_features), nn::PReLU()));
-    joint += a.phot_features;
-  }
+  const int64_t joint = RegisterBranches(*this, a);
   latent = register_module("latent", nn::Sequential(nn::Linear(joint, a.latent), nn::PReLU()));
   decoder = register_module("decoder", nn::Sequential(
       nn::Linear(a.latent, a.decoder_hidden), nn::PReLU(),
@@ -111,9 +91,7 @@ CnnNetImpl::CnnNetImpl(const CnnArch& a) : arch(a) {
 
 std::pair<torch::Tensor, torch::Tensor> CnnNetImpl::forward(const torch::Tensor& spec,
                                                              const torch::Tensor& phot) {
-  auto x = conv->forward(spec.unsqueeze(1));
-  if (attention) x = attention->forward(x);
-  auto h = spec_fc->forward(x.flatten(1));
+  auto h = SpectralFeatures(*this, spec);
   if (arch.nbands > 0) h = torch::cat({h, phot_fc->forward(phot)}, 1);
   auto out = decoder->forward(latent->forward(h));
   auto mass = torch::softmax(out.narrow(1, 0, kNumBins), 1);
@@ -134,6 +112,14 @@ void GlorotInit(torch::nn::Module& m) {
   }
 }
 
+void CopyModuleState(torch::nn::Module& src, torch::nn::Module& dst) {
+  torch::NoGradGuard guard;
+  auto dp = dst.named_parameters();
+  for (const auto& p : src.named_parameters()) dp[p.key()].copy_(p.value());
+  auto db = dst.named_buffers();
+  for (const auto& b : src.named_buffers()) db[b.key()].copy_(b.value());
+}
+
 void SaveModuleAtomic(torch::nn::Module& m, const std::string& path) {
   torch::serialize::OutputArchive ar;
   m.save(ar);
@@ -143,10 +129,8 @@ void SaveModuleAtomic(torch::nn::Module& m, const std::string& path) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Metadata
+// Metadata (the file itself: model_metadata.cpp)
 // ---------------------------------------------------------------------------------------
-
-std::string MetadataPath(const std::string& model_path) { return model_path + ".yaml"; }
 
 double CnnMetadata::LightToMass(int ibin, double zh) const {
   const size_t nz = lm_zh_grid.size();
@@ -186,187 +170,6 @@ WeightedMeans ComputeWeightedMeans(const CnnMetadata& md, const float* mass_frac
   r.lw_logage = sl > 0 ? sl_age / sl : nan;
   r.lw_zh = sl > 0 ? sl_zh / sl : nan;
   return r;
-}
-
-namespace {
-
-template <typename T>
-void EmitSeq(YAML::Emitter& e, const char* key, const std::vector<T>& v) {
-  e << YAML::Key << key << YAML::Value << YAML::Flow << YAML::BeginSeq;
-  for (const auto& x : v) e << x;
-  e << YAML::EndSeq;
-}
-
-}  // namespace
-
-Status WriteMetadata(const std::string& path, const CnnMetadata& md) {
-  YAML::Emitter e;
-  e.SetDoublePrecision(17);
-  e << YAML::BeginMap;
-  e << YAML::Key << "cubeflow_cnn_metadata" << YAML::Value << 1;
-  e << YAML::Key << "format" << YAML::Value << md.format;
-  e << YAML::Key << "architecture" << YAML::Value << YAML::BeginMap;
-  e << YAML::Key << "nwave" << YAML::Value << md.arch.nwave;
-  e << YAML::Key << "nbands" << YAML::Value << md.arch.nbands;
-  EmitSeq(e, "channels", md.arch.channels);
-  EmitSeq(e, "kernels", md.arch.kernels);
-  EmitSeq(e, "pools", md.arch.pools);
-  e << YAML::Key << "attention" << YAML::Value << md.arch.attention;
-  e << YAML::Key << "attention_dim" << YAML::Value << md.arch.attention_dim;
-  e << YAML::Key << "spec_hidden" << YAML::Value << md.arch.spec_hidden;
-  e << YAML::Key << "spec_features" << YAML::Value << md.arch.spec_features;
-  e << YAML::Key << "phot_hidden" << YAML::Value << md.arch.phot_hidden;
-  e << YAML::Key << "phot_features" << YAML::Value << md.arch.phot_features;
-  e << YAML::Key << "latent" << YAML::Value << md.arch.latent;
-  e << YAML::Key << "decoder_hidden" << YAML::Value << md.arch.decoder_hidden;
-  e << YAML::EndMap;
-  e << YAML::Key << "wavelength" << YAML::Value << YAML::BeginMap;
-  e << YAML::Key << "start" << YAML::Value << md.wave.At(0);
-  e << YAML::Key << "step" << YAML::Value << md.wave.cdelt;
-  e << YAML::Key << "n" << YAML::Value << md.wave.n;
-  e << YAML::Key << "log" << YAML::Value << md.wave.log;
-  e << YAML::Key << "air" << YAML::Value << md.wave.air;
-  e << YAML::Key << "rest_frame" << YAML::Value << md.rest_frame;
-  e << YAML::EndMap;
-  e << YAML::Key << "normalisation" << YAML::Value << YAML::BeginMap;
-  e << YAML::Key << "window" << YAML::Value << YAML::Flow << YAML::BeginSeq << md.norm_min << md.norm_max << YAML::EndSeq;
-  e << YAML::Key << "statistic" << YAML::Value << "mean";
-  e << YAML::EndMap;
-  e << YAML::Key << "sigma_target" << YAML::Value << md.sigma_target;
-  e << YAML::Key << "photometry" << YAML::Value << YAML::BeginMap;
-  EmitSeq(e, "bands", md.bands);
-  EmitSeq(e, "pivots", md.pivots);
-  e << YAML::Key << "transform" << YAML::Value << md.phot_transform;
-  e << YAML::Key << "floor" << YAML::Value << md.phot_floor;
-  EmitSeq(e, "mean", md.phot_mean);
-  EmitSeq(e, "std", md.phot_std);
-  e << YAML::EndMap;
-  EmitSeq(e, "age_bin_centres", md.age_bin_centres);
-  EmitSeq(e, "age_bin_edges", md.age_bin_edges);
-  e << YAML::Key << "ssp" << YAML::Value << md.ssp_name;
-  e << YAML::Key << "light_to_mass" << YAML::Value << YAML::BeginMap;
-  EmitSeq(e, "zh_grid", md.lm_zh_grid);
-  EmitSeq(e, "lm_v", md.lm_v);
-  e << YAML::EndMap;
-  e << YAML::Key << "training" << YAML::Value << YAML::BeginMap;
-  for (const auto& [k, v] : md.training) e << YAML::Key << k << YAML::Value << v;
-  e << YAML::EndMap;
-  e << YAML::Key << "metrics" << YAML::Value << YAML::BeginMap;
-  for (const auto& [k, v] : md.metrics) e << YAML::Key << k << YAML::Value << v;
-  e << YAML::EndMap;
-  e << YAML::Key << "config" << YAML::Value << YAML::Literal << md.config_yaml;
-  e << YAML::EndMap;
-  if (!e.good()) return Status::Error("cannot format model metadata for " + path + ": " + e.GetLastError());
-  return WriteFileAtomic(path, std::string(e.c_str()) + "\n");
-}
-
-namespace {
-
-template <typename T>
-std::vector<T> ReadSeq(const YAML::Node& n) {
-  std::vector<T> v;
-  if (n && n.IsSequence())
-    for (const auto& x : n) v.push_back(x.as<T>());
-  return v;
-}
-
-}  // namespace
-
-Result<CnnMetadata> ReadMetadata(const std::string& path) {
-  CnnMetadata md;
-  std::string where = "top level";
-  try {
-    YAML::Node root = YAML::LoadFile(path);
-    if (!root.IsMap()) return Status::Error("model metadata " + path + " is not a YAML mapping");
-    if (root["format"]) md.format = root["format"].as<std::string>();
-    if (md.format != "state_dict" && md.format != "torchscript")
-      return Status::Error("model metadata " + path + ": format '" + md.format +
-                           "' is not 'state_dict' or 'torchscript'");
-    if (auto a = root["architecture"]) {
-      where = "architecture";
-      auto get = [&](const char* k, int64_t& dst) { if (a[k]) dst = a[k].as<int64_t>(); };
-      get("nwave", md.arch.nwave);
-      get("nbands", md.arch.nbands);
-      if (a["channels"]) md.arch.channels = ReadSeq<int64_t>(a["channels"]);
-      if (a["kernels"]) md.arch.kernels = ReadSeq<int64_t>(a["kernels"]);
-      if (a["pools"]) md.arch.pools = ReadSeq<int64_t>(a["pools"]);
-      if (a["attention"]) md.arch.attention = a["attention"].as<bool>();
-      get("attention_dim", md.arch.attention_dim);
-      get("spec_hidden", md.arch.spec_hidden);
-      get("spec_features", md.arch.spec_features);
-      get("phot_hidden", md.arch.phot_hidden);
-      get("phot_features", md.arch.phot_features);
-      get("latent", md.arch.latent);
-      get("decoder_hidden", md.arch.decoder_hidden);
-    }
-    where = "wavelength";
-    auto w = root["wavelength"];
-    if (!w || !w["start"] || !w["step"] || !w["n"])
-      return Status::Error("model metadata " + path + ": missing wavelength.start/step/n");
-    md.wave = WavelengthAxis::Linear(w["start"].as<double>(), w["step"].as<double>(), w["n"].as<int64_t>());
-    if (w["log"]) md.wave.log = w["log"].as<bool>();
-    if (w["air"]) md.wave.air = w["air"].as<bool>();
-    if (w["rest_frame"]) md.rest_frame = w["rest_frame"].as<bool>();
-    if (md.wave.n != md.arch.nwave)
-      return Status::Error("model metadata " + path + ": wavelength.n = " + std::to_string(md.wave.n) +
-                           " but architecture.nwave = " + std::to_string(md.arch.nwave));
-    where = "normalisation";
-    if (auto nm = root["normalisation"]) {
-      auto win = ReadSeq<double>(nm["window"]);
-      if (win.size() != 2) return Status::Error("model metadata " + path + ": normalisation.window needs 2 values");
-      md.norm_min = win[0];
-      md.norm_max = win[1];
-    }
-    if (root["sigma_target"]) md.sigma_target = root["sigma_target"].as<double>();
-    where = "photometry";
-    if (auto p = root["photometry"]) {
-      md.bands = ReadSeq<std::string>(p["bands"]);
-      md.pivots = ReadSeq<double>(p["pivots"]);
-      if (p["transform"]) md.phot_transform = p["transform"].as<std::string>();
-      if (p["floor"]) md.phot_floor = p["floor"].as<double>();
-      md.phot_mean = ReadSeq<double>(p["mean"]);
-      md.phot_std = ReadSeq<double>(p["std"]);
-    }
-    if (md.phot_transform != "log10_standardise" && md.phot_transform != "none")
-      return Status::Error("model metadata " + path + ": photometry.transform '" + md.phot_transform +
-                           "' is not 'log10_standardise' or 'none'");
-    const size_t nb = static_cast<size_t>(md.arch.nbands);
-    if (md.bands.size() != nb)
-      return Status::Error("model metadata " + path + ": photometry.bands has " + std::to_string(md.bands.size()) +
-                           " names but architecture.nbands = " + std::to_string(nb));
-    if (md.phot_mean.empty()) md.phot_mean.assign(nb, 0.0);
-    if (md.phot_std.empty()) md.phot_std.assign(nb, 1.0);
-    if (md.phot_mean.size() != nb || md.phot_std.size() != nb)
-      return Status::Error("model metadata " + path + ": photometry.mean/std need one value per band");
-    where = "age_bin_centres";
-    md.age_bin_centres = ReadSeq<double>(root["age_bin_centres"]);
-    if (md.age_bin_centres.empty()) md.age_bin_centres = DefaultAgeBinCentres();
-    if (md.age_bin_centres.size() != kNumBins)
-      return Status::Error("model metadata " + path + ": age_bin_centres needs " + std::to_string(kNumBins) + " values");
-    md.age_bin_edges = ReadSeq<double>(root["age_bin_edges"]);
-    if (root["ssp"]) md.ssp_name = root["ssp"].as<std::string>();
-    where = "light_to_mass";
-    if (auto lm = root["light_to_mass"]) {
-      md.lm_zh_grid = ReadSeq<double>(lm["zh_grid"]);
-      md.lm_v = ReadSeq<double>(lm["lm_v"]);
-      if (md.lm_v.size() != md.lm_zh_grid.size() * kNumBins)
-        return Status::Error("model metadata " + path + ": light_to_mass.lm_v needs len(zh_grid) x 16 values");
-    }
-    where = "training";
-    if (auto t = root["training"])
-      for (const auto& kv : t) md.training[kv.first.as<std::string>()] = kv.second.as<std::string>();
-    where = "metrics";
-    if (auto m = root["metrics"])
-      for (const auto& kv : m) md.metrics[kv.first.as<std::string>()] = kv.second.as<double>();
-    if (root["config"]) md.config_yaml = root["config"].as<std::string>();
-  } catch (const YAML::Exception& ex) {
-    return Status::Error("cannot read model metadata " + path + " (" + where + "): " + ex.what());
-  }
-  if (md.format == "state_dict") {
-    Status st = md.arch.Validate();
-    if (!st.ok()) return Status::Error("model metadata " + path + ": architecture: " + st.message());
-  }
-  return md;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -2,8 +2,6 @@
 // Dispatch: a training configuration with top-level `kind: sbi`, or a model whose metadata
 // (<model>.yaml) says `kind: sbi`, goes to the SBI commands (docs/sbi.md); everything else to
 // the CNN's (docs/cnn.md).
-#include <yaml-cpp/yaml.h>
-
 #include <string>
 
 #include "cubeflow/nn/commands.hpp"
@@ -27,22 +25,13 @@ std::string FirstPositional(int argc, char** argv) {
   return "";
 }
 
-bool ConfigIsSbi(const std::string& path) {
-  try {
-    YAML::Node root = YAML::LoadFile(path);
-    return root.IsMap() && root["kind"] && root["kind"].as<std::string>() == "sbi";
-  } catch (const std::exception&) {
-    return false;  // the CNN command reports unreadable files
-  }
-}
-
 }  // namespace
 
 namespace cubeflow::nn {
 
 int TrainCommand(int argc, char** argv) {
   const std::string cfg = FirstPositional(argc, argv);
-  if (!cfg.empty() && ConfigIsSbi(cfg)) return cubeflow::sbi::TrainMain(argc, argv);
+  if (!cfg.empty() && cubeflow::sbi::IsSbiMetadata(cfg)) return cubeflow::sbi::TrainMain(argc, argv);
   return cubeflow::cnn::TrainMain(argc, argv);
 }
 

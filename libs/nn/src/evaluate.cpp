@@ -4,11 +4,12 @@
 // permutation ablation of bands and spectral windows (sec. 4.3). docs/cnn.md describes the
 // options and outputs.
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
+#include <functional>
 #include <iostream>
 #include <limits>
 #include <map>
@@ -22,8 +23,11 @@
 #include "cubeflow/nn/commands.hpp"
 #include "cubeflow/nn/eval_figures.hpp"
 #include "cubeflow/nn/train.hpp"
-
 #include "cubeflow/sim/library.hpp"
+#include "cubeflow/strings.hpp"
+#include "command_args.hpp"
+#include "json_text.hpp"
+#include "train_common.hpp"
 
 namespace cubeflow::cnn {
 
@@ -41,11 +45,7 @@ struct EvalOptions {
   double phot_snr = 50;               // photometric S/N when re-noising
   std::vector<std::string> ablations; // --ablate specs
   std::string out_dir, json, csv;
-};
-
-/// Differences truth - prediction of the four means, one entry per object.
-struct Diffs {
-  std::vector<double> d[4];
+  bool help = false;                  // -h / --help
 };
 
 struct Stats {
@@ -108,46 +108,53 @@ Result<Predictions> PredictAll(const CnnModel& model, const sim::LibraryData& li
   return p;
 }
 
-Diffs Differences(const std::vector<WeightedMeans>& truth, const std::vector<WeightedMeans>& pred) {
-  Diffs d;
+/// Bias, median, scatter and percentiles of truth - prediction for the four means.
+using QuantityStats = std::array<Stats, 4>;
+
+QuantityStats Compare(const std::vector<WeightedMeans>& truth, const std::vector<WeightedMeans>& pred) {
+  std::vector<double> d[4];
   for (size_t i = 0; i < truth.size(); ++i) {
-    d.d[0].push_back(truth[i].lw_logage - pred[i].lw_logage);
-    d.d[1].push_back(truth[i].mw_logage - pred[i].mw_logage);
-    d.d[2].push_back(truth[i].lw_zh - pred[i].lw_zh);
-    d.d[3].push_back(truth[i].mw_zh - pred[i].mw_zh);
+    d[0].push_back(truth[i].lw_logage - pred[i].lw_logage);
+    d[1].push_back(truth[i].mw_logage - pred[i].mw_logage);
+    d[2].push_back(truth[i].lw_zh - pred[i].lw_zh);
+    d[3].push_back(truth[i].mw_zh - pred[i].mw_zh);
   }
-  return d;
+  QuantityStats s;
+  for (int q = 0; q < 4; ++q) s[q] = Summarise(d[q]);
+  return s;
 }
+
+/// \brief A library with some inputs replaced, and what was replaced.
+struct Ablation {
+  sim::LibraryData lib;
+  std::string label;
+};
 
 /// Permutation ablation (sec. 4.3): the selected inputs of every object are replaced by the
 /// values of randomly drawn other objects (independently per band and per pixel), which keeps
 /// the library's marginal distribution of those inputs but removes their information.
-Result<sim::LibraryData> Ablate(const sim::LibraryData& lib, const std::string& spec, uint64_t seed,
-                                std::string* label) {
-  sim::LibraryData out = lib;
+Result<Ablation> Ablate(const sim::LibraryData& lib, const std::string& spec, uint64_t seed) {
+  Ablation out{lib, ""};
   std::mt19937_64 rng(seed ^ std::hash<std::string>{}(spec));
   std::uniform_int_distribution<int64_t> pick(0, lib.n - 1);
   const int64_t nw = lib.wave.n, nb = static_cast<int64_t>(lib.bands.size());
   auto permute_band = [&](int64_t b) {
-    for (int64_t i = 0; i < lib.n; ++i) out.photometry[i * nb + b] = lib.photometry[pick(rng) * nb + b];
+    for (int64_t i = 0; i < lib.n; ++i) out.lib.photometry[i * nb + b] = lib.photometry[pick(rng) * nb + b];
   };
   if (spec == "bands") {
     if (nb == 0) return Status::Error("--ablate bands: the library has no photometry");
     for (int64_t b = 0; b < nb; ++b) permute_band(b);
-    *label = "all bands";
+    out.label = "all bands";
     return out;
   }
   if (spec.rfind("band:", 0) == 0) {
     const std::string name = spec.substr(5);
     auto it = std::find(lib.bands.begin(), lib.bands.end(), name);
-    if (it == lib.bands.end()) {
-      std::string have;
-      for (const auto& b : lib.bands) have += (have.empty() ? "" : ", ") + b;
+    if (it == lib.bands.end())
       return Status::Error("--ablate " + spec + ": no band '" + name + "' in the library (bands: " +
-                           (have.empty() ? "none" : have) + ")");
-    }
+                           Join(lib.bands, ", ", "none") + ")");
     permute_band(it - lib.bands.begin());
-    *label = "band " + name;
+    out.label = "band " + name;
     return out;
   }
   if (spec.rfind("window:", 0) == 0) {
@@ -161,23 +168,352 @@ Result<sim::LibraryData> Ablate(const sim::LibraryData& lib, const std::string& 
       const double w = lib.wave.At(k);
       if (w < w0 || w >= w1) continue;
       ++used;
-      for (int64_t i = 0; i < lib.n; ++i) out.spectra[i * nw + k] = lib.spectra[pick(rng) * nw + k];
+      for (int64_t i = 0; i < lib.n; ++i) out.lib.spectra[i * nw + k] = lib.spectra[pick(rng) * nw + k];
     }
     if (used == 0)
       return Status::Error("--ablate " + spec + ": the window does not overlap the library's wavelength grid");
     char buf[64];
     std::snprintf(buf, sizeof buf, "%.0f-%.0f A", w0, w1);
-    *label = buf;
+    out.label = buf;
     return out;
   }
   return Status::Error("--ablate " + spec + ": expected band:NAME, bands, window:LO:HI or standard");
 }
 
-std::string JsonNum(double v) {
-  if (!std::isfinite(v)) return "null";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.6g", v);
-  return buf;
+/// The --ablate specifications with `standard` expanded: each band, all bands, 200 A windows.
+std::vector<std::string> ExpandAblations(const std::vector<std::string>& specs, const sim::LibraryData& lib) {
+  std::vector<std::string> out;
+  for (const auto& a : specs) {
+    if (a != "standard") {
+      out.push_back(a);
+      continue;
+    }
+    for (const auto& b : lib.bands) out.push_back("band:" + b);
+    if (!lib.bands.empty()) out.push_back("bands");
+    const double w_lo = lib.wave.At(0), w_hi = lib.wave.At(lib.wave.n - 1);
+    for (double w = std::floor(w_lo / 100) * 100; w < w_hi; w += 200) {
+      char buf[48];
+      std::snprintf(buf, sizeof buf, "window:%.0f:%.0f", w, w + 200);
+      out.push_back(buf);
+    }
+  }
+  return out;
+}
+
+/// Fig. 4: mean (true - predicted) mass fraction per age bin over the mean true fraction.
+evalfig::AgeBinErrors AgeBinErrorsOf(const CnnMetadata& md, const sim::LibraryData& lib, const Predictions& p) {
+  evalfig::AgeBinErrors b;
+  b.age_gyr.assign(md.age_bin_centres.begin(), md.age_bin_centres.end());
+  b.rel_error.resize(kNumBins);
+  b.rel_sd.resize(kNumBins);
+  b.mean_true.resize(kNumBins);
+  b.mean_pred.resize(kNumBins);
+  for (int j = 0; j < kNumBins; ++j) {
+    double st = 0, sp = 0, sd = 0, sd2 = 0;
+    for (int64_t i = 0; i < lib.n; ++i) {
+      const double t = lib.mass_frac[i * kNumBins + j], pr = p.mf[i * kNumBins + j];
+      st += t; sp += pr; sd += t - pr; sd2 += (t - pr) * (t - pr);
+    }
+    const double n = static_cast<double>(lib.n);
+    b.mean_true[j] = st / n;
+    b.mean_pred[j] = sp / n;
+    const double mean_d = sd / n, sd_d = std::sqrt(std::max(0.0, sd2 / n - mean_d * mean_d));
+    b.rel_error[j] = b.mean_true[j] > 0 ? mean_d / b.mean_true[j] : kNaN;
+    b.rel_sd[j] = b.mean_true[j] > 0 ? sd_d / b.mean_true[j] : kNaN;
+  }
+  return b;
+}
+
+/// \brief The figures of one modified copy of the library (re-noised at an S/N, or ablated).
+struct VariantRow {
+  double snr = 0;     ///< S/N sweep
+  std::string label;  ///< ablation
+  QuantityStats s;
+};
+
+/// \brief Everything `cubeflow evaluate` computes, for its report, tables, figures and JSON.
+struct Evaluation {
+  const EvalOptions& o;
+  const CnnModel& model;
+  const sim::LibraryData& lib;
+  bool noise_free = false;
+  std::vector<WeightedMeans> truth;  ///< per object
+  Predictions base;
+  QuantityStats base_s;
+  evalfig::AgeBinErrors bins;
+  std::vector<VariantRow> snr_rows, abl_rows;
+};
+
+/// Step 1: the model and the selected library rows, checked against each other and the options.
+Status CheckInputs(const EvalOptions& o, const CnnModel& model, const sim::LibraryData& lib, bool noise_free) {
+  if (lib.n == 0) return Status::Error(o.library + " has no objects in the selected rows");
+  const auto& md = model.metadata();
+  Status st = nn::CheckLibraryFitsModel(lib, md.arch.nwave, md.bands);
+  if (!st.ok()) return Status::Error(o.library + ": " + st.message());
+  if (!o.snr_levels.empty() && !noise_free)
+    return Status::Error("--snr needs a noise-free library (its objects already carry noise): simulate one with "
+                         "`cubeflow simulate library --config C` where C sets `noise: {enabled: false}`");
+  return Status::OK();
+}
+
+/// Step 2: predictions on the library as it is, per object and summarised.
+Status EvaluateBase(Evaluation& e) {
+  const auto& md = e.model.metadata();
+  e.truth.resize(e.lib.n);
+  for (int64_t i = 0; i < e.lib.n; ++i) e.truth[i] = TrueWeightedMeans(md, e.lib, i);
+  std::fprintf(stderr, "cubeflow evaluate: %lld objects from %s%s\n", static_cast<long long>(e.lib.n),
+               e.o.library.c_str(), e.noise_free ? " (noise-free)" : "");
+  CUBEFLOW_ASSIGN_OR_RETURN(e.base, PredictAll(e.model, e.lib, e.o.threads));
+  e.base_s = Compare(e.truth, e.base.means);
+  e.bins = AgeBinErrorsOf(md, e.lib, e.base);
+  return Status::OK();
+}
+
+/// Step 3: Fig. 8, the library re-noised at each --snr.
+Status EvaluateSnrSweep(Evaluation& e) {
+  for (double snr : e.o.snr_levels) {
+    std::fprintf(stderr, "cubeflow evaluate: S/N %g\n", snr);
+    const sim::LibraryData noisy =
+        NoisyCopy(e.lib, {}, {snr}, e.o.phot_snr, e.o.seed * 1000003ull + std::lround(snr * 100));
+    CUBEFLOW_ASSIGN_OR_RETURN(Predictions p, PredictAll(e.model, noisy, e.o.threads));
+    e.snr_rows.push_back({snr, "", Compare(e.truth, p.means)});
+  }
+  return Status::OK();
+}
+
+/// Step 4: sec. 4.3, the permutation ablations.
+Status EvaluateAblations(Evaluation& e) {
+  for (const auto& spec : ExpandAblations(e.o.ablations, e.lib)) {
+    CUBEFLOW_ASSIGN_OR_RETURN(Ablation ab, Ablate(e.lib, spec, e.o.seed));
+    std::fprintf(stderr, "cubeflow evaluate: ablation %s\n", ab.label.c_str());
+    CUBEFLOW_ASSIGN_OR_RETURN(Predictions p, PredictAll(e.model, ab.lib, e.o.threads));
+    e.abl_rows.push_back({0, ab.label, Compare(e.truth, p.means)});
+  }
+  return Status::OK();
+}
+
+/// A table with one row per variant: its label (printed with `label_format`, a %s) and two
+/// numbers per quantity (`value_format`).
+void AppendVariantTable(std::ostringstream& report, const std::string& title, const char* label_format,
+                        const char* first_header, const std::vector<VariantRow>& rows, const char* value_format,
+                        const std::function<std::string(const VariantRow&)>& label,
+                        const std::function<std::pair<double, double>(const VariantRow&, int)>& values) {
+  char line[256];
+  report << "\n" << title << "\n";
+  std::snprintf(line, sizeof line, label_format, first_header);
+  report << line;
+  for (int q = 0; q < 4; ++q) {
+    std::snprintf(line, sizeof line, " %21s", kQuantities[q]);
+    report << line;
+  }
+  report << "\n";
+  for (const auto& r : rows) {
+    std::snprintf(line, sizeof line, label_format, label(r).c_str());
+    report << line;
+    for (int q = 0; q < 4; ++q) {
+      const auto [a, b] = values(r, q);
+      std::snprintf(line, sizeof line, value_format, a, b);
+      report << line;
+    }
+    report << "\n";
+  }
+}
+
+/// The text report on stdout.
+std::string Report(const Evaluation& e) {
+  const auto& md = e.model.metadata();
+  std::ostringstream report;
+  report << "model   " << e.o.model << "\nlibrary " << e.o.library << "  (" << e.lib.n << " objects"
+         << (e.noise_free ? ", noise-free: add --snr for realistic figures" : "") << ")\n\n";
+  report << "differences truth - prediction (dex)\n";
+  char line[256];
+  std::snprintf(line, sizeof line, "%-10s %9s %9s %9s %9s %9s %7s\n", "quantity", "bias", "median", "scatter",
+                "p16", "p84", "n");
+  report << line;
+  for (int q = 0; q < 4; ++q) {
+    const Stats& s = e.base_s[q];
+    std::snprintf(line, sizeof line, "%-10s %9.4f %9.4f %9.4f %9.4f %9.4f %7lld\n", kQuantities[q], s.bias, s.median,
+                  s.scatter, s.p16, s.p84, static_cast<long long>(s.n));
+    report << line;
+  }
+  report << "\nmass fraction per age bin: mean (true - predicted) / mean true (paper Fig. 4)\n";
+  std::snprintf(line, sizeof line, "%-10s %10s %10s %10s %10s\n", "age (Gyr)", "mean true", "mean pred", "rel. err",
+                "rel. sd");
+  report << line;
+  for (int j = 0; j < kNumBins; ++j) {
+    std::snprintf(line, sizeof line, "%-10.4g %10.4f %10.4f %10.4f %10.4f\n", md.age_bin_centres[j],
+                  e.bins.mean_true[j], e.bins.mean_pred[j], e.bins.rel_error[j], e.bins.rel_sd[j]);
+    report << line;
+  }
+  if (!e.snr_rows.empty())
+    AppendVariantTable(
+        report, "versus S/N per pixel (paper Fig. 8): median and scatter of truth - prediction (dex)", "%-6s", "S/N",
+        e.snr_rows, " %+10.4f %10.4f", [](const VariantRow& r) { return Num(r.snr); },
+        [](const VariantRow& r, int q) { return std::make_pair(r.s[q].median, r.s[q].scatter); });
+  if (!e.abl_rows.empty())
+    AppendVariantTable(
+        report, "ablation (inputs replaced by draws from the library): change in bias and scatter (dex)", "%-16s",
+        "replaced", e.abl_rows, " %+10.4f %+10.4f", [](const VariantRow& r) { return r.label; },
+        [&](const VariantRow& r, int q) {
+          return std::make_pair(r.s[q].bias - e.base_s[q].bias, r.s[q].scatter - e.base_s[q].scatter);
+        });
+  std::snprintf(line, sizeof line, "\nthroughput %.0f spectra/s (network only, %d threads requested)\n",
+                e.base.seconds > 0 ? e.lib.n / e.base.seconds : 0.0, e.o.threads);
+  report << line;
+  return report.str();
+}
+
+/// Per object: S/N and true and predicted means.
+std::string ObjectsCsv(const Evaluation& e) {
+  std::ostringstream c;
+  c << "row,snr,lw_logage_true,lw_logage_pred,mw_logage_true,mw_logage_pred,lw_zh_true,lw_zh_pred,mw_zh_true,"
+       "mw_zh_pred\n";
+  for (int64_t i = 0; i < e.lib.n; ++i) {
+    const auto& t = e.truth[i];
+    const auto& p = e.base.means[i];
+    c << e.o.first + i << "," << (e.lib.snr.empty() ? 0.0 : e.lib.snr[i]) << "," << t.lw_logage << "," << p.lw_logage
+      << "," << t.mw_logage << "," << p.mw_logage << "," << t.lw_zh << "," << p.lw_zh << "," << t.mw_zh << ","
+      << p.mw_zh << "\n";
+  }
+  return c.str();
+}
+
+/// --out: the CSV tables.
+Status WriteTables(const Evaluation& e, const std::string& d) {
+  const auto& md = e.model.metadata();
+  std::ostringstream sum, bins, snr, abl;
+  sum << "quantity,bias,median,scatter,p16,p84,n\n";
+  for (int q = 0; q < 4; ++q) {
+    const Stats& s = e.base_s[q];
+    sum << kQuantities[q] << "," << s.bias << "," << s.median << "," << s.scatter << "," << s.p16 << "," << s.p84
+        << "," << s.n << "\n";
+  }
+  bins << "age_gyr,mean_true,mean_pred,rel_error,rel_sd\n";
+  for (int j = 0; j < kNumBins; ++j)
+    bins << md.age_bin_centres[j] << "," << e.bins.mean_true[j] << "," << e.bins.mean_pred[j] << ","
+         << e.bins.rel_error[j] << "," << e.bins.rel_sd[j] << "\n";
+  snr << "snr,quantity,bias,median,scatter,p16,p84,n\n";
+  for (const auto& r : e.snr_rows)
+    for (int q = 0; q < 4; ++q)
+      snr << r.snr << "," << kQuantities[q] << "," << r.s[q].bias << "," << r.s[q].median << "," << r.s[q].scatter
+          << "," << r.s[q].p16 << "," << r.s[q].p84 << "," << r.s[q].n << "\n";
+  abl << "replaced,quantity,bias,scatter,delta_bias,delta_scatter\n";
+  for (const auto& r : e.abl_rows)
+    for (int q = 0; q < 4; ++q)
+      abl << r.label << "," << kQuantities[q] << "," << r.s[q].bias << "," << r.s[q].scatter << ","
+          << r.s[q].bias - e.base_s[q].bias << "," << r.s[q].scatter - e.base_s[q].scatter << "\n";
+  std::vector<std::pair<std::string, std::string>> files = {
+      {"summary.csv", sum.str()}, {"sfr_age_bins.csv", bins.str()}, {"objects.csv", ObjectsCsv(e)}};
+  if (!e.snr_rows.empty()) files.emplace_back("snr.csv", snr.str());
+  if (!e.abl_rows.empty()) files.emplace_back("ablation.csv", abl.str());
+  for (const auto& [name, text] : files) CUBEFLOW_RETURN_NOT_OK(WriteFileAtomic(d + name, text));
+  std::fprintf(stderr, "cubeflow evaluate: tables written to %s\n", e.o.out_dir.c_str());
+  return Status::OK();
+}
+
+/// --out: Fig. 5, Fig. 4 and, after an S/N sweep, Fig. 8 (docs/cnn.md). Returns the file names.
+Result<std::vector<std::string>> WriteFigures(const Evaluation& e, const std::string& d) {
+  namespace fs = std::filesystem;
+  char sub[512];
+  std::snprintf(sub, sizeof sub, "%s on %s: %lld objects (rows %lld-%lld)%s",
+                fs::path(e.o.model).filename().string().c_str(), fs::path(e.o.library).filename().string().c_str(),
+                static_cast<long long>(e.lib.n), static_cast<long long>(e.o.first),
+                static_cast<long long>(e.o.first + e.lib.n - 1), e.noise_free ? ", noise-free" : "");
+  const std::string subtitle = sub;
+  std::vector<std::string> figures;
+  const char* titles[4] = {"LW log age", "MW log age", "LW [Z/H]", "MW [Z/H]"};
+  std::vector<evalfig::TruthPrediction> panels(4);
+  for (int q = 0; q < 4; ++q) {
+    auto& p = panels[q];
+    p.title = titles[q];
+    p.quantity = q < 2 ? "log_{10}(age/yr)" : "[Z/H] (dex)";
+    for (int64_t i = 0; i < e.lib.n; ++i) {
+      const WeightedMeans& t = e.truth[i];
+      const WeightedMeans& m = e.base.means[i];
+      const double tv[4] = {t.lw_logage, t.mw_logage, t.lw_zh, t.mw_zh};
+      const double pv[4] = {m.lw_logage, m.mw_logage, m.lw_zh, m.mw_zh};
+      p.truth.push_back(tv[q]);
+      p.predicted.push_back(pv[q]);
+    }
+    char ann[160];
+    std::snprintf(ann, sizeof ann, "bias = %+.3f dex\nσ = %.3f dex\nN = %lld", e.base_s[q].bias, e.base_s[q].scatter,
+                  static_cast<long long>(e.base_s[q].n));
+    p.annotation = ann;
+    p.empty_note = q == 0 || q == 2 ? "no light-weighted truth: the library has no LIGHT_FRAC" : "no finite values";
+  }
+  CUBEFLOW_RETURN_NOT_OK(evalfig::WriteTruthVsPrediction(d + "pred_vs_true.png",
+                                                         "Predicted versus true eq. 6-7 means (paper Fig. 5)\n" +
+                                                             subtitle +
+                                                             "\nbias = mean(true − predicted), σ = standard "
+                                                             "deviation; red: 1:1",
+                                                         panels, 2)
+                             .status());
+  figures.push_back("pred_vs_true.png");
+  CUBEFLOW_RETURN_NOT_OK(
+      evalfig::WriteAgeBinErrors(d + "sfr_age_bins.png", "Mass fraction per age bin (paper Fig. 4)\n" + subtitle,
+                                 e.bins)
+          .status());
+  figures.push_back("sfr_age_bins.png");
+  if (!e.snr_rows.empty()) {
+    std::vector<double> levels;
+    for (const auto& r : e.snr_rows) levels.push_back(r.snr);
+    const char* labels[4] = {"LW", "MW", "LW", "MW"};
+    std::vector<evalfig::SnrQuantity> qs(4);
+    for (int q = 0; q < 4; ++q) {
+      qs[q].label = labels[q];
+      qs[q].age = q < 2;
+      for (const auto& r : e.snr_rows) {
+        qs[q].bias.push_back(r.s[q].bias);
+        qs[q].scatter.push_back(r.s[q].scatter);
+      }
+    }
+    char ph[64];
+    std::snprintf(ph, sizeof ph, ", photometric S/N %g", e.o.phot_snr);
+    CUBEFLOW_RETURN_NOT_OK(evalfig::WriteSnrTrends(d + "snr.png",
+                                                   "Bias and scatter versus S/N (paper Fig. 8)\n" + subtitle +
+                                                       "\nnoise added to every object at each S/N" + ph,
+                                                   levels, qs, "bias: mean(true − predicted)")
+                               .status());
+    figures.push_back("snr.png");
+  }
+  return figures;
+}
+
+/// --json: the figures machine-readably.
+std::string Json(const Evaluation& e) {
+  using nn::JsonNum;
+  using nn::JsonString;
+  const auto& md = e.model.metadata();
+  std::ostringstream j;
+  j << "{\n  \"model\": " << JsonString(e.o.model) << ",\n  \"library\": " << JsonString(e.o.library)
+    << ",\n  \"n\": " << e.lib.n << ",\n  \"convention\": \"truth minus prediction, dex; scatter = standard deviation\"";
+  for (int q = 0; q < 4; ++q)
+    j << ",\n  \"" << kQuantities[q] << "_bias\": " << JsonNum(e.base_s[q].bias) << ", \"" << kQuantities[q]
+      << "_median\": " << JsonNum(e.base_s[q].median) << ", \"" << kQuantities[q]
+      << "_scatter\": " << JsonNum(e.base_s[q].scatter);
+  j << ",\n  \"sfr_rel_error\": [";
+  for (int k = 0; k < kNumBins; ++k) j << (k ? ", " : "") << JsonNum(e.bins.rel_error[k]);
+  j << "],\n  \"age_bin_centres_gyr\": [";
+  for (int k = 0; k < kNumBins; ++k) j << (k ? ", " : "") << JsonNum(md.age_bin_centres[k]);
+  j << "],\n  \"snr\": [";
+  for (size_t r = 0; r < e.snr_rows.size(); ++r) {
+    j << (r ? ",\n    " : "\n    ") << "{\"snr\": " << JsonNum(e.snr_rows[r].snr);
+    for (int q = 0; q < 4; ++q)
+      j << ", \"" << kQuantities[q] << "_median\": " << JsonNum(e.snr_rows[r].s[q].median) << ", \"" << kQuantities[q]
+        << "_scatter\": " << JsonNum(e.snr_rows[r].s[q].scatter);
+    j << "}";
+  }
+  j << "],\n  \"ablation\": [";
+  for (size_t r = 0; r < e.abl_rows.size(); ++r) {
+    const auto& row = e.abl_rows[r];
+    j << (r ? ",\n    " : "\n    ") << "{\"replaced\": " << JsonString(row.label);
+    for (int q = 0; q < 4; ++q)
+      j << ", \"" << kQuantities[q] << "_delta_bias\": " << JsonNum(row.s[q].bias - e.base_s[q].bias) << ", \""
+        << kQuantities[q] << "_delta_scatter\": " << JsonNum(row.s[q].scatter - e.base_s[q].scatter);
+    j << "}";
+  }
+  j << "],\n  \"spectra_per_s\": " << JsonNum(e.base.seconds > 0 ? e.lib.n / e.base.seconds : kNaN) << "\n}\n";
+  return j.str();
 }
 
 constexpr const char* kUsage =
@@ -198,385 +534,62 @@ constexpr const char* kUsage =
 Result<EvalOptions> ParseArgs(int argc, char** argv) {
   EvalOptions o;
   std::vector<std::string> pos;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> Result<std::string> {
-      if (i + 1 >= argc) return Status::Error("option " + a + " needs a value");
-      return std::string(argv[++i]);
-    };
-    auto number = [&](double* out) -> Status {
-      CUBEFLOW_ASSIGN_OR_RETURN(std::string v, value());
-      char* end = nullptr;
-      *out = std::strtod(v.c_str(), &end);
-      if (end == v.c_str() || *end) return Status::Error("option " + a + ": '" + v + "' is not a number");
-      return Status::OK();
-    };
-    double x = 0;
-    if (a == "--rows") { CUBEFLOW_RETURN_NOT_OK(number(&x)); o.rows = static_cast<int64_t>(x); }
-    else if (a == "--first") { CUBEFLOW_RETURN_NOT_OK(number(&x)); o.first = static_cast<int64_t>(x); }
-    else if (a == "--threads") { CUBEFLOW_RETURN_NOT_OK(number(&x)); o.threads = static_cast<int>(x); }
-    else if (a == "--seed") { CUBEFLOW_RETURN_NOT_OK(number(&x)); o.seed = static_cast<uint64_t>(x); }
-    else if (a == "--phot-snr") { CUBEFLOW_RETURN_NOT_OK(number(&o.phot_snr)); }
-    else if (a == "--snr") {
-      CUBEFLOW_ASSIGN_OR_RETURN(std::string v, value());
-      std::stringstream ss(v);
-      std::string item;
-      while (std::getline(ss, item, ',')) {
-        char* end = nullptr;
-        const double s = std::strtod(item.c_str(), &end);
-        if (end == item.c_str() || *end || !(s > 0))
-          return Status::Error("--snr: '" + item + "' is not a positive number (give e.g. 5,10,20,35,50,100)");
-        o.snr_levels.push_back(s);
-      }
-    } else if (a == "--ablate") {
-      CUBEFLOW_ASSIGN_OR_RETURN(std::string v, value());
-      o.ablations.push_back(v);
-    } else if (a == "--out") { CUBEFLOW_ASSIGN_OR_RETURN(o.out_dir, value()); }
-    else if (a == "--json") { CUBEFLOW_ASSIGN_OR_RETURN(o.json, value()); }
-    else if (a == "--csv") { CUBEFLOW_ASSIGN_OR_RETURN(o.csv, value()); }
-    else if (a == "-h" || a == "--help") return Status::Error("");
-    else if (!a.empty() && a[0] == '-') return Status::Error("unknown option " + a);
+  nn::ArgReader args(argc, argv);
+  while (args.Next()) {
+    const std::string a = args.arg();
+    if (a == "--rows") CUBEFLOW_RETURN_NOT_OK(args.Integer(&o.rows));
+    else if (a == "--first") CUBEFLOW_RETURN_NOT_OK(args.Integer(&o.first));
+    else if (a == "--threads") CUBEFLOW_RETURN_NOT_OK(args.Integer(&o.threads));
+    else if (a == "--seed") CUBEFLOW_RETURN_NOT_OK(args.Unsigned(&o.seed));
+    else if (a == "--phot-snr") CUBEFLOW_RETURN_NOT_OK(args.Number(&o.phot_snr));
+    else if (a == "--snr") CUBEFLOW_RETURN_NOT_OK(args.PositiveList(&o.snr_levels, "5,10,20,35,50,100"));
+    else if (a == "--ablate") { CUBEFLOW_ASSIGN_OR_RETURN(std::string v, args.Value()); o.ablations.push_back(v); }
+    else if (a == "--out") { CUBEFLOW_ASSIGN_OR_RETURN(o.out_dir, args.Value()); }
+    else if (a == "--json") { CUBEFLOW_ASSIGN_OR_RETURN(o.json, args.Value()); }
+    else if (a == "--csv") { CUBEFLOW_ASSIGN_OR_RETURN(o.csv, args.Value()); }
+    else if (a == "-h" || a == "--help") o.help = true;
+    else if (args.IsOption()) return Status::Error("unknown option " + a);
     else pos.push_back(a);
   }
+  if (o.help) return o;
   if (pos.size() != 2) return Status::Error(pos.size() < 2 ? "MODEL and LIBRARY are required" : "too many arguments");
   o.model = pos[0];
   o.library = pos[1];
   return o;
 }
 
-Status WriteText(const std::string& path, const std::string& text) { return WriteFileAtomic(path, text); }
+/// The evaluation and its outputs; errors as values.
+Status RunEvaluation(const EvalOptions& o) {
+  CUBEFLOW_ASSIGN_OR_RETURN(auto model, CnnModel::Load(o.model));
+  CUBEFLOW_ASSIGN_OR_RETURN(const sim::LibraryData lib, sim::ReadLibrary(o.library, o.first, o.rows));
+  // A noise-free library has S/N 0 for every object (SNRLIST = 'none' in its header).
+  const bool noise_free =
+      !lib.snr.empty() && std::all_of(lib.snr.begin(), lib.snr.end(), [](float s) { return !(s > 0); });
+  CUBEFLOW_RETURN_NOT_OK(CheckInputs(o, *model, lib, noise_free));
+  Evaluation e{o, *model, lib, noise_free, {}, {}, {}, {}, {}, {}};
+  CUBEFLOW_RETURN_NOT_OK(EvaluateBase(e));
+  CUBEFLOW_RETURN_NOT_OK(EvaluateSnrSweep(e));
+  CUBEFLOW_RETURN_NOT_OK(EvaluateAblations(e));
+  std::cout << Report(e) << std::flush;
+  if (!o.csv.empty()) CUBEFLOW_RETURN_NOT_OK(WriteFileAtomic(o.csv, ObjectsCsv(e)));
+  if (!o.out_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(o.out_dir, ec);
+    if (ec) return Status::Error("cannot create " + o.out_dir + ": " + ec.message());
+    const std::string d = o.out_dir + "/";
+    CUBEFLOW_RETURN_NOT_OK(WriteTables(e, d));
+    CUBEFLOW_ASSIGN_OR_RETURN(std::vector<std::string> figures, WriteFigures(e, d));
+    std::fprintf(stderr, "cubeflow evaluate: figures written to %s: %s\n", o.out_dir.c_str(),
+                 Join(figures).c_str());
+  }
+  if (!o.json.empty()) CUBEFLOW_RETURN_NOT_OK(WriteFileAtomic(o.json, Json(e)));
+  return Status::OK();
+}
 
 }  // namespace
 
 int EvaluateMain(int argc, char** argv) {
-  auto opts_r = ParseArgs(argc, argv);
-  if (!opts_r.ok()) {
-    if (!opts_r.status().message().empty()) std::cerr << "cubeflow evaluate: " << opts_r.status().message() << "\n";
-    std::cerr << kUsage;
-    return 2;
-  }
-  EvalOptions o = *opts_r;
-  auto fail = [](const std::string& msg) {
-    std::cerr << "cubeflow evaluate: " << msg << "\n";
-    return 1;
-  };
-  auto model_r = CnnModel::Load(o.model);
-  if (!model_r.ok()) return fail(model_r.status().message());
-  const CnnModel& model = **model_r;
-  const auto& md = model.metadata();
-  auto lib_r = sim::ReadLibrary(o.library, o.first, o.rows);
-  if (!lib_r.ok()) return fail(lib_r.status().message());
-  const sim::LibraryData& lib = *lib_r;
-  if (lib.n == 0) return fail(o.library + " has no objects in the selected rows");
-  if (lib.wave.n != md.arch.nwave)
-    return fail(o.library + ": spectra have " + std::to_string(lib.wave.n) + " pixels, the model expects " +
-                std::to_string(md.arch.nwave) + " (simulate the library with the model's wavelength grid)");
-  if (md.arch.nbands > 0 && lib.bands != md.bands) return fail(o.library + ": bands differ from the model's bands");
-  // A noise-free library has S/N 0 for every object (SNRLIST = 'none' in its header).
-  const bool noise_free =
-      !lib.snr.empty() && std::all_of(lib.snr.begin(), lib.snr.end(), [](float s) { return !(s > 0); });
-  if (!o.snr_levels.empty() && !noise_free)
-    return fail("--snr needs a noise-free library (its objects already carry noise): simulate one with "
-                "`cubeflow simulate library --config C` where C sets `noise: {enabled: false}`");
-
-  // Expand `standard` ablations.
-  std::vector<std::string> ablations;
-  for (const auto& a : o.ablations) {
-    if (a != "standard") { ablations.push_back(a); continue; }
-    for (const auto& b : lib.bands) ablations.push_back("band:" + b);
-    if (!lib.bands.empty()) ablations.push_back("bands");
-    const double w_lo = lib.wave.At(0), w_hi = lib.wave.At(lib.wave.n - 1);
-    for (double w = std::floor(w_lo / 100) * 100; w < w_hi; w += 200) {
-      char buf[48];
-      std::snprintf(buf, sizeof buf, "window:%.0f:%.0f", w, w + 200);
-      ablations.push_back(buf);
-    }
-  }
-
-  std::vector<WeightedMeans> truth(lib.n);
-  for (int64_t i = 0; i < lib.n; ++i) truth[i] = TrueWeightedMeans(md, lib, i);
-
-  std::fprintf(stderr, "cubeflow evaluate: %lld objects from %s%s\n", static_cast<long long>(lib.n),
-               o.library.c_str(), noise_free ? " (noise-free)" : "");
-  auto base_r = PredictAll(model, lib, o.threads);
-  if (!base_r.ok()) return fail(base_r.status().message());
-  const Predictions& base = *base_r;
-  const Diffs base_d = Differences(truth, base.means);
-  Stats base_s[4];
-  for (int q = 0; q < 4; ++q) base_s[q] = Summarise(base_d.d[q]);
-
-  std::ostringstream report;
-  report << "model   " << o.model << "\nlibrary " << o.library << "  (" << lib.n << " objects"
-         << (noise_free ? ", noise-free: add --snr for realistic figures" : "") << ")\n\n";
-  report << "differences truth - prediction (dex)\n";
-  char line[256];
-  std::snprintf(line, sizeof line, "%-10s %9s %9s %9s %9s %9s %7s\n", "quantity", "bias", "median", "scatter",
-                "p16", "p84", "n");
-  report << line;
-  for (int q = 0; q < 4; ++q) {
-    const Stats& s = base_s[q];
-    std::snprintf(line, sizeof line, "%-10s %9.4f %9.4f %9.4f %9.4f %9.4f %7lld\n", kQuantities[q], s.bias, s.median,
-                  s.scatter, s.p16, s.p84, static_cast<long long>(s.n));
-    report << line;
-  }
-
-  // Fig. 4: mean (true - predicted) mass fraction per age bin over the mean true fraction.
-  std::vector<double> sfr_rel(kNumBins), sfr_rel_sd(kNumBins), sfr_true(kNumBins), sfr_pred(kNumBins);
-  for (int j = 0; j < kNumBins; ++j) {
-    double st = 0, sp = 0, sd = 0, sd2 = 0;
-    for (int64_t i = 0; i < lib.n; ++i) {
-      const double t = lib.mass_frac[i * kNumBins + j], p = base.mf[i * kNumBins + j];
-      st += t; sp += p; sd += t - p; sd2 += (t - p) * (t - p);
-    }
-    const double n = static_cast<double>(lib.n);
-    sfr_true[j] = st / n;
-    sfr_pred[j] = sp / n;
-    const double mean_d = sd / n, sd_d = std::sqrt(std::max(0.0, sd2 / n - mean_d * mean_d));
-    sfr_rel[j] = sfr_true[j] > 0 ? mean_d / sfr_true[j] : kNaN;
-    sfr_rel_sd[j] = sfr_true[j] > 0 ? sd_d / sfr_true[j] : kNaN;
-  }
-  report << "\nmass fraction per age bin: mean (true - predicted) / mean true (paper Fig. 4)\n";
-  std::snprintf(line, sizeof line, "%-10s %10s %10s %10s %10s\n", "age (Gyr)", "mean true", "mean pred", "rel. err",
-                "rel. sd");
-  report << line;
-  for (int j = 0; j < kNumBins; ++j) {
-    std::snprintf(line, sizeof line, "%-10.4g %10.4f %10.4f %10.4f %10.4f\n", md.age_bin_centres[j], sfr_true[j],
-                  sfr_pred[j], sfr_rel[j], sfr_rel_sd[j]);
-    report << line;
-  }
-
-  // Fig. 8: bias and scatter versus S/N.
-  struct SnrRow { double snr; Stats s[4]; };
-  std::vector<SnrRow> snr_rows;
-  for (double snr : o.snr_levels) {
-    std::fprintf(stderr, "cubeflow evaluate: S/N %g\n", snr);
-    const sim::LibraryData noisy = NoisyCopy(lib, {}, {snr}, o.phot_snr, o.seed * 1000003ull + std::lround(snr * 100));
-    auto p = PredictAll(model, noisy, o.threads);
-    if (!p.ok()) return fail(p.status().message());
-    const Diffs d = Differences(truth, p->means);
-    SnrRow row{snr, {}};
-    for (int q = 0; q < 4; ++q) row.s[q] = Summarise(d.d[q]);
-    snr_rows.push_back(row);
-  }
-  if (!snr_rows.empty()) {
-    report << "\nversus S/N per pixel (paper Fig. 8): median and scatter of truth - prediction (dex)\n";
-    std::snprintf(line, sizeof line, "%-6s", "S/N");
-    report << line;
-    for (int q = 0; q < 4; ++q) {
-      std::snprintf(line, sizeof line, " %21s", kQuantities[q]);
-      report << line;
-    }
-    report << "\n";
-    for (const auto& r : snr_rows) {
-      std::snprintf(line, sizeof line, "%-6g", r.snr);
-      report << line;
-      for (int q = 0; q < 4; ++q) {
-        std::snprintf(line, sizeof line, " %+10.4f %10.4f", r.s[q].median, r.s[q].scatter);
-        report << line;
-      }
-      report << "\n";
-    }
-  }
-
-  // Sec. 4.3: permutation ablation.
-  struct AblRow { std::string spec, label; Stats s[4]; };
-  std::vector<AblRow> abl_rows;
-  for (const auto& a : ablations) {
-    std::string label;
-    auto ab = Ablate(lib, a, o.seed, &label);
-    if (!ab.ok()) return fail(ab.status().message());
-    std::fprintf(stderr, "cubeflow evaluate: ablation %s\n", label.c_str());
-    auto p = PredictAll(model, *ab, o.threads);
-    if (!p.ok()) return fail(p.status().message());
-    const Diffs d = Differences(truth, p->means);
-    AblRow row{a, label, {}};
-    for (int q = 0; q < 4; ++q) row.s[q] = Summarise(d.d[q]);
-    abl_rows.push_back(row);
-  }
-  if (!abl_rows.empty()) {
-    report << "\nablation (inputs replaced by draws from the library): change in bias and scatter (dex)\n";
-    std::snprintf(line, sizeof line, "%-16s", "replaced");
-    report << line;
-    for (int q = 0; q < 4; ++q) {
-      std::snprintf(line, sizeof line, " %21s", kQuantities[q]);
-      report << line;
-    }
-    report << "\n";
-    for (const auto& r : abl_rows) {
-      std::snprintf(line, sizeof line, "%-16s", r.label.c_str());
-      report << line;
-      for (int q = 0; q < 4; ++q) {
-        std::snprintf(line, sizeof line, " %+10.4f %+10.4f", r.s[q].bias - base_s[q].bias,
-                      r.s[q].scatter - base_s[q].scatter);
-        report << line;
-      }
-      report << "\n";
-    }
-  }
-  std::snprintf(line, sizeof line, "\nthroughput %.0f spectra/s (network only, %d threads requested)\n",
-                base.seconds > 0 ? lib.n / base.seconds : 0.0, o.threads);
-  report << line;
-  std::cout << report.str() << std::flush;
-
-  // Machine-readable outputs.
-  auto objects_csv = [&]() {
-    std::ostringstream c;
-    c << "row,snr,lw_logage_true,lw_logage_pred,mw_logage_true,mw_logage_pred,lw_zh_true,lw_zh_pred,mw_zh_true,"
-         "mw_zh_pred\n";
-    for (int64_t i = 0; i < lib.n; ++i) {
-      const auto& t = truth[i];
-      const auto& p = base.means[i];
-      c << o.first + i << "," << (lib.snr.empty() ? 0.0 : lib.snr[i]) << "," << t.lw_logage << "," << p.lw_logage
-        << "," << t.mw_logage << "," << p.mw_logage << "," << t.lw_zh << "," << p.lw_zh << "," << t.mw_zh << ","
-        << p.mw_zh << "\n";
-    }
-    return c.str();
-  };
-  if (!o.csv.empty()) {
-    if (auto st = WriteText(o.csv, objects_csv()); !st.ok()) return fail(st.message());
-  }
-  if (!o.out_dir.empty()) {
-    std::error_code ec;
-    std::filesystem::create_directories(o.out_dir, ec);
-    if (ec) return fail("cannot create " + o.out_dir + ": " + ec.message());
-    const std::string d = o.out_dir + "/";
-    std::ostringstream sum, bins, snr, abl;
-    sum << "quantity,bias,median,scatter,p16,p84,n\n";
-    for (int q = 0; q < 4; ++q)
-      sum << kQuantities[q] << "," << base_s[q].bias << "," << base_s[q].median << "," << base_s[q].scatter << ","
-          << base_s[q].p16 << "," << base_s[q].p84 << "," << base_s[q].n << "\n";
-    bins << "age_gyr,mean_true,mean_pred,rel_error,rel_sd\n";
-    for (int j = 0; j < kNumBins; ++j)
-      bins << md.age_bin_centres[j] << "," << sfr_true[j] << "," << sfr_pred[j] << "," << sfr_rel[j] << ","
-           << sfr_rel_sd[j] << "\n";
-    snr << "snr,quantity,bias,median,scatter,p16,p84,n\n";
-    for (const auto& r : snr_rows)
-      for (int q = 0; q < 4; ++q)
-        snr << r.snr << "," << kQuantities[q] << "," << r.s[q].bias << "," << r.s[q].median << "," << r.s[q].scatter
-            << "," << r.s[q].p16 << "," << r.s[q].p84 << "," << r.s[q].n << "\n";
-    abl << "replaced,quantity,bias,scatter,delta_bias,delta_scatter\n";
-    for (const auto& r : abl_rows)
-      for (int q = 0; q < 4; ++q)
-        abl << r.label << "," << kQuantities[q] << "," << r.s[q].bias << "," << r.s[q].scatter << ","
-            << r.s[q].bias - base_s[q].bias << "," << r.s[q].scatter - base_s[q].scatter << "\n";
-    for (const auto& [name, text] : std::vector<std::pair<std::string, std::string>>{
-             {"summary.csv", sum.str()}, {"sfr_age_bins.csv", bins.str()}, {"objects.csv", objects_csv()},
-             {"snr.csv", snr.str()}, {"ablation.csv", abl.str()}}) {
-      if (name == "snr.csv" && snr_rows.empty()) continue;
-      if (name == "ablation.csv" && abl_rows.empty()) continue;
-      if (auto st = WriteText(d + name, text); !st.ok()) return fail(st.message());
-    }
-    std::fprintf(stderr, "cubeflow evaluate: tables written to %s\n", o.out_dir.c_str());
-
-    // Figures (docs/cnn.md): Fig. 5, Fig. 4 and, after an S/N sweep, Fig. 8.
-    namespace fs = std::filesystem;
-    char sub[512];
-    std::snprintf(sub, sizeof sub, "%s on %s: %lld objects (rows %lld-%lld)%s",
-                  fs::path(o.model).filename().string().c_str(), fs::path(o.library).filename().string().c_str(),
-                  static_cast<long long>(lib.n), static_cast<long long>(o.first),
-                  static_cast<long long>(o.first + lib.n - 1), noise_free ? ", noise-free" : "");
-    const std::string subtitle = sub;
-    std::vector<std::string> figures;
-    {
-      const char* titles[4] = {"LW log age", "MW log age", "LW [Z/H]", "MW [Z/H]"};
-      std::vector<evalfig::TruthPrediction> panels(4);
-      for (int q = 0; q < 4; ++q) {
-        auto& p = panels[q];
-        p.title = titles[q];
-        p.quantity = q < 2 ? "log_{10}(age/yr)" : "[Z/H] (dex)";
-        for (int64_t i = 0; i < lib.n; ++i) {
-          const WeightedMeans& t = truth[i];
-          const WeightedMeans& m = base.means[i];
-          const double tv[4] = {t.lw_logage, t.mw_logage, t.lw_zh, t.mw_zh};
-          const double pv[4] = {m.lw_logage, m.mw_logage, m.lw_zh, m.mw_zh};
-          p.truth.push_back(tv[q]);
-          p.predicted.push_back(pv[q]);
-        }
-        char ann[160];
-        std::snprintf(ann, sizeof ann, "bias = %+.3f dex\nσ = %.3f dex\nN = %lld", base_s[q].bias, base_s[q].scatter,
-                      static_cast<long long>(base_s[q].n));
-        p.annotation = ann;
-        p.empty_note = q == 0 || q == 2 ? "no light-weighted truth: the library has no LIGHT_FRAC"
-                                        : "no finite values";
-      }
-      auto w = evalfig::WriteTruthVsPrediction(
-          d + "pred_vs_true.png",
-          "Predicted versus true eq. 6-7 means (paper Fig. 5)\n" + subtitle +
-              "\nbias = mean(true − predicted), σ = standard deviation; red: 1:1",
-          panels, 2);
-      if (!w.ok()) return fail(w.status().message());
-      figures.push_back("pred_vs_true.png");
-    }
-    {
-      evalfig::AgeBinErrors b;
-      b.age_gyr.assign(md.age_bin_centres.begin(), md.age_bin_centres.end());
-      b.rel_error = sfr_rel;
-      b.rel_sd = sfr_rel_sd;
-      b.mean_true = sfr_true;
-      b.mean_pred = sfr_pred;
-      auto w = evalfig::WriteAgeBinErrors(d + "sfr_age_bins.png",
-                                          "Mass fraction per age bin (paper Fig. 4)\n" + subtitle, b);
-      if (!w.ok()) return fail(w.status().message());
-      figures.push_back("sfr_age_bins.png");
-    }
-    if (!snr_rows.empty()) {
-      std::vector<double> levels;
-      for (const auto& r : snr_rows) levels.push_back(r.snr);
-      const char* labels[4] = {"LW", "MW", "LW", "MW"};
-      std::vector<evalfig::SnrQuantity> qs(4);
-      for (int q = 0; q < 4; ++q) {
-        qs[q].label = labels[q];
-        qs[q].age = q < 2;
-        for (const auto& r : snr_rows) {
-          qs[q].bias.push_back(r.s[q].bias);
-          qs[q].scatter.push_back(r.s[q].scatter);
-        }
-      }
-      char ph[64];
-      std::snprintf(ph, sizeof ph, ", photometric S/N %g", o.phot_snr);
-      auto w = evalfig::WriteSnrTrends(d + "snr.png",
-                                       "Bias and scatter versus S/N (paper Fig. 8)\n" + subtitle +
-                                           "\nnoise added to every object at each S/N" + ph,
-                                       levels, qs, "bias: mean(true − predicted)");
-      if (!w.ok()) return fail(w.status().message());
-      figures.push_back("snr.png");
-    }
-    std::string list;
-    for (const auto& f : figures) list += (list.empty() ? "" : ", ") + f;
-    std::fprintf(stderr, "cubeflow evaluate: figures written to %s: %s\n", o.out_dir.c_str(), list.c_str());
-  }
-  if (!o.json.empty()) {
-    std::ostringstream j;
-    j << "{\n  \"model\": \"" << o.model << "\",\n  \"library\": \"" << o.library << "\",\n  \"n\": " << lib.n
-      << ",\n  \"convention\": \"truth minus prediction, dex; scatter = standard deviation\"";
-    for (int q = 0; q < 4; ++q)
-      j << ",\n  \"" << kQuantities[q] << "_bias\": " << JsonNum(base_s[q].bias) << ", \"" << kQuantities[q]
-        << "_median\": " << JsonNum(base_s[q].median) << ", \"" << kQuantities[q]
-        << "_scatter\": " << JsonNum(base_s[q].scatter);
-    j << ",\n  \"sfr_rel_error\": [";
-    for (int k = 0; k < kNumBins; ++k) j << (k ? ", " : "") << JsonNum(sfr_rel[k]);
-    j << "],\n  \"age_bin_centres_gyr\": [";
-    for (int k = 0; k < kNumBins; ++k) j << (k ? ", " : "") << JsonNum(md.age_bin_centres[k]);
-    j << "],\n  \"snr\": [";
-    for (size_t r = 0; r < snr_rows.size(); ++r) {
-      j << (r ? ",\n    " : "\n    ") << "{\"snr\": " << JsonNum(snr_rows[r].snr);
-      for (int q = 0; q < 4; ++q)
-        j << ", \"" << kQuantities[q] << "_median\": " << JsonNum(snr_rows[r].s[q].median) << ", \"" << kQuantities[q]
-          << "_scatter\": " << JsonNum(snr_rows[r].s[q].scatter);
-      j << "}";
-    }
-    j << "],\n  \"ablation\": [";
-    for (size_t r = 0; r < abl_rows.size(); ++r) {
-      j << (r ? ",\n    " : "\n    ") << "{\"replaced\": \"" << abl_rows[r].label << "\"";
-      for (int q = 0; q < 4; ++q)
-        j << ", \"" << kQuantities[q] << "_delta_bias\": " << JsonNum(abl_rows[r].s[q].bias - base_s[q].bias) << ", \""
-          << kQuantities[q] << "_delta_scatter\": " << JsonNum(abl_rows[r].s[q].scatter - base_s[q].scatter);
-      j << "}";
-    }
-    j << "],\n  \"spectra_per_s\": " << JsonNum(base.seconds > 0 ? lib.n / base.seconds : kNaN) << "\n}\n";
-    if (auto st = WriteText(o.json, j.str()); !st.ok()) return fail(st.message());
-  }
-  return 0;
+  return nn::RunCommand<EvalOptions>("evaluate", kUsage, ParseArgs(argc, argv), RunEvaluation);
 }
 
 }  // namespace cubeflow::cnn

@@ -1,26 +1,20 @@
 // Input checks shared by the inference nodes (see cubeflow/nn/inputs.hpp). No libtorch.
 #include "cubeflow/nn/inputs.hpp"
+#include "cubeflow/strings.hpp"
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <limits>
 
 namespace cubeflow::inputs {
 
 namespace {
 
-std::string Num(double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "%.10g", v);
-  return buf;
-}
+/// A number in a message (10 significant digits: grid starts and steps).
+std::string Num(double v) { return cubeflow::Num(v, 10); }
 
-std::string Join(const std::vector<std::string>& v) {
-  std::string s;
-  for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
-  return s.empty() ? "(none)" : s;
-}
+/// Band names in a message; "(none)" for none.
+std::string Join(const std::vector<std::string>& v) { return cubeflow::Join(v, ", ", "(none)"); }
 
 double Median(std::vector<double>& v) {
   if (v.empty()) return std::numeric_limits<double>::quiet_NaN();

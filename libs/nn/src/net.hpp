@@ -1,6 +1,6 @@
 #pragma once
-// Internal (not installed): the libtorch network and CnnModel::Impl. Included by the two
-// torch translation units of cubeflow_torch only.
+// Internal (not installed): the libtorch network and CnnModel::Impl, and module helpers the SBI
+// model shares. Included by the libtorch translation units of cubeflow_nn only.
 
 #include <torch/torch.h>
 
@@ -27,6 +27,47 @@ struct AttentionImpl : torch::nn::Module {
 };
 TORCH_MODULE(Attention);
 
+/// Builds and registers the spectral and photometric branches the CNN and the SBI encoder share, in
+/// this order (the parameter names and the order of the random draws of saved models): "conv",
+/// three Conv -> MaxPool -> InstanceNorm -> PReLU blocks (pooling before the monotonic
+/// normalisation and activation keeps the paper's "activation after IN" order while normalising
+/// 4x fewer values); "attention" when arch.attention; "spec_fc"; with bands, "phot_fc". Returns the
+/// width of the branches' concatenated features.
+template <typename Net, typename Arch>
+int64_t RegisterBranches(Net& m, const Arch& a) {
+  namespace nn = torch::nn;
+  m.conv = nn::Sequential();
+  int64_t in_ch = 1;
+  for (int i = 0; i < 3; ++i) {
+    m.conv->push_back(nn::Conv1d(nn::Conv1dOptions(in_ch, a.channels[i], a.kernels[i]).padding(a.kernels[i] / 2)));
+    m.conv->push_back(nn::MaxPool1d(nn::MaxPool1dOptions(a.pools[i])));
+    m.conv->push_back(nn::InstanceNorm1d(nn::InstanceNorm1dOptions(a.channels[i]).affine(true)));
+    m.conv->push_back(nn::PReLU(nn::PReLUOptions().num_parameters(a.channels[i])));
+    in_ch = a.channels[i];
+  }
+  m.register_module("conv", m.conv);
+  if (a.attention) m.attention = m.register_module("attention", Attention(in_ch, a.attention_dim));
+  m.spec_fc = m.register_module("spec_fc", nn::Sequential(nn::Linear(in_ch * a.PooledLength(), a.spec_hidden),
+                                                          nn::PReLU(), nn::Linear(a.spec_hidden, a.spec_features),
+                                                          nn::PReLU()));
+  int64_t joint = a.spec_features;
+  if (a.nbands > 0) {
+    m.phot_fc = m.register_module(
+        "phot_fc", nn::Sequential(nn::Linear(a.nbands, a.phot_hidden), nn::PReLU(), nn::Linear(a.phot_hidden, a.phot_hidden),
+                                  nn::PReLU(), nn::Linear(a.phot_hidden, a.phot_features), nn::PReLU()));
+    joint += a.phot_features;
+  }
+  return joint;
+}
+
+/// The spectral branch's features of spectra [B, nwave] (conv blocks, attention, spec_fc).
+template <typename Net>
+torch::Tensor SpectralFeatures(Net& m, const torch::Tensor& spec) {
+  auto x = m.conv->forward(spec.unsqueeze(1));
+  if (m.attention) x = m.attention->forward(x);
+  return m.spec_fc->forward(x.flatten(1));
+}
+
 /// The network of docs/cnn.md.
 struct CnnNetImpl : torch::nn::Module {
   explicit CnnNetImpl(const CnnArch& arch);
@@ -52,6 +93,9 @@ struct CnnModel::Impl {
   /// Full forward pass on already-normalised spectra and raw (f / norm) photometry.
   std::pair<torch::Tensor, torch::Tensor> Forward(const torch::Tensor& spec, const torch::Tensor& phot_raw) const;
 };
+
+/// Copies parameters and buffers of `src` into `dst` (same architecture).
+void CopyModuleState(torch::nn::Module& src, torch::nn::Module& dst);
 
 /// Saves a module's parameters and buffers atomically (temporary file + rename).
 void SaveModuleAtomic(torch::nn::Module& m, const std::string& path);

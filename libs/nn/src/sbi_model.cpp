@@ -1,8 +1,6 @@
-// SBI model: encoder and conditional normalising flow (libtorch), metadata I/O, loading,
-// saving, summaries and posterior sampling.
-#include <dlfcn.h>
+// SBI model: encoder and conditional normalising flow (libtorch), loading, saving, summaries
+// and posterior sampling (the metadata file: model_metadata.cpp).
 #include <torch/torch.h>
-#include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <cmath>
@@ -16,6 +14,7 @@
 #include "cubeflow/atomic_file.hpp"
 #include "cubeflow/sim/rng.hpp"
 #include "sbi_net.hpp"
+#include "threads.hpp"
 
 namespace cubeflow::sbi {
 
@@ -26,59 +25,11 @@ constexpr int64_t kSampleChunk = 4096;    // flow samples per network call (acti
 constexpr uint64_t kSampleStream = 0x5B1;  // Rng stream of the posterior draws
 constexpr double kLn10 = 2.302585092994045684;
 
-/// Sets libtorch's intra-op threads and, when libtorch uses OpenBLAS, OpenBLAS's own pool (which
-/// at::set_num_threads does not control and which otherwise uses every core: under load its
-/// spinning threads made sampling several times slower, see docs/sbi.md). Only when it changes.
-void SetThreads(int threads) {
-  if (threads <= 0) return;
-  if (at::get_num_threads() != threads) at::set_num_threads(threads);
-  using SetFn = void (*)(int);
-  using GetFn = int (*)();
-  static const SetFn set = reinterpret_cast<SetFn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
-  static const GetFn get = reinterpret_cast<GetFn>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
-  if (set && get && get() != threads) set(threads);
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------
-// Architecture and parameters
+// Parameters (the architectures' checks: model_metadata.cpp)
 // ---------------------------------------------------------------------------------------
-
-int64_t EncoderArch::PooledLength() const {
-  int64_t len = nwave;
-  for (int64_t p : pools) len = p > 0 ? len / p : len;
-  return len;
-}
-
-Status EncoderArch::Validate() const {
-  if (nwave <= 0) return Status::Error("encoder.nwave must be > 0 (got " + std::to_string(nwave) + ")");
-  if (nbands < 0) return Status::Error("encoder.nbands must be >= 0");
-  if (channels.size() != 3 || kernels.size() != 3 || pools.size() != 3)
-    return Status::Error("encoder channels, kernels and pools must each have 3 values (one per conv block)");
-  for (int i = 0; i < 3; ++i) {
-    if (channels[i] <= 0 || kernels[i] <= 0 || pools[i] <= 0)
-      return Status::Error("encoder channels, kernels and pools must be positive");
-    if (kernels[i] % 2 == 0) return Status::Error("encoder kernel sizes must be odd (got " + std::to_string(kernels[i]) + ")");
-  }
-  if (PooledLength() < 1)
-    return Status::Error("the encoder pools " + std::to_string(pools[0]) + "x" + std::to_string(pools[1]) + "x" +
-                         std::to_string(pools[2]) + " reduce " + std::to_string(nwave) + " pixels to nothing");
-  if (attention_dim <= 0 || spec_hidden <= 0 || spec_features <= 0 || phot_hidden <= 0 || phot_features <= 0 ||
-      fusion_hidden <= 0 || summary_dim <= 0 || head_hidden <= 0)
-    return Status::Error("encoder layer sizes must be positive");
-  return Status::OK();
-}
-
-Status FlowArch::Validate() const {
-  if (dim < 2) return Status::Error("flow.dim must be >= 2 (coupling layers split the parameters in two)");
-  if (transform != "spline" && transform != "affine")
-    return Status::Error("flow.transform must be 'spline' or 'affine' (got '" + transform + "')");
-  if (layers < 1 || hidden < 1 || context_hidden < 1) return Status::Error("flow layers, hidden and context_hidden must be >= 1");
-  if (transform == "spline" && bins < 2) return Status::Error("flow.bins must be >= 2");
-  if (!(tail_bound > 0)) return Status::Error("flow.tail_bound must be > 0");
-  return Status::OK();
-}
 
 double SbiMetadata::ToPhysical(int k, double y) const {
   const ThetaParam& p = theta[k];
@@ -136,26 +87,7 @@ double Quantile(std::vector<float>& v, double q) {
 
 EncoderImpl::EncoderImpl(const EncoderArch& a, int64_t theta_dim) : arch(a) {
   namespace nn = torch::nn;
-  conv = nn::Sequential();
-  int64_t in_ch = 1;
-  for (int i = 0; i < 3; ++i) {  // same block as the CNN: Conv -> MaxPool -> InstanceNorm -> PReLU
-    conv->push_back(nn::Conv1d(nn::Conv1dOptions(in_ch, a.channels[i], a.kernels[i]).padding(a.kernels[i] / 2)));
-    conv->push_back(nn::MaxPool1d(nn::MaxPool1dOptions(a.pools[i])));
-    conv->push_back(nn::InstanceNorm1d(nn::InstanceNorm1dOptions(a.channels[i]).affine(true)));
-    conv->push_back(nn::PReLU(nn::PReLUOptions().num_parameters(a.channels[i])));
-    in_ch = a.channels[i];
-  }
-  register_module("conv", conv);
-  if (a.attention) attention = register_module("attention", cnn::Attention(in_ch, a.attention_dim));
-  spec_fc = register_module("spec_fc", nn::Sequential(nn::Linear(in_ch * a.PooledLength(), a.spec_hidden), nn::PReLU(),
-                                                      nn::Linear(a.spec_hidden, a.spec_features), nn::PReLU()));
-  int64_t joint = a.spec_features;
-  if (a.nbands > 0) {
-    phot_fc = register_module("phot_fc", nn::Sequential(nn::Linear(a.nbands, a.phot_hidden), nn::PReLU(),
-                                                        nn::Linear(a.phot_hidden, a.phot_hidden), nn::PReLU(),
-                                                        nn::Linear(a.phot_hidden, a.phot_features), nn::PReLU()));
-    joint += a.phot_features;
-  }
+  int64_t joint = cnn::RegisterBranches(*this, a);  // the CNN's branches
   if (a.noise_input) joint += 1;
   fusion = register_module("fusion", nn::Sequential(nn::Linear(joint, a.fusion_hidden), nn::PReLU(),
                                                     nn::Linear(a.fusion_hidden, a.fusion_hidden), nn::PReLU(),
@@ -165,9 +97,7 @@ EncoderImpl::EncoderImpl(const EncoderArch& a, int64_t theta_dim) : arch(a) {
 }
 
 torch::Tensor EncoderImpl::forward(const torch::Tensor& spec, const torch::Tensor& phot, const torch::Tensor& noise) {
-  auto x = conv->forward(spec.unsqueeze(1));
-  if (attention) x = attention->forward(x);
-  std::vector<torch::Tensor> parts{spec_fc->forward(x.flatten(1))};
+  std::vector<torch::Tensor> parts{cnn::SpectralFeatures(*this, spec)};
   if (arch.nbands > 0) parts.push_back(phot_fc->forward(phot));
   if (arch.noise_input) parts.push_back(noise);
   return fusion->forward(parts.size() == 1 ? parts[0] : torch::cat(parts, 1));
@@ -402,274 +332,6 @@ SbiNetImpl::SbiNetImpl(const EncoderArch& enc, const FlowArch& fl) {
   flow = register_module("flow", Flow(fl, enc.ContextDim()));
 }
 
-void CopyModuleState(torch::nn::Module& src, torch::nn::Module& dst) {
-  torch::NoGradGuard guard;
-  auto dp = dst.named_parameters();
-  for (const auto& p : src.named_parameters()) dp[p.key()].copy_(p.value());
-  auto db = dst.named_buffers();
-  for (const auto& b : src.named_buffers()) db[b.key()].copy_(b.value());
-}
-
-// ---------------------------------------------------------------------------------------
-// Metadata
-// ---------------------------------------------------------------------------------------
-
-std::string MetadataPath(const std::string& model_path) { return model_path + ".yaml"; }
-
-bool IsSbiMetadata(const std::string& path) {
-  try {
-    YAML::Node root = YAML::LoadFile(path);
-    return root.IsMap() && root["kind"] && root["kind"].as<std::string>() == "sbi";
-  } catch (const std::exception&) {
-    return false;
-  }
-}
-
-namespace {
-
-template <typename T>
-void EmitSeq(YAML::Emitter& e, const char* key, const std::vector<T>& v) {
-  e << YAML::Key << key << YAML::Value << YAML::Flow << YAML::BeginSeq;
-  for (const auto& x : v) e << x;
-  e << YAML::EndSeq;
-}
-
-template <typename T>
-std::vector<T> ReadSeq(const YAML::Node& n) {
-  std::vector<T> v;
-  if (n && n.IsSequence())
-    for (const auto& x : n) v.push_back(x.as<T>());
-  return v;
-}
-
-}  // namespace
-
-Status WriteMetadata(const std::string& path, const SbiMetadata& md) {
-  YAML::Emitter e;
-  e.SetDoublePrecision(17);
-  e << YAML::BeginMap;
-  e << YAML::Key << "cubeflow_sbi_metadata" << YAML::Value << 1;
-  e << YAML::Key << "kind" << YAML::Value << "sbi";
-  e << YAML::Key << "format" << YAML::Value << md.format;
-  const auto& a = md.encoder;
-  e << YAML::Key << "encoder" << YAML::Value << YAML::BeginMap;
-  e << YAML::Key << "nwave" << YAML::Value << a.nwave;
-  e << YAML::Key << "nbands" << YAML::Value << a.nbands;
-  e << YAML::Key << "noise_input" << YAML::Value << a.noise_input;
-  EmitSeq(e, "channels", a.channels);
-  EmitSeq(e, "kernels", a.kernels);
-  EmitSeq(e, "pools", a.pools);
-  e << YAML::Key << "attention" << YAML::Value << a.attention;
-  e << YAML::Key << "attention_dim" << YAML::Value << a.attention_dim;
-  e << YAML::Key << "spec_hidden" << YAML::Value << a.spec_hidden;
-  e << YAML::Key << "spec_features" << YAML::Value << a.spec_features;
-  e << YAML::Key << "phot_hidden" << YAML::Value << a.phot_hidden;
-  e << YAML::Key << "phot_features" << YAML::Value << a.phot_features;
-  e << YAML::Key << "fusion_hidden" << YAML::Value << a.fusion_hidden;
-  e << YAML::Key << "summary_dim" << YAML::Value << a.summary_dim;
-  e << YAML::Key << "head_hidden" << YAML::Value << a.head_hidden;
-  e << YAML::EndMap;
-  const auto& f = md.flow;
-  e << YAML::Key << "flow" << YAML::Value << YAML::BeginMap;
-  e << YAML::Key << "dim" << YAML::Value << f.dim;
-  e << YAML::Key << "transform" << YAML::Value << f.transform;
-  e << YAML::Key << "layers" << YAML::Value << f.layers;
-  e << YAML::Key << "hidden" << YAML::Value << f.hidden;
-  e << YAML::Key << "context_hidden" << YAML::Value << f.context_hidden;
-  e << YAML::Key << "bins" << YAML::Value << f.bins;
-  e << YAML::Key << "tail_bound" << YAML::Value << f.tail_bound;
-  e << YAML::Key << "permutation_seed" << YAML::Value << f.permutation_seed;
-  e << YAML::EndMap;
-  const auto& in = md.input;
-  e << YAML::Key << "wavelength" << YAML::Value << YAML::BeginMap;
-  e << YAML::Key << "start" << YAML::Value << in.wave.At(0);
-  e << YAML::Key << "step" << YAML::Value << in.wave.cdelt;
-  e << YAML::Key << "n" << YAML::Value << in.wave.n;
-  e << YAML::Key << "log" << YAML::Value << in.wave.log;
-  e << YAML::Key << "air" << YAML::Value << in.wave.air;
-  e << YAML::Key << "rest_frame" << YAML::Value << in.rest_frame;
-  e << YAML::EndMap;
-  e << YAML::Key << "normalisation" << YAML::Value << YAML::BeginMap;
-  e << YAML::Key << "window" << YAML::Value << YAML::Flow << YAML::BeginSeq << in.norm_min << in.norm_max << YAML::EndSeq;
-  e << YAML::Key << "statistic" << YAML::Value << "mean";
-  e << YAML::EndMap;
-  e << YAML::Key << "sigma_target" << YAML::Value << md.sigma_target;
-  e << YAML::Key << "photometry" << YAML::Value << YAML::BeginMap;
-  EmitSeq(e, "bands", in.bands);
-  EmitSeq(e, "pivots", in.pivots);
-  e << YAML::Key << "transform" << YAML::Value << md.phot_transform;
-  e << YAML::Key << "floor" << YAML::Value << md.phot_floor;
-  EmitSeq(e, "mean", md.phot_mean);
-  EmitSeq(e, "std", md.phot_std);
-  e << YAML::EndMap;
-  e << YAML::Key << "noise" << YAML::Value << YAML::BeginMap;
-  e << YAML::Key << "estimator" << YAML::Value << "1 / median(sigma) over the normalisation window (normalised flux)";
-  e << YAML::Key << "transform" << YAML::Value << "log10_standardise";
-  e << YAML::Key << "log_mean" << YAML::Value << md.snr_log_mean;
-  e << YAML::Key << "log_std" << YAML::Value << md.snr_log_std;
-  e << YAML::Key << "snr_min" << YAML::Value << md.snr_min;
-  e << YAML::Key << "snr_max" << YAML::Value << md.snr_max;
-  e << YAML::EndMap;
-  e << YAML::Key << "theta" << YAML::Value << YAML::BeginMap;
-  e << YAML::Key << "lookback_reference_gyr" << YAML::Value << md.lookback_reference;
-  e << YAML::Key << "lookback_offset_gyr" << YAML::Value << md.lookback_offset;
-  e << YAML::Key << "parameters" << YAML::Value << YAML::BeginSeq;
-  for (const auto& p : md.theta) {
-    e << YAML::BeginMap;
-    e << YAML::Key << "name" << YAML::Value << p.name;
-    e << YAML::Key << "unit" << YAML::Value << p.unit;
-    e << YAML::Key << "transform" << YAML::Value << p.transform;
-    e << YAML::Key << "mean" << YAML::Value << p.mean;
-    e << YAML::Key << "std" << YAML::Value << p.std;
-    e << YAML::Key << "doc" << YAML::Value << p.doc;
-    e << YAML::EndMap;
-  }
-  e << YAML::EndSeq;
-  e << YAML::EndMap;
-  e << YAML::Key << "ssp" << YAML::Value << md.ssp_name;
-  e << YAML::Key << "training" << YAML::Value << YAML::BeginMap;
-  for (const auto& [k, v] : md.training) e << YAML::Key << k << YAML::Value << v;
-  e << YAML::EndMap;
-  e << YAML::Key << "metrics" << YAML::Value << YAML::BeginMap;
-  for (const auto& [k, v] : md.metrics) e << YAML::Key << k << YAML::Value << v;
-  e << YAML::EndMap;
-  e << YAML::Key << "config" << YAML::Value << YAML::Literal << md.config_yaml;
-  e << YAML::EndMap;
-  if (!e.good()) return Status::Error("cannot format SBI model metadata for " + path + ": " + e.GetLastError());
-  return WriteFileAtomic(path, std::string(e.c_str()) + "\n");
-}
-
-Result<SbiMetadata> ReadMetadata(const std::string& path) {
-  SbiMetadata md;
-  std::string where = "top level";
-  const std::string src = "SBI model metadata " + path;
-  try {
-    YAML::Node root = YAML::LoadFile(path);
-    if (!root.IsMap()) return Status::Error(src + " is not a YAML mapping");
-    if (!root["kind"] || root["kind"].as<std::string>() != "sbi")
-      return Status::Error(path + " has no 'kind: sbi': it is not an SBI model (a CNN model is used with "
-                                  "inference.cnn)");
-    if (root["format"]) md.format = root["format"].as<std::string>();
-    if (md.format != "state_dict") return Status::Error(src + ": format '" + md.format + "' is not 'state_dict'");
-    where = "encoder";
-    auto en = root["encoder"];
-    if (!en) return Status::Error(src + ": missing 'encoder'");
-    auto get = [&](const YAML::Node& n, const char* k, int64_t& dst) { if (n[k]) dst = n[k].as<int64_t>(); };
-    auto& a = md.encoder;
-    get(en, "nwave", a.nwave);
-    get(en, "nbands", a.nbands);
-    if (en["noise_input"]) a.noise_input = en["noise_input"].as<bool>();
-    if (en["channels"]) a.channels = ReadSeq<int64_t>(en["channels"]);
-    if (en["kernels"]) a.kernels = ReadSeq<int64_t>(en["kernels"]);
-    if (en["pools"]) a.pools = ReadSeq<int64_t>(en["pools"]);
-    if (en["attention"]) a.attention = en["attention"].as<bool>();
-    get(en, "attention_dim", a.attention_dim);
-    get(en, "spec_hidden", a.spec_hidden);
-    get(en, "spec_features", a.spec_features);
-    get(en, "phot_hidden", a.phot_hidden);
-    get(en, "phot_features", a.phot_features);
-    get(en, "fusion_hidden", a.fusion_hidden);
-    get(en, "summary_dim", a.summary_dim);
-    get(en, "head_hidden", a.head_hidden);
-    where = "flow";
-    auto fl = root["flow"];
-    if (!fl) return Status::Error(src + ": missing 'flow'");
-    auto& f = md.flow;
-    get(fl, "dim", f.dim);
-    if (fl["transform"]) f.transform = fl["transform"].as<std::string>();
-    get(fl, "layers", f.layers);
-    get(fl, "hidden", f.hidden);
-    get(fl, "context_hidden", f.context_hidden);
-    get(fl, "bins", f.bins);
-    if (fl["tail_bound"]) f.tail_bound = fl["tail_bound"].as<double>();
-    if (fl["permutation_seed"]) f.permutation_seed = fl["permutation_seed"].as<uint64_t>();
-    where = "wavelength";
-    auto w = root["wavelength"];
-    if (!w || !w["start"] || !w["step"] || !w["n"]) return Status::Error(src + ": missing wavelength.start/step/n");
-    auto& in = md.input;
-    in.wave = WavelengthAxis::Linear(w["start"].as<double>(), w["step"].as<double>(), w["n"].as<int64_t>());
-    if (w["log"]) in.wave.log = w["log"].as<bool>();
-    if (w["air"]) in.wave.air = w["air"].as<bool>();
-    if (w["rest_frame"]) in.rest_frame = w["rest_frame"].as<bool>();
-    if (in.wave.n != a.nwave)
-      return Status::Error(src + ": wavelength.n = " + std::to_string(in.wave.n) + " but encoder.nwave = " +
-                           std::to_string(a.nwave));
-    where = "normalisation";
-    if (auto nm = root["normalisation"]) {
-      auto win = ReadSeq<double>(nm["window"]);
-      if (win.size() != 2) return Status::Error(src + ": normalisation.window needs 2 values");
-      in.norm_min = win[0];
-      in.norm_max = win[1];
-    }
-    if (root["sigma_target"]) md.sigma_target = root["sigma_target"].as<double>();
-    where = "photometry";
-    if (auto p = root["photometry"]) {
-      in.bands = ReadSeq<std::string>(p["bands"]);
-      in.pivots = ReadSeq<double>(p["pivots"]);
-      if (p["transform"]) md.phot_transform = p["transform"].as<std::string>();
-      if (p["floor"]) md.phot_floor = p["floor"].as<double>();
-      md.phot_mean = ReadSeq<double>(p["mean"]);
-      md.phot_std = ReadSeq<double>(p["std"]);
-    }
-    if (md.phot_transform != "log10_standardise")
-      return Status::Error(src + ": photometry.transform '" + md.phot_transform + "' is not 'log10_standardise'");
-    const size_t nb = static_cast<size_t>(a.nbands);
-    if (in.bands.size() != nb)
-      return Status::Error(src + ": photometry.bands has " + std::to_string(in.bands.size()) +
-                           " names but encoder.nbands = " + std::to_string(nb));
-    if (md.phot_mean.empty()) md.phot_mean.assign(nb, 0.0);
-    if (md.phot_std.empty()) md.phot_std.assign(nb, 1.0);
-    if (md.phot_mean.size() != nb || md.phot_std.size() != nb)
-      return Status::Error(src + ": photometry.mean/std need one value per band");
-    where = "noise";
-    if (auto nz = root["noise"]) {
-      if (nz["log_mean"]) md.snr_log_mean = nz["log_mean"].as<double>();
-      if (nz["log_std"]) md.snr_log_std = nz["log_std"].as<double>();
-      if (nz["snr_min"]) md.snr_min = nz["snr_min"].as<double>();
-      if (nz["snr_max"]) md.snr_max = nz["snr_max"].as<double>();
-    }
-    if (!(md.snr_log_std > 0)) return Status::Error(src + ": noise.log_std must be > 0");
-    where = "theta";
-    auto th = root["theta"];
-    if (!th || !th["parameters"] || !th["parameters"].IsSequence())
-      return Status::Error(src + ": missing theta.parameters");
-    if (th["lookback_reference_gyr"]) md.lookback_reference = th["lookback_reference_gyr"].as<double>();
-    if (th["lookback_offset_gyr"]) md.lookback_offset = th["lookback_offset_gyr"].as<double>();
-    for (const auto& pn : th["parameters"]) {
-      ThetaParam p;
-      p.name = pn["name"].as<std::string>();
-      where = "theta.parameters." + p.name;
-      if (pn["unit"]) p.unit = pn["unit"].as<std::string>();
-      if (pn["doc"]) p.doc = pn["doc"].as<std::string>();
-      if (pn["transform"]) p.transform = pn["transform"].as<std::string>();
-      if (pn["mean"]) p.mean = pn["mean"].as<double>();
-      if (pn["std"]) p.std = pn["std"].as<double>();
-      if (p.transform != "linear" && p.transform != "log_lookback")
-        return Status::Error(src + ": " + where + ".transform '" + p.transform + "' is not 'linear' or 'log_lookback'");
-      if (!(p.std > 0)) return Status::Error(src + ": " + where + ".std must be > 0");
-      md.theta.push_back(p);
-    }
-    if (static_cast<int64_t>(md.theta.size()) != f.dim)
-      return Status::Error(src + ": theta.parameters has " + std::to_string(md.theta.size()) + " entries but flow.dim = " +
-                           std::to_string(f.dim));
-    if (root["ssp"]) md.ssp_name = root["ssp"].as<std::string>();
-    where = "training";
-    if (auto t = root["training"])
-      for (const auto& kv : t) md.training[kv.first.as<std::string>()] = kv.second.as<std::string>();
-    where = "metrics";
-    if (auto m = root["metrics"])
-      for (const auto& kv : m) md.metrics[kv.first.as<std::string>()] = kv.second.as<double>();
-    if (root["config"]) md.config_yaml = root["config"].as<std::string>();
-  } catch (const YAML::Exception& ex) {
-    return Status::Error("cannot read " + src + " (" + where + "): " + ex.what());
-  }
-  Status st = md.encoder.Validate();
-  if (!st.ok()) return Status::Error(src + ": " + st.message());
-  st = md.flow.Validate();
-  if (!st.ok()) return Status::Error(src + ": " + st.message());
-  return md;
-}
-
 // ---------------------------------------------------------------------------------------
 // SbiModel
 // ---------------------------------------------------------------------------------------
@@ -769,7 +431,7 @@ Status SbiModel::Summarize(const float* spectra, const float* phot, const float*
   if (nb > 0 && phot == nullptr) return Status::Error("the SBI model needs photometry in " + std::to_string(nb) + " bands");
   if (md.encoder.noise_input && snr == nullptr) return Status::Error("the SBI model needs the S/N of each spectrum");
   try {
-    SetThreads(threads);
+    nn::SetThreads(threads);
     c10::InferenceMode guard;
     for (int64_t first = 0; first < n; first += kSummaryChunk) {
       const int64_t b = std::min(kSummaryChunk, n - first);
@@ -825,7 +487,7 @@ Status SbiModel::Sample(const float* summary, int64_t n, int64_t n_samples, cons
   const int64_t D = md.flow.dim, C = md.encoder.ContextDim();
   const PhysMap phys(md);
   try {
-    SetThreads(threads);
+    nn::SetThreads(threads);
     c10::InferenceMode guard;
     auto& flow = impl_->net->flow;
     auto e_all = flow->Embed(torch::from_blob(const_cast<float*>(summary), {n, C}, torch::kFloat));
@@ -870,7 +532,7 @@ Status SbiModel::LogProb(const float* summary, const float* theta, int64_t n, do
   const auto& md = impl_->md;
   const int64_t D = md.flow.dim, C = md.encoder.ContextDim();
   try {
-    SetThreads(threads);
+    nn::SetThreads(threads);
     c10::InferenceMode guard;
     std::vector<float> y(n * D);
     std::vector<double> jac(n, 0.0);  // log |d physical / d y|
@@ -900,7 +562,7 @@ Status SbiModel::HeadPredict(const float* summary, int64_t n, float* out, int th
   const auto& md = impl_->md;
   const int64_t D = md.flow.dim, C = md.encoder.ContextDim();
   try {
-    SetThreads(threads);
+    nn::SetThreads(threads);
     c10::InferenceMode guard;
     auto ctx = torch::from_blob(const_cast<float*>(summary), {n, C}, torch::kFloat);
     auto y = impl_->net->encoder->Head(ctx.narrow(1, 0, md.encoder.summary_dim)).contiguous();

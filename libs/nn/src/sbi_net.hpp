@@ -95,7 +95,4 @@ struct SbiModel::Impl {
   torch::Tensor NoiseFeature(const torch::Tensor& snr) const;
 };
 
-/// Copies parameters and buffers of `src` into `dst` (same architecture).
-void CopyModuleState(torch::nn::Module& src, torch::nn::Module& dst);
-
 }  // namespace cubeflow::sbi

@@ -18,6 +18,7 @@
 
 #include "cubeflow/data.hpp"
 #include "cubeflow/status.hpp"
+#include "cubeflow/nn/inputs.hpp"
 
 namespace cubeflow::cnn {
 
@@ -80,6 +81,11 @@ struct CnnMetadata {
   /// Light-to-mass ratio of bin `ibin` at metallicity `zh` (linear interpolation in [Z/H],
   /// clamped); 1 when no table is stored.
   double LightToMass(int ibin, double zh) const;
+  /// The input conventions (grid, rest frame, normalisation window, bands, pivots) that the
+  /// inputs::Check* functions test bin spectra and photometry against.
+  inputs::InputConventions Conventions() const;
+  /// Sets wave, rest_frame, norm_min, norm_max, bands and pivots from `c`.
+  void SetConventions(const inputs::InputConventions& c);
 };
 
 /// The metadata path that belongs to a model file: `<model>.yaml`.

@@ -39,6 +39,7 @@ struct EncoderArch {
   int64_t summary_dim = 16;                      ///< the summary the flow is conditioned on
   int64_t head_hidden = 64;                      ///< hidden FC of the Log-Cosh regression head
 
+  bool operator==(const EncoderArch&) const = default;
   int64_t PooledLength() const;
   Status Validate() const;
   /// What the flow is conditioned on: the summary, plus the standardised log10(S/N) when
@@ -101,7 +102,8 @@ struct SbiMetadata {
 
 /// The metadata path of a model file: `<model>.yaml` (same rule as the CNN).
 std::string MetadataPath(const std::string& model_path);
-/// True when the metadata file says `kind: sbi`.
+/// True when the YAML file (model metadata or training configuration) says `kind: sbi`; false
+/// when it does not or cannot be read.
 bool IsSbiMetadata(const std::string& metadata_path);
 Status WriteMetadata(const std::string& path, const SbiMetadata& md);
 Result<SbiMetadata> ReadMetadata(const std::string& path);

@@ -18,6 +18,7 @@
 #include "cubeflow/sim/library.hpp"
 #include "cubeflow/status.hpp"
 #include "cubeflow/nn/sbi.hpp"
+#include "cubeflow/nn/training.hpp"
 
 namespace cubeflow::sbi {
 
@@ -57,6 +58,8 @@ struct TrainConfig {
   int64_t flow_batches_per_epoch = 0;
   // data
   uint64_t seed = 42;
+  /// libtorch's intra-op threads and OpenBLAS's pool (process-wide); 0: libtorch's default, and
+  /// OpenBLAS gets as many. An exact resume needs the same number as the interrupted run.
   int threads = 0;
   int64_t max_rows = -1;
   double train_fraction = 0.8, val_fraction = 0.1;  ///< the rest is the test set
@@ -83,15 +86,8 @@ struct TrainConfig {
 /// Parses a configuration; errors name the file and the key.
 Result<TrainConfig> ParseTrainConfig(const std::string& yaml_text, const std::string& file_name);
 
-/// \brief One line of progress after each epoch of either stage.
-struct EpochReport {
-  std::string stage;              ///< "encoder" or "flow"
-  int64_t epoch = 0, epochs = 0;
-  double train_loss = 0, val_loss = 0, best_val = 0, lr = 0;
-  int64_t best_epoch = 0;
-  double elapsed_s = 0, eta_s = 0;
-  bool stopped_early = false;
-};
+/// One line of progress after each epoch of either stage (`stage`: "encoder" or "flow").
+using EpochReport = nn::EpochReport;
 
 struct TrainResult {
   int64_t encoder_epochs = 0, flow_epochs = 0;  ///< completed (including resumed ones)

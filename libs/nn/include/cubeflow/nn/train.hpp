@@ -17,6 +17,7 @@
 #include "cubeflow/sim/library.hpp"
 #include "cubeflow/status.hpp"
 #include "cubeflow/nn/cnn.hpp"
+#include "cubeflow/nn/training.hpp"
 
 namespace cubeflow::cnn {
 
@@ -39,7 +40,9 @@ struct TrainConfig {
   /// Glorot initialisation: fine-tuning. Empty: train from scratch.
   std::string init_from;
   uint64_t seed = 42;
-  int threads = 0;             ///< 0: libtorch default
+  /// libtorch's intra-op threads and OpenBLAS's pool (process-wide); 0: libtorch's default, and
+  /// OpenBLAS gets as many. An exact resume needs the same number as the interrupted run.
+  int threads = 0;
   int64_t max_rows = -1;       ///< use only the first rows of the library (-1: all)
   int64_t batches_per_epoch = 0;  ///< 0: whole training set per epoch (tests use a few)
   double train_fraction = 0.7, val_fraction = 0.2;  ///< the rest is the test set
@@ -58,15 +61,8 @@ struct TrainConfig {
 /// Parses a training configuration; errors name the file and key.
 Result<TrainConfig> ParseTrainConfig(const std::string& yaml_text, const std::string& file_name);
 
-/// \brief One line of progress, after each epoch.
-struct EpochReport {
-  int64_t epoch = 0;           ///< 1-based, completed
-  int64_t epochs = 0;
-  double train_loss = 0, val_loss = 0, best_val = 0, lr = 0;
-  int64_t best_epoch = 0;
-  double elapsed_s = 0, eta_s = 0;
-  bool stopped_early = false;
-};
+/// One line of progress, after each epoch (`stage` is empty: the CNN trains in one stage).
+using EpochReport = nn::EpochReport;
 
 /// \brief Result of a training run.
 struct TrainResult {
