@@ -17,6 +17,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "cubeflow/registry.hpp"
+#include "cubeflow/strings.hpp"
 
 namespace fs = std::filesystem;
 
@@ -67,12 +68,6 @@ std::string Closest(const std::string& name, const std::vector<std::string>& can
   }
   if (best.empty() || best_d > std::max<size_t>(2, name.size() / 3)) return "";
   return best;
-}
-
-std::string Join(const std::vector<std::string>& v, const std::string& sep) {
-  std::string s;
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? sep : "") + v[i];
-  return s;
 }
 
 std::string ValidParams(const NodeSpec& spec) {

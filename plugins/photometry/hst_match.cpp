@@ -45,7 +45,9 @@ void SkyJacobian(const fits::Wcs& w, double x, double y, double out[2][2]) {
   (void)dec;
 }
 
-double Median(std::vector<float>& v) {
+/// Upper median of a large float sample (the background estimator keeps up to 4 million
+/// |second differences| as float to bound memory; spectral::Median works on doubles).
+double UpperMedian(std::vector<float>& v) {
   if (v.empty()) return kNaN;
   const size_t h = v.size() / 2;
   std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(h), v.end());
@@ -289,7 +291,7 @@ class BackgroundSample {
   }
   size_t size() const { return d_.size(); }
   /// Robust sigma per pixel: 1.4826 x median |d| / sqrt(6).
-  double Sigma() { return 1.482602 * Median(d_) / std::sqrt(6.0); }
+  double Sigma() { return 1.482602 * UpperMedian(d_) / std::sqrt(6.0); }
 
  private:
   std::vector<float> d_;

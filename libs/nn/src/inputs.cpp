@@ -1,5 +1,7 @@
 // Input checks shared by the inference nodes (see cubeflow/nn/inputs.hpp). No libtorch.
 #include "cubeflow/nn/inputs.hpp"
+
+#include "cubeflow/spectral/stats.hpp"
 #include "cubeflow/strings.hpp"
 
 #include <algorithm>
@@ -15,15 +17,6 @@ std::string Num(double v) { return cubeflow::Num(v, 10); }
 
 /// Band names in a message; "(none)" for none.
 std::string Join(const std::vector<std::string>& v) { return cubeflow::Join(v, ", ", "(none)"); }
-
-double Median(std::vector<double>& v) {
-  if (v.empty()) return std::numeric_limits<double>::quiet_NaN();
-  const size_t h = v.size() / 2;
-  std::nth_element(v.begin(), v.begin() + h, v.end());
-  double m = v[h];
-  if (v.size() % 2 == 0) m = 0.5 * (m + *std::max_element(v.begin(), v.begin() + h));
-  return m;
-}
 
 }  // namespace
 
@@ -144,7 +137,7 @@ double NoiseSnr(const Spectrum& s, double norm_min, double norm_max) {
     const double v = s.variance[k];
     if (std::isfinite(v) && v > 0) sig.push_back(std::sqrt(v));
   }
-  const double m = Median(sig);
+  const double m = spectral::Median(sig);
   return m > 0 ? 1.0 / m : std::numeric_limits<double>::quiet_NaN();
 }
 
@@ -156,7 +149,7 @@ double NoiseSnrFromSigma(const WavelengthAxis& wave, const float* sigma, double 
     const double v = sigma[k];
     if (std::isfinite(v) && v > 0) sig.push_back(v);
   }
-  const double m = Median(sig);
+  const double m = spectral::Median(sig);
   return m > 0 ? 1.0 / m : std::numeric_limits<double>::quiet_NaN();
 }
 

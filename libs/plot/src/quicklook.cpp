@@ -12,6 +12,7 @@
 
 #include "cubeflow/fits/wcs.hpp"
 #include "cubeflow/fits/maps_reader.hpp"
+#include "cubeflow/strings.hpp"
 
 namespace cubeflow::plot {
 
@@ -32,11 +33,6 @@ struct BitName {
 constexpr BitName kBits[] = {{"NOCOV", kQualNoCoverage},          {"LOWSNR", kQualLowSnr},
                              {"BROADTGT", kQualBroaderThanTarget}, {"NONPOSPHOT", kQualNonPositivePhotometry},
                              {"OUTTRAIN", kQualOutsideTraining},   {"FAILED", kQualInferenceFailed}};
-
-std::string Upper(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  return s;
-}
 
 std::string Fmt(const char* f, double v) {
   char b[64];
