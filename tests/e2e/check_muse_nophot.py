@@ -8,17 +8,17 @@ import os
 import subprocess
 import sys
 
+from cfskip import skip
+
 cf, src, data, work = sys.argv[1], sys.argv[2], os.path.abspath(sys.argv[3]), os.path.abspath(sys.argv[4])
 cube = os.path.join(data, "muse", "mpdaf_subcub_mosaic_UDF.fits")
 if not os.path.exists(cube):
-    print(f"SKIP: real MUSE sub-cube not found at {cube} (set CUBEFLOW_TEST_DATA_DIR)")
-    sys.exit(77)
+    skip(f"real MUSE sub-cube not found at {cube} (set CUBEFLOW_TEST_DATA_DIR)")
 try:
     import numpy as np
     from astropy.io import fits
 except ImportError as e:
-    print(f"SKIP: needs astropy/numpy ({e})")
-    sys.exit(77)
+    skip(f"needs astropy/numpy ({e})")
 os.makedirs(work, exist_ok=True)
 out = os.path.join(work, "muse_nophot.fits")
 env = dict(os.environ, CUBEFLOW_DATA_DIR=data, CUBEFLOW_OUT=out)

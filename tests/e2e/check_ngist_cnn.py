@@ -22,18 +22,18 @@ import os
 import subprocess
 import sys
 
+from cfskip import skip
+
 cf, src, data, work = sys.argv[1], sys.argv[2], os.path.abspath(sys.argv[3]), os.path.abspath(sys.argv[4])
 ref = os.path.join(data, "reference", "ngist_tutorial_NGC0000")
 model = os.path.join(src, "models", "cnn_ngist_miles.pt")
 if not os.path.isdir(ref):
-    print(f"SKIP: nGIST reference run not found at {ref} (set CUBEFLOW_TEST_DATA_DIR)")
-    sys.exit(77)
+    skip(f"nGIST reference run not found at {ref} (set CUBEFLOW_TEST_DATA_DIR)")
 try:
     import numpy as np
     from astropy.io import fits
 except ImportError as e:
-    print(f"SKIP: needs astropy/numpy ({e})")
-    sys.exit(77)
+    skip(f"needs astropy/numpy ({e})")
 assert os.path.exists(model), f"{model} is missing (see models/cnn_ngist_miles.train.yaml)"
 os.makedirs(work, exist_ok=True)
 Z = 0.008764          # nGIST CONFIG REDSHIFT

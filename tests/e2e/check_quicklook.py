@@ -9,12 +9,13 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from cfskip import skip
+
 cubeflow, src, data_dir, work = sys.argv[1:5]
 data_dir = os.environ.get("CUBEFLOW_DATA_DIR", data_dir)
 cube_path = os.path.join(data_dir, "muse", "mpdaf_subcub_mosaic_UDF.fits")
 if not os.path.exists(cube_path):
-    print(f"SKIP: real MUSE cube not found at {cube_path} (set CUBEFLOW_DATA_DIR)")
-    sys.exit(77)
+    skip(f"real MUSE cube not found at {cube_path} (set CUBEFLOW_DATA_DIR)")
 out = os.path.join(work, "quicklook_maps.fits")
 if os.path.exists(out):
     os.remove(out)

@@ -24,13 +24,14 @@ import os
 import subprocess
 import sys
 
+from cfskip import skip
+
 cf, src, work = sys.argv[1], sys.argv[2], os.path.abspath(sys.argv[3])
 try:
     import numpy as np
     from astropy.io import fits
 except ImportError as e:
-    print(f"SKIP: needs astropy/numpy ({e})")
-    sys.exit(77)
+    skip(f"needs astropy/numpy ({e})")
 os.makedirs(work, exist_ok=True)
 gal = os.path.join(work, "galaxy")
 out = os.path.join(work, "rest_spectra.fits")

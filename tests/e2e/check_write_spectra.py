@@ -20,12 +20,13 @@ import subprocess
 import sys
 import warnings
 
+from cfskip import skip
+
 cf, src, data, work = sys.argv[1], sys.argv[2], os.path.abspath(sys.argv[3]), os.path.abspath(sys.argv[4])
 data = os.path.abspath(os.environ.get("CUBEFLOW_DATA_DIR", data))
 cube_path = os.path.join(data, "muse", "mpdaf_subcub_mosaic_UDF.fits")
 if not os.path.exists(cube_path):
-    print(f"SKIP: real MUSE sub-cube not found at {cube_path} (set CUBEFLOW_TEST_DATA_DIR)")
-    sys.exit(77)
+    skip(f"real MUSE sub-cube not found at {cube_path} (set CUBEFLOW_TEST_DATA_DIR)")
 try:
     import numpy as np
     import astropy.units as u
@@ -33,8 +34,7 @@ try:
     from astropy.table import Table
     from astropy.wcs import WCS
 except ImportError as e:
-    print(f"SKIP: needs astropy/numpy ({e})")
-    sys.exit(77)
+    skip(f"needs astropy/numpy ({e})")
 
 os.makedirs(work, exist_ok=True)
 obs_path = os.path.join(work, "udf_spectra_obs.fits")

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "cubeflow/binning/voronoi.hpp"
+#include "test_data.hpp"
 
 namespace {
 
@@ -344,7 +345,7 @@ TEST(Voronoi, ResultsUnchangedByTheSplitIntoSteps) {
 
 TEST(Voronoi, MatchesNgistTutorialBinning) {
   const std::string path = DataDir() + "/reference/ngist_tutorial_NGC0000/NGC0000Example_table.fits";
-  if (!std::filesystem::exists(path)) GTEST_SKIP() << "nGIST reference table not found: " << path;
+  if (!std::filesystem::exists(path)) CUBEFLOW_SKIP_WITHOUT_DATA() << "nGIST reference table not found: " << path;
   fitsfile* fp = nullptr;
   int st = 0;
   ASSERT_EQ(fits_open_table(&fp, path.c_str(), READONLY, &st), 0) << "cannot open " << path;

@@ -11,6 +11,7 @@
 #include "cubeflow/fits/maps.hpp"
 #include "cubeflow/fits/wcs.hpp"
 #include "fits_test_util.hpp"
+#include "test_data.hpp"
 
 using namespace cubeflow;
 using cftest::TempDir;
@@ -270,7 +271,7 @@ TEST(CubeIoErrors, WriteIntoMissingDirectory) {
 
 TEST(CubeIoMuse, ReadsMpdafCube) {
   const std::string path = cftest::MuseCubePath();
-  if (!std::filesystem::exists(path)) GTEST_SKIP() << "MUSE test cube not found: " << path << " (set CUBEFLOW_DATA_DIR)";
+  if (!std::filesystem::exists(path)) CUBEFLOW_SKIP_WITHOUT_DATA() << "MUSE test cube not found: " << path << " (set CUBEFLOW_DATA_DIR)";
   auto r = fits::ReadCube(path);
   ASSERT_TRUE(r.ok()) << r.status().message();
   const Cube& c = **r;

@@ -21,6 +21,7 @@
 #include "cubeflow/sim/filters.hpp"
 #include "cubeflow/sim/ssp.hpp"
 #include "ssp_test_util.hpp"
+#include "test_data.hpp"
 
 namespace cubeflow::sim {
 namespace {
@@ -125,7 +126,7 @@ TEST(BuiltinSsp, MetalLinesDeepenAndTioAppearsWithMetallicity) {
 
 TEST(BuiltinSsp, TrendsAgreeWithMiles) {
   const auto miles = Miles();
-  if (!miles) GTEST_SKIP() << "MILES Padova set not found under " << DataDir() << "/ssp";
+  if (!miles) CUBEFLOW_SKIP_WITHOUT_DATA() << "MILES Padova set not found under " << DataDir() << "/ssp";
   const auto b = BuiltinSsp();
   ASSERT_FALSE(miles->ml_v.empty());
   std::printf("%-8s %6s | %8s %8s | %6s %6s | %6s %6s | %6s %6s\n", "age", "[M/H]", "ML_mil",

@@ -11,6 +11,7 @@
 
 #include "cubeflow/sim/filters.hpp"
 #include "ssp_test_util.hpp"
+#include "test_data.hpp"
 
 namespace cubeflow::sim {
 namespace {
@@ -64,7 +65,7 @@ TEST(Filters, UnknownBuiltinListsKnownNames) {
 
 TEST(Filters, RealCurvesPivotsAndBuiltinPhotometryAgree) {
   const std::string dir = DataDir() + "/filters/hst";
-  if (!HasDir(dir)) GTEST_SKIP() << "no HST filter curves in " << dir << " (set CUBEFLOW_DATA_DIR)";
+  if (!HasDir(dir)) CUBEFLOW_SKIP_WITHOUT_DATA() << "no HST filter curves in " << dir << " (set CUBEFLOW_DATA_DIR)";
   std::vector<double> w;
   for (double l = 1500.0; l <= 11000.0; l += 0.5) w.push_back(l);
   const auto spectra = SmoothSpectra(w);

@@ -9,6 +9,7 @@
 
 #include "cubeflow/sim/ssp.hpp"
 #include "ssp_test_util.hpp"
+#include "test_data.hpp"
 
 namespace cubeflow::sim {
 namespace {
@@ -72,7 +73,7 @@ TEST(SspFileName, ParsesMilesEmilesMiuscatAndBc03Names) {
 TEST(SspLoad, ReadsAllFourRealLibraries) {
   for (const Expect& e : kSets) {
     const std::string dir = DataDir() + "/ssp/" + e.dir;
-    if (!HasDir(dir)) GTEST_SKIP() << "no SSP directory " << dir << " (set CUBEFLOW_DATA_DIR)";
+    if (!HasDir(dir)) CUBEFLOW_SKIP_WITHOUT_DATA() << "no SSP directory " << dir << " (set CUBEFLOW_DATA_DIR)";
     auto r = LoadSspDirectory(dir);
     ASSERT_TRUE(r.ok()) << r.status().message();
     const SspGrid& g = **r;
@@ -98,7 +99,7 @@ TEST(SspLoad, ReadsAllFourRealLibraries) {
 
 TEST(SspLoad, MilesPadovaHasMassToLightFromTheCompanionTable) {
   const std::string dir = DataDir() + "/ssp/miles_padova_ppxf";
-  if (!HasDir(dir)) GTEST_SKIP() << "no " << dir;
+  if (!HasDir(dir)) CUBEFLOW_SKIP_WITHOUT_DATA() << "no " << dir;
   auto r = LoadSspDirectory(dir);
   ASSERT_TRUE(r.ok()) << r.status().message();
   const SspGrid& g = **r;
@@ -126,7 +127,7 @@ TEST(SspLoad, MilesPadovaHasMassToLightFromTheCompanionTable) {
 
 TEST(SspLoad, ReportsMissingGridPointsAndBadDirectories) {
   const std::string src = DataDir() + "/ssp/miuscat_thin";
-  if (!HasDir(src)) GTEST_SKIP() << "no " << src;
+  if (!HasDir(src)) CUBEFLOW_SKIP_WITHOUT_DATA() << "no " << src;
   const fs::path tmp = fs::path(::testing::TempDir()) / "cubeflow_ssp_missing";
   fs::remove_all(tmp);
   fs::create_directories(tmp);

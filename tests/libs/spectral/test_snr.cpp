@@ -18,6 +18,7 @@
 #include "cubeflow/spectral/snr.hpp"
 #include "cubeflow/spectral/stats.hpp"
 #include "fits_test_util.hpp"
+#include "test_data.hpp"
 
 namespace cubeflow::spectral {
 namespace {
@@ -448,7 +449,7 @@ TEST(SpaxelSnr, BitIdenticalToBothFormerImplementations) {
 
 TEST(SpaxelSnr, BitIdenticalToBothFormerImplementationsOnTheMuseCube) {
   const std::string path = cftest::MuseCubePath();
-  if (!std::filesystem::exists(path)) GTEST_SKIP() << "MUSE sub-cube not found: " << path;
+  if (!std::filesystem::exists(path)) CUBEFLOW_SKIP_WITHOUT_DATA() << "MUSE sub-cube not found: " << path;
   auto cube = fits::ReadCube(path);
   ASSERT_TRUE(cube.ok()) << cube.status().message();
   // The windows of pipelines/quicklook.yaml, binning.voronoi's default (clipped here) and the

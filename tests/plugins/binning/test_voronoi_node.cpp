@@ -22,6 +22,7 @@
 #include "fits_test_util.hpp"
 #include "node_test_util.hpp"
 #include "voronoi_node.hpp"
+#include "test_data.hpp"
 
 namespace {
 
@@ -364,7 +365,7 @@ std::shared_ptr<Cube> ReadMuseCube(const std::string& path) {
 
 TEST(VoronoiNode, BinsRealMuseSubcube) {
   const std::string path = DataDir() + "/muse/mpdaf_subcub_mosaic_UDF.fits";
-  if (!std::filesystem::exists(path)) GTEST_SKIP() << "MUSE sub-cube not found: " << path;
+  if (!std::filesystem::exists(path)) CUBEFLOW_SKIP_WITHOUT_DATA() << "MUSE sub-cube not found: " << path;
   auto cube = ReadMuseCube(path);
   ASSERT_TRUE(cube) << "cannot read " << path;
   ASSERT_EQ(cube->nx, 30);

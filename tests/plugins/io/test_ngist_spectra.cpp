@@ -34,6 +34,7 @@
 #include "spectra_test_util.hpp"
 #include "spectral_nodes.hpp"
 #include "voronoi_node.hpp"
+#include "test_data.hpp"
 
 using namespace cubeflow;
 using cftest::TempDir;
@@ -177,7 +178,7 @@ double NgistNspax(const Ngist& g, int b) {
 #define LOAD_NGIST_OR_SKIP(g)                                                                                 \
   const Ngist g = LoadNgist();                                                                              \
   if (!g.error.empty())                                                                                     \
-    GTEST_SKIP() << "nGIST reference run not usable (" << g.error << "); it lives in " << RefDir()            \
+    CUBEFLOW_SKIP_WITHOUT_DATA() << "nGIST reference run not usable (" << g.error << "); it lives in " << RefDir()            \
                  << " (set CUBEFLOW_DATA_DIR or CUBEFLOW_TEST_DATA_DIR)";
 
 /// Runs io.write_spectra over `spectra` (row = bin id) with `binning`; returns the product path.

@@ -16,6 +16,7 @@
 #include "hst_match.hpp"
 #include "io_nodes.hpp"
 #include "phot_test_util.hpp"
+#include "test_data.hpp"
 
 namespace {
 
@@ -135,7 +136,7 @@ TEST(ReadMap, ClearErrors) {
 }
 
 TEST(ReadMap, RealMuseImageWcsAgreesBetweenCdAndPcConventions) {
-  if (!std::filesystem::exists(WhitePath())) GTEST_SKIP() << "real data not found: " << WhitePath();
+  if (!std::filesystem::exists(WhitePath())) CUBEFLOW_SKIP_WITHOUT_DATA() << "real data not found: " << WhitePath();
   // DATA uses CD_ij, STAT uses PC_ij + CDELT: both must describe the same WCS.
   auto data = fits::ReadMap(WhitePath(), "DATA", "1e-20 erg/s/cm2/A");
   auto stat = fits::ReadMap(WhitePath(), "STAT");
@@ -259,7 +260,7 @@ Offset CrossCorrelate(const BandImage& h, const Map& m, int rad,
 
 TEST(PhotReal, HstF606WRegistersOnMuseWhiteLight) {
   if (!std::filesystem::exists(HstPath()) || !std::filesystem::exists(WhitePath()))
-    GTEST_SKIP() << "real HST/MUSE data not found under " << phottest::DataDir() << " (set CUBEFLOW_DATA_DIR)";
+    CUBEFLOW_SKIP_WITHOUT_DATA() << "real HST/MUSE data not found under " << phottest::DataDir() << " (set CUBEFLOW_DATA_DIR)";
   auto white = fits::ReadMap(WhitePath(), "DATA");
   ASSERT_TRUE(white.ok()) << white.status().message();
   MuseGrid grid{(*white)->nx, (*white)->ny, (*white)->wcs};
