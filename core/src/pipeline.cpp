@@ -77,18 +77,37 @@ std::string ValidParams(const NodeSpec& spec) {
 }
 
 /// Expands ${VAR} and ${VAR:-default} in a string.
-std::string ExpandEnv(const std::string& s) {
+/// An unset variable without a default is an error (in `*err`, if given): it would silently
+/// become "" and turn "${DATA}/cube.fits" into "/cube.fits".
+std::string ExpandEnv(const std::string& s, std::string* err = nullptr) {
   static const std::regex re(R"(\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\})");
   std::string out;
   auto begin = std::sregex_iterator(s.begin(), s.end(), re);
   size_t last = 0;
   for (auto it = begin; it != std::sregex_iterator(); ++it) {
     out += s.substr(last, it->position() - last);
-    const char* v = std::getenv((*it)[1].str().c_str());
-    out += (v && *v) ? std::string(v) : (*it)[3].str();
+    const std::string name = (*it)[1].str();
+    const char* v = std::getenv(name.c_str());
+    if (v && *v) {
+      out += v;
+    } else if ((*it)[2].matched) {
+      out += (*it)[3].str();
+    } else if (err && err->empty()) {
+      *err = "environment variable " + name + " is not set; set it, or give a default as ${" + name + ":-value}";
+    }
     last = it->position() + it->length();
   }
   return out + s.substr(last);
+}
+
+/// A scalar string parameter's text: ${VAR} expanded; refuses NUL characters and unset variables.
+bool ExpandScalar(const std::string& in, std::string& out, std::string& err) {
+  if (in.find('\0') != std::string::npos) {
+    err = "contains a NUL character; remove it";
+    return false;
+  }
+  out = ExpandEnv(in, &err);
+  return err.empty();
 }
 
 bool ParseBool(const std::string& s, bool& out) {
@@ -159,13 +178,15 @@ std::string Convert(const ParamSpec& spec, const YAML::Node& n, const std::strin
     case ParamType::kDouble: {
       double d;
       if (!n.IsScalar() || !ParseDouble(n.Scalar(), d)) return scalar_err();
+      if (!std::isfinite(d)) return "expected a finite number, got '" + n.Scalar() + "'" + (std::isnan(d) ? "" : " (infinite, or too large for a double)");
       if (auto e = check_range(d); !e.empty()) return e;
       out = d;
       return "";
     }
     case ParamType::kString: {
       if (!n.IsScalar()) return scalar_err();
-      std::string s = ExpandEnv(n.Scalar());
+      std::string s, err;
+      if (!ExpandScalar(n.Scalar(), s, err)) return err;
       if (!spec.choices().empty() &&
           std::find(spec.choices().begin(), spec.choices().end(), s) == spec.choices().end()) {
         std::string e = "must be one of " + Join(spec.choices(), ", ") + "; got '" + s + "'";
@@ -177,7 +198,8 @@ std::string Convert(const ParamSpec& spec, const YAML::Node& n, const std::strin
     }
     case ParamType::kPath: {
       if (!n.IsScalar()) return scalar_err();
-      std::string s = ExpandEnv(n.Scalar());
+      std::string s, err;
+      if (!ExpandScalar(n.Scalar(), s, err)) return err;
       if (!s.empty()) {
         fs::path p(s);
         if (p.is_relative() && !base_dir.empty()) p = fs::path(base_dir) / p;
@@ -188,7 +210,8 @@ std::string Convert(const ParamSpec& spec, const YAML::Node& n, const std::strin
     }
     case ParamType::kModel: {
       if (!n.IsScalar()) return scalar_err();
-      std::string s = ExpandEnv(n.Scalar());
+      std::string s, err;
+      if (!ExpandScalar(n.Scalar(), s, err)) return err;
       if (ModelRef::IsName(s)) {
         if (!ModelRef::Parse(s).File().empty()) {
           out = s;
@@ -227,6 +250,7 @@ std::string Convert(const ParamSpec& spec, const YAML::Node& n, const std::strin
         if (spec.type() == ParamType::kDoubleList) {
           double d;
           if (!ParseDouble(e.Scalar(), d)) return "element " + std::to_string(i) + ": expected a number, got '" + e.Scalar() + "'";
+          if (!std::isfinite(d)) return "element " + std::to_string(i) + ": expected a finite number, got '" + e.Scalar() + "'";
           if (auto r = check_range(d); !r.empty()) return "element " + std::to_string(i) + ": " + r;
           dl.push_back(d);
         } else if (spec.type() == ParamType::kIntList) {
@@ -235,7 +259,8 @@ std::string Convert(const ParamSpec& spec, const YAML::Node& n, const std::strin
           if (auto r = check_range(static_cast<double>(v)); !r.empty()) return "element " + std::to_string(i) + ": " + r;
           il.push_back(v);
         } else {
-          std::string s = ExpandEnv(e.Scalar());
+          std::string s, err;
+          if (!ExpandScalar(e.Scalar(), s, err)) return "element " + std::to_string(i) + ": " + err;
           if (!spec.choices().empty() &&
               std::find(spec.choices().begin(), spec.choices().end(), s) == spec.choices().end())
             return "element " + std::to_string(i) + ": must be one of " + Join(spec.choices(), ", ") + "; got '" + s + "'";
@@ -340,8 +365,12 @@ class PipelineBuilder {
  private:
   void CheckTopLevelKeys() {
     std::vector<std::string> top_keys(std::begin(kTopLevelKeys), std::end(kTopLevelKeys));
+    std::map<std::string, int> seen;
     for (auto it = root_.begin(); it != root_.end(); ++it) {
       const std::string k = it->first.as<std::string>("");
+      if (auto [prev, fresh] = seen.emplace(k, ctx_.Loc(it->first).line); !fresh)
+        ctx_.Error(ctx_.Loc(it->first), "top-level key '" + k + "' is given twice (also at line " +
+                                            std::to_string(prev->second) + "); keep one");
       if (std::find(top_keys.begin(), top_keys.end(), k) == top_keys.end()) {
         std::string c = Closest(k, top_keys);
         ctx_.Error(ctx_.Loc(it->first), "unknown top-level key '" + k + "'" + (c.empty() ? "" : "; did you mean '" + c + "'?"),
@@ -374,7 +403,11 @@ class PipelineBuilder {
         ctx_.Error(ctx_.Loc(e), "plugin entries must be names or paths");
         continue;
       }
-      std::string name = ExpandEnv(e.Scalar());
+      std::string name, err;
+      if (!ExpandScalar(e.Scalar(), name, err)) {
+        ctx_.Error(ctx_.Loc(e), "plugins: " + err);
+        continue;
+      }
       pl_.plugins.push_back(name);
       Status st = plugins_.Load(name, ctx_.base_dir);
       if (!st.ok()) ctx_.Error(ctx_.Loc(e), st.message());
@@ -389,8 +422,12 @@ class PipelineBuilder {
       return;
     }
     std::vector<std::string> keys(std::begin(kSettingsKeys), std::end(kSettingsKeys));
+    std::map<std::string, int> seen;
     for (auto it = s.begin(); it != s.end(); ++it) {
       const std::string k = it->first.as<std::string>("");
+      if (auto [prev, fresh] = seen.emplace(k, ctx_.Loc(it->first).line); !fresh)
+        ctx_.Error(ctx_.Loc(it->first), "settings." + k + " is given twice (also at line " + std::to_string(prev->second) +
+                                            "); keep one");
       const YAML::Node v = it->second;
       if (k == "max_in_flight") {
         int64_t n;
@@ -487,8 +524,15 @@ class PipelineBuilder {
       return;
     }
     ParamBinding b{pn, *pn.spec, r.name};
+    std::map<std::string, int> key_line;
     for (auto it = r.body.begin(); it != r.body.end(); ++it) {
       const std::string key = it->first.as<std::string>("");
+      if (auto [prev, fresh] = key_line.emplace(key, ctx_.Loc(it->first).line); !fresh) {
+        ctx_.Error(ctx_.Loc(it->first), "nodes." + r.name + ": '" + key + "' is given twice (also at line " +
+                                            std::to_string(prev->second) + "); keep one");
+        b.ok = false;
+        continue;
+      }
       if (key == "type") continue;
       BindParam(b, key, it->second, ctx_.Loc(it->first), ctx_.Loc(it->second), ctx_.base_dir);
     }
@@ -511,6 +555,7 @@ class PipelineBuilder {
     std::string name;
     std::map<std::string, Value> values;
     std::map<std::string, SourceLoc> value_locs;  // where each given parameter's value is
+    std::set<std::string> given;                   // given, whether or not its value was valid
     bool ok = true;
   };
 
@@ -527,6 +572,7 @@ class PipelineBuilder {
       b.ok = false;
       return;
     }
+    b.given.insert(key);
     Value out;
     std::string err = Convert(*ps, v, base, out);
     if (!err.empty()) {
@@ -540,7 +586,7 @@ class PipelineBuilder {
 
   void FillDefaults(ParamBinding& b, const SourceLoc& node_loc) {
     for (const auto& p : b.spec.params()) {
-      if (b.value_locs.count(p.name())) continue;
+      if (b.value_locs.count(p.name()) || b.given.count(p.name())) continue;
       if (p.required()) {
         ctx_.Error(node_loc, "nodes." + b.name + ": missing required parameter '" + p.name() + "' for " + b.spec.name(),
                    p.Brief() + (p.doc().empty() ? "" : ": " + p.doc()));
@@ -801,9 +847,16 @@ std::optional<Pipeline> LoadFromNode(const std::function<YAML::Node()>& parse, c
 
 std::optional<Pipeline> LoadPipeline(const std::string& path, const std::vector<std::string>& overrides,
                                      PluginManager& plugins, std::vector<Diagnostic>& diags, const LoadOptions& options) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    diags.push_back({{path, 0, 0}, true, "is a directory, not a pipeline file; give the .yaml file inside it", ""});
+    return std::nullopt;
+  }
   std::ifstream in(path);
   if (!in) {
-    diags.push_back({{path, 0, 0}, true, "cannot open pipeline file (does it exist?)", ""});
+    diags.push_back({{path, 0, 0}, true,
+                     std::string("cannot open pipeline file: ") + (fs::exists(path, ec) ? "permission denied" : "no such file"),
+                     ""});
     return std::nullopt;
   }
   std::stringstream ss;

@@ -36,7 +36,9 @@ ReadCubeNode::ReadCubeNode(const Options& o) : path_(o.path.string()) {
 }
 
 void ReadCubeNode::Process(ProcessContext& ctx) {
-  std::shared_ptr<Cube> cube = fits::ReadCube(path_, options_).ValueOrThrow();
+  std::vector<std::string> warnings;
+  std::shared_ptr<Cube> cube = fits::ReadCube(path_, options_, &warnings).ValueOrThrow();
+  for (const auto& w : warnings) ctx.Log(LogLevel::kWarn, w);
   std::ostringstream msg;
   msg << "read " << path_ << ": " << cube->nx << " x " << cube->ny << " x " << cube->nwave << " ("
       << cube->wave.At(0) << " - " << cube->wave.At(cube->nwave - 1) << " Angstrom, "

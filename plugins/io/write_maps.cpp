@@ -335,6 +335,10 @@ std::pair<int64_t, int64_t> WriteMapsNode::CountUsable() const {
 
 void WriteMapsNode::Finish(ProcessContext& ctx) {
   CaptureSingles(ctx);
+  if (ctx.aborted() && maps_.empty() && bins_.empty() && !binning_) {
+    ctx.Log(LogLevel::kWarn, "the run failed before anything reached this node: no product written to " + path_);
+    return;
+  }
   fits::MapsProduct p = Assemble(ctx.run(), ctx.aborted());
   {
     // Create the product's directory (e.g. out/) if needed; the writer itself is atomic.
@@ -342,7 +346,10 @@ void WriteMapsNode::Finish(ProcessContext& ctx) {
     const auto dir = std::filesystem::path(path_).parent_path();
     if (!dir.empty()) std::filesystem::create_directories(dir, ec);
   }
-  const std::string target = ctx.aborted() ? PartialProductPath(path_) : path_;
+  // A product from a failed run, or one with nothing usable in it, never replaces an earlier one.
+  const auto [items, usable] = CountUsable();
+  const bool empty = items > 0 && usable == 0;
+  const std::string target = ctx.aborted() || empty ? PartialProductPath(path_) : path_;
   if (target != path_) p.overwrite = true;  // the partial file beside the product is ours to replace
   Status st = fits::WriteMapsFile(target, p);
   if (!st.ok()) {
@@ -352,16 +359,16 @@ void WriteMapsNode::Finish(ProcessContext& ctx) {
     }
     throw Error(st.message());
   }
-  const auto [items, usable] = CountUsable();
   ProductReport report{target, items, usable, ctx.aborted(), ""};
   if (target != path_) report.note = "the earlier product " + path_ + " is kept";
   ctx.ReportProduct(report);
   if (ctx.aborted())
     ctx.Log(LogLevel::kWarn, "the run did not complete: wrote what arrived to " + target + " (PARTIAL = T)" +
                                  (target != path_ ? "; the earlier product " + path_ + " is kept" : ""));
-  if (!ctx.aborted() && items > 0 && usable == 0)
+  if (!ctx.aborted() && empty)
     ctx.Log(LogLevel::kWarn, "no usable result in " + target + ": every bin failed or is NaN (" +
-                                 std::to_string(items) + (records_connected_ ? " bins" : " spaxels") + ")");
+                                 std::to_string(items) + (records_connected_ || !bins_.empty() ? " bins" : " spaxels") +
+                                 ")" + (target != path_ ? "; the earlier product " + path_ + " is kept" : ""));
   ctx.Log(LogLevel::kInfo, "wrote " + target + " (" + std::to_string(p.maps.size()) + " maps, " +
                                std::to_string(bins_.size()) + " bins" + (ctx.aborted() ? ", PARTIAL" : "") + ")");
 }

@@ -364,9 +364,13 @@ void WriteSpectraNode::Finish(ProcessContext& ctx) {
     max_id = std::max<int64_t>(max_id, static_cast<int64_t>(binning_->bins.size()) - 1);
     for (int32_t b : binning_->binid) max_id = std::max<int64_t>(max_id, b);
   }
-  if (max_id < 0)
-    return fail("nothing to write to '" + path_ +
-                "': no spectrum, failed bin or binning arrived");
+  if (max_id < 0) {
+    if (aborted) {
+      ctx.Log(LogLevel::kWarn, "the run failed before anything reached this node: no product written to " + path_);
+      return;
+    }
+    return fail("nothing to write to '" + path_ + "': no spectrum, failed bin or binning arrived");
+  }
   const int64_t nrows = max_id + 1;
   const int64_t known = static_cast<int64_t>(entries_.size()) + (binning_ ? static_cast<int64_t>(binning_->bins.size()) : 0);
   if (nrows > 4 * known + 1024)
@@ -407,8 +411,9 @@ void WriteSpectraNode::Finish(ProcessContext& ctx) {
       error_kind_ == ErrorKind::kSigma ? "ERROR" : error_kind_ == ErrorKind::kVariance ? "VAR" : "IVAR";
 
   // --- Target checks, then the primary HDU (provenance) via the MAPS writer. -------------
-  // A failed run never replaces an earlier product: it writes beside it (<stem>.partial.fits).
-  const std::string target = aborted ? PartialProductPath(path_) : path_;
+  // A failed run, or one whose every bin failed, never replaces an earlier product: it writes
+  // beside it (<stem>.partial.fits). (With overwrite: false an existing product is an error.)
+  const std::string target = aborted || (nspec == 0 && overwrite_) ? PartialProductPath(path_) : path_;
   {
     std::error_code ec;
     const auto dir = std::filesystem::path(target).parent_path();

@@ -1,4 +1,6 @@
 // spectral.snr_map: per-spaxel mean flux and S/N in a wavelength window.
+#include <algorithm>
+#include <cmath>
 #include <memory>
 #include <string>
 #include <utility>
@@ -53,6 +55,48 @@ struct SnrMapOptions {
   std::string method = "variance";
 };
 
+/// Says why spaxels got no S/N when some did not: NaN flux, a non-positive or NaN variance, or
+/// a mask over the whole window (otherwise an all-NaN map is written without a word).
+void WarnAboutMissingSnr(ProcessContext& ctx, const Cube& cube, const SnrMaps& m, bool der_snr) {
+  const size_t plane = static_cast<size_t>(cube.nx * cube.ny);
+  size_t with_flux = 0, without_snr = 0;
+  for (size_t s = 0; s < plane; ++s) {
+    if (std::isfinite(m.flux->data[s])) ++with_flux;
+    if (!std::isfinite(m.snr->data[s])) ++without_snr;
+  }
+  if (without_snr == 0) return;
+  int64_t n_pix = 0, n_nan_flux = 0, n_bad_var = 0, n_neg_var = 0, n_masked = 0;
+  const bool has_mask = !cube.mask.empty();
+  for (int64_t k = m.k0; k <= m.k1; ++k)
+    for (size_t s = 0; s < plane; ++s) {
+      const size_t i = static_cast<size_t>(k) * plane + s;
+      ++n_pix;
+      if (!std::isfinite(cube.flux[i])) { ++n_nan_flux; continue; }
+      if (has_mask && cube.mask[i]) { ++n_masked; continue; }
+      if (!der_snr && !(cube.variance[i] > 0)) {
+        ++n_bad_var;
+        if (cube.variance[i] <= 0) ++n_neg_var;
+      }
+    }
+  std::string why;
+  auto pct = [&](int64_t n) { return Num(100.0 * static_cast<double>(n) / static_cast<double>(std::max<int64_t>(n_pix, 1)), 3) + " %"; };
+  if (n_nan_flux) why += "; NaN flux in " + pct(n_nan_flux) + " of the window's pixels";
+  if (n_masked) why += "; masked: " + pct(n_masked);
+  if (n_bad_var)
+    why += "; variance not positive (" + std::to_string(n_neg_var) + " negative or zero, " +
+           std::to_string(n_bad_var - n_neg_var) + " NaN) in " + pct(n_bad_var) +
+           ": check the STAT extension (variances, not sigmas, and positive), or use method: der_snr";
+  const std::string what = std::to_string(without_snr) + " of " + std::to_string(plane) + " spaxels have no S/N in " +
+                           Num(cube.wave.At(m.k0)) + " - " + Num(cube.wave.At(m.k1)) + " Angstrom" +
+                           (with_flux == 0 ? " (none has a good pixel)" : "") + why;
+  // Spaxels outside the field (NaN everywhere) are normal at a mosaic's edge: warn when it is
+  // more than that, i.e. spaxels with flux but no S/N, or nothing at all.
+  if (without_snr > plane - with_flux || with_flux == 0)
+    ctx.Log(LogLevel::kWarn, what);
+  else
+    ctx.Log(LogLevel::kInfo, what);
+}
+
 class SnrMapNode : public Node {
  public:
   using Options = SnrMapOptions;
@@ -89,6 +133,7 @@ class SnrMapNode : public Node {
       der = true;
     }
     SnrMaps m = ComputeSnrMaps(*cube, options_.wave_min, options_.wave_max, der);
+    WarnAboutMissingSnr(ctx, *cube, m, der);
     ctx.Emit("flux", std::move(m.flux));
     ctx.Emit("snr", std::move(m.snr));
   }

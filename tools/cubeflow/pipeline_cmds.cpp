@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "commands.hpp"
+#include "cubeflow/atomic_file.hpp"
 #include "cubeflow/loader.hpp"
 #include "cubeflow/log.hpp"
 #include "cubeflow/pipeline.hpp"
@@ -299,9 +300,20 @@ int CmdRun(const Args& a) {
     std::cerr << "usage: cubeflow run FILE [--set NODE.PARAM=VALUE ...] [--threads N] [--allow-empty] [-v]\n";
     return 2;
   }
+  InterruptScope scope;  // from the start: a signal while plugins load stops the run at once
   PluginManager pm;
   auto pl = Load(a, pm, false);
-  if (!pl) return 1;
+  if (!pl) return g_interrupt ? 128 + g_interrupt.load() : 1;
+  // Temporary files a killed run left beside this run's products (writers remove their own on
+  // errors and signals; SIGKILL leaves them).
+  for (const auto& n : pl->nodes)
+    for (const auto& ps : n.spec->params()) {
+      if (!ps.is_output() || !n.params.Has(ps.name())) continue;
+      const auto* v = std::get_if<std::string>(&n.params.values().at(ps.name()));
+      if (!v || v->empty()) continue;
+      for (const auto& f : RemoveStaleTemporaries(*v))
+        std::cerr << "cubeflow: removed " << f << ", a temporary file left by a killed run\n";
+    }
   RunOptions opt;
   opt.threads = a.threads;
   opt.max_in_flight = a.max_in_flight;
@@ -318,11 +330,7 @@ int CmdRun(const Args& a) {
     if (!std::filesystem::is_directory(opt.checkpoint_dir, ec))
       std::cerr << "cubeflow: warning: no checkpoints in " << opt.checkpoint_dir << ": computing everything\n";
   }
-  RunSummary s;
-  {
-    InterruptScope scope;
-    s = RunPipeline(*pl, pm, opt);
-  }
+  RunSummary s = RunPipeline(*pl, pm, opt);
   std::cerr << s.FormatTable();
   const bool have_checkpoints = s.items_checkpointed > 0 || s.items_resumed > 0;
   if (s.interrupted_by != 0 || !s.ok) {

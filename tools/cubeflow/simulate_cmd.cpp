@@ -1,16 +1,77 @@
 // `cubeflow simulate library|galaxy ...`
 #include <CLI/CLI.hpp>
 
+#include <sys/statvfs.h>
+#include <unistd.h>
+
 #include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <cstdio>
 #include <iostream>
 
 #include "commands.hpp"
+#include "cubeflow/strings.hpp"
 #include "cubeflow/sim/galaxy.hpp"
 #include "cubeflow/sim/library.hpp"
 #include "cubeflow/sim/observables.hpp"
 
 namespace cubeflow::tools {
+
+namespace {
+
+/// Memory this machine has (MemAvailable, else physical memory), bytes; 0 if unknown.
+double AvailableMemoryBytes() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  double kb = 0;
+  std::string unit;
+  while (in >> key >> kb >> unit)
+    if (key == "MemAvailable:") return kb * 1024.0;
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0.0;
+}
+
+std::string Gb(double bytes) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.1f GB", bytes / 1e9);
+  return b;
+}
+
+/// The galaxy options that would make no sense (or no cube), with what to do; "" if fine.
+std::string CheckGalaxyOptions(const sim::GalaxyConfig& g, const std::string& out_dir) {
+  if (!std::isfinite(g.wave_start) || g.wave_start <= 0)
+    return "--wave-start must be a positive wavelength in Angstrom (MUSE starts near 4750), got " + Num(g.wave_start);
+  if (!std::isfinite(g.wave_step) || g.wave_step <= 0)
+    return "--wave-step must be a positive channel width in Angstrom (MUSE: 1.25), got " + Num(g.wave_step);
+  if (!std::isfinite(g.redshift) || g.redshift <= -0.1 || g.redshift > 5)
+    return "--redshift must be a redshift between -0.1 and 5 (the mock is a nearby galaxy; PHANGS: ~0.001-0.01), got " +
+           Num(g.redshift);
+  if (!std::isfinite(g.wave_start + g.wave_step * static_cast<double>(g.nwave)))
+    return "--wave-start + --nwave x --wave-step overflows; give a realistic wavelength range";
+  // DATA and STAT (float32) are built in memory and written to disk.
+  const double cube_bytes = 2.0 * 4.0 * static_cast<double>(g.nx) * static_cast<double>(g.ny) * static_cast<double>(g.nwave);
+  const double mem = AvailableMemoryBytes();
+  if (mem > 0 && cube_bytes > 0.8 * mem)
+    return "--nx " + std::to_string(g.nx) + " --ny " + std::to_string(g.ny) + " --nwave " + std::to_string(g.nwave) +
+           " needs " + Gb(cube_bytes) + " of memory for the cube (DATA + STAT), more than the " + Gb(mem) +
+           " available here; simulate a smaller galaxy";
+  struct statvfs fs {};
+  std::error_code ec;
+  const std::filesystem::path dir = std::filesystem::absolute(out_dir, ec);
+  std::filesystem::path probe = dir;
+  while (!probe.empty() && !std::filesystem::exists(probe, ec)) probe = probe.parent_path();
+  if (!probe.empty() && ::statvfs(probe.c_str(), &fs) == 0) {
+    const double free = static_cast<double>(fs.f_bavail) * static_cast<double>(fs.f_frsize);
+    if (cube_bytes > free)
+      return "the cube needs " + Gb(cube_bytes) + " on disk but " + probe.string() + " has " + Gb(free) +
+             " free; free some space or choose another --out";
+  }
+  return "";
+}
+
+}  // namespace
 
 int SimulateCommand(int argc, char** argv) {
   using namespace cubeflow;
@@ -104,6 +165,10 @@ int SimulateCommand(int argc, char** argv) {
     return 0;
   }
   if (*gal) {
+    if (const std::string bad = CheckGalaxyOptions(g, gdir); !bad.empty()) {
+      std::cerr << "cubeflow simulate galaxy: " << bad << "\n";
+      return 2;
+    }
     g.noise = !no_noise;
     auto m = MockGalaxy::Build(g);
     if (!m.ok()) { std::cerr << "cubeflow simulate galaxy: " << m.status().message() << "\n"; return 2; }

@@ -5,6 +5,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "cubeflow/status.hpp"
 
@@ -14,5 +15,11 @@ namespace cubeflow {
 /// renames it over `path`. On failure the temporary file is removed and the error names `path`,
 /// the step that failed and the system's reason. The directory must exist.
 Status WriteFileAtomic(const std::string& path, std::string_view bytes);
+
+/// Temporary files that writers keep beside a product while they write it
+/// (`<path>.tmp-<pid>`, `<path>.part-<pid>`, `<path>.scratch-<pid>-<n>`) and that a killed run
+/// (SIGKILL, power loss) leaves behind. Removes those whose process no longer exists and returns
+/// their paths, so the caller can say what it cleaned; files of a live process are left alone.
+std::vector<std::string> RemoveStaleTemporaries(const std::string& path);
 
 }  // namespace cubeflow

@@ -1,7 +1,10 @@
 // Cube reader and writer (CFITSIO).
 #include "cubeflow/fits/cube_io.hpp"
 
+#include "cubeflow/fits/units.hpp"
+
 #include <algorithm>
+#include <filesystem>
 #include <cctype>
 #include <cmath>
 #include <cstdio>
@@ -151,6 +154,29 @@ std::string HduNames(fitsfile* f) {
 }
 
 /// Moves to the image HDU named `name`; false (status cleared) if there is none.
+/// Numbers (1-based) of the image HDUs whose EXTNAME is `name` (case-insensitive, as CFITSIO).
+std::vector<int> HdusNamed(fitsfile* f, const std::string& name) {
+  std::vector<int> found;
+  int status = 0, n = 0, cur = 0;
+  fits_get_hdu_num(f, &cur);
+  if (fits_get_num_hdus(f, &n, &status)) {
+    fits_clear_errmsg();
+    return found;
+  }
+  for (int i = 1; i <= n; ++i) {
+    int type = 0;
+    status = 0;
+    if (fits_movabs_hdu(f, i, &type, &status)) break;
+    std::string ext;
+    if (type == IMAGE_HDU && ReadStringKey(f, "EXTNAME", ext) && Upper(ext) == Upper(name)) found.push_back(i);
+  }
+  status = 0;
+  int type = 0;
+  fits_movabs_hdu(f, cur, &type, &status);
+  fits_clear_errmsg();
+  return found;
+}
+
 bool MoveToNamed(fitsfile* f, const std::string& name) {
   int status = 0;
   if (fits_movnam_hdu(f, IMAGE_HDU, const_cast<char*>(name.c_str()), 0, &status)) {
@@ -316,10 +342,24 @@ Status ReadPlanesInt(fitsfile* f, const std::string& path, const std::string& hd
 
 }  // namespace
 
-Result<std::shared_ptr<Cube>> ReadCube(const std::string& path, const ReadCubeOptions& opt) {
+Result<std::shared_ptr<Cube>> ReadCube(const std::string& path, const ReadCubeOptions& opt,
+                                       std::vector<std::string>* warnings) {
   FitsHandle f;
   CUBEFLOW_RETURN_NOT_OK(internal::OpenForReading(path, "cube", f));
   int status = 0;
+  auto warn = [&](const std::string& w) {
+    if (warnings) warnings->push_back(w);
+  };
+  for (const std::string& name : {opt.data_hdu, opt.stat_hdu}) {
+    if (name.empty()) continue;
+    const std::vector<int> same = HdusNamed(f, name);
+    if (same.size() > 1) {
+      std::string list;
+      for (int h : same) list += (list.empty() ? "" : " and ") + std::to_string(h - 1);
+      return Status::Error("'" + path + "' has " + std::to_string(same.size()) + " image HDUs named " + name +
+                           " (HDUs " + list + "); which one holds the cube is ambiguous: remove or rename the others");
+    }
+  }
   // Locate the flux HDU.
   std::string data_name = opt.data_hdu;
   if (opt.data_hdu.empty() || !MoveToNamed(f, opt.data_hdu)) {
@@ -353,6 +393,23 @@ Result<std::shared_ptr<Cube>> ReadCube(const std::string& path, const ReadCubeOp
   if (nx <= 0 || ny <= 0 || nwave_all <= 0) {
     return Status::Error("HDU '" + data_name + "' of '" + path + "' has an empty axis (" + ShapeText(shape) + ")");
   }
+  {
+    // A header that promises more pixels than the file holds: truncated file or a wrong header
+    // (not a reason to ask for a narrower window).
+    int bitpix = 0;
+    status = 0;
+    fits_get_img_type(f, &bitpix, &status);
+    fits_clear_errmsg();
+    std::error_code ec;
+    const double bytes = static_cast<double>(std::filesystem::file_size(path, ec));
+    const double need = static_cast<double>(nx) * static_cast<double>(ny) * static_cast<double>(nwave_all) *
+                        std::abs(bitpix == 0 ? -32 : bitpix) / 8.0;
+    if (!ec && need > bytes && !(path.size() > 3 && path.compare(path.size() - 3, 3, ".gz") == 0) &&
+        !(path.size() > 3 && path.compare(path.size() - 3, 3, ".fz") == 0))
+      return Status::Error("HDU '" + data_name + "' of '" + path + "' declares " + ShapeText(shape) + " = " +
+                           FitsReal(need / 1e9) + " GB of pixels, but the file holds " + FitsReal(bytes / 1e9) +
+                           " GB: the file is truncated or its header (NAXISn) is wrong");
+  }
   auto cube = std::make_shared<Cube>();
   WavelengthAxis full;
   CUBEFLOW_RETURN_NOT_OK(ReadWaveAxis(f, path, data_name, nwave_all, full));
@@ -385,7 +442,27 @@ Result<std::shared_ptr<Cube>> ReadCube(const std::string& path, const ReadCubeOp
   cube->wave.n = nk;
   cube->wave.crpix = full.crpix - static_cast<double>(k0);
   cube->source = path;
-  ReadStringKey(f, "BUNIT", cube->bunit);
+  {
+    std::string ctype3;
+    if (!ReadStringKey(f, "CTYPE3", ctype3))
+      warn("HDU '" + data_name + "' of '" + path + "' has no CTYPE3: the wavelength axis is taken as linear, in air "
+           "Angstrom (AWAV); add CTYPE3 ('AWAV' or 'WAVE') to the header to say which");
+    const double a = full.At(0), b = full.At(nwave_all - 1);
+    const double lo = std::min(a, b), hi = std::max(a, b);
+    if ((opt.wave_min > 0 && opt.wave_min < lo) || (opt.wave_max > 0 && opt.wave_max > hi))
+      warn("the wavelength window [" + FitsReal(opt.wave_min) + ", " + FitsReal(opt.wave_max) + "] Angstrom is partly "
+           "outside '" + path + "' (" + FitsReal(lo) + " - " + FitsReal(hi) + " Angstrom): reading " +
+           FitsReal(std::max(lo, opt.wave_min > 0 ? opt.wave_min : lo)) + " - " +
+           FitsReal(std::min(hi, opt.wave_max > 0 ? opt.wave_max : hi)) + " Angstrom only");
+  }
+  if (!ReadStringKey(f, "BUNIT", cube->bunit) || cube->bunit.empty()) {
+    warn("HDU '" + data_name + "' of '" + path + "' has no BUNIT: the flux unit is unknown, so products carry no "
+         "physical flux scale and HST photometry cannot be matched to the spectra; add BUNIT (e.g. "
+         "'10**(-20)*erg/s/cm**2/Angstrom')");
+  } else if (auto u = FluxDensityScale(cube->bunit); !u.ok()) {
+    warn("HDU '" + data_name + "' of '" + path + "': " + u.status().message() +
+         "; products carry no physical flux scale and HST photometry cannot be matched to the spectra");
+  }
 
   // Primary HDU for frame keywords and header metadata.
   {

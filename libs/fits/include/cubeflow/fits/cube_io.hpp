@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "cubeflow/data.hpp"
 #include "cubeflow/status.hpp"
@@ -39,7 +40,12 @@ struct ReadCubeOptions {
 /// Errors name the file and HDU: missing/unreadable file, corrupt or truncated FITS, missing
 /// extension, an image that is not 3-D, no wavelength keywords, STAT/DQ shape mismatch, a
 /// wavelength window outside the cube, and data that are NaN everywhere in the window.
-Result<std::shared_ptr<Cube>> ReadCube(const std::string& path, const ReadCubeOptions& options = {});
+/// Also refused: two image HDUs with the data or variance extension's name, and a header that
+/// declares more pixels than the file holds. Problems that leave the cube usable but probably
+/// not what the user meant are appended to `warnings` (if given): no CTYPE3, no or an unknown
+/// BUNIT, a window partly outside the cube.
+Result<std::shared_ptr<Cube>> ReadCube(const std::string& path, const ReadCubeOptions& options = {},
+                                       std::vector<std::string>* warnings = nullptr);
 
 /// \brief Writes a cube as a MEF file: empty primary HDU (with Cube.header keys), DATA (float32),
 /// STAT (if variance is non-empty) and DQ (uint8, if mask is non-empty), each with the
