@@ -12,6 +12,7 @@
 #include "cubeflow/data.hpp"
 #include "cubeflow/node.hpp"
 #include "cubeflow/registry.hpp"
+#include "cubeflow/spectral/lsf.hpp"
 #include "cubeflow/spectral/spectral_ops.hpp"
 #include "cubeflow/spec.hpp"
 #include "cubeflow/status.hpp"
@@ -155,6 +156,8 @@ class RestframeNode : public Node {
         norm_max_(p.GetDouble("norm_max")) {
     if (!(lsf_wave_red_ > lsf_wave_blue_))
       throw Error("spectral.restframe: lsf_wave_red must be greater than lsf_wave_blue");
+    lsf_ = lsf_bacon_ ? spectral::Lsf::Bacon2017()
+                      : spectral::Lsf::Linear(lsf_wave_blue_, lsf_fwhm_blue_, lsf_wave_red_, lsf_fwhm_red_).ValueOrThrow();
     if (!(norm_max_ > norm_min_))
       throw Error("spectral.restframe: norm_max must be greater than norm_min");
     axis_ = WavelengthAxis::Linear(p.GetDouble("wave_start"), p.GetDouble("wave_step"),
@@ -167,13 +170,7 @@ class RestframeNode : public Node {
   }
 
   /// Instrumental FWHM (Angstrom) at an observed wavelength.
-  double LsfFwhm(double lambda_obs) const {
-    if (lsf_bacon_) return spectral::MuseLsfFwhm(lambda_obs);
-    if (lambda_obs <= lsf_wave_blue_) return lsf_fwhm_blue_;
-    if (lambda_obs >= lsf_wave_red_) return lsf_fwhm_red_;
-    const double t = (lambda_obs - lsf_wave_blue_) / (lsf_wave_red_ - lsf_wave_blue_);
-    return lsf_fwhm_blue_ + t * (lsf_fwhm_red_ - lsf_fwhm_blue_);
-  }
+  double LsfFwhm(double lambda_obs) const { return lsf_.Fwhm(lambda_obs); }
 
   void Process(ProcessContext& ctx) override {
     auto binning = ctx.OptionalInput<Binning>("binning");
@@ -409,6 +406,7 @@ class RestframeNode : public Node {
   double sigma_target_;
   bool lsf_bacon_;
   double lsf_fwhm_blue_, lsf_fwhm_red_, lsf_wave_blue_, lsf_wave_red_;
+  spectral::Lsf lsf_ = spectral::Lsf::Bacon2017();  // the model of `lsf` (cubeflow/spectral/lsf.hpp)
   double norm_min_, norm_max_;
   WavelengthAxis axis_;
   std::vector<double> centres_, edges_;
