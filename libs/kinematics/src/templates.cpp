@@ -76,15 +76,21 @@ Result<std::shared_ptr<const TemplateSet>> PrepareTemplates(const sim::SspGrid& 
     const double d2 = ft(lc) * ft(lc) - fd(lc) * fd(lc);
     ts->deficit_sigma_kms = d2 > 0 ? std::sqrt(d2) / spectral::kFwhmToSigma / lc * kC : 0.0;
   }
+
   double vs = o.velscale;
   if (!(vs > 0)) vs = std::min(0.5 * min_instr, 40.0);
   ts->velscale = vs;
+  const double dln = vs / kC;
 
   // Coverage: window +- margin, plus room for the LSF-matching convolution.
   const double lo = o.wave_min * std::exp(-o.margin_kms / kC), hi = o.wave_max * std::exp(o.margin_kms / kC);
+  // The matching Gaussian: the quadrature difference of the two LSFs, less the variance that the
+  // flux-conserving rebinning onto the log grid adds (a box of one log pixel, (lambda dln)^2 / 12),
+  // so that the prepared templates have the data's resolution and not one log pixel more.
   auto conv_sigma = [&](double l) {
     const double a = fd(l), b = ft(l);
-    return a > b ? std::sqrt(a * a - b * b) / spectral::kFwhmToSigma : 0.0;
+    const double var = (a * a - b * b) / (spectral::kFwhmToSigma * spectral::kFwhmToSigma) - (l * dln) * (l * dln) / 12.0;
+    return var > 0 ? std::sqrt(var) : 0.0;
   };
   double max_s = 0;
   for (int i = 0; i <= 200; ++i) max_s = std::max(max_s, conv_sigma(lo + (hi - lo) * i / 200.0));
@@ -113,7 +119,6 @@ Result<std::shared_ptr<const TemplateSet>> PrepareTemplates(const sim::SspGrid& 
   const auto broaden = spectral::GaussianBroadener::FromSigma(wave, conv_sigma);
 
   // Log grid.
-  const double dln = vs / kC;
   ts->ln_lambda0 = std::log(lo);
   ts->npix = static_cast<int64_t>(std::ceil((std::log(hi) - ts->ln_lambda0) / dln)) + 1;
   std::vector<double> log_edges(static_cast<size_t>(ts->npix + 1));

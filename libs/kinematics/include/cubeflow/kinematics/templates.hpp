@@ -9,7 +9,9 @@
 /// lambda the data's resolution is FWHM_obs(lambda (1 + z_sys)) / (1 + z_sys). Templates are
 /// broadened by sqrt(FWHM_data^2 - FWHM_templates^2) (Gaussian, varying with wavelength) on
 /// their own grid, then rebinned (flux-conserving) onto ln(lambda) pixels of `velscale` km/s,
-/// as GIST/nGIST prepare MILES templates for pPXF. Each template is divided by its mean over
+/// as GIST/nGIST prepare MILES templates for pPXF, except that the Gaussian is narrowed by the
+/// variance the rebinning adds (a box of one log pixel: (lambda d ln lambda)^2 / 12), so the
+/// result has the data's resolution rather than that plus one template pixel. Each template is divided by its mean over
 /// the fit window, so template weights are light fractions there.
 ///
 /// Thread-safety: a TemplateSet is immutable after PrepareTemplates and shared by all fits.
