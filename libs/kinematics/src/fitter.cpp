@@ -33,25 +33,6 @@ double Median(std::vector<double> v) {
   return x;
 }
 
-/// Biweight estimate of the scale about zero (pPXF's robust_sigma(y, zero=True)).
-double RobustSigmaZero(const Eigen::VectorXd& y) {
-  std::vector<double> a(static_cast<size_t>(y.size()));
-  for (Eigen::Index i = 0; i < y.size(); ++i) a[static_cast<size_t>(i)] = std::abs(y[i]);
-  const double mad = Median(a);
-  if (!(mad > 0)) return 0.0;
-  double num = 0, den = 0;
-  for (Eigen::Index i = 0; i < y.size(); ++i) {
-    const double u2 = (y[i] / (9.0 * mad)) * (y[i] / (9.0 * mad));
-    if (u2 >= 1.0) continue;
-    const double u1 = 1.0 - u2;
-    num += y[i] * y[i] * u1 * u1 * u1 * u1;
-    den += u1 * (1.0 - 5.0 * u2);
-  }
-  num *= static_cast<double>(y.size());
-  if (!(den * (den - 1.0) > 0)) return 0.0;
-  return std::sqrt(num / (den * (den - 1.0)));
-}
-
 /// Legendre polynomials P_0..P_deg at x.
 void Legendre(double x, int deg, double* out) {
   if (deg < 0) return;
@@ -118,20 +99,27 @@ class KinProblem final : public LeastSquaresProblem, public ActiveSetOracle {
     warm_ = true;
     r = nnls_.residual();
     chi2_plain_ = r.squaredNorm();
-    penalty_ = 0;
     dnorm_ = 0;
-    rsig_ = 0;
     if (o_.moments > 2 && bias_ > 0) {
+      // Penalty of Cappellari & Emsellem (2004, eqs. 8-9): chi2_p = chi2 (1 + bias^2 D^2) with
+      // D^2 = sum h_n^2, as residuals r sqrt(1 + bias^2 D^2). (pPXF's code adds
+      // bias * robust_sigma(r) * D to every residual instead, which equals this up to the term
+      // 2 bias robust_sigma D sum(r): noise, and a cone at h = 0 that makes minimisers zigzag.)
       for (int n = 2; n < o_.moments; ++n) dnorm_ += p[n] * p[n];
-      dnorm_ = std::sqrt(dnorm_);
-      rsig_ = RobustSigmaZero(r);
-      penalty_ = bias_ * rsig_ * dnorm_;
-      r.array() += penalty_;
+      pscale_ = std::sqrt(1.0 + bias_ * bias_ * dnorm_);
+      r *= pscale_;
+    } else {
+      pscale_ = 1.0;
     }
     return r.allFinite();
   }
 
   void Jacobian(Eigen::MatrixXd& jac) override {
+    // Variable projection (Golub & Pereyra 1973): r = P y with P the projector off the active
+    // linear columns A = [polynomials | templates with w > 0], z = A^+ y; then
+    //   dr/dp = -P (dA/dp) z - A (A^T A)^-1 (dA/dp)^T r.
+    // (dA/dp) z is the model's derivative at fixed weights; (dA_j/dp)^T r comes from the
+    // adjoint of the derivative rows: T_j . sum_g r_g scale_g drow_g.
     const int ng = static_cast<int>(good_.size());
     jac.setZero(ng, npar_);
     if (!deriv_built_) {
@@ -139,47 +127,60 @@ class KinProblem final : public LeastSquaresProblem, public ActiveSetOracle {
       deriv_built_ = true;
     }
     OptimalTemplate();
-    // d model / d LOSVD parameter, per pixel, from per-edge sums (see EdgeSums).
-    const int nd = o_.moments;  // V, sigma, h3..
-    std::vector<double> de;
-    Eigen::MatrixXd dm(ng, npar_);
-    for (int d = 0; d < nd; ++d) {
-      const int which = d == 0 ? -2 : d - 1;  // V: -k; sigma: table 0; h_n: table n - 2
-      const double plateau = d == 0 ? 0.0 : table_.derivative_plateau(d - 1);
+    const auto& pas = nnls_.passive();
+    const int np = static_cast<int>(pas.size());
+    const int na = nfree_ + np;
+    const Eigen::VectorXd& r = nnls_.residual();
+    Eigen::MatrixXd dm(ng, npar_);       // (dA/dp) z, weighted
+    Eigen::MatrixXd gt = Eigen::MatrixXd::Zero(na, npar_);  // (dA/dp)^T r
+    RowSet drows;
+    for (int d = 0; d < o_.moments; ++d) {
+      const int which = d == 0 ? -2 : d - 1;  // V: k (dK/dv = -k); sigma: table 0; h_n: table n - 2
       const double sign = d == 0 ? -1.0 : 1.0;
-      EdgeSums(which, plateau, de);
       const double unit = d < 2 ? 1.0 / ts_.velscale : 1.0;  // pixels -> km/s
+      BuildRows(good_, drows, which);
+      acc_.setZero(drows.tmax - drows.tmin);
       for (int g = 0; g < ng; ++g) {
-        const int i = good_[static_cast<size_t>(g)];
-        const double dv = (de[static_cast<size_t>(i + 1)] - de[static_cast<size_t>(i)]) / (xi_[static_cast<size_t>(i + 1)] - xi_[static_cast<size_t>(i)]);
-        dm(g, d) = sign * unit * dv * scale_[g];
+        const double f = sign * unit * scale_[g];
+        dm(g, d) = f * RowDot(drows, static_cast<size_t>(g), topt_.data());
+        AddRow(drows, static_cast<size_t>(g), static_cast<float>(f * r[g]), acc_.data() - drows.tmin);
       }
+      for (int k = 0; k < np; ++k)
+        gt(nfree_ + k, d) = AdjointDot(drows, pas[static_cast<size_t>(k)]);
     }
     if (o_.mdegree > 0) {
       double lg[64];
-      for (int g = 0; g < ng; ++g) {
-        const int i = good_[static_cast<size_t>(g)];
-        const double m0 = RowDot(rows_, static_cast<size_t>(g), topt_.data());
-        Legendre(xleg_[i], o_.mdegree, lg);
-        for (int k = 1; k <= o_.mdegree; ++k) dm(g, o_.moments + k - 1) = q_[i] * lg[k] * m0;
+      for (int k = 1; k <= o_.mdegree; ++k) {
+        acc_.setZero(rows_.tmax - rows_.tmin);
+        for (int g = 0; g < ng; ++g) {
+          const int i = good_[static_cast<size_t>(g)];
+          Legendre(xleg_[i], o_.mdegree, lg);
+          const double m0 = RowDot(rows_, static_cast<size_t>(g), topt_.data());
+          dm(g, o_.moments + k - 1) = q_[i] * lg[k] * m0;
+          AddRow(rows_, static_cast<size_t>(g), static_cast<float>(q_[i] * lg[k] * r[g]), acc_.data() - rows_.tmin);
+        }
+        for (int j = 0; j < np; ++j) gt(nfree_ + j, o_.moments + k - 1) = AdjointDot(rows_, pas[static_cast<size_t>(j)]);
       }
     }
-    // Profile out the linear parameters: project onto the complement of the active columns.
-    const int np = static_cast<int>(nnls_.passive().size());
-    const int na = nfree_ + np;
     if (na > 0) {
       Eigen::MatrixXd a(ng, na);
       if (nfree_ > 0) a.leftCols(nfree_) = free_;
       if (np > 0) a.rightCols(np) = nnls_.passive_columns().leftCols(np);
       const Eigen::MatrixXd gram = a.transpose() * a;
-      const Eigen::MatrixXd atd = a.transpose() * dm;
       Eigen::LDLT<Eigen::MatrixXd> ldlt(gram);
-      const Eigen::MatrixXd x = ldlt.solve(atd);
-      if (x.allFinite()) dm.noalias() -= a * x;
+      const Eigen::MatrixXd x = ldlt.solve(a.transpose() * dm);
+      const Eigen::MatrixXd y2 = ldlt.solve(gt);
+      if (x.allFinite() && y2.allFinite()) {
+        dm.noalias() -= a * x;   // P (dA/dp) z
+        dm.noalias() += a * y2;  // + A (A^T A)^-1 (dA/dp)^T r
+      }
     }
     jac = -dm;
-    if (penalty_ > 0 && dnorm_ > 0)
-      for (int n = 2; n < o_.moments; ++n) jac.col(n).array() += bias_ * rsig_ * last_p_[n] / dnorm_;
+    if (o_.moments > 2 && bias_ > 0) {
+      // d(r s)/dp = s dr/dp + r ds/dh, s = sqrt(1 + bias^2 D^2), ds/dh_n = bias^2 h_n / s.
+      jac *= pscale_;
+      for (int n = 2; n < o_.moments; ++n) jac.col(n) += r * (bias_ * bias_ * last_p_[n] / pscale_);
+    }
   }
 
   // ---- ActiveSetOracle -------------------------------------------------------------------
@@ -195,13 +196,9 @@ class KinProblem final : public LeastSquaresProblem, public ActiveSetOracle {
   void Gradient(const Eigen::VectorXd& r, Eigen::VectorXd& grad) override {
     const int64_t nt = rows_.tmax - rows_.tmin;
     acc_.setZero(nt);
-    for (size_t g = 0; g < good_.size(); ++g) {
-      const float s = static_cast<float>(scale_[static_cast<Eigen::Index>(g)] * r[static_cast<Eigen::Index>(g)]);
-      const float* v = rows_.val.data() + rows_.off[g];
-      float* a = acc_.data() + (rows_.t0[g] - rows_.tmin);
-      const int len = rows_.len[g];
-      for (int l = 0; l < len; ++l) a[l] += s * v[l];
-    }
+    for (size_t g = 0; g < good_.size(); ++g)
+      AddRow(rows_, g, static_cast<float>(scale_[static_cast<Eigen::Index>(g)] * r[static_cast<Eigen::Index>(g)]),
+             acc_.data() - rows_.tmin);
     gradf_.noalias() = ts_.flux.middleRows(rows_.tmin, nt).transpose() * acc_;
     grad = gradf_.cast<double>();
   }
@@ -254,12 +251,13 @@ class KinProblem final : public LeastSquaresProblem, public ActiveSetOracle {
     }
   }
 
-  /// Per-edge interpolated K rows for the edges of `pixels`.
-  void EdgeRows(const std::vector<int>& pixels) {
+  /// Per-edge interpolated rows of table `which` (KernelTable::Row) for the edges of `pixels`.
+  void EdgeRows(const std::vector<int>& pixels, int which) {
     const int hs = table_.half_support();
     const int w = 2 * hs + 1;
     edge_val_.resize(static_cast<size_t>(nw_ + 1) * static_cast<size_t>(w));
     edge_base_.assign(static_cast<size_t>(nw_ + 1), std::numeric_limits<int64_t>::min());
+    edge_phi_.resize(static_cast<size_t>(nw_ + 1));
     const double sh = static_cast<double>(table_.shift());
     auto one = [&](int e) {
       if (edge_base_[static_cast<size_t>(e)] != std::numeric_limits<int64_t>::min()) return;
@@ -267,20 +265,23 @@ class KinProblem final : public LeastSquaresProblem, public ActiveSetOracle {
       const double b = std::floor(x);
       edge_base_[static_cast<size_t>(e)] = static_cast<int64_t>(b);
       edge_phi_[static_cast<size_t>(e)] = x - b;
-      table_.Row(-1, x - b, edge_val_.data() + static_cast<size_t>(e) * static_cast<size_t>(w));
+      double* row = edge_val_.data() + static_cast<size_t>(e) * static_cast<size_t>(w);
+      table_.Row(which, x - b, row);
+      std::reverse(row, row + w);  // row[m] = value at offset j = hs - m (t = base - hs + m)
     };
-    edge_phi_.resize(static_cast<size_t>(nw_ + 1));
     for (int i : pixels) {
       one(i);
       one(i + 1);
     }
   }
 
-  bool BuildRows(const std::vector<int>& pixels, RowSet& rs) {
-    EdgeRows(pixels);
+  /// Rows of the pixel-mean operator of table `which` (-1: the kernel's running integral K,
+  /// giving the model; -2: k, giving dK/dv up to the sign; >= 0: a derivative table).
+  bool BuildRows(const std::vector<int>& pixels, RowSet& rs, int which = -1) {
+    EdgeRows(pixels, which);
     const int hs = table_.half_support();
     const int w = 2 * hs + 1;
-    const double plateau = table_.plateau();
+    const double plateau = which == -1 ? table_.plateau() : which == -2 ? 0.0 : table_.derivative_plateau(which);
     const size_t n = pixels.size();
     rs.t0.resize(n);
     rs.len.resize(n);
@@ -306,18 +307,31 @@ class KinProblem final : public LeastSquaresProblem, public ActiveSetOracle {
       const int len = rs.len[k];
       const int gap = static_cast<int>(bb - ba);
       float* out = rs.val.data() + rs.off[k];
-      for (int l = 0; l < len; ++l) {
-        // t = t0 + l; j_b = bb - t = gap + hs - l; j_a = ba - t = hs - l
-        const int jb = gap + hs - l, ja = hs - l;
-        const double kb = jb > hs ? plateau : eb[jb + hs];
-        const double ka = ja < -hs ? 0.0 : ea[ja + hs];
-        out[l] = static_cast<float>((kb - ka) * inv);
-      }
+      // t = t0 + l. Edge i (base ba = t0 + hs) has its reversed row ea[l] for l <= 2 hs and 0
+      // beyond; edge i + 1 (base bb = ba + gap) is on its right plateau for l < gap and has
+      // eb[l - gap] after.
+      const int g1 = std::min(gap, w);
+      for (int l = 0; l < g1; ++l) out[l] = static_cast<float>((plateau - ea[l]) * inv);
+      for (int l = g1; l < gap; ++l) out[l] = static_cast<float>(plateau * inv);  // pixel wider than the kernel
+      for (int l = gap; l < w; ++l) out[l] = static_cast<float>((eb[l - gap] - ea[l]) * inv);
+      for (int l = std::max(gap, w); l < len; ++l) out[l] = static_cast<float>(eb[l - gap] * inv);
       rs.tmin = std::min(rs.tmin, rs.t0[k]);
       rs.tmax = std::max(rs.tmax, rs.t0[k] + len);
     }
     if (n == 0) rs.tmin = rs.tmax = 0;
     return rs.tmin >= 0 && rs.tmax <= ts_.npix;
+  }
+
+  /// acc[t0 + l] += s * row[l] (acc indexed by template pixel).
+  static void AddRow(const RowSet& rs, size_t k, float s, float* acc) {
+    const float* v = rs.val.data() + rs.off[k];
+    float* a = acc + rs.t0[k];
+    for (int l = 0; l < rs.len[k]; ++l) a[l] += s * v[l];
+  }
+  /// Template j dotted with the adjoint accumulator acc_ (over rs's template range).
+  double AdjointDot(const RowSet& rs, int j) const {
+    const int64_t nt = rs.tmax - rs.tmin;
+    return static_cast<double>(ts_.flux.col(j).segment(rs.tmin, nt).dot(acc_.head(nt)));
   }
 
   static float RowDotF(const RowSet& rs, size_t k, const float* t) {
@@ -344,31 +358,6 @@ class KinProblem final : public LeastSquaresProblem, public ActiveSetOracle {
     for (int64_t t = 0; t < ts_.npix; ++t) prefix_[static_cast<size_t>(t + 1)] = prefix_[static_cast<size_t>(t)] + topt_[t];
   }
 
-  /// de[e] = sum_t topt[t] D(xi_e - shift - t) for a derivative table D (`which` as in
-  /// KernelTable::Row), over the edges of the good pixels; D = `plateau` right of the support.
-  void EdgeSums(int which, double plateau, std::vector<double>& de) {
-    const int hs = table_.half_support();
-    const int w = 2 * hs + 1;
-    de.assign(static_cast<size_t>(nw_ + 1), 0.0);
-    row_buf_.resize(static_cast<size_t>(w));
-    std::vector<char> done(static_cast<size_t>(nw_ + 1), 0);
-    auto one = [&](int e) {
-      if (done[static_cast<size_t>(e)]) return;
-      done[static_cast<size_t>(e)] = 1;
-      const int64_t b = edge_base_[static_cast<size_t>(e)];
-      table_.Row(which, edge_phi_[static_cast<size_t>(e)], row_buf_.data());
-      double s = 0;
-      // j = b - t for t = b - j; row index jj = j + hs
-      for (int jj = 0; jj < w; ++jj) s += row_buf_[static_cast<size_t>(jj)] * topt_[b - (jj - hs)];
-      if (plateau != 0) s += plateau * prefix_[static_cast<size_t>(b - hs)];
-      de[static_cast<size_t>(e)] = s;
-    };
-    for (int i : good_) {
-      one(i);
-      one(i + 1);
-    }
-  }
-
  public:
   double v0px_ = 0;  // reserved: velocity offset of the template grid (pixels)
 
@@ -385,14 +374,13 @@ class KinProblem final : public LeastSquaresProblem, public ActiveSetOracle {
   Eigen::MatrixXd free_;
   Eigen::VectorXd yw_, mp_, scale_;
   double qnorm_ = 1;
-  double bias_ = 0, penalty_ = 0, dnorm_ = 0, rsig_ = 0, chi2_plain_ = 0;
+  double bias_ = 0, dnorm_ = 0, pscale_ = 1, chi2_plain_ = 0;
   bool warm_ = false, deriv_built_ = false;
   Eigen::VectorXd last_p_;
   KernelTable table_;
   RowSet rows_;
   std::vector<double> edge_val_, edge_phi_;
   std::vector<int64_t> edge_base_;
-  std::vector<double> row_buf_;
   ActiveSetNnls nnls_;
   Eigen::VectorXf acc_, gradf_;
   Eigen::VectorXd topt_;
@@ -547,8 +535,21 @@ Result<FitResult> LosvdFitter::Fit(const SpectrumView& s) const {
   LmResult lm;
   Eigen::VectorXd p = p0;
   int n_clipped = 0;
+  if (o.moments > 2) {
+    // V and sigma first, h_n held at 0: the Gauss-Hermite terms are strongly correlated with
+    // sigma and make poor Gauss-Newton steps far from the solution.
+    Eigen::VectorXd lo2 = lo, hi2 = hi;
+    for (int k = 2; k < o.moments; ++k) lo2[k] = hi2[k] = 0.0;
+    lm = Minimize(prob, p, lo2, hi2, o.lm);
+    res.iterations += lm.iterations;
+    res.evaluations += lm.evaluations;
+    p = lm.p;
+  }
+  // Later minimisations start near the solution: begin with more damping.
+  LmOptions lm_near = o.lm;
+  lm_near.lambda0 = std::max(o.lm.lambda0, 1.0);
   for (int it = 0;; ++it) {
-    lm = Minimize(prob, p, lo, hi, o.lm);
+    lm = Minimize(prob, p, lo, hi, it > 0 || o.moments > 2 ? lm_near : o.lm);
     res.iterations += lm.iterations;
     res.evaluations += lm.evaluations;
     p = lm.p;

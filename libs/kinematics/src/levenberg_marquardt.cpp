@@ -67,16 +67,25 @@ LmResult Minimize(LeastSquaresProblem& problem, const Eigen::VectorXd& p0, const
   problem.Jacobian(jac);
   double lambda = options.lambda0;
   bool state_at_p = true;  // the problem's last evaluation is at res.p
+  bool small_before = false;
+  int rejected = 0;  // consecutive rejected steps
   const double dof = std::max<double>(1.0, static_cast<double>(r.size() - n));
   while (res.iterations < options.max_iterations) {
     const Eigen::MatrixXd h = jac.transpose() * jac;
     const Eigen::VectorXd g = jac.transpose() * r;  // half the gradient of chi2
     const std::vector<int> free = FreeSet(res.p, g, lower, upper);
     // Convergence: the Gauss-Newton decrease still to be had is negligible.
+    const double tol = options.ftol * std::max(1.0, chi2 / dof);
     {
       const Eigen::VectorXd gn = SolveSub(h, g, free, 0.0, n);
       const double predicted = -gn.dot(g);
-      if (predicted <= options.ftol * std::max(1.0, chi2 / dof)) {
+      if (predicted <= tol) {
+        res.converged = true;
+        break;
+      }
+      // Close to the minimum but no step helps: the residuals' rounding noise (single-precision
+      // model rows) is as large as what is left to gain.
+      if (rejected >= 3 && predicted <= 10 * tol) {
         res.converged = true;
         break;
       }
@@ -85,22 +94,47 @@ LmResult Minimize(LeastSquaresProblem& problem, const Eigen::VectorXd& p0, const
     Eigen::VectorXd step = SolveSub(h, g, free, lambda, n);
     Eigen::VectorXd pt = (res.p + step).cwiseMax(lower).cwiseMin(upper);
     ++res.evaluations;
-    const bool ok = problem.Residuals(pt, rt);
+    bool ok = problem.Residuals(pt, rt);
     state_at_p = false;
-    const double chi2t = ok ? rt.squaredNorm() : std::numeric_limits<double>::infinity();
+    double chi2t = ok ? rt.squaredNorm() : std::numeric_limits<double>::infinity();
+    if (!(ok && chi2t < chi2) && options.backtrack) {
+      // Along a curved, nearly degenerate valley the Gauss-Newton step points the right way but
+      // goes too far; a shorter step along it is often accepted where more damping (which turns
+      // the step towards the gradient) would only creep.
+      const Eigen::VectorXd ps = (res.p + 0.25 * step).cwiseMax(lower).cwiseMin(upper);
+      Eigen::VectorXd rs;
+      ++res.evaluations;
+      if (problem.Residuals(ps, rs)) {
+        const double c2 = rs.squaredNorm();
+        if (c2 < chi2) {
+          pt = ps;
+          rt.swap(rs);
+          chi2t = c2;
+          ok = true;
+          lambda *= 4.0;  // the step was too long: damp the next one a little
+        }
+      }
+    }
     if (ok && chi2t < chi2) {
-      const double rel = (chi2 - chi2t) / std::max(chi2, 1e-300);
+      const double gain = chi2 - chi2t;
       res.p = pt;
       r.swap(rt);
       chi2 = chi2t;
       problem.Jacobian(jac);
       state_at_p = true;
       lambda = std::max(lambda * 0.1, 1e-9);
-      if (rel < 1e-12) {
+      // Stagnation: two accepted steps in a row gained less than ftol each (a nearly degenerate
+      // direction, e.g. sigma against h4 below the instrumental dispersion, where Gauss-Newton
+      // predictions overshoot and the damping alternates).
+      rejected = 0;
+      const bool small = gain <= tol;
+      if (small && small_before) {
         res.converged = true;
         break;
       }
+      small_before = small;
     } else {
+      ++rejected;
       lambda *= 10.0;
       if (lambda > 1e10) {
         res.message = "no step reduces chi2 (damping limit reached)";

@@ -19,8 +19,9 @@
 /// the linear parameters come from an exact Lawson-Hanson NNLS over *all* templates, warm
 /// started from the previous point, in which only the templates that enter the solution are
 /// ever convolved (the others are priced through the adjoint of the convolution). The
-/// penalty of pPXF (Cappellari & Emsellem 2004, eq. 9) biases h3.. towards 0: every
-/// residual gets bias * robust_sigma(residuals) * sqrt(sum h_n^2) added.
+/// penalty of Cappellari & Emsellem (2004, eqs. 8-9) biases h3.. towards 0:
+/// chi2_p = chi2 (1 + bias^2 sum h_n^2). (pPXF's code adds bias * robust_sigma * D to every
+/// residual, which is this up to a noise term; that term also puts a cone at h = 0.)
 ///
 /// Outliers: after convergence, pixels whose residual exceeds clip_sigma times the rms
 /// (scaled to chi2/dof = 1) are masked and the fit repeated (at most max_clip_iterations

@@ -9,7 +9,7 @@
 /// gradient pointing outwards), then clipped to the box. Convergence: the Gauss-Newton
 /// decrease predicted at the current point, g^T (J^T J)^-1 g with g = J^T r, is below
 /// `ftol` * max(1, chi2 / dof) (i.e. the point is within ~sqrt(ftol) standard errors of the
-/// minimum), or an accepted step changed chi2 by less than 1e-12 relative.
+/// minimum), or two accepted steps in a row gained less than that each.
 ///
 /// Thread-safety: Minimize touches only the problem object it is given.
 
@@ -35,6 +35,7 @@ struct LmOptions {
   int max_iterations = 60;     ///< accepted + rejected steps
   double ftol = 1e-3;          ///< predicted chi2 decrease at convergence (see the file comment)
   double lambda0 = 1e-3;       ///< initial damping (relative to diag(J^T J))
+  bool backtrack = true;       ///< on a rejected step, try a quarter of it before damping more
 };
 
 struct LmResult {
