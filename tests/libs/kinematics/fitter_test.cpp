@@ -1,4 +1,4 @@
-// LosvdFitter on mock MUSE spectra (mock_spectra.hpp: made without the fitter's kernel code)
+// LosvdFitter on mock MUSE spectra (cubeflow/kinematics/mock.hpp: made without the fitter's kernel code)
 // and on bad input. Issue #16 checks: pulls (fit - truth) / error with mean ~0 and standard
 // deviation 0.8-1.2 at S/N 20-50; sigma below the instrumental resolution handled and
 // flagged; a fitter with an uncorrected LSF or the wrong templates fails the pull check; bad
@@ -11,15 +11,14 @@
 #include <random>
 
 #include "cubeflow/kinematics/fitter.hpp"
+#include "cubeflow/kinematics/mock.hpp"
 #include "cubeflow/kinematics/templates.hpp"
 #include "cubeflow/sim/ssp.hpp"
 #include "fits_test_util.hpp"
-#include "mock_spectra.hpp"
 
 using namespace cubeflow;
 using namespace cubeflow::kinematics;
-using kintest::Mock;
-using kintest::MockMaker;
+using Mock = cubeflow::kinematics::MockSpectrum;
 
 namespace {
 
