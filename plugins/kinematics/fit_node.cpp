@@ -35,6 +35,7 @@ struct FitNodeOptions {
   std::string lsf = "bacon2017";
   std::filesystem::path lsf_file;
   double lsf_fwhm_blue = 2.9, lsf_fwhm_red = 2.4, lsf_wave_blue = 4800, lsf_wave_red = 6500;
+  double lsf_pixel = 1.25;
   double template_fwhm = 0;
   std::filesystem::path template_lsf_file;
   std::string coarser_templates = "error";
@@ -116,6 +117,11 @@ class FitNode final : public Node {
         .Param(&O::lsf_fwhm_red, "lsf_fwhm_red", "lsf: linear: FWHM at lsf_wave_red", Unit{"Angstrom"}, AtLeast{0})
         .Param(&O::lsf_wave_blue, "lsf_wave_blue", "lsf: linear: wavelength of lsf_fwhm_blue", Unit{"Angstrom"}, AtLeast{1})
         .Param(&O::lsf_wave_red, "lsf_wave_red", "lsf: linear: wavelength of lsf_fwhm_red", Unit{"Angstrom"}, AtLeast{1})
+        .Param(&O::lsf_pixel, "lsf_pixel",
+               "pixel width the LSF's FWHM was measured on and includes (MUSE cubes: 1.25; taken out, since "
+               "the fit integrates the model over each pixel itself); 0: the LSF is the profile before "
+               "pixelisation (cubeflow simulate's mock cubes)",
+               Unit{"Angstrom"}, AtLeast{0})
         .Param(&O::template_fwhm, "template_fwhm",
                "FWHM of the templates (rest frame); 0: the library's own (MILES/E-MILES 2.51, BC03 3, built-in 2.5)",
                Unit{"Angstrom"}, AtLeast{0})
@@ -200,6 +206,7 @@ class FitNode final : public Node {
     } else if (o.template_fwhm > 0) {
       to.template_lsf = spectral::Lsf::Constant(o.template_fwhm);
     }
+    to.data_lsf_pixel = o.lsf_pixel;
     to.velscale = o.velscale;
     to.allow_coarser = o.coarser_templates == "flag";
     // Coverage for the largest shift and kernel the fit may try (see LosvdFitter::Make).

@@ -40,7 +40,12 @@ Result<std::shared_ptr<const TemplateSet>> PrepareTemplates(const sim::SspGrid& 
                          "(template_fwhm) or an LSF file (template_lsf_file)");
   }
   const double z1 = 1.0 + o.z_sys;
-  auto fd = [&](double l) { return o.data_lsf.Fwhm(l * z1) / z1; };  // data FWHM at rest wavelength l
+  // Data FWHM at rest wavelength l, without the pixel box the LSF measurement may include.
+  const double pix_fwhm2 = o.data_lsf_pixel * o.data_lsf_pixel * spectral::kFwhmToSigma * spectral::kFwhmToSigma / 12.0;
+  auto fd = [&](double l) {
+    const double f = o.data_lsf.Fwhm(l * z1);
+    return std::sqrt(std::max(f * f - pix_fwhm2, 0.0)) / z1;
+  };
   auto ft = [&](double l) { return tlsf.Fwhm(l); };
 
   auto ts = std::make_shared<TemplateSet>();

@@ -50,7 +50,12 @@ std::shared_ptr<Spectrum> BinSpectrum(double v, double sigma, double snr, uint64
   return FromMaker(maker, v, sigma, snr, seed);
 }
 
-std::map<std::string, Value> BaseParams() { return {{"z_sys", kZ}, {"ssp", std::string("builtin")}}; }
+/// The mocks' LSF is the profile before pixelisation (lsf_pixel 0).
+std::map<std::string, Value> BaseParams(std::map<std::string, Value> more = {}) {
+  std::map<std::string, Value> p = {{"z_sys", kZ}, {"ssp", std::string("builtin")}, {"lsf_pixel", 0.0}};
+  for (auto& [k, v] : more) p[k] = v;
+  return p;
+}
 
 const Record& OnlyRecord(const cubeflow::testing::FakeContext& ctx) {
   auto out = ctx.Emitted("kinematics");
@@ -88,7 +93,7 @@ TEST(KinematicsFitNode, FitsABinSpectrumIntoARecord) {
 
 TEST(KinematicsFitNode, FourMomentsAndMonteCarloErrorsAddFields) {
   auto node = cubeflow::testing::MakeNode(kinematics::FitNodeSpec(),
-                                {{"z_sys", kZ}, {"moments", int64_t{4}}, {"mc", int64_t{5}}});
+                                BaseParams({{"moments", int64_t{4}}, {"mc", int64_t{5}}}));
   cubeflow::testing::FakeContext ctx;
   ctx.AddItem(3, {{"spectra", BinSpectrum(-40.0, 160.0, 60.0)}});
   node->Process(ctx);
@@ -143,7 +148,7 @@ TEST(KinematicsFitNode, ABinWithTooFewGoodPixelsFailsWithAdvice) {
 
 TEST(KinematicsFitNode, AWrongRedshiftIsReportedNotFitted) {
   // Templates said to be sharp enough for the blue-shifted LSF of the wrong frame: the window is the problem.
-  auto node = cubeflow::testing::MakeNode(kinematics::FitNodeSpec(), {{"z_sys", 0.2}, {"template_fwhm", 1.5}});
+  auto node = cubeflow::testing::MakeNode(kinematics::FitNodeSpec(), BaseParams({{"z_sys", 0.2}, {"template_fwhm", 1.5}}));
   cubeflow::testing::FakeContext ctx;
   ctx.AddItem(2, {{"spectra", BinSpectrum(0, 100, 30)}});
   try {
@@ -157,7 +162,7 @@ TEST(KinematicsFitNode, AWrongRedshiftIsReportedNotFitted) {
 TEST(KinematicsFitNode, CoarserTemplatesAreRefusedOrFlagged) {
   // The built-in templates said to be at 3.5 A against MUSE's ~2.7 A.
   try {
-    cubeflow::testing::MakeNode(kinematics::FitNodeSpec(), {{"z_sys", kZ}, {"template_fwhm", 3.5}});
+    cubeflow::testing::MakeNode(kinematics::FitNodeSpec(), BaseParams({{"template_fwhm", 3.5}}));
     FAIL() << "expected an error";
   } catch (const Error& e) {
     const std::string m = e.what();
@@ -165,7 +170,7 @@ TEST(KinematicsFitNode, CoarserTemplatesAreRefusedOrFlagged) {
     EXPECT_NE(m.find("coarser_templates: flag"), std::string::npos) << m;
   }
   auto node = cubeflow::testing::MakeNode(kinematics::FitNodeSpec(),
-                                {{"z_sys", kZ}, {"template_fwhm", 3.5}, {"coarser_templates", std::string("flag")}});
+                                BaseParams({{"template_fwhm", 3.5}, {"coarser_templates", std::string("flag")}}));
   cubeflow::testing::FakeContext ctx;
   ctx.AddItem(1, {{"spectra", BinSpectrum(0, 150, 40)}});
   node->Process(ctx);
@@ -191,7 +196,7 @@ TEST(KinematicsFitNode, ValidationHookNamesTheParameter) {
 TEST(KinematicsFitNode, ReadsRealTemplateLibraries) {
   const std::string dir = std::string(CUBEFLOW_TEST_DATA_DIR) + "/ssp/miles_padova_ppxf";
   if (!std::filesystem::is_directory(dir)) GTEST_SKIP() << "no " << dir;
-  auto node = cubeflow::testing::MakeNode(kinematics::FitNodeSpec(), {{"z_sys", kZ}, {"ssp", dir}});
+  auto node = cubeflow::testing::MakeNode(kinematics::FitNodeSpec(), BaseParams({{"ssp", dir}}));
   auto miles = sim::LoadSspDirectory(dir);
   ASSERT_TRUE(miles.ok()) << miles.status().message();
   const kinematics::MockMaker maker(**miles, spectral::Lsf::Bacon2017(), kZ, {140, 100, 60}, 4750, 5700, 1.25);

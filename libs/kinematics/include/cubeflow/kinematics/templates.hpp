@@ -54,6 +54,12 @@ struct TemplateOptions {
   double wave_min = 4800, wave_max = 5500;  ///< rest-frame fit window, Angstrom
   double z_sys = 0;                         ///< systemic redshift (for the data's rest-frame LSF)
   spectral::Lsf data_lsf = spectral::Lsf::Bacon2017();  ///< the data's LSF, observed frame
+  /// Width (Angstrom, observed frame) of the pixels the data's LSF was measured on, if its FWHM
+  /// includes them (a Gaussian fitted to sky or arc lines of a pixelised cube: MUSE's 1.25 A).
+  /// The fitter integrates the model over each data pixel itself, so that box, variance
+  /// pixel^2 / 12, is taken out of the LSF first. 0: the LSF is the profile before pixelisation
+  /// (as `cubeflow simulate` renders it).
+  double data_lsf_pixel = 0;
   /// The templates' LSF (rest frame); unset: SspGrid::fwhm (an error if that is 0).
   std::optional<spectral::Lsf> template_lsf;
   /// Template pixel in km/s; 0: half the smallest instrumental sigma in the window (so the
