@@ -57,15 +57,15 @@ double NgistVelocityOffset(const kintest::NgistRun& g) {
   return 0.5 * g.velscale / velscale_ratio;
 }
 
-/// Fits the 28 nGIST bins with `data_lsf` for the data and returns the comparison.
+/// Fits the 28 nGIST bins with templates `miles` and `data_lsf` for the data and returns the comparison.
 Comparison RunNgist(const kintest::NgistRun& g, const sim::SspGrid& miles, const spectral::Lsf& data_lsf,
-                    bool print) {
+                    bool print, bool template_fwhm_from_library = false) {
   TemplateOptions to;
   to.wave_min = 4799;  // the window must hold all 583 of nGIST's pixels (4800.2-5500.2 A edges)
   to.wave_max = 5501;
   to.z_sys = g.z;
   to.data_lsf = data_lsf;
-  to.template_lsf = spectral::Lsf::Constant(2.51);  // configFiles/lsf_MILES
+  if (!template_fwhm_from_library) to.template_lsf = spectral::Lsf::Constant(2.51);  // configFiles/lsf_MILES
   to.velscale = g.velscale / 2;                     // nGIST's velscale_ratio = 2
   auto ts = PrepareTemplates(miles, to);
   EXPECT_TRUE(ts.ok()) << ts.status().message();
@@ -182,4 +182,24 @@ TEST_F(NgistComparison, AgreesWithPpxfWithinItsErrors) {
   EXPECT_GE(c.within_both, 26) << ">= 90 % of the 28 bins (26) must agree within nGIST's errors in V and sigma";
   EXPECT_LE(c.med_dv, 5.0);
   EXPECT_LE(c.med_dsig_rel, 0.05);
+}
+
+/// The bounds must catch a fitter whose templates are not matched to the data's LSF: here the data
+/// are said to have the templates' own 2.51 A resolution (no broadening of the templates).
+TEST_F(NgistComparison, UncorrectedLsfFailsTheBounds) {
+  const Comparison c = RunNgist(*run_, **miles_, spectral::Lsf::Constant(2.51 * (1 + run_->z)), false);
+  std::printf("uncorrected LSF: within errors %d/28, median |dV| %.2f km/s, median |dsigma/sigma| %.1f %%\n",
+              c.within_both, c.med_dv, 100 * c.med_dsig_rel);
+  EXPECT_FALSE(c.within_both >= 26 && c.med_dv <= 5.0 && c.med_dsig_rel <= 0.05);
+  EXPECT_GT(c.med_dsig_rel, 0.05);
+}
+
+/// ... and one with the wrong templates (the synthetic built-in SSPs instead of MILES).
+TEST_F(NgistComparison, WrongTemplatesFailTheBounds) {
+  auto lsf = spectral::Lsf::FromFile(run_->dir + "/configFiles/lsf_MUSE-WFM");
+  ASSERT_TRUE(lsf.ok());
+  const Comparison c = RunNgist(*run_, *sim::BuiltinSsp(), *lsf, false, true);
+  std::printf("built-in templates: within errors %d/28, median |dV| %.2f km/s, median |dsigma/sigma| %.1f %%\n",
+              c.within_both, c.med_dv, 100 * c.med_dsig_rel);
+  EXPECT_FALSE(c.within_both >= 26 && c.med_dv <= 5.0 && c.med_dsig_rel <= 0.05);
 }
