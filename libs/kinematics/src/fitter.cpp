@@ -59,7 +59,6 @@ class KinProblem final : public LeastSquaresProblem, public ActiveSetOracle {
       : ts_(ts), o_(o), xi_(xi), y_(y), q_(q), xleg_(xleg), nw_(static_cast<int>(y.size())) {
     npar_ = o_.moments + std::max(o_.mdegree, 0);
     nfree_ = std::max(o_.degree + 1, 0);
-    dln_ = ts_.velscale / kC;
   }
 
   void SetGood(const std::vector<int>& good) {
@@ -99,14 +98,14 @@ class KinProblem final : public LeastSquaresProblem, public ActiveSetOracle {
     warm_ = true;
     r = nnls_.residual();
     chi2_plain_ = r.squaredNorm();
-    dnorm_ = 0;
+    hsum2_ = 0;
     if (o_.moments > 2 && bias_ > 0) {
       // Penalty of Cappellari & Emsellem (2004, eqs. 8-9): chi2_p = chi2 (1 + bias^2 D^2) with
       // D^2 = sum h_n^2, as residuals r sqrt(1 + bias^2 D^2). (pPXF's code adds
       // bias * robust_sigma(r) * D to every residual instead, which equals this up to the term
       // 2 bias robust_sigma D sum(r): noise, and a cone at h = 0 that makes minimisers zigzag.)
-      for (int n = 2; n < o_.moments; ++n) dnorm_ += p[n] * p[n];
-      pscale_ = std::sqrt(1.0 + bias_ * bias_ * dnorm_);
+      for (int n = 2; n < o_.moments; ++n) hsum2_ += p[n] * p[n];
+      pscale_ = std::sqrt(1.0 + bias_ * bias_ * hsum2_);
       r *= pscale_;
     } else {
       pscale_ = 1.0;
@@ -236,7 +235,7 @@ class KinProblem final : public LeastSquaresProblem, public ActiveSetOracle {
   LosvdParams ToLosvd(const Eigen::VectorXd& p) const {
     LosvdParams lp;
     lp.moments = o_.moments;
-    lp.v = p[0] / ts_.velscale + v0px_;
+    lp.v = p[0] / ts_.velscale;
     lp.sigma = p[1] / ts_.velscale;
     for (int n = 2; n < o_.moments; ++n) lp.h[n - 2] = p[n];
     return lp;
@@ -350,19 +349,13 @@ class KinProblem final : public LeastSquaresProblem, public ActiveSetOracle {
     return s;
   }
 
-  /// topt_ = sum_k w_k T_k over the whole template grid (double), and its prefix sums.
+  /// topt_ = sum_k w_k T_k over the whole template grid (double).
   void OptimalTemplate() {
     topt_.setZero(ts_.npix);
     const auto& pas = nnls_.passive();
     const auto& w = nnls_.weights();
     for (size_t k = 0; k < pas.size(); ++k) topt_ += w[k] * ts_.flux.col(pas[k]).cast<double>();
-    prefix_.resize(static_cast<size_t>(ts_.npix + 1));
-    prefix_[0] = 0;
-    for (int64_t t = 0; t < ts_.npix; ++t) prefix_[static_cast<size_t>(t + 1)] = prefix_[static_cast<size_t>(t)] + topt_[t];
   }
-
- public:
-  double v0px_ = 0;  // reserved: velocity offset of the template grid (pixels)
 
  private:
   const TemplateSet& ts_;
@@ -372,12 +365,11 @@ class KinProblem final : public LeastSquaresProblem, public ActiveSetOracle {
   const Eigen::VectorXd& q_;
   const Eigen::VectorXd& xleg_;
   int nw_ = 0, npar_ = 0, nfree_ = 0;
-  double dln_ = 0;
   std::vector<int> good_;
   Eigen::MatrixXd free_;
   Eigen::VectorXd yw_, mp_, scale_;
   double qnorm_ = 1;
-  double bias_ = 0, dnorm_ = 0, pscale_ = 1, chi2_plain_ = 0;
+  double bias_ = 0, hsum2_ = 0, pscale_ = 1, chi2_plain_ = 0;  // hsum2_: sum h_n^2
   bool warm_ = false, deriv_built_ = false;
   Eigen::VectorXd last_p_;
   KernelTable table_;
@@ -387,7 +379,6 @@ class KinProblem final : public LeastSquaresProblem, public ActiveSetOracle {
   ActiveSetNnls nnls_;
   Eigen::VectorXf acc_, gradf_;
   Eigen::VectorXd topt_;
-  std::vector<double> prefix_;
 };
 
 }  // namespace
