@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Full-size benchmark (issues #3, #7): a PHANGS-MUSE-sized mock cube (300 x 300 spaxels x 3681
+# Full-size benchmark (issues #3, #7, #16): a PHANGS-MUSE-sized mock cube (300 x 300 spaxels x 3681
 # channels, about 1.3 GB per extension) made with `cubeflow simulate galaxy`, then
-# pipelines/phangs_cnn.yaml on it with the runner's default thread count and with 1 and 2 threads.
+# pipelines/phangs_cnn.yaml on it (stellar kinematics fitted from the cube by kinematics.fit, with
+# the mock's z_sys and LSF convention) with the runner's default thread count and with 1 and 2 threads.
 #
 # usage: bench/fullsize.sh [BUILD_DIR]        (from anywhere; BUILD_DIR or $CUBEFLOW_BUILD, default build)
 # environment:
@@ -124,7 +125,7 @@ for t in $THREADS; do
   if ! CUBEFLOW_CUBE="$GAL/cube.fits" CUBEFLOW_KINEMATICS="$GAL/kinematics.fits" CUBEFLOW_HST_DIR="$GAL" \
        CUBEFLOW_OUT="$SCRATCH/maps_t$label.fits" \
        $TIMECMD -v -o "$SCRATCH/run_t$label.time" "$CF" run "$PIPELINE" \
-         --set rest.z_sys=0.00243 --set bin.covariance_alpha=0 \
+         --set rest.z_sys=0.00243 --set kin.z_sys=0.00243 --set kin.lsf_pixel=0 --set bin.covariance_alpha=0 \
          --set 'hst.pattern=hst_{band}.fits' --set hst.psf_muse_fwhm=0 \
          --no-progress -v "${targ[@]}" > "$log" 2>&1; then
     echo "fullsize.sh: the pipeline failed; see $log:" >&2

@@ -12,6 +12,7 @@
 #include "cubeflow/data.hpp"
 #include "cubeflow/node.hpp"
 #include "cubeflow/registry.hpp"
+#include "cubeflow/spectral/lsf.hpp"
 #include "cubeflow/spectral/spectral_ops.hpp"
 #include "cubeflow/spec.hpp"
 #include "cubeflow/status.hpp"
@@ -111,6 +112,9 @@ class RestframeNode : public Node {
             "sigma_target, km/s).\n"
             "5. Normalisation by the mean good-pixel flux in [norm_min, norm_max] (rest frame): flux "
             "/= F, variance /= F^2, norm *= F. A bin with no good pixel there or a mean <= 0 fails.\n"
+            "With `kinematics` connected (records of kinematics.fit, one per bin), the bin's v_stars and "
+            "sigma_stars are used directly (the fitted sigma of the co-added spectrum already includes "
+            "the bin's velocity spread); the maps must then be unconnected.\n"
             "Output meta: the input meta plus velocity, dispersion (km/s, used values), z_sys, norm "
             "(the cumulative Spectrum.norm) and kinematics_fallback (1 if maps had no valid value).")
         .Input("spectra", Spectrum::kType, PortKind::kStream,
@@ -125,6 +129,10 @@ class RestframeNode : public Node {
         .OptionalInput("weights", Map::kType, PortKind::kSingle,
                        "light weights per spaxel for averaging the maps (e.g. FLUX of "
                        "spectral.snr_map); uniform if unconnected; negative/NaN count as 0")
+        // kinematics.fit (issue #16): per-bin kinematics streamed beside the spectra, instead of maps.
+        .OptionalInput("kinematics", Record::kType, PortKind::kStream,
+                       "per-bin kinematics records with v_stars, sigma_stars (km/s, from kinematics.fit), "
+                       "joined with the spectra by bin id; replaces the velocity/dispersion maps")
         .Output("spectra", Spectrum::kType, PortKind::kStream,
                 "rest-frame spectra on the model grid, broadened and normalised (rest_frame = true)")
         .Param(&Options::z_sys, "z_sys", "systemic redshift (cz / c); rest = observed / (1 + z_sys) / (1 + v/c)",
@@ -211,26 +219,28 @@ class RestframeNode : public Node {
         norm_max_(o.norm_max),
         axis_(OutputGrid(o)),
         centres_(spectral::AxisCentres(axis_)),
-        edges_(spectral::AxisEdges(axis_)) {}
+        edges_(spectral::AxisEdges(axis_)) {
+    // CheckOptions has already refused a linear model with lsf_wave_red <= lsf_wave_blue.
+    lsf_ = lsf_bacon_ ? spectral::Lsf::Bacon2017()
+                      : spectral::Lsf::Linear(lsf_wave_blue_, lsf_fwhm_blue_, lsf_wave_red_, lsf_fwhm_red_).ValueOrThrow();
+  }
 
   /// Instrumental FWHM (Angstrom) at an observed wavelength.
-  double LsfFwhm(double lambda_obs) const {
-    if (lsf_bacon_) return spectral::MuseLsfFwhm(lambda_obs);
-    if (lambda_obs <= lsf_wave_blue_) return lsf_fwhm_blue_;
-    if (lambda_obs >= lsf_wave_red_) return lsf_fwhm_red_;
-    const double t = (lambda_obs - lsf_wave_blue_) / (lsf_wave_red_ - lsf_wave_blue_);
-    return lsf_fwhm_blue_ + t * (lsf_fwhm_red_ - lsf_fwhm_blue_);
-  }
+  double LsfFwhm(double lambda_obs) const { return lsf_.Fwhm(lambda_obs); }
 
   void Process(ProcessContext& ctx) override {
     auto binning = ctx.OptionalInput<Binning>("binning");
     auto vmap = ctx.OptionalInput<Map>("velocity");
     auto smap = ctx.OptionalInput<Map>("dispersion");
     auto wmap = ctx.OptionalInput<Map>("weights");
+    const bool streamed = ctx.Connected("kinematics");
+    if (streamed && (vmap || smap))
+      throw Error("connect either the kinematics records (kinematics.fit) or the velocity/dispersion maps, not both");
     for (size_t item = 0; item < ctx.size(); ++item) {
       auto in = ctx.Input<Spectrum>("spectra", item);
       const int64_t key = ctx.key(item) >= 0 ? ctx.key(item) : in->id;
-      Kinematics kin = BinKinematics(key, *in, binning.get(), vmap.get(), smap.get(), wmap.get());
+      Kinematics kin = streamed ? RecordKinematics(key, *ctx.Input<Record>("kinematics", item))
+                                : BinKinematics(key, *in, binning.get(), vmap.get(), smap.get(), wmap.get());
       if (kin.fallback)
         ctx.Log(LogLevel::kWarn, "bin " + std::to_string(key) +
                                      ": kinematics maps have no valid value; using the "
@@ -382,6 +392,24 @@ class RestframeNode : public Node {
     return out;
   }
 
+  /// Velocity and dispersion of a bin from its kinematics.fit record.
+  static Kinematics RecordKinematics(int64_t key, const Record& r) {
+    auto get = [&](const char* name) {
+      auto it = r.fields.find(name);
+      if (it == r.fields.end() || it->second.values.empty())
+        throw Error("bin " + std::to_string(key) + ": the kinematics record has no field '" + name +
+                    "'; connect kinematics.fit's kinematics output");
+      const double v = it->second.values[0];
+      if (!std::isfinite(v))
+        throw Error("bin " + std::to_string(key) + ": the kinematics record's " + name + " is not finite");
+      return v;
+    };
+    Kinematics k;
+    k.velocity = get("v_stars");
+    k.dispersion = std::max(get("sigma_stars"), 0.0);
+    return k;
+  }
+
   /// Velocity and dispersion of a bin from the maps, or the parameters.
   Kinematics BinKinematics(int64_t key, const Spectrum& s, const Binning* binning, const Map* vmap,
                            const Map* smap, const Map* wmap) const {
@@ -462,6 +490,7 @@ class RestframeNode : public Node {
   double sigma_target_;
   bool lsf_bacon_;
   double lsf_fwhm_blue_, lsf_fwhm_red_, lsf_wave_blue_, lsf_wave_red_;
+  spectral::Lsf lsf_ = spectral::Lsf::Bacon2017();  // the model of `lsf` (cubeflow/spectral/lsf.hpp)
   double norm_min_, norm_max_;
   WavelengthAxis axis_;
   std::vector<double> centres_, edges_;

@@ -1,0 +1,1 @@
+set(BENCH_LIBS_kinematics cubeflow_kinematics)
