@@ -6,6 +6,7 @@
 #include <tbb/parallel_for.h>
 
 #include <algorithm>
+#include <limits>
 #include <chrono>
 #include <climits>
 #include <cmath>
@@ -373,11 +374,50 @@ void MapCorners(const Strip& s, const Crop& crop, const PixelTransform& xf, int6
   });
 }
 
-/// Deposits every valid core pixel onto the grid by exact polygon overlap (atomic additions).
+/// Deposits every valid core pixel onto the grid by exact polygon overlap, in the same order
+/// whatever the thread count, so that products are reproducible bit for bit (a resumed run must
+/// give the product an uninterrupted one gives). The strip's rows are cut into fixed chunks;
+/// chunks go into phases such that no two chunks of one phase touch the same MUSE row; the
+/// chunks of a phase run in parallel, each in row order, and phases run one after the other. No
+/// atomics: every cell is only ever added to by one thread at a time, in a fixed order.
 void DepositStrip(const Strip& s, const Crop& crop, const StripBuffers& b, GridSums& total) {
   const int64_t ncx = crop.x1 - crop.x0 + 1, ncc = ncx + 1;
-  tbb::parallel_for(tbb::blocked_range<int64_t>(0, s.ncore, 4), [&](const tbb::blocked_range<int64_t>& rr) {
-    for (int64_t j = rr.begin(); j < rr.end(); ++j) {
+  constexpr int64_t kChunkRows = 8;
+  const int64_t nchunks = (s.ncore + kChunkRows - 1) / kChunkRows;
+  // MUSE rows each chunk can touch: the range of its corners' y, one row of margin.
+  std::vector<std::pair<int64_t, int64_t>> rows(static_cast<size_t>(nchunks));
+  for (int64_t c = 0; c < nchunks; ++c) {
+    double lo = std::numeric_limits<double>::infinity(), hi = -lo;
+    const int64_t j1 = std::min(s.ncore, (c + 1) * kChunkRows);
+    for (int64_t j = c * kChunkRows; j <= j1; ++j)
+      for (int64_t i = 0; i < ncc; ++i) {
+        const double y = b.cys[static_cast<size_t>(j * ncc + i)];
+        lo = std::min(lo, y);
+        hi = std::max(hi, y);
+      }
+    rows[static_cast<size_t>(c)] = {static_cast<int64_t>(std::floor(lo + 0.5)) - 1,
+                                    static_cast<int64_t>(std::floor(hi + 0.5)) + 1};
+  }
+  std::vector<std::vector<int64_t>> phases;
+  for (int64_t c = 0; c < nchunks; ++c) {
+    const auto& rc = rows[static_cast<size_t>(c)];
+    bool placed = false;
+    for (auto& ph : phases) {
+      bool clash = false;
+      for (int64_t d : ph) {
+        const auto& rd = rows[static_cast<size_t>(d)];
+        if (rc.first <= rd.second && rd.first <= rc.second) { clash = true; break; }
+      }
+      if (!clash) {
+        ph.push_back(c);
+        placed = true;
+        break;
+      }
+    }
+    if (!placed) phases.push_back({c});
+  }
+  auto deposit_rows = [&](int64_t j0, int64_t j1) {
+    for (int64_t j = j0; j < j1; ++j) {
       const double* srow = b.sm.data() + j * s.nc + (crop.x0 - s.c0);
       const double* vrow = b.var.data() + j * ncx;
       for (int64_t i = 0; i < ncx; ++i) {
@@ -387,16 +427,23 @@ void DepositStrip(const Strip& s, const Crop& crop, const StripBuffers& b, GridS
                      k11 = k00 + 1 + static_cast<size_t>(ncc), k01 = k00 + static_cast<size_t>(ncc);
         const double qx[4] = {b.cxs[k00], b.cxs[k10], b.cxs[k11], b.cxs[k01]};
         const double qy[4] = {b.cys[k00], b.cys[k10], b.cys[k11], b.cys[k01]};
-        DepositQuad(qx, qy, f, vrow[i], total, true);
+        DepositQuad(qx, qy, f, vrow[i], total, false);
       }
     }
-  });
+  };
+  for (const auto& ph : phases)
+    tbb::parallel_for(tbb::blocked_range<size_t>(0, ph.size(), 1), [&](const tbb::blocked_range<size_t>& rr) {
+      for (size_t k = rr.begin(); k < rr.end(); ++k) {
+        const int64_t c = ph[k];
+        deposit_rows(c * kChunkRows, std::min(s.ncore, (c + 1) * kChunkRows));
+      }
+    });
 }
 
 /// The strip loop: reads the crop `strip_rows` rows at a time (peak memory: one strip), and
 /// calibrates, samples the background (estimate mode), pre-smooths and deposits each strip
-/// onto `total`, one accumulator on the padded MUSE grid filled with atomic additions (memory
-/// does not grow with the thread count).
+/// onto `total`, one accumulator on the padded MUSE grid (memory does not grow with the thread
+/// count; DepositStrip keeps the order of the additions fixed).
 Status ResampleStrips(const BandOptions& opt, const OpenedImage& im, const Crop& crop, const PsfPlan& psf,
                       const NoisePlan& noise, const Calibration& calib, const PixelTransform& xf, GridSums& total,
                       BackgroundSample& background) {
