@@ -160,6 +160,7 @@ class Writer {
 class Reader {
  public:
   explicit Reader(const std::string& in) : in_(in) {}
+  explicit Reader(std::string&&) = delete;  // holds a reference: a temporary would dangle
   bool ok() const { return ok_; }
   uint64_t U64() {
     uint64_t v = 0;
@@ -341,7 +342,8 @@ uint64_t Fnv(const char* p, size_t n) {
 size_t RecordAt(const std::string& buf, size_t pos, std::string* key) {
   if (buf.size() - pos < 4 + 16 + 8 + 8) return 0;
   if (std::memcmp(buf.data() + pos, kMagic, 4) != 0) return 0;
-  Reader r(buf.substr(pos + 20));  // after magic and key
+  const std::string after_key = buf.substr(pos + 20, 8);  // after magic and key
+  Reader r(after_key);
   const uint64_t n = r.U64();
   if (!r.ok() || n > 1024) return 0;
   size_t len = 4 + 16 + 8;
@@ -410,11 +412,7 @@ bool Store::Find(const std::string& key, std::vector<Emission>& out) {
   std::string buf(where.second, '\0');
   if (::pread(fd_, buf.data(), buf.size(), static_cast<off_t>(where.first)) != static_cast<ssize_t>(buf.size()))
     return false;
-  Reader r(buf);
-  char magic[4];
-  (void)magic;
-  r.U64();  // magic (4) + first half of the key: skip 20 bytes in total below
-  std::string rest = buf.substr(20);
+  const std::string rest = buf.substr(20);  // after magic and key
   Reader rr(rest);
   const uint64_t n = rr.U64();
   out.clear();
