@@ -10,11 +10,18 @@ spectral.restframe (the galaxy's V_STARS / SIGMA_STARS) -> io.write_spectra
 truth spectra; the pipeline's spectrum is SPECTRA x NORM and its 1-sigma error ERROR x NORM.
 
 Asserted, away from the nebular lines (+-12 A): the pulls (pipeline - truth) / error have mean
-within +-0.05 and standard deviation 0.9-1.1 overall and below 1.25 in every bin (the signal
+within +-0.043 and standard deviation 0.974-1.033 overall and below 1.19 in every bin (the signal
 agrees and the propagated errors are the real noise); the total flux of every bin agrees to
-0.5 %; the Halpha, Hbeta, [O III] 5007 and [N II] 6583 fluxes of the brightest bins to 2 %
-(measured 0.4, 0.8, 0.4 and 0.2 %). The line profiles themselves differ by more than the noise
-(pull rms 2.4-4.4 within 6 A of the bright lines; 0.8 for single-spaxel bins): a bin co-adds
+0.3 %; the Halpha flux of the brightest bins to 1.25 %, Hbeta, [O III] 5007 and [N II] 6583 to 2 %.
+These are random quantities: over 30 other seeds (101-130) the pull mean is +0.0008 +- 0.0107
+(mean +- standard deviation), the pull standard deviation 1.0031 +- 0.0073, the largest per-bin
+one 1.081 +- 0.027, the largest |bin flux ratio - 1| 0.0018 +- 0.0003 and the line ratios
+0.998 +- 0.009 (Hbeta), 1.003 +- 0.007 ([O III]), 1.003 +- 0.002 (Halpha), 1.004 +- 0.007
+([N II]); the bounds are 4 standard deviations from those means, except that Hbeta, [O III]
+and [N II] keep 2 % (2.3-3 standard deviations of their spread: the noise of a median over 10
+bins does not allow more; seed 4 gives 0.4, 0.8 and 0.2 %). The line profiles themselves
+differ by more than the noise (pull rms 2.4-4.4 within 6 A of the bright lines; 0.8 for
+single-spaxel bins): a bin co-adds
 spaxels at different velocities, which the pipeline represents by one shift and one Gaussian
 broadening (velocity_spread), so strong lines are not checked pixel by pixel.
 
@@ -79,13 +86,13 @@ print(f"{nb} bins, {good.sum()} pixels off the nebular lines: pull mean {allp.me
       f"standard deviation {allp.std():.4f} (per bin {per_bin.min():.2f}-{per_bin.max():.2f}); "
       f"bin flux ratio {flux_ratio.min():.4f}-{flux_ratio.max():.4f}")
 failures = []
-if abs(allp.mean()) > 0.05:
+if abs(allp.mean()) > 0.043:
     failures.append(f"mean pull {allp.mean():+.3f}")
-if not 0.9 < allp.std() < 1.1:
+if not 0.974 < allp.std() < 1.033:
     failures.append(f"pull standard deviation {allp.std():.3f} (errors do not describe the noise)")
-if per_bin.max() > 1.25:
+if per_bin.max() > 1.19:
     failures.append(f"bin {per_bin.argmax()} pull standard deviation {per_bin.max():.3f}")
-if np.max(np.abs(flux_ratio - 1)) > 0.005:
+if np.max(np.abs(flux_ratio - 1)) > 0.003:
     failures.append(f"bin flux ratio {flux_ratio.min():.4f}-{flux_ratio.max():.4f}")
 bright = np.argsort(truth.sum(1))[-10:]
 for line in (4861.33, 5006.84, 6562.80, 6583.45):
@@ -96,7 +103,7 @@ for line in (4861.33, 5006.84, 6562.80, 6583.45):
     ft = (truth[bright][:, win] - np.median(truth[bright][:, cont], axis=1)[:, None]).sum(1)
     r = np.median(fp / ft)
     print(f"line {line:.0f}: flux pipeline / truth, median of the 10 brightest bins {r:.4f}")
-    if abs(r - 1) > 0.02:
+    if abs(r - 1) > (0.0125 if line == 6562.80 else 0.02):
         failures.append(f"line {line:.0f} flux ratio {r:.3f}")
 if failures:
     print("FAIL: " + "; ".join(failures))

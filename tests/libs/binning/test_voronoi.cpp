@@ -205,7 +205,8 @@ TEST(Voronoi, UniformFieldGivesEqualBins) {
   const VoronoiQuality q = EvaluateBinning(f.x, f.y, r, opt.target_snr);
   EXPECT_GE(q.min_ratio, 0.8);
   EXPECT_LT(q.scatter, 0.08);
-  EXPECT_NEAR(static_cast<double>(r.nbins()), 3600.0 / 16.0, 0.25 * 3600.0 / 16.0);
+  // Measured 211 bins (-6.2 %), scatter 5.4 %; 2x.
+  EXPECT_NEAR(static_cast<double>(r.nbins()), 3600.0 / 16.0, 0.125 * 3600.0 / 16.0);
 }
 
 TEST(Voronoi, TooLittleSignalGivesOneBin) {
@@ -239,10 +240,11 @@ TEST(Voronoi, BruteForceReferenceAgrees) {
   opt.spatial_index = false;
   const VoronoiResult slow = VoronoiBin(f.x, f.y, f.s, f.n, opt);
   CheckConsistent(f, slow, opt);
-  EXPECT_NEAR(static_cast<double>(fast.nbins()), static_cast<double>(slow.nbins()), 0.05 * slow.nbins());
+  // Measured: 573 and 576 bins (0.52 %), S/N scatter 9.20 % and 9.51 % (0.31 points); 2x.
+  EXPECT_NEAR(static_cast<double>(fast.nbins()), static_cast<double>(slow.nbins()), 0.0105 * slow.nbins());
   const auto qf = EvaluateBinning(f.x, f.y, fast, 35), qs = EvaluateBinning(f.x, f.y, slow, 35);
   EXPECT_GE(qs.min_ratio, 0.8);
-  EXPECT_NEAR(qf.scatter, qs.scatter, 0.04);
+  EXPECT_NEAR(qf.scatter, qs.scatter, 0.0065);
 }
 
 TEST(Voronoi, ScalesToLargeField) {
@@ -398,9 +400,13 @@ TEST(Voronoi, MatchesNgistTutorialBinning) {
     std::cout << "nGIST NGC0000 (" << (m == VoronoiMethod::kCvt ? "cvt" : "wvt") << "): cubeflow "
               << r.nbins() << " bins, S/N scatter " << 100 * q.scatter << "%, min " << q.min_ratio
               << " | nGIST " << ref_bins.size() << " bins, S/N scatter " << 100 * ref_scatter << "%\n";
-    EXPECT_NEAR(static_cast<double>(r.nbins()), static_cast<double>(ref_bins.size()), 0.3 * ref_bins.size());
+    // Bin count: measured 28 with both methods, as nGIST's 28; bound 1 bin (3.6 %).
+    EXPECT_NEAR(static_cast<double>(r.nbins()), static_cast<double>(ref_bins.size()), 1.0);
     EXPECT_GE(q.min_ratio, 0.8);
-    EXPECT_LT(q.scatter, std::max(0.12, 1.5 * ref_scatter));
+    // S/N scatter: no worse than nGIST's own binning (8.43 %); measured 4.97 % (cvt, the method
+    // nGIST runs: bound 1.5x, 7.5 %) and 7.98 % (wvt).
+    EXPECT_LT(q.scatter, ref_scatter);
+    if (m == VoronoiMethod::kCvt) EXPECT_LT(q.scatter, 0.075);
   }
 }
 

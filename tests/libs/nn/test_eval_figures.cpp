@@ -23,6 +23,7 @@
 #include "cubeflow/nn/commands.hpp"
 #include "cubeflow/nn/eval_figures.hpp"
 #include "cubeflow/nn/sbi_train.hpp"
+#include "test_data.hpp"
 
 
 using namespace cubeflow;
@@ -327,7 +328,7 @@ TEST(EvalFigures, WriteErrorsNameThePathAndLeaveNoTemporaryFile) {
 
 TEST(EvalFigures, CnnEvaluateWritesFiguresBesideTheTables) {
   const std::string model = std::string(CUBEFLOW_MODELS_DIR) + "/cnn_builtin.pt";
-  if (!fs::exists(model)) GTEST_SKIP() << "shipped model " << model << " missing";
+  if (!fs::exists(model)) CUBEFLOW_SKIP_WITHOUT("a shipped model (models/)") << "shipped model " << model << " missing";
   TempDir dir;
   const std::string lib = dir.File("nf.fits");
   ASSERT_EQ(MakeLibraryFile(lib, 120, 5, /*noise=*/false), "");
@@ -350,7 +351,7 @@ TEST(EvalFigures, CnnEvaluateWritesFiguresBesideTheTables) {
 
 TEST(EvalFigures, SbiEvaluateWritesCoverageRanksAndMedians) {
   const std::string model = std::string(CUBEFLOW_MODELS_DIR) + "/sbi_builtin.pt";
-  if (!fs::exists(model)) GTEST_SKIP() << "shipped model " << model << " missing";
+  if (!fs::exists(model)) CUBEFLOW_SKIP_WITHOUT("a shipped model (models/)") << "shipped model " << model << " missing";
   TempDir dir;
   const std::string lib = dir.File("noisy.fits");
   ASSERT_EQ(MakeLibraryFile(lib, 80, 7, /*noise=*/true), "");

@@ -17,6 +17,7 @@
 #include "cubeflow/plot/png.hpp"
 #include "cubeflow/plot/ticks.hpp"
 #include "plot_test_util.hpp"
+#include "test_data.hpp"
 
 using namespace cubeflow;
 using namespace cubeflow::plot;
@@ -118,7 +119,7 @@ TEST(Png, WriteIsAtomicAndErrorsNameThePath) {
 }
 
 TEST(Png, PythonDecodesWhatWeWrite) {
-  if (!plottest::HavePython()) GTEST_SKIP() << "/usr/bin/python3 not found";
+  if (!plottest::HavePython()) CUBEFLOW_SKIP_WITHOUT("/usr/bin/python3") << "/usr/bin/python3 not found";
   TempDir d;
   // Known layout: 5 x 3 pixels, colour (10 x, 20 y, 7) except a red pixel at (3, 1).
   RgbImage im;

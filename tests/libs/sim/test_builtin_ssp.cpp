@@ -147,15 +147,16 @@ TEST(BuiltinSsp, TrendsAgreeWithMiles) {
   for (double age : {0.1, 1.0, 10.0}) {
     const double x = std::log10(age * 1e9);
     const Props m = Measure(*miles, age, 0.0, table_mass(age, 0.0));
-    // Our photometric M/L method reproduces the MILES table ...
-    EXPECT_NEAR(m.ml_v / miles->InterpolateScalar(miles->ml_v, x, 0.0), 1.0, 0.15) << age;
-    // ... and the built-in model is within a factor 2 of MILES; its stored ml_v agrees with
-    // the measurement.
+    // Our photometric M/L method reproduces the MILES table (measured 0.947, 0.937, 0.927 at
+    // 0.1, 1, 10 Gyr: the blackbody Sun; bound 1.5x the largest deviation) ...
+    EXPECT_NEAR(m.ml_v / miles->InterpolateScalar(miles->ml_v, x, 0.0), 1.0, 0.11) << age;
+    // ... and the built-in model is within 25 % of MILES (measured 1.170, 0.977, 0.881; 1.5x);
+    // its stored ml_v agrees with the measurement (measured 0.998, 0.996, 0.994; 2x).
     const double ml_b = b->InterpolateScalar(b->ml_v, x, 0.0);
-    EXPECT_GT(ml_b / m.ml_v, 0.5) << age;
-    EXPECT_LT(ml_b / m.ml_v, 2.0) << age;
+    EXPECT_GT(ml_b / m.ml_v, 0.8) << age;
+    EXPECT_LT(ml_b / m.ml_v, 1.25) << age;
     EXPECT_NEAR(Measure(*b, age, 0.0, b->InterpolateScalar(b->mass_star, x, 0.0)).ml_v / ml_b, 1.0,
-                0.1);
+                0.012);
   }
   for (const SspGrid* g : std::vector<const SspGrid*>{miles.get(), b.get()}) {
     const std::string who = g->name;
@@ -196,11 +197,11 @@ TEST(BuiltinSsp, TrendsAgreeWithMiles) {
   }
   EXPECT_GT(best_age, 0.2);
   EXPECT_LT(best_age, 1.5);
-  // Absolute flux scale: 10 Gyr solar at 5500 A within a factor 2 of MILES.
+  // Absolute flux scale: 10 Gyr solar at 5500 A within 20 % of MILES (measured 1.131; 1.5x).
   const double fm = Interp(miles->wave, At(*miles, 10.0, 0.0), 5500.0);
   const double fb = Interp(b->wave, At(*b, 10.0, 0.0), 5500.0);
-  EXPECT_GT(fb / fm, 0.5);
-  EXPECT_LT(fb / fm, 2.0);
+  EXPECT_GT(fb / fm, 0.8);
+  EXPECT_LT(fb / fm, 1.2);
 }
 
 }  // namespace

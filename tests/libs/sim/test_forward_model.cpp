@@ -10,6 +10,7 @@
 #include "cubeflow/sim/observables.hpp"
 #include "cubeflow/sim/sfh.hpp"
 #include "cubeflow/spectral/spectral_ops.hpp"
+#include "test_data.hpp"
 
 using namespace cubeflow;
 using namespace cubeflow::sim;
@@ -201,7 +202,7 @@ TEST(ForwardModel, SingleSspMatchesRebinnedTemplate) {
   std::shared_ptr<const SspGrid> ssp;
   SimConfig c = QuietConfig();
   const std::string miles = DataDir() + "/ssp/miles_padova_ppxf";
-  if (std::filesystem::exists(miles)) {
+  if (cftest::HaveData(miles)) {
     auto r = LoadSspDirectory(miles);
     ASSERT_TRUE(r.ok()) << r.status().message();
     ssp = *r;

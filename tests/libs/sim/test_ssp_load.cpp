@@ -118,7 +118,7 @@ TEST(SspLoad, MilesPadovaHasMassToLightFromTheCompanionTable) {
   EXPECT_LT(g.InterpolateScalar(g.mass_star, 10.0, 0.0), 0.9);
   // The other sets have no table: ml_v stays empty.
   const std::string basti = DataDir() + "/ssp/miles_basti_kb_ngist";
-  if (HasDir(basti)) {
+  if (cftest::HaveData(basti)) {
     auto b = LoadSspDirectory(basti);
     ASSERT_TRUE(b.ok());
     EXPECT_TRUE((*b)->ml_v.empty());

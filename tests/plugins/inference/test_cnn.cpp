@@ -15,6 +15,7 @@
 #include "cubeflow/nn/cnn.hpp"
 #include "cubeflow/nn/train.hpp"
 #include "nn_test_util.hpp"
+#include "test_data.hpp"
 
 namespace fs = std::filesystem;
 using namespace cubeflow;
@@ -594,7 +595,7 @@ TEST(CnnNode, MismatchErrorsNameTheField) {
 
 TEST(CnnModel, TorchScriptFromPython) {
   if (std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") != 0)
-    GTEST_SKIP() << "python3-torch is not available";
+    CUBEFLOW_SKIP_WITHOUT("python3-torch") << "python3-torch is not available";
   auto dir = TempDir("jit");
   const std::string script = (dir / "export.py").string();
   std::ofstream(script) << R"PY(

@@ -239,8 +239,8 @@ TEST(NgistReference, BinSumsWithTheirAssignmentReproduceTheirBinTable) {
   std::cout << "nGIST bin table: cubeflow bin S/N vs SNRBIN max |rel diff| " << snr_worst
             << "; median(SPEC) / sum of spaxel signal: " << *lo << " .. " << *hi << " (median " << Median(level)
             << ")\n";
-  // SNRBIN = sum(signal) / sqrt(sum(noise^2)) in vorbin, stored via float32: agreement ~1e-7.
-  EXPECT_LT(snr_worst, 1e-6);
+  // SNRBIN = sum(signal) / sqrt(sum(noise^2)) in vorbin, stored via float32: measured 9.1e-8; 2x.
+  EXPECT_LT(snr_worst, 2e-7);
   // nGIST's binned spectra are spaxel sums (a mean would be 1/NSPAX = 0.015..0.5 of it); the median
   // of a sum differs from the sum of medians by 0.23 % at most here: 0.5 % tolerance.
   EXPECT_GT(*lo, 0.995);
@@ -333,9 +333,10 @@ TEST(NgistReference, RestframedSpectraMatchTheirRestFrameSpectra) {
   std::cout << "nGIST rest-frame linear spectra vs spectral.restframe + io.write_spectra (float32): ratio median "
             << Median(ratios) << ", max |ratio - 1| flux " << worst_f << ", error " << worst_e << "; " << masked
             << " edge pixels masked of " << kBins * g.nlin << "\n";
-  // float32 storage: 6e-8 relative; the rebinning onto the identical grid adds ~1e-12.
-  EXPECT_LT(worst_f, 2e-7);
-  EXPECT_LT(worst_e, 2e-7);
+  // float32 storage: 6e-8 relative; the rebinning onto the identical grid adds ~1e-12. Measured
+  // 5.96e-8 (flux) and 5.93e-8 (error): one float32 rounding, 2^-24. Bound: two, 2^-23.
+  EXPECT_LT(worst_f, 1.2e-7);
+  EXPECT_LT(worst_e, 1.2e-7);
   EXPECT_LE(masked, 2 * kBins);
 }
 
@@ -388,8 +389,8 @@ TEST(NgistReference, LogRebinnedSpectraMatchTheirLogSpectra) {
             << uncovered << " uncovered edge pixels); error ratio cubeflow/nGIST " << err_lo << " .. " << err_hi
             << ", median " << Median(err_ratio) << "\n";
   // Both are pixel-overlap means (pPXF log_rebin, flux=False); nGIST's inputs went through float32:
-  // measured 3.4e-7.
-  EXPECT_LT(worst_f, 1e-6);
+  // measured 3.8e-7; 2x.
+  EXPECT_LT(worst_f, 8e-7);
   EXPECT_LE(uncovered, 2 * kBins);
   // Errors: nGIST rebinned each spaxel's sigma like a flux (sum w sigma) and summed in quadrature;
   // cubeflow propagates sum w^2 var. With <= 3 input pixels per output pixel, Cauchy-Schwarz
@@ -415,6 +416,7 @@ TEST(NgistReference, LogRebinnedSpectraMatchTheirLogSpectra) {
   }
 
   if (!cftest::HaveAstropy()) {
+    if (cftest::InCi()) ADD_FAILURE() << "CI=true, but astropy is missing: the astropy cross-check of " << path;
     std::cout << "astropy not available: the astropy cross-check of " << path << " is skipped\n";
     return;
   }
@@ -436,7 +438,7 @@ lam = w.pixel_to_world(np.arange(spec.shape[1]), np.zeros(spec.shape[1]))[0].to_
 assert np.max(np.abs(np.log(lam) - lg["LOGLAM"].data["LOGLAM"])) < 1e-9, "WCS ln(lambda) != nGIST LOGLAM"
 ok = h["MASK"].data == 0
 r = spec[ok] / lg["BIN_SPECTRA"].data["SPEC"][ok]
-assert np.max(np.abs(r - 1)) < 1e-6, np.max(np.abs(r - 1))
+assert np.max(np.abs(r - 1)) < 8e-7, np.max(np.abs(r - 1))  # as worst_f above
 bins = Table.read(h["BINS"])
 assert np.allclose(bins["VEL"], kin["V"]) and np.allclose(bins["SIGMA"], kin["SIGMA"])
 first = {b: i for i, b in reversed(list(enumerate(tab["BIN_ID"])))}

@@ -15,6 +15,7 @@
 #include "cubeflow/fits/units.hpp"
 #include "io_nodes.hpp"
 #include "spectra_test_util.hpp"
+#include "test_data.hpp"
 
 using namespace cubeflow;
 using cftest::TempDir;
@@ -493,7 +494,7 @@ TEST(WriteSpectra, ErrorsNameTheBinTheFileAndWhatToDo) {
 }
 
 TEST(WriteSpectra, AstropyReadsSpectraWcsAndTable) {
-  if (!cftest::HaveAstropy()) GTEST_SKIP() << "/usr/bin/python3 with astropy not available";
+  if (!cftest::HaveAstropy()) CUBEFLOW_SKIP_WITHOUT("astropy") << "/usr/bin/python3 with astropy not available";
   TempDir dir;
   const std::string path = dir.File("spectra.fits");
   auto node = MakeTypedNode<WS>({{"path", path}});

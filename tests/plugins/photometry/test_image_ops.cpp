@@ -58,7 +58,8 @@ TEST(PhotUnits, ZeropointMatchesPhotflam) {
   // STScI: ZP_AB = -2.5 log10(PHOTFLAM) - 21.10 - 5 log10(PHOTPLAM) + 18.6921.
   for (const auto& [flam, plam] : std::vector<std::pair<double, double>>{{1.9e-19, 5308.0}, {3.3e-18, 2704.0}, {1.5e-19, 8040.0}}) {
     const double zp = -2.5 * std::log10(flam) - 21.10 - 5 * std::log10(plam) + 18.6921;
-    EXPECT_NEAR(ZeropointToFlam(zp, plam) / flam, 1.0, 2e-4) << plam;
+    // Measured 4.4e-5 (the formula's constants are rounded); 2x.
+    EXPECT_NEAR(ZeropointToFlam(zp, plam) / flam, 1.0, 1e-4) << plam;
   }
 }
 
@@ -169,7 +170,7 @@ TEST(PhotPsf, MoffatTransformMatchesNumericalHankel) {
     for (double r = 0.5 * dr; r < 400; r += dr)
       s += (beta - 1) / (M_PI * a * a) * std::pow(1 + r * r / (a * a), -beta) * std::cyl_bessel_j(0.0, 2 * M_PI * q * r) * r;
     s *= 2 * M_PI * dr;
-    EXPECT_NEAR(PsfTransform(PsfShape::kMoffat, fwhm, beta, q), s, 2e-4) << q;
+    EXPECT_NEAR(PsfTransform(PsfShape::kMoffat, fwhm, beta, q), s, 5e-7) << q;  // measured 2.5e-7 (the sum); 2x
   }
   EXPECT_NEAR(PsfTransform(PsfShape::kGaussian, 1.0, 0, 0.3), std::exp(-2 * M_PI * M_PI * std::pow(1 / kFwhmToSigma * 0.3, 2)), 1e-15);
   // Enclosed-energy radius of the Moffat.
@@ -188,7 +189,7 @@ TEST(PhotPsf, GaussianKernelNormalisedWithRightWidth) {
       EXPECT_DOUBLE_EQ(k[i + h], k[h - i]);
     }
     EXPECT_NEAR(sum, 1.0, 1e-14);
-    EXPECT_NEAR(std::sqrt(m2), s, 0.01 * s);
+    EXPECT_NEAR(std::sqrt(m2), s, 2.5e-3 * s);  // measured 1.2e-3 (s = 0.7: the sampling), 2.6e-4, 4.3e-4; 2x
   }
 }
 
@@ -247,9 +248,10 @@ TEST(PhotKernel, GaussianKernelHasTheMissingWidth) {
   // Variance (MUSE px^2): target - HST PSF - pre-smoothing - HST pixel box - MUSE pixel box.
   const double sm = 0.8 / kFwhmToSigma / 0.2, sh = 0.08 / kFwhmToSigma / 0.2, sp = 0.12 / 0.2;
   const double expect = sm * sm - sh * sh - sp * sp - 0.2 * 0.2 / 12 - 1.0 / 12;
-  EXPECT_NEAR(mxx, expect, 0.01 * expect);
-  EXPECT_NEAR(myy, expect, 0.01 * expect);
-  EXPECT_LT(k->nyquist_transfer, 1e-3);
+  // Measured: variance 5.9e-6 relative, transfer at Nyquist 7.1e-6; 2x.
+  EXPECT_NEAR(mxx, expect, 1.2e-5 * expect);
+  EXPECT_NEAR(myy, expect, 1.2e-5 * expect);
+  EXPECT_LT(k->nyquist_transfer, 1.5e-5);
   // A MUSE PSF narrower than the HST one cannot be reached.
   PsfOptions bad = p;
   bad.muse_fwhm = 0.1;
@@ -279,8 +281,9 @@ TEST(PhotKernel, MoffatKernelReproducesTheMoffat) {
     auto sinc = [](double x) { return x == 0 ? 1.0 : std::sin(M_PI * x) / (M_PI * x); };
     const double applied = std::exp(-2 * M_PI * M_PI * (std::pow(0.1 / kFwhmToSigma, 2) + spre * spre) * q * q) *
                            sinc(0.2 * kx) * sinc(kx);
-    // Truncation at the 1e-3 radius and renormalisation allow ~1e-3.
-    EXPECT_NEAR(re * applied, PsfTransform(PsfShape::kMoffat, 0.7, 2.8, q), 2e-3) << kx;
+    // Truncation at the 1e-3 radius and renormalisation allow ~1e-3; measured 4.7e-4 (kx 0.05),
+    // 2.6e-4, 3.4e-5, 1e-15 (kx 0); 2x.
+    EXPECT_NEAR(re * applied, PsfTransform(PsfShape::kMoffat, 0.7, 2.8, q), 1e-3) << kx;
   }
 }
 
@@ -357,7 +360,7 @@ TEST(PhotGeometry, PixelTransformIsAccurateAcrossRotatedWcs) {
     t->Map(x, y, ix, iy);
     worst = std::max(worst, std::hypot(ex - ix, ey - iy));
   }
-  EXPECT_LT(worst, 1e-5);
+  EXPECT_LT(worst, 1e-5);  // the tolerance asked of Build (measured 1.05e-9)
 }
 
 TEST(PhotGeometry, SipDistortionReachesWcslib) {

@@ -171,8 +171,8 @@ TEST(PhotMock, PerBinFluxesAgreeWithTheTruthToTwoPercent) {
                 "edge >= 1..8 spaxels:", kBands[band].c_str(), b->bins.size(), interior, worst_in, worst_all);
     for (double wd : worst_d) std::printf(" %.3f", wd);
     std::printf("\n");
-    // Bins touching the galaxy's edge (measured: up to ~11 %, see above).
-    EXPECT_LT(worst_all, 0.15);
+    // Bins touching the galaxy's edge (see above): measured 0.0843-0.0845 in the five bands; 1.5x.
+    EXPECT_LT(worst_all, 0.13);
   }
   EXPECT_GE(interior, 200);
   // Outputs: pivots from PHOTPLAM, unit, records, QA maps.
@@ -212,20 +212,34 @@ TEST(PhotMock, ErrorsMatchTheScatterOfNoisyImages) {
     auto pn = RunNode(*nn, b, cn);
     ASSERT_EQ(pc.size(), pn.size());
     EXPECT_TRUE(cn.Emitted("maps").empty());
+    double s2_all = 0;
     for (size_t band = 0; band < kBands.size(); ++band) {
       double s2 = 0;
       for (size_t k = 0; k < pc.size(); ++k) {
         const double pull = (pn[k]->flux[band] - pc[k]->flux[band]) / pn[k]->error[band];
         s2 += pull * pull;
       }
+      s2_all += s2;
       const double rms = std::sqrt(s2 / static_cast<double>(pc.size()));
       std::printf("PSF %.1f\" %s: rms pull (noisy - noise-free) / error over %zu bins = %.3f\n", fwhm,
                   kBands[band].c_str(), pc.size(), rms);
-      // Without PSF matching the error is that of the bin's pixel sum; with it, the variance is
-      // propagated through the smoothing kernel (neighbouring spaxels covary). The bins are
-      // correlated by the smoothing, so the rms over 392 bins scatters by ~0.15.
-      EXPECT_LT(rms, 1.25);
-      EXPECT_GT(rms, 0.7);
+    }
+    // Without PSF matching the error is that of the bin's pixel sum; with it, the variance is
+    // propagated through the smoothing kernel (neighbouring spaxels covary). One band's rms is
+    // one noise draw: over 40 mock seeds its standard deviation is 0.03-0.04 without PSF
+    // matching and 0.11-0.15 with it (the smoothing correlates the bins), so the bands (whose
+    // noise is independent) are pooled: over those 40 seeds the pooled rms has mean 0.903 and
+    // standard deviation 0.017 without PSF matching (the errors are ~10 % high on these images),
+    // 0.892 and 0.062 with it (seed 5: 0.895 and 0.901). Bounds: that mean +- 4 standard
+    // deviations.
+    const double rms = std::sqrt(s2_all / static_cast<double>(pc.size() * kBands.size()));
+    std::printf("PSF %.1f\": rms pull over the %zu bands = %.3f\n", fwhm, kBands.size(), rms);
+    if (fwhm == 0.0) {
+      EXPECT_GT(rms, 0.835);
+      EXPECT_LT(rms, 0.97);
+    } else {
+      EXPECT_GT(rms, 0.645);
+      EXPECT_LT(rms, 1.14);
     }
   }
 }

@@ -1,14 +1,18 @@
 // io.read_map, and the real-data check of issue #4: the HST WFPC2 F606W image of the HDF-S,
 // resampled and PSF-matched onto the MUSE white-light image of the same field, must
-// cross-correlate with it at zero offset to better than 0.5 MUSE pixel.
+// cross-correlate with it at the offset between the two files' WCSs to better than 0.5 MUSE
+// pixel (the files' WCSs themselves differ by 0.6 spaxel in Dec: shown below).
 #include <fitsio.h>
 #include <gtest/gtest.h>
 
 #include <Eigen/Dense>
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <functional>
+#include <utility>
+#include <vector>
 
 #include "cubeflow/fits/image_io.hpp"
 #include "cubeflow/fits/wcs.hpp"
@@ -163,22 +167,41 @@ TEST(ReadMap, RealMuseImageWcsAgreesBetweenCdAndPcConventions) {
 // ---------------------------------------------------------------------------------------------
 // HST onto MUSE: registration
 
-/// Copies `src` to `dst` changing CRPIX1 of the DATA extension by `dx` pixels.
-bool CopyWithShift(const std::string& src, const std::string& dst, double dx) {
+/// Copies `src` to `dst` changing CRPIX1 / CRPIX2 of the DATA extension by `dx` / `dy` pixels.
+bool CopyWithShift(const std::string& src, const std::string& dst, double dx, double dy = 0.0) {
   fitsfile *in = nullptr, *out = nullptr;
   int st = 0;
   fits_open_diskfile(&in, src.c_str(), READONLY, &st);
   fits_create_file(&out, ("!" + dst).c_str(), &st);
   fits_copy_file(in, out, 1, 1, 1, &st);
   fits_movnam_hdu(out, IMAGE_HDU, const_cast<char*>("DATA"), 0, &st);
-  double crpix = 0;
-  fits_read_key(out, TDOUBLE, "CRPIX1", &crpix, nullptr, &st);
-  crpix += dx;
-  fits_update_key(out, TDOUBLE, "CRPIX1", &crpix, nullptr, &st);
+  for (const auto& [key, d] : {std::pair{"CRPIX1", dx}, std::pair{"CRPIX2", dy}}) {
+    double crpix = 0;
+    fits_read_key(out, TDOUBLE, key, &crpix, nullptr, &st);
+    crpix += d;
+    fits_update_key(out, TDOUBLE, key, &crpix, nullptr, &st);
+  }
   fits_close_file(out, &st);
   int s2 = 0;
   fits_close_file(in, &s2);
   return st == 0;
+}
+
+/// Where the content of the HST image moves on the MUSE grid (MUSE pixels) when its WCS is
+/// replaced by `shifted`: the MUSE position of the image centre through each WCS. The
+/// cross-correlation offset (MUSE minus HST) then changes by minus this.
+std::pair<double, double> ContentShift(const std::string& hst, const std::string& shifted, const CelestialWcs& muse) {
+  auto a = fits::ReadMap(hst, "DATA"), b = fits::ReadMap(shifted, "DATA");
+  EXPECT_TRUE(a.ok() && b.ok());
+  auto wa = fits::Wcs::FromCards((*a)->wcs), wb = fits::Wcs::FromCards((*b)->wcs), wm = fits::Wcs::FromCards(muse);
+  EXPECT_TRUE(wa.ok() && wb.ok() && wm.ok());
+  const double cx = 0.5 * ((*a)->nx - 1), cy = 0.5 * ((*a)->ny - 1);
+  double ra, dec, xa, ya, xb, yb;
+  wa->PixelToSky(cx, cy, ra, dec);
+  wm->SkyToPixel(ra, dec, xa, ya);
+  wb->PixelToSky(cx, cy, ra, dec);
+  wm->SkyToPixel(ra, dec, xb, yb);
+  return {xb - xa, yb - ya};
 }
 
 struct Offset {
@@ -258,6 +281,134 @@ Offset CrossCorrelate(const BandImage& h, const Map& m, int rad,
   return o;
 }
 
+/// Median of the finite pixels of `m` in the ring r1 < r <= r2 around (x, y): the local sky.
+double RingMedian(const Map& m, double x, double y, double r1, double r2) {
+  std::vector<double> v;
+  for (int64_t j = std::max<int64_t>(0, std::floor(y - r2)); j <= std::min<int64_t>(m.ny - 1, std::ceil(y + r2)); ++j)
+    for (int64_t i = std::max<int64_t>(0, std::floor(x - r2)); i <= std::min<int64_t>(m.nx - 1, std::ceil(x + r2)); ++i) {
+      const double r = std::hypot(i - x, j - y), d = m.data[j * m.nx + i];
+      if (r > r1 && r <= r2 && std::isfinite(d)) v.push_back(d);
+    }
+  if (v.empty()) return NAN;
+  std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+  return v[v.size() / 2];
+}
+
+/// Windowed centroid (SExtractor's XWIN/YWIN): iterates x += 2 sum w I (x_i - x) / sum w I with
+/// a Gaussian window of `sigma` pixels, on the image minus the local sky `sky`. False if it
+/// does not converge.
+bool WindowedCentroid(const Map& m, double sigma, double sky, double& x, double& y) {
+  for (int it = 0; it < 100; ++it) {
+    double sw = 0, sx = 0, sy = 0;
+    const double r = 4 * sigma;
+    for (int64_t j = std::max<int64_t>(0, std::floor(y - r)); j <= std::min<int64_t>(m.ny - 1, std::ceil(y + r)); ++j)
+      for (int64_t i = std::max<int64_t>(0, std::floor(x - r)); i <= std::min<int64_t>(m.nx - 1, std::ceil(x + r)); ++i) {
+        const double d = m.data[j * m.nx + i];
+        if (!std::isfinite(d)) continue;
+        const double w = std::exp(-0.5 * ((i - x) * (i - x) + (j - y) * (j - y)) / (sigma * sigma)) * (d - sky);
+        sw += w;
+        sx += w * (i - x);
+        sy += w * (j - y);
+      }
+    if (!(sw > 0)) return false;
+    const double dx = 2 * sx / sw, dy = 2 * sy / sw;
+    x += dx;
+    y += dy;
+    if (std::hypot(dx, dy) < 1e-6) return true;
+  }
+  return false;
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/// The offset (MUSE minus HST, MUSE pixels) between the two files' WCSs, measured without
+/// cubeflow's resampling, PSF matching or cross-correlation: windowed centroids of the brightest
+/// compact sources in the MUSE image and in the native HST image (a window of the same 0.3"
+/// sigma), the HST ones taken to MUSE pixels through the two WCSs (wcslib). Sources: local
+/// maxima (9 x 9) of the MUSE image > 10 robust sigma above its median, inside the HST image;
+/// offsets more than 1 spaxel from the median (objects that differ between the 1998 WFPC2 and
+/// 2014 MUSE images, blends) are dropped; the median of the rest, and its standard error
+/// 1.2533 rms / sqrt(n) per axis.
+struct WcsOffset {
+  double dx = 0, dy = 0, err_x = 0, err_y = 0;
+  int sources = 0, used = 0;
+};
+WcsOffset IndependentOffset(const Map& muse, const Map& hst) {
+  auto wm = fits::Wcs::FromCards(muse.wcs), wh = fits::Wcs::FromCards(hst.wcs);
+  EXPECT_TRUE(wm.ok() && wh.ok());
+  const double f = 0.2 / wh->PixelScaleArcsec();  // HST pixels per MUSE pixel
+  const double window = 1.5;                      // spaxels: the MUSE PSF's sigma (0.7" FWHM)
+  auto to_hst = [&](double x, double y, double& hx, double& hy) {
+    double ra, dec;
+    wm->PixelToSky(x, y, ra, dec);
+    wh->SkyToPixel(ra, dec, hx, hy);
+  };
+  const int64_t nx = muse.nx, ny = muse.ny;
+  std::vector<char> inside(nx * ny, 0);
+  std::vector<double> level;
+  for (int64_t y = 0; y < ny; ++y)
+    for (int64_t x = 0; x < nx; ++x) {
+      double hx, hy;
+      to_hst(x, y, hx, hy);
+      inside[y * nx + x] = hx > 10 && hy > 10 && hx < hst.nx - 11 && hy < hst.ny - 11 && std::isfinite(muse.data[y * nx + x]);
+      if (inside[y * nx + x]) level.push_back(muse.data[y * nx + x]);
+    }
+  const double med = Median(level);
+  for (double& v : level) v = std::abs(v - med);
+  const double thresh = med + 10 * 1.4826 * Median(level);
+  std::vector<std::pair<double, int64_t>> peaks;
+  for (int64_t y = 0; y < ny; ++y)
+    for (int64_t x = 0; x < nx; ++x) {
+      const double v = muse.data[y * nx + x];
+      if (!inside[y * nx + x] || !(v > thresh)) continue;
+      bool is_max = true;
+      for (int64_t j = std::max<int64_t>(0, y - 4); j <= std::min(ny - 1, y + 4) && is_max; ++j)
+        for (int64_t i = std::max<int64_t>(0, x - 4); i <= std::min(nx - 1, x + 4) && is_max; ++i)
+          is_max = !(muse.data[j * nx + i] > v);
+      if (is_max) peaks.push_back({v, y * nx + x});
+    }
+  std::vector<double> ox, oy;
+  for (const auto& [v, idx] : peaks) {
+    double mx = idx % nx, my = idx / nx;
+    if (!WindowedCentroid(muse, window, RingMedian(muse, mx, my, 6, 10), mx, my)) continue;
+    double hx, hy;
+    to_hst(mx, my, hx, hy);
+    if (!WindowedCentroid(hst, window * f, RingMedian(hst, hx, hy, 6 * f, 10 * f), hx, hy)) continue;
+    double ra, dec, ex, ey;
+    wh->PixelToSky(hx, hy, ra, dec);
+    wm->SkyToPixel(ra, dec, ex, ey);
+    ox.push_back(mx - ex);
+    oy.push_back(my - ey);
+  }
+  WcsOffset o;
+  o.sources = static_cast<int>(ox.size());
+  if (ox.empty()) return o;
+  const double cx = Median(ox), cy = Median(oy);
+  std::vector<double> kx, ky;
+  for (size_t i = 0; i < ox.size(); ++i)
+    if (std::hypot(ox[i] - cx, oy[i] - cy) < 1.0) {
+      kx.push_back(ox[i]);
+      ky.push_back(oy[i]);
+    }
+  o.used = static_cast<int>(kx.size());
+  if (kx.size() < 2) return o;
+  o.dx = Median(kx);
+  o.dy = Median(ky);
+  auto rms = [](const std::vector<double>& v) {
+    double m = 0, s = 0;
+    for (double x : v) m += x / v.size();
+    for (double x : v) s += (x - m) * (x - m);
+    return std::sqrt(s / (v.size() - 1));
+  };
+  o.err_x = 1.2533 * rms(kx) / std::sqrt(static_cast<double>(kx.size()));
+  o.err_y = 1.2533 * rms(ky) / std::sqrt(static_cast<double>(ky.size()));
+  return o;
+}
+
 TEST(PhotReal, HstF606WRegistersOnMuseWhiteLight) {
   if (!std::filesystem::exists(HstPath()) || !std::filesystem::exists(WhitePath()))
     CUBEFLOW_SKIP_WITHOUT_DATA() << "real HST/MUSE data not found under " << phottest::DataDir() << " (set CUBEFLOW_DATA_DIR)";
@@ -289,18 +440,36 @@ TEST(PhotReal, HstF606WRegistersOnMuseWhiteLight) {
   std::printf("HST F606W -> MUSE white light: cross-correlation peak %.3f over %d spaxels at offset dx = %+.3f, "
               "dy = %+.3f MUSE pixels (%.2f s for the band)\n", off.peak, off.region, off.dx, off.dy, secs);
   EXPECT_GT(off.region, 3000);
-  EXPECT_GT(off.peak, 0.9);
-  // Issue #4 expects |offset| < 0.5 spaxel. Measured: dx = -0.16, dy = +0.59 spaxel (0.12" in
-  // Dec); an independent astropy re-implementation (sub-pixel drop resampling, Gaussian PSF
-  // 0.5-0.9") gives -0.18 / +0.60, and windowed centroids of the ~12 brightest compact sources
-  // +0.45-0.5 in y: the two WCSs differ by ~0.1" in Dec. Asserted here: agreement to better than
-  // one spaxel (0.2"), and (below) that the offset is one rigid shift of the whole field.
+  EXPECT_GT(off.peak, 0.95);  // measured 0.976
+  // Issue #4 asks for registration to better than 0.5 MUSE spaxel: that is cubeflow's error
+  // (resampling, PSF matching), so it is judged against the offset between the two files' WCSs
+  // measured without them (windowed centroids of compact sources, IndependentOffset).
+  auto hst_native = fits::ReadMap(HstPath(), "DATA");
+  ASSERT_TRUE(hst_native.ok()) << hst_native.status().message();
+  const WcsOffset wcs = IndependentOffset(**white, **hst_native);
+  std::printf("the files' WCSs, from windowed centroids of %d of %d compact sources (MUSE minus HST): "
+              "dx = %+.3f +- %.3f, dy = %+.3f +- %.3f MUSE pixels; cross-correlation minus that: %+.3f, %+.3f\n",
+              wcs.used, wcs.sources, wcs.dx, wcs.err_x, wcs.dy, wcs.err_y, off.dx - wcs.dx, off.dy - wcs.dy);
+  ASSERT_GE(wcs.used, 8);  // measured 9 of 10
+  // The requirement: cubeflow's registration error below 0.5 spaxel.
+  EXPECT_LT(std::abs(off.dx - wcs.dx), 0.5);
+  EXPECT_LT(std::abs(off.dy - wcs.dy), 0.5);
+  // How close they actually are: measured -0.007 / -0.051 spaxel, for standard errors of the
+  // centroid median of 0.028 / 0.075; bound 3 standard errors (0.084 / 0.23).
+  EXPECT_LT(std::abs(off.dx - wcs.dx), 3 * wcs.err_x);
+  EXPECT_LT(std::abs(off.dy - wcs.dy), 3 * wcs.err_y);
+  // The raw offset: dx = -0.16 meets 0.5 spaxel; dy = +0.59 does not, because the two files'
+  // WCSs differ by ~0.12" in Dec (centroids: +0.63; an independent astropy re-implementation of
+  // the resampling gives -0.18 / +0.60). Asserted, so that the reason stays visible and a
+  // corrected WCS in either file is noticed (this bound then goes back to |dy| < 0.5).
   EXPECT_LT(std::abs(off.dx), 0.5);
-  EXPECT_LT(std::abs(off.dy), 1.0);
+  EXPECT_GT(off.dy, 0.5) << "the HST/MUSE WCS offset in Dec is gone: assert |dy| < 0.5 again";
+  EXPECT_GT(wcs.dy, 0.5) << "the HST/MUSE WCS offset in Dec is gone: assert |dy| < 0.5 again";
   // The offset is the same in the quadrants where the images correlate well (>= 0.95): a rigid
-  // WCS offset, not noise. (Measured: quadrants 0 and 3 correlate at 0.99/0.98 and agree; quadrant
-  // 1 (0.86) gives dy +0.73; quadrant 2 (0.94) gives -0.49/-0.76, dominated by a few objects that
-  // differ between the 1998 WFPC2 and 2014 MUSE images or by the image edge.)
+  // WCS offset, not noise. (Measured: quadrants 0 and 3 correlate at 0.99/0.98 and differ from
+  // the whole field by -0.03/+0.02 in x and -0.06/+0.08 in y (bound: 2x); quadrant 1 (0.86)
+  // gives dy +0.73; quadrant 2 (0.94) gives -0.49/-0.76, dominated by a few objects that differ
+  // between the 1998 WFPC2 and 2014 MUSE images or by the image edge.)
   int64_t cx = 0, cy = 0, nreg = 0;
   for (int64_t y = 0; y < grid.ny; ++y)
     for (int64_t x = 0; x < grid.nx; ++x)
@@ -316,23 +485,33 @@ TEST(PhotReal, HstF606WRegistersOnMuseWhiteLight) {
                 oq.dx, oq.dy);
     if (oq.peak < 0.95) continue;
     ++used;
-    EXPECT_NEAR(oq.dx, off.dx, 0.25) << "quadrant " << q;
-    EXPECT_NEAR(oq.dy, off.dy, 0.25) << "quadrant " << q;
+    EXPECT_NEAR(oq.dx, off.dx, 0.15) << "quadrant " << q;
+    EXPECT_NEAR(oq.dy, off.dy, 0.15) << "quadrant " << q;
   }
   EXPECT_GE(used, 2);
-  // Control: shifting the HST WCS by 10 HST pixels (0.4") along x moves the peak by 2 spaxels.
+  // Controls where the truth is known exactly: the same HST image with its WCS shifted, by 10
+  // HST pixels (0.4") along x, and by a sub-spaxel amount in both axes. The cross-correlation
+  // offset must change by minus the shift of the image content on the MUSE grid (ContentShift:
+  // through the two WCSs; the HST image is rotated by 0.5 deg, so a shift along x moves it by
+  // 0.017 spaxel in y too).
   TempDir d;
-  ASSERT_TRUE(CopyWithShift(HstPath(), d.File("shifted.fits"), 10.0));
-  o.path = d.File("shifted.fits");
-  auto hs = ProcessBand(grid, o);
-  ASSERT_TRUE(hs.ok()) << hs.status().message();
-  const Offset os = CrossCorrelate(*hs, **white, 6);
-  std::printf("control, HST CRPIX1 + 10: offset dx = %+.3f, dy = %+.3f\n", os.dx, os.dy);
-  // CRPIX1 + 10 puts each sky position 10 HST pixels further along +x of the HST image, i.e.
-  // the image content moves by -10 HST pixels on the sky (~ +x in MUSE pixels, both east-left).
-  const double expect = 10.0 * h->hst_pix_arcsec / 0.2;
-  EXPECT_NEAR(os.dx - off.dx, expect, 0.15);
-  EXPECT_NEAR(os.dy - off.dy, 0.0, 0.15);
+  struct Shift { double crpix1, crpix2, tol; };
+  // Measured errors: -0.0004 / -0.0045 spaxel for 10 pixels (~2 spaxels, so the bias of the
+  // quadratic peak interpolation nearly cancels) and +0.018 / -0.010 for the sub-spaxel shift
+  // (that bias; up to 0.051 for other sub-spaxel shifts tried); bounds ~2x: 0.01 and 0.04.
+  for (const Shift& sh : {Shift{10.0, 0.0, 0.01}, Shift{2.3, -3.6, 0.04}}) {
+    ASSERT_TRUE(CopyWithShift(HstPath(), d.File("shifted.fits"), sh.crpix1, sh.crpix2));
+    o.path = d.File("shifted.fits");
+    auto hs = ProcessBand(grid, o);
+    ASSERT_TRUE(hs.ok()) << hs.status().message();
+    const Offset os = CrossCorrelate(*hs, **white, 6);
+    const auto [mx, my] = ContentShift(HstPath(), d.File("shifted.fits"), (*white)->wcs);
+    std::printf("control, HST CRPIX + (%.1f, %.1f): content moves (%+.3f, %+.3f) spaxels; offset changes by "
+                "(%+.4f, %+.4f): error (%+.4f, %+.4f)\n", sh.crpix1, sh.crpix2, mx, my, os.dx - off.dx, os.dy - off.dy,
+                os.dx - off.dx + mx, os.dy - off.dy + my);
+    EXPECT_NEAR(os.dx - off.dx, -mx, sh.tol);
+    EXPECT_NEAR(os.dy - off.dy, -my, sh.tol);
+  }
 }
 
 }  // namespace

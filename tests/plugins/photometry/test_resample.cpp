@@ -97,8 +97,8 @@ TEST(PhotResample, RotatedImageConservesFluxAndPlacesPointSource) {
   ASSERT_TRUE(r.ok()) << r.status().message();
   // Flux: every HST pixel lies on the grid, so the MUSE sum (covered flux) equals the image sum.
   const double total_muse = Sum(r->flux, &r->area);
-  EXPECT_NEAR(total_muse / total_hst, 1.0, 1e-3);
-  EXPECT_NEAR(total_muse / total_hst, 1.0, 1e-9);  // in fact to rounding
+  // Issue #4: flux conserved to 1e-12 (measured 5.3e-13, with 1 and 2 threads).
+  EXPECT_NEAR(total_muse / total_hst, 1.0, 1e-12);
   // The HST footprint: 8" x 8" = 40 x 40 spaxels of area.
   EXPECT_NEAR(Sum(r->area), 1600.0, 1e-6);
   // The compact source alone (the same image without it is subtracted): each spaxel holds the
@@ -125,14 +125,17 @@ TEST(PhotResample, RotatedImageConservesFluxAndPlacesPointSource) {
       sy += v * y;
       if (v > peak) { peak = v; px = x; py = y; }
     }
-  EXPECT_LT(worst / peak, 2e-3);
-  EXPECT_NEAR(s / ps.flux, 1.0, 1e-5);
-  EXPECT_NEAR(sx / s, ps.mx, 0.01);
-  EXPECT_NEAR(sy / s, ps.my, 0.01);
+  // Measured: 1.45e-4 of the peak (the spaxel-box variance is the only approximation); 2x.
+  EXPECT_LT(worst / peak, 3e-4);
+  // Flux of the source: issue #4's 1e-12 (measured 2e-15). Centroid: measured 4e-7 spaxel; 2.5x.
+  EXPECT_NEAR(s / ps.flux, 1.0, 1e-12);
+  EXPECT_NEAR(sx / s, ps.mx, 1e-6);
+  EXPECT_NEAR(sy / s, ps.my, 1e-6);
   EXPECT_EQ(px, 27);
   EXPECT_EQ(py, 32);
-  std::printf("rotated resampling: flux ratio %.12f; source at (%.4f, %.4f) for (%.2f, %.2f); max |spaxel - "
-              "analytic| %.1e of the peak\n", total_muse / total_hst, sx / s, sy / s, ps.mx, ps.my, worst / peak);
+  std::printf("rotated resampling: flux ratio - 1 = %.2e; source flux ratio - 1 = %.2e, at (%+.2e, %+.2e) from "
+              "its position; max |spaxel - analytic| %.2e of the peak\n", total_muse / total_hst - 1, s / ps.flux - 1,
+              sx / s - ps.mx, sy / s - ps.my, worst / peak);
 }
 
 /// Effective MUSE PSF sampled at spaxel centres (per spaxel, unit flux).
@@ -153,9 +156,11 @@ TEST(PhotResample, PsfMatchedPointSourceIsTheMusePsf) {
   Hdu h = HstImage(grid, 700, 33.0, {ps});
   ASSERT_EQ(phottest::WriteFits(d.File("hst.fits"), {h}), "");
   const double hst_fwhm = sig_hst * 0.04 * kFwhmToSigma;
+  // tol: max |PSF-matched - analytic| / peak, 2x the measured 1.32e-4, 1.97e-3 (0.55" is
+  // undersampled: 2.3 spaxels) and 1.02e-3 (Moffat: kernel truncated at its 1e-3 radius).
   struct Case { PsfShape shape; double fwhm, beta, tol; };
-  for (const Case& c : {Case{PsfShape::kGaussian, 0.8, 0, 0.005}, Case{PsfShape::kGaussian, 0.55, 0, 0.01},
-                        Case{PsfShape::kMoffat, 0.7, 2.8, 0.01}}) {
+  for (const Case& c : {Case{PsfShape::kGaussian, 0.8, 0, 3e-4}, Case{PsfShape::kGaussian, 0.55, 0, 4e-3},
+                        Case{PsfShape::kMoffat, 0.7, 2.8, 2e-3}}) {
     auto r = ProcessBand(grid, Opts(d.File("hst.fits"), c.fwhm, hst_fwhm, c.shape, c.beta));
     ASSERT_TRUE(r.ok()) << r.status().message();
     double worst = 0, peak = 0, total = 0;
@@ -173,9 +178,11 @@ TEST(PhotResample, PsfMatchedPointSourceIsTheMusePsf) {
         EXPECT_GT(r->coverage[static_cast<size_t>(y * 50 + x)], 0.999);
       }
     EXPECT_LT(worst / peak, c.tol) << "FWHM " << c.fwhm << (c.shape == PsfShape::kMoffat ? " Moffat" : " Gaussian");
-    EXPECT_NEAR(total / ps.flux, 1.0, c.shape == PsfShape::kGaussian ? 1e-4 : 5e-3);
-    std::printf("PSF %s %.2f\": max |PSF-matched - analytic| = %.2e of the peak, flux ratio %.6f\n",
-                c.shape == PsfShape::kGaussian ? "Gaussian" : "Moffat", c.fwhm, worst / peak, total / ps.flux);
+    // Flux: the kernel has unit sum, so issue #4's 1e-12 for the Gaussians (measured 3e-14); the
+    // Moffat's wings reach beyond the 10" field (measured -1.65e-5): 2x.
+    EXPECT_NEAR(total / ps.flux, 1.0, c.shape == PsfShape::kGaussian ? 1e-12 : 3.5e-5);
+    std::printf("PSF %s %.2f\": max |PSF-matched - analytic| = %.2e of the peak, flux ratio - 1 = %.2e\n",
+                c.shape == PsfShape::kGaussian ? "Gaussian" : "Moffat", c.fwhm, worst / peak, total / ps.flux - 1);
   }
 }
 
@@ -280,45 +287,71 @@ TEST(PhotResample, ErrorsFromErrExtensionAndFromTheImage) {
   const double sigma = 0.8;  // e-/s per HST pixel
   const std::vector<Source> gal = {{25.0, 25.0, 2e-14, 40.0}, {15.0, 30.0, 2e-15, 6.0}};
   Hdu clean = HstImage(grid, 400, 33.0, gal);
-  Hdu noisy = HstImage(grid, 400, 33.0, gal, 0.0, sigma, 11);
-  Hdu err;
-  err.extname = "ERR";
-  err.nx = err.ny = 400;
-  err.data.assign(400 * 400, sigma);
-  err.wcs = noisy.wcs;
-  noisy.extname = "SCI";
   clean.extname = "SCI";
   Hdu prim;
   ASSERT_EQ(phottest::WriteFits(d.File("clean.fits"), {prim, clean}), "");
-  ASSERT_EQ(phottest::WriteFits(d.File("noisy.fits"), {prim, noisy, err}), "");
   const Binning bins = Blocks(50);
-  for (double fwhm : {0.0, 0.8})
-  for (NoiseMode mode : {NoiseMode::kAuto, NoiseMode::kEstimate}) {
+  // The pulls of one realisation (625 bins) scatter too much to test the errors closely: their
+  // rms has a standard deviation of 0.031 without PSF matching and 0.072 with it (neighbouring
+  // bins covary; measured over 100 seeds), so kReal realisations are pooled.
+  constexpr int kReal = 8;
+  const double fwhms[2] = {0.0, 0.8};
+  std::vector<BinSums> sc;
+  for (double fwhm : fwhms) {
     auto rc = ProcessBand(grid, Opts(d.File("clean.fits"), fwhm));
     ASSERT_TRUE(rc.ok()) << rc.status().message();
-    const BinSums sc = SumBins(bins, *rc, 0.95, false);
-    BandOptions o = Opts(d.File("noisy.fits"), fwhm);
-    o.noise = mode;
-    auto rn = ProcessBand(grid, o);
-    ASSERT_TRUE(rn.ok()) << rn.status().message();
-    EXPECT_EQ(rn->noise_source, mode == NoiseMode::kAuto ? "ERR" : "estimate");
-    if (mode == NoiseMode::kEstimate) {
-      EXPECT_NEAR(rn->sigma_pix / (sigma * kPhotflam), 1.0, 0.03);
-      std::printf("estimated background sigma / injected = %.4f\n", rn->sigma_pix / (sigma * kPhotflam));
-    }
-    const BinSums sn = SumBins(bins, *rn, 0.95, false);
-    double s2 = 0;
-    int n = 0;
-    for (size_t k = 0; k < sn.flux.size(); ++k) {
-      const double pull = (sn.flux[k] - sc.flux[k]) / std::sqrt(sn.var[k]);
-      s2 += pull * pull;
-      ++n;
-    }
-    const double rms = std::sqrt(s2 / n);
-    std::printf("noise %s, PSF %.1f\": rms pull over %d bins = %.3f\n", rn->noise_source.c_str(), fwhm, n, rms);
-    EXPECT_GT(rms, 0.85);
-    EXPECT_LT(rms, 1.1);
+    sc.push_back(SumBins(bins, *rc, 0.95, false));
   }
+  double s2[2][2] = {{0, 0}, {0, 0}};  // [fwhm][mode]
+  int n[2][2] = {{0, 0}, {0, 0}};
+  for (int real = 0; real < kReal; ++real) {
+    Hdu noisy = HstImage(grid, 400, 33.0, gal, 0.0, sigma, static_cast<uint32_t>(11 + real));
+    Hdu err;
+    err.extname = "ERR";
+    err.nx = err.ny = 400;
+    err.data.assign(400 * 400, sigma);
+    err.wcs = noisy.wcs;
+    noisy.extname = "SCI";
+    ASSERT_EQ(phottest::WriteFits(d.File("noisy.fits"), {prim, noisy, err}), "");
+    for (int f = 0; f < 2; ++f)
+      for (int m = 0; m < 2; ++m) {
+        BandOptions o = Opts(d.File("noisy.fits"), fwhms[f]);
+        o.noise = m == 0 ? NoiseMode::kAuto : NoiseMode::kEstimate;
+        auto rn = ProcessBand(grid, o);
+        ASSERT_TRUE(rn.ok()) << rn.status().message();
+        EXPECT_EQ(rn->noise_source, m == 0 ? "ERR" : "estimate");
+        if (m == 1) {
+          // Robust second differences of 400 x 400 pixels: sigma / injected has mean 1.0007 and
+          // standard deviation 0.0036 (496 seeds, largest deviation 0.011); bound 4 sigma.
+          std::printf("realisation %d, PSF %.1f\": estimated background sigma / injected = %.4f\n", real, fwhms[f],
+                      rn->sigma_pix / (sigma * kPhotflam));
+          EXPECT_NEAR(rn->sigma_pix / (sigma * kPhotflam), 1.0, 0.015);
+        }
+        const BinSums sn = SumBins(bins, *rn, 0.95, false);
+        for (size_t k = 0; k < sn.flux.size(); ++k) {
+          const double pull = (sn.flux[k] - sc[f].flux[k]) / std::sqrt(sn.var[k]);
+          s2[f][m] += pull * pull;
+          ++n[f][m];
+        }
+      }
+  }
+  for (int f = 0; f < 2; ++f)
+    for (int m = 0; m < 2; ++m) {
+      const double rms = std::sqrt(s2[f][m] / n[f][m]);
+      std::printf("noise %s, PSF %.1f\": rms pull over %d bins x %d realisations = %.4f\n", m == 0 ? "ERR" : "estimate",
+                  fwhms[f], n[f][m] / kReal, kReal, rms);
+      // Fractional HST pixels count with weight f instead of f^2 (README, Errors): the errors are
+      // a few % high, the rms below 1. Measured, pooled over 8 realisations (31 sets of seeds):
+      // mean 0.966, standard deviation 0.009 without PSF matching; 0.982 and 0.020 with it (these
+      // seeds: 0.977 / 0.980 and 0.989 / 0.992). Bounds: that mean +- 4 standard deviations.
+      if (f == 0) {
+        EXPECT_GT(rms, 0.93);
+        EXPECT_LT(rms, 1.005);
+      } else {
+        EXPECT_GT(rms, 0.90);
+        EXPECT_LT(rms, 1.065);
+      }
+    }
 }
 
 TEST(PhotResample, BadInputNamesTheFile) {

@@ -119,15 +119,17 @@ TEST(Restframe, LineCentredAndBroadenedToTarget) {
     }
     const double centre = sx / sw;
     const double var = sxx / sw - centre * centre;
-    EXPECT_NEAR(centre, lrest, 0.1 * 1.25) << "line at " << lrest << ", lsf " << lsf;
+    // Measured: 0.0035-0.0105 pixel; 2x.
+    EXPECT_NEAR(centre, lrest, 0.02 * 1.25) << "line at " << lrest << ", lsf " << lsf;
     // Pixelisation adds box variances: the observed pixel integration and its step-function
     // representation (2 x (1.25/dop)^2/12, rest frame) and the output pixel (1.25^2/12).
     const double pix = 2 * std::pow(1.25 / dop, 2) / 12 + 1.25 * 1.25 / 12;
     const double sigma_kms = std::sqrt(var - pix) / lrest * kC;
+    // Issue #4: 150 km/s within 2 % (measured: 148.74-150.88 km/s, i.e. within 0.85 %).
     EXPECT_NEAR(sigma_kms, 150.0, 0.02 * 150.0) << "line at " << lrest << ", lsf " << lsf;
     std::printf("lsf %s, line %.0f A: centre offset %.4f px, sigma %.2f km/s (pixel-corrected), %.2f raw\n",
                 lsf.c_str(), lrest, (centre - lrest) / 1.25, sigma_kms, std::sqrt(var) / lrest * kC);
-    // Without the correction it would still be within 4 %.
+    // Without the correction it would still be within 4 % (measured 151.9-155.05 km/s).
     EXPECT_NEAR(std::sqrt(var) / lrest * kC, 150.0, 0.04 * 150.0);
   }
 }
@@ -214,8 +216,11 @@ TEST(Restframe, PropagatedVarianceMatchesNoiseRealisations) {
       ++n;
     }
     ratio /= n;
-    // ~1700 pixels x 400 realisations, correlated over the kernel: the mean ratio is good to ~1 %.
-    EXPECT_NEAR(ratio, 1.0, 0.04) << "sigma_target " << target;
+    std::printf("sigma_target %.0f km/s: empirical / propagated variance %.5f\n", target, ratio);
+    // ~1700 pixels x 400 realisations, correlated over the kernel. Over 60 other seeds the ratio
+    // has mean 0.9995 and standard deviation 0.0037 (sigma_target 150) and 1.0000 and 0.0019
+    // (no broadening); this seed: 0.9947 and 0.9976. Bounds: 4 standard deviations.
+    EXPECT_NEAR(ratio, 1.0, target > 0 ? 0.015 : 0.008) << "sigma_target " << target;
   }
 }
 
@@ -240,8 +245,12 @@ TEST(Restframe, NormalisationWindowMeanIsOne) {
   ASSERT_GT(n, 100);
   EXPECT_NEAR(sum / n, 1.0, 1e-12);
   const double factor = out->norm / 2.0;
-  EXPECT_GT(factor, 4.5);
-  EXPECT_LT(factor, 5.8);
+  // The rest-frame flux density is the observed one at lambda (1 + z): the window's mean is the
+  // continuum at its centre, 5 + 1e-3 (5400 (1 + z) - 5000), less the line's integral
+  // 2 x 3 sqrt(2 pi) A (observed), i.e. / (1 + z) in rest-frame A, spread over the n pixels.
+  const double expect = 5.0 + 1e-3 * (5400.0 * 1.01 - 5000.0) - 6.0 * std::sqrt(2 * M_PI) / 1.01 / (n * 1.25);
+  std::printf("normalisation factor %.7f, expected %.7f\n", factor, expect);
+  EXPECT_NEAR(factor / expect, 1.0, 3e-7);  // measured 1.5e-7; 2x
   EXPECT_DOUBLE_EQ(out->meta.at("norm"), out->norm);
   // Variance: rebinning + broadening shrink it by sum w^2 <= 1, then / factor^2.
   const double v_mid = out->variance[1000];
