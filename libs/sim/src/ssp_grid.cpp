@@ -76,6 +76,15 @@ double SspGrid::InterpolateScalar(const std::vector<double>& v, double log_age_y
   return s;
 }
 
+double SspGrid::FwhmAt(double lambda) const {
+  if (fwhm_wave.empty() || fwhm_wave.size() != wave.size()) return fwhm;
+  size_t i = 0;
+  double t = 0;
+  Bracket(wave, lambda, &i, &t);
+  if (wave.size() == 1) return fwhm_wave[0];
+  return (1 - t) * fwhm_wave[i] + t * fwhm_wave[i + 1];
+}
+
 Status SspGrid::Validate() const {
   const std::string who = "SSP grid '" + name + "': ";
   if (wave.size() < 2 || log_age.empty() || metal.empty()) {
@@ -97,6 +106,9 @@ Status SspGrid::Validate() const {
     return Status::Error(who + "mass_star size != n_metal*n_age");
   }
   if (!q_h.empty() && q_h.size() != ng) return Status::Error(who + "q_h size != n_metal*n_age");
+  if (!fwhm_wave.empty() && fwhm_wave.size() != n_wave()) {
+    return Status::Error(who + "fwhm_wave size != n_wave");
+  }
   return Status::OK();
 }
 
