@@ -164,12 +164,20 @@ int SimulateCommand(int argc, char** argv) {
     if (!lib_ssp.empty()) cfg.ssp = lib_ssp;
     if (!emiles_dir.empty()) cfg.ssp_emiles_dir = emiles_dir;
     if (!maraston_dir.empty()) cfg.ssp_maraston_dir = maraston_dir;
+    if (cfg.ssp == "emiles") {  // record the directories used in the library's CONFIG table
+      auto dirs = ResolveEmilesDirs(SspSourceOf(cfg));
+      if (!dirs.ok()) { std::cerr << "cubeflow simulate library: " << dirs.status().message() << "\n"; return 2; }
+      cfg.ssp_emiles_dir = dirs->emiles_dir;
+      cfg.ssp_maraston_dir = dirs->maraston_dir;
+    }
     auto loaded = LoadSsp(SspSourceOf(cfg));
     if (!loaded.ok()) { std::cerr << "cubeflow simulate library: " << loaded.status().message() << "\n"; return 2; }
     std::shared_ptr<const SspGrid> ssp = *loaded;
     auto t0 = std::chrono::steady_clock::now();
     auto fm = ForwardModel::Build(ssp, cfg);
     if (!fm.ok()) { std::cerr << "cubeflow simulate library: " << fm.status().message() << "\n"; return 2; }
+    if (!(*fm)->resolution_note().empty())
+      std::cerr << "cubeflow simulate library: warning: " << (*fm)->resolution_note() << "\n";
     LibraryWriteOptions opt;
     opt.threads = threads;
     opt.chunk_rows = chunk;

@@ -67,6 +67,26 @@ void Thin(const std::vector<double>& w, const std::vector<double>& f, double lo,
   }
 }
 
+// Lick-like index (A): integral of 1 - F / C over the band, C the line through the pseudo-continua.
+double Index(const std::vector<double>& w, const std::vector<double>& f, double b0, double b1, double c0, double c1,
+             double r0, double r1) {
+  const double fb = WindowMean(w, f, c0, c1), fr = WindowMean(w, f, r0, r1);
+  const double lb = 0.5 * (c0 + c1), lr = 0.5 * (r0 + r1);
+  double s = 0;
+  for (size_t i = 0; i + 1 < w.size(); ++i) {
+    if (w[i] < b0 || w[i] >= b1) continue;
+    const double c = fb + (fr - fb) * (w[i] - lb) / (lr - lb);
+    s += (1.0 - f[i] / c) * (w[i + 1] - w[i]);
+  }
+  return s;
+}
+double Hbeta(const std::vector<double>& w, const std::vector<double>& f) {
+  return Index(w, f, 4847.875, 4876.625, 4827.875, 4847.875, 4876.625, 4891.625);
+}
+double Halpha(const std::vector<double>& w, const std::vector<double>& f) {
+  return Index(w, f, 6548, 6578, 6420, 6455, 6600, 6640);
+}
+
 std::vector<double> Colours(const SspGrid& g, const std::vector<double>& f, const std::vector<Filter>& filters) {
   std::vector<double> m;
   for (const auto& fl : filters) m.push_back(-2.5 * std::log10(MeanFluxDensity(fl, g.wave, f)));
@@ -161,6 +181,66 @@ int SimulateSspReport(const SspReportOptions& o) {
       const double la = std::log10(a * 1e9);
       const double m = m05->InterpolateScalar(m05->ml_v, la, g->metal[im]);
       std::printf("   %6.3f (x%.2f)", m, g->ml_v[im * g->n_age() + NearestAge(*g, a)] / m);
+    }
+    std::printf("\n");
+  }
+
+  // Ionising photons, and what clamping them at the youngest spectrum would do.
+  std::printf("Q_H (photons/s per initial M_sun): log10 at 1, 3, %.1f (youngest spectrum), 30 Myr; mean over 0-14 Myr "
+              "(constant SFR) relative to clamping Q_H at the youngest spectrum\n",
+              AgeGyr(*g, 0) * 1e3);
+  for (size_t im = 0; im < g->n_metal(); ++im) {
+    const double mh = g->metal[im];
+    double mean = 0, clamped = 0;
+    const int n = 1400;
+    for (int k = 0; k < n; ++k) {
+      const double la = std::log10((k + 0.5) * 14e6 / n);
+      mean += g->QhAt(la, mh) / n;
+      clamped += g->InterpolateScalar(g->q_h, la, mh) / n;
+    }
+    std::printf("  %+.2f   %.2f %.2f %.2f %.2f   x%.1f\n", mh, std::log10(g->QhAt(6.0, mh)),
+                std::log10(g->QhAt(std::log10(3e6), mh)), std::log10(g->QhAt(g->log_age[0], mh)),
+                std::log10(g->QhAt(std::log10(3e7), mh)), mean / clamped);
+  }
+  // Balmer absorption of the young part against E-MILES' peak and BC03's young models.
+  std::shared_ptr<SspGrid> bc;
+  {
+    std::string bc03 = o.bc03_dir;
+    if (bc03.empty()) {
+      const char* env = std::getenv("CUBEFLOW_DATA_DIR");
+      if (env && *env) bc03 = std::string(env) + "/ssp/bc03_mpajhu";
+    }
+    if (!bc03.empty() && std::filesystem::is_directory(bc03)) {
+      auto b = LoadSspDirectory(bc03);
+      if (b.ok()) bc = *b;
+    }
+  }
+  std::printf("Balmer indices (A; H-beta Lick bands, H-alpha 6548-6578 A): emiles at 6.3 / 25 / 30 Myr and the "
+              "largest over 0.1-2 Gyr%s\n",
+              bc ? "; BC03 (nearest [M/H]) at 5 / 25 Myr" : "");
+  for (size_t im = 0; im < g->n_metal(); ++im) {
+    std::printf("  %+.2f  Hb", g->metal[im]);
+    double peak_b = 0, peak_a = 0;
+    for (size_t ia = 0; ia < g->n_age(); ++ia) {
+      if (AgeGyr(*g, ia) < 0.1 || AgeGyr(*g, ia) > 2.0) continue;
+      const auto f = At(*g, im, ia);
+      peak_b = std::max(peak_b, Hbeta(g->wave, f));
+      peak_a = std::max(peak_a, Halpha(g->wave, f));
+    }
+    for (double a : {0.0063, 0.025, 0.03}) std::printf(" %.2f", Hbeta(g->wave, At(*g, im, NearestAge(*g, a))));
+    std::printf(" | %.2f", peak_b);
+    if (bc) {
+      const size_t bm = NearestMetal(*bc, g->metal[im]);
+      std::printf(" | BC03 %+.2f %.2f %.2f", bc->metal[bm], Hbeta(bc->wave, At(*bc, bm, NearestAge(*bc, 0.005))),
+                  Hbeta(bc->wave, At(*bc, bm, NearestAge(*bc, 0.025))));
+    }
+    std::printf("   Ha");
+    for (double a : {0.0063, 0.025, 0.03}) std::printf(" %.2f", Halpha(g->wave, At(*g, im, NearestAge(*g, a))));
+    std::printf(" | %.2f", peak_a);
+    if (bc) {
+      const size_t bm = NearestMetal(*bc, g->metal[im]);
+      std::printf(" | BC03 %.2f %.2f", Halpha(bc->wave, At(*bc, bm, NearestAge(*bc, 0.005))),
+                  Halpha(bc->wave, At(*bc, bm, NearestAge(*bc, 0.025))));
     }
     std::printf("\n");
   }
@@ -294,16 +374,6 @@ int SimulateSspReport(const SspReportOptions& o) {
     p.title = "Line structure, 4800-5400 A (normalised, offset)";
     p.x.label = "wavelength (A)";
     p.y.label = "flux / mean(5300-5400 A) + offset";
-    std::string bc03 = o.bc03_dir;
-    if (bc03.empty()) {
-      const char* env = std::getenv("CUBEFLOW_DATA_DIR");
-      if (env && *env) bc03 = std::string(env) + "/ssp/bc03_mpajhu";
-    }
-    std::shared_ptr<SspGrid> bc;
-    if (!bc03.empty() && std::filesystem::is_directory(bc03)) {
-      auto b = LoadSspDirectory(bc03);
-      if (b.ok()) bc = *b;
-    }
     double off = 0;
     size_t c = 0;
     auto draw = [&](const SspGrid& s, size_t sm, size_t sa, const std::string& lab, bool dashed) {

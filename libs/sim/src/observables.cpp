@@ -308,7 +308,7 @@ Result<std::shared_ptr<const ForwardModel>> ForwardModel::Build(std::shared_ptr<
         const double la = std::log10(std::max(ages[s], 1e-5) * 1e9);
         g.Interpolate(la, mh, buf.data());
         for (size_t i = 0; i < buf.size(); ++i) acc[i] += wts[s] * buf[i];
-        q += wts[s] * (g.q_h.empty() ? FallbackQh(ages[s]) : g.InterpolateScalar(g.q_h, la, mh));
+        q += wts[s] * (g.q_h.empty() ? FallbackQh(ages[s]) : g.QhAt(la, mh));
         living += wts[s] * (g.mass_star.empty() ? 1.0 : g.InterpolateScalar(g.mass_star, la, mh));
       }
       const size_t jm = j * nm + m;

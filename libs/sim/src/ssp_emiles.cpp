@@ -263,6 +263,14 @@ Result<std::shared_ptr<SspGrid>> LoadEmilesSet(const EmilesSetOptions& opt) {
       g->ml_v[slot] = g->mass_star[slot] / LuminosityV(wave, spec);
     }
   }
+  // Q_H below the youngest spectrum, from Maraston's ages >= 1 Myr (spectra clamp at young_min_age).
+  for (size_t ia = 0; ia < m05->n_age(); ++ia) {
+    if (m05->log_age[ia] >= 6.0 - 1e-9 && m05->log_age[ia] < g->log_age.front() - 1e-6)
+      g->q_h_young_log_age.push_back(m05->log_age[ia]);
+  }
+  for (size_t im = 0; im < nm; ++im)
+    for (double la : g->q_h_young_log_age)
+      g->q_h_young.push_back(massive * std::pow(10.0, m05->InterpolateScalar(log_q, la, g->metal[im])));
   g->fwhm = 2.51;
   g->fwhm_wave = EmilesFwhm(wave);
   g->name = "emiles";

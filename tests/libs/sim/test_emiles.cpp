@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -336,6 +337,14 @@ TEST(EmilesSet, HstBandsFiniteAndYoungPartUvBright) {
     EXPECT_GT(q0, 1e44);
     EXPECT_LT(q0, 1e46);
     EXPECT_GT(q0 / q30, 100.0);
+    // Below the youngest spectrum Q_H follows Maraston to 1 Myr (q_h_young), continuously.
+    EXPECT_NEAR(g->QhAt(g->log_age[0], g->metal[im]) / q0, 1.0, 1e-9);
+    EXPECT_NEAR(g->QhAt(g->log_age[0] - 1e-4, g->metal[im]) / q0, 1.0, 0.01);
+    const double q2 = g->QhAt(std::log10(2e6), g->metal[im]);
+    EXPECT_GT(q2, 10 * q0) << "Q_H at 2 Myr, [M/H] " << g->metal[im];
+    EXPECT_GT(q2, 1e46);
+    EXPECT_LT(q2, 1e47);
+    EXPECT_DOUBLE_EQ(g->QhAt(std::log10(1e5), g->metal[im]), g->QhAt(6.0, g->metal[im]));  // clamped at 1 Myr
   }
 }
 
@@ -398,6 +407,38 @@ TEST(EmilesSet, ForwardModelFlagsTemplatesCoarserThanTheTarget) {
   auto flagged = ForwardModel::Build(g, c);
   ASSERT_TRUE(flagged.ok()) << flagged.status().message();
   EXPECT_NE((*flagged)->resolution_note().find("'emiles'"), std::string::npos) << (*flagged)->resolution_note();
+}
+
+// Config keys: `ssp: emiles` is a name, not a path; its directories resolve against the config.
+TEST(SspSource, ConfigKeysForEmiles) {
+  const std::string dir = ::testing::TempDir() + "/cubeflow_emiles_cfg";
+  std::filesystem::create_directories(dir);
+  const std::string path = dir + "/lib.yaml";
+  {
+    std::ofstream f(path);
+    f << "ssp: emiles\nssp_emiles_dir: data/em\nssp_maraston_dir: /abs/m05\nssp_young_min_age: 0.001\n"
+         "spectrum: {allow_coarse_ssp: true}\n";
+  }
+  auto c = LoadSimConfig(path);
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->ssp, "emiles");
+  EXPECT_EQ(c->ssp_emiles_dir, dir + "/data/em");
+  EXPECT_EQ(c->ssp_maraston_dir, "/abs/m05");
+  EXPECT_DOUBLE_EQ(c->ssp_young_min_age, 0.001);
+  EXPECT_TRUE(c->obs.allow_coarse_ssp);
+  const SspSource src = SspSourceOf(*c);
+  EXPECT_EQ(src.emiles_dir, dir + "/data/em");
+  EXPECT_DOUBLE_EQ(src.young_min_age_gyr, 0.001);
+  const std::string yaml = SimConfigToYaml(*c);
+  EXPECT_NE(yaml.find("ssp_emiles_dir"), std::string::npos);
+  EXPECT_NE(yaml.find("allow_coarse_ssp: true"), std::string::npos) << yaml;
+  {
+    std::ofstream f(path);
+    f << "ssp: emiles\nssp_young_min_age: 0.03\n";
+  }
+  auto bad = LoadSimConfig(path);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("ssp_young_min_age"), std::string::npos);
 }
 
 // `ssp: emiles` without its data: a clear error naming what is missing and how to set it.

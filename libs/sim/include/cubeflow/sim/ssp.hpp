@@ -36,6 +36,10 @@ class SspGrid {
   /// M_sun of initial mass, per (im, ia) (index im * n_age + ia); empty if unknown (real
   /// libraries here stop above 3300 A). Set by the built-in model.
   std::vector<double> q_h;
+  /// Optional Q_H at ages younger than the youngest spectrum (spectra clamp there, ionising
+  /// photons need not): ages `q_h_young_log_age` (increasing, below log_age.front()) and values
+  /// `q_h_young` [im * n + k] (n = q_h_young_log_age.size()). Empty: Q_H clamps like the spectra.
+  std::vector<double> q_h_young_log_age, q_h_young;
   std::string notes;               ///< provenance (family, IMF, isochrones, M/L source)
 
   size_t n_wave() const { return wave.size(); }
@@ -57,6 +61,10 @@ class SspGrid {
   /// n_metal * n_age; returns NaN if it is empty.
   double InterpolateScalar(const std::vector<double>& per_grid, double log_age_yr,
                            double mh) const;
+  /// Q_H (photons/s per M_sun formed) at (log age, [M/H]): `q_h` within the grid (as
+  /// InterpolateScalar), `q_h_young` below it (interpolated in log Q and log age up to the grid's
+  /// youngest age, clamped at its youngest age); NaN if `q_h` is empty.
+  double QhAt(double log_age_yr, double mh) const;
   /// The templates' FWHM (Angstrom) at `lambda`: `fwhm_wave` interpolated linearly (clamped at
   /// the ends) when given, else `fwhm`.
   double FwhmAt(double lambda) const;
