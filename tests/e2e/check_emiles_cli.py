@@ -16,17 +16,17 @@ import os
 import subprocess
 import sys
 
+from cfskip import skip
+
 cf, data, work = sys.argv[1], sys.argv[2], os.path.abspath(sys.argv[3])
 try:
     import numpy as np
     from astropy.io import fits
 except ImportError as e:
-    print(f"SKIP: needs astropy/numpy ({e})")
-    sys.exit(77)
+    skip(f"needs astropy/numpy ({e})")
 for d in ("emiles_basti_kb", "maraston05_kroupa"):
     if not os.path.isdir(os.path.join(data, "ssp", d)):
-        print(f"SKIP: no {data}/ssp/{d} (set CUBEFLOW_DATA_DIR)")
-        sys.exit(77)
+        skip(f"no {data}/ssp/{d} (set CUBEFLOW_DATA_DIR)")
 os.makedirs(work, exist_ok=True)
 env = dict(os.environ, CUBEFLOW_DATA_DIR=data)
 

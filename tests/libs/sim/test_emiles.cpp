@@ -1,7 +1,7 @@
 // The `emiles` SSP set (E-MILES + a Maraston 2005 young extension): grid, join continuity,
 // masses and M/L, resolution, photometry, the forward model on it, and the `ssp:` resolver.
 // Tests that need shared/data/ssp/{emiles_basti_kb, maraston05_kroupa} skip with a message
-// without it (CI has it); the error-message tests run everywhere.
+// without it (and fail in CI, where it must be there); the error-message tests run everywhere.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -16,6 +16,7 @@
 #include "cubeflow/sim/ssp.hpp"
 #include "cubeflow/spectral/spectral_ops.hpp"
 #include "ssp_test_util.hpp"
+#include "test_data.hpp"
 
 namespace cubeflow::sim {
 namespace {
@@ -26,10 +27,10 @@ using testing::HasDir;
 std::string EmilesDir() { return DataDir() + "/ssp/emiles_basti_kb"; }
 std::string MarastonDir() { return DataDir() + "/ssp/maraston05_kroupa"; }
 bool HaveData() { return HasDir(EmilesDir()) && HasDir(MarastonDir()); }
-#define SKIP_WITHOUT_DATA()                                                                              \
-  if (!HaveData())                                                                                       \
-  GTEST_SKIP() << "no " << EmilesDir() << " or " << MarastonDir()                                        \
-               << " (set CUBEFLOW_DATA_DIR to the shared/data folder)"
+#define SKIP_WITHOUT_DATA()                                                                    \
+  if (!HaveData())                                                                             \
+  CUBEFLOW_SKIP_WITHOUT_DATA() << "no " << EmilesDir() << " or " << MarastonDir()              \
+                               << " (set CUBEFLOW_DATA_DIR to the shared/data folder)"
 
 // The set with default options, loaded once for all tests.
 std::shared_ptr<const SspGrid> Set() {
@@ -202,7 +203,7 @@ TEST(EmilesSet, JoinAddsNoStepToColoursOrContinuum) {
 
 // Surviving masses: the IMF + remnant recipe reproduces Maraston's own table for its IMF.
 TEST(EmilesSet, RemnantRecipeReproducesMarastonMasses) {
-  if (!HasDir(MarastonDir())) GTEST_SKIP() << "no " << MarastonDir();
+  if (!HasDir(MarastonDir())) CUBEFLOW_SKIP_WITHOUT_DATA() << "no " << MarastonDir();
   auto m = LoadMaraston05(MarastonDir());
   ASSERT_TRUE(m.ok()) << m.status().message();
   const SspGrid& g = *m->grid;
@@ -354,7 +355,7 @@ TEST(EmilesSet, HstBandsFiniteAndYoungPartUvBright) {
 TEST(EmilesSet, ResolutionMatchesMiuscatUpTo8950) {
   SKIP_WITHOUT_DATA();
   const std::string mu_dir = DataDir() + "/ssp/miuscat_thin";
-  if (!HasDir(mu_dir)) GTEST_SKIP() << "no " << mu_dir;
+  if (!HasDir(mu_dir)) CUBEFLOW_SKIP_WITHOUT_DATA() << "no " << mu_dir;
   auto mu = LoadSspDirectory(mu_dir);
   ASSERT_TRUE(mu.ok());
   auto raw = RawEmiles();
