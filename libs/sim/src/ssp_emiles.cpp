@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "cubeflow/sim/filters.hpp"
-#include "cubeflow/spectral/spectral_ops.hpp"
 #include "cubeflow/sim/ssp.hpp"
+#include "cubeflow/spectral/spectral_ops.hpp"
 #include "cubeflow/strings.hpp"
 
 namespace cubeflow::sim {
@@ -121,7 +121,8 @@ double SurvivingMassFraction(KroupaImf imf, double m_turnoff) {
   return m / total;
 }
 
-double KroupaNumberRatio(KroupaImf imf, double m) {
+double KroupaNumberRatio(KroupaImf imf, double m_sun) {
+  const double m = std::clamp(m_sun, 0.1, 100.0);
   const auto a = Segments(imf), u = Segments(KroupaImf::kUniversal);
   auto density = [m](const std::vector<ImfSegment>& segs) {
     for (const auto& s : segs)
@@ -283,9 +284,11 @@ Result<std::shared_ptr<SspGrid>> LoadEmilesSet(const EmilesSetOptions& opt) {
              " Myr) from " + opt.maraston_dir + " ([Z/H] interpolated linearly, clamped to -1.35..+0.35); " +
              std::to_string(n_filled) + " E-MILES spectra zero beyond 8950 A filled from Maraston scaled in " +
              Fmt(fill_lo, 0) + "-" + Fmt(fill_hi, 0) + " A (scales " + Fmt(n_filled ? fill_scale_min : 0, 3) + "-" +
-             Fmt(n_filled ? fill_scale_max : 0, 3) + "); mass_star = Maraston M*_T, q_h = Maraston below 912 A, "
-             "ml_v = mass_star / L_V of the spectra (5772 K blackbody Sun); FWHM 5/3/2.51 A below 3060/3540.5/8950 A, "
-             "sigma 60 km/s beyond";
+             Fmt(n_filled ? fill_scale_max : 0, 3) + "); mass_star = stars + remnants of the revised Kroupa IMF "
+             "at Maraston's turnoff masses; q_h = Maraston's flux below 912 A x " + Fmt(massive, 3) +
+             " (massive stars per M_sun, revised / universal Kroupa), also below the youngest spectrum down to "
+             "1 Myr (q_h_young); ml_v = mass_star / L_V of the spectra (5772 K blackbody Sun); FWHM 5/3/2.51 A "
+             "below 3060/3540.5/8950 A, sigma 60 km/s beyond";
   CUBEFLOW_RETURN_NOT_OK(g->Validate());
   return g;
 }

@@ -1,13 +1,14 @@
 #pragma once
 /// \file ssp.hpp
-/// \brief Simple-stellar-population (SSP) template libraries: the built-in synthetic model and
-/// real libraries (MILES / E-MILES / MIUSCAT / BC03) read from a directory.
+/// \brief Simple-stellar-population (SSP) template libraries: the built-in synthetic model, real
+/// libraries (MILES / E-MILES / MIUSCAT / BC03) read from a directory, Maraston (2005), and the
+/// `emiles` set (E-MILES + a young extension); LoadSsp resolves an `ssp:` name.
 ///
 /// Flux unit everywhere: L_sun / Angstrom per M_sun of initial SSP mass; wavelengths in
 /// Angstrom (air).
 ///
 /// Thread-safety: an SspGrid is a plain value; const methods may be called concurrently.
-/// BuiltinSsp() is built once (thread-safe) and shared; LoadSspDirectory is reentrant.
+/// BuiltinSsp() is built once (thread-safe) and shared; the loaders are reentrant.
 
 #include <memory>
 #include <string>
@@ -143,7 +144,7 @@ enum class KroupaImf { kUniversal, kRevised };
 double SurvivingMassFraction(KroupaImf imf, double m_turnoff);
 /// dN/dm per unit initial mass of `imf` at mass `m` (M_sun) relative to kUniversal: for the
 /// revised IMF 0.79 at every mass above 1 M_sun (both have alpha = 2.3 there), 0.79 m^-0.4 from
-/// 0.5 to 1 M_sun.
+/// 0.5 to 1 M_sun (m is clamped to 0.1-100 M_sun).
 double KroupaNumberRatio(KroupaImf imf, double m);
 
 /// \brief The resolution of E-MILES (Vazdekis et al. 2016) at each wavelength: FWHM 5 A below
@@ -157,23 +158,26 @@ struct EmilesSetOptions {
   std::string maraston_dir;             ///< Maraston (2005) Kroupa set (LoadMaraston05)
   std::string name_contains = "Ekb1.30";  ///< file selection in emiles_dir
   double join_age_gyr = 0.03;           ///< E-MILES ages >= this are used as they are (an E-MILES age)
-  double anchor_age_gyr = 0.025;        ///< Maraston age whose spectrum maps onto E-MILES at the join
+  double anchor_age_gyr = 0.025;        ///< age where Maraston's evolution is tied to E-MILES (<= join)
   double young_min_age_gyr = 0.0063;    ///< youngest age of the extension
   /// Window (A) below 8950 A where a zero-tailed E-MILES spectrum and Maraston are matched.
   double fill_window_lo = 8750, fill_window_hi = 8940;
 };
 
 /// \brief The `emiles` SSP set: E-MILES ages >= join_age (8 [M/H] x 53 ages, 1680-12000 A at
-/// 0.9 A) plus a young extension at young_min_age and at Maraston's own ages below anchor_age:
-///   F(t, [M/H], lambda) = F_EMILES(join, [M/H], lambda) x M05(t, [M/H], lambda) / M05(anchor, [M/H], lambda),
-/// so the young spectra carry E-MILES' line structure and resolution and Maraston's evolution of
-/// the continuum (M05 interpolated linearly in log age and [Z/H], clamped to -1.35..+0.35).
-/// E-MILES spectra that are zero beyond 8950 A (ages up to 0.08-0.2 Gyr) are filled there with
-/// Maraston's spectrum of the same age and [M/H], scaled to E-MILES' mean flux in the fill window.
-/// mass_star (stars + remnants) and q_h come from Maraston at every grid point; ml_v =
-/// mass_star / L_V of the grid's own spectra (built-in V band, 5772 K blackbody Sun, as
-/// BuiltinSsp); fwhm = 2.51 and fwhm_wave = EmilesFwhm(wave). Errors name the missing file or
-/// directory.
+/// 0.9 A) plus a young extension at young_min_age, at Maraston's own ages in between and at
+/// anchor_age (< join_age):
+///   F(t, [M/H], lambda) = F_EM(anchor) x M05(t, [M/H], lambda) / M05(anchor, [M/H], lambda),
+///   F_EM(anchor) = F_EM(join) (F_EM(join) / F_EM(next))^p, p = log(join/anchor) / log(next/join),
+/// i.e. E-MILES carried back from the join to the anchor at its own log-age rate to the next
+/// E-MILES age, times Maraston's evolution of the continuum below the anchor (M05 interpolated
+/// linearly in log age and [Z/H], clamped to -1.35..+0.35). Young spectra keep E-MILES' line
+/// structure and resolution. E-MILES spectra that are zero beyond 8950 A (ages up to 0.08-0.2 Gyr)
+/// are filled there with Maraston's spectrum of the same age and [M/H], scaled to E-MILES' mean
+/// flux in the fill window. mass_star = SurvivingMassFraction(kRevised, Maraston's turnoff mass);
+/// q_h = Maraston's x KroupaNumberRatio(kRevised, 10), also below the youngest spectrum down to
+/// 1 Myr (q_h_young); ml_v = mass_star / LuminosityV of the grid's spectra; fwhm = 2.51 and
+/// fwhm_wave = EmilesFwhm(wave). Errors name the missing file or directory.
 Result<std::shared_ptr<SspGrid>> LoadEmilesSet(const EmilesSetOptions& options);
 
 /// \brief Gaussian sigma (Angstrom) by which spectrum `a` is broader (> 0) or sharper (< 0) than
@@ -227,8 +231,9 @@ struct SspSource {
   double young_min_age_gyr = 0.0063;  ///< for "emiles": EmilesSetOptions::young_min_age_gyr
 };
 
-/// \brief The E-MILES and Maraston directories of `source` (given, else under $CUBEFLOW_DATA_DIR/ssp)
-/// and its young_min_age in otherwise default EmilesSetOptions; an error names each missing directory and how to set it.
+/// \brief The E-MILES and Maraston directories of `source` (given, else under
+/// $CUBEFLOW_DATA_DIR/ssp) and its young_min_age, in otherwise default EmilesSetOptions; an error
+/// names each missing directory and how to set it.
 Result<EmilesSetOptions> ResolveEmilesDirs(const SspSource& source);
 
 /// \brief Loads the SSP grid named by `source`: BuiltinSsp(), LoadEmilesSet() with the directories
