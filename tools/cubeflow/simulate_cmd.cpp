@@ -138,9 +138,11 @@ int SimulateCommand(int argc, char** argv) {
   sspc->add_option("--ssp", rep.ssp, "SSP library: builtin, emiles or a directory");
   sspc->add_option("--emiles-dir", rep.emiles_dir, kEmilesDirHelp);
   sspc->add_option("--maraston-dir", rep.maraston_dir, kMarastonDirHelp);
-  sspc->add_option("--join-age", rep.join_age_gyr, "emiles: E-MILES ages from this one on (Gyr; 0.063 = the paper)");
+  sspc->add_option("--join-age", rep.join_age_gyr,
+                   "emiles: E-MILES ages from this one on (Gyr, an E-MILES age; 0.06 is the nearest to the paper's "
+                   "63 Myr)");
   sspc->add_option("--anchor-age", rep.anchor_age_gyr,
-                   "emiles: Maraston age mapped onto E-MILES at the join (Gyr, <= --join-age)");
+                   "emiles: age where Maraston's evolution is tied to E-MILES (Gyr, <= --join-age)");
   sspc->add_option("--young-min-age", rep.young_min_age_gyr, "emiles: youngest age of the extension (Gyr)");
   sspc->add_option("--bc03-dir", rep.bc03_dir,
                    "BC03 directory for the line-structure comparison in the figure (default: "
