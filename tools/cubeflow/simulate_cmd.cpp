@@ -13,6 +13,7 @@
 
 #include "commands.hpp"
 #include "cubeflow/strings.hpp"
+#include "simulate_ssp.hpp"
 #include "cubeflow/sim/galaxy.hpp"
 #include "cubeflow/sim/library.hpp"
 #include "cubeflow/sim/observables.hpp"
@@ -93,6 +94,13 @@ int SimulateCommand(int argc, char** argv) {
   lib->add_option("--threads", threads, "threads (0 = all cores)");
   lib->add_option("--chunk", chunk, "rows simulated and written at a time")->check(CLI::PositiveNumber);
   lib->add_flag("--quiet", quiet, "no progress output");
+  std::string lib_ssp, emiles_dir, maraston_dir;
+  lib->add_option("--ssp", lib_ssp, "SSP library, overriding the config's `ssp`: builtin, emiles or a directory");
+  const char* kEmilesDirHelp = "E-MILES directory for --ssp emiles (default: $CUBEFLOW_DATA_DIR/ssp/emiles_basti_kb)";
+  const char* kMarastonDirHelp =
+      "Maraston (2005) directory for --ssp emiles (default: $CUBEFLOW_DATA_DIR/ssp/maraston05_kroupa)";
+  lib->add_option("--emiles-dir", emiles_dir, kEmilesDirHelp);
+  lib->add_option("--maraston-dir", maraston_dir, kMarastonDirHelp);
 
   auto* gal = app.add_subcommand("galaxy", "Write a mock MUSE cube, HST images, kinematic and truth maps");
   GalaxyConfig g;
@@ -107,7 +115,9 @@ int SimulateCommand(int argc, char** argv) {
   gal->add_option("--wave-step", g.wave_step, "channel width, Angstrom");
   gal->add_option("--seed", g.seed, "random seed");
   gal->add_option("--redshift", g.redshift, "systemic redshift");
-  gal->add_option("--ssp", g.ssp, "SSP library: builtin or a directory");
+  gal->add_option("--ssp", g.ssp, "SSP library: builtin, emiles or a directory");
+  gal->add_option("--emiles-dir", emiles_dir, kEmilesDirHelp);
+  gal->add_option("--maraston-dir", maraston_dir, kMarastonDirHelp);
   gal->add_option("--threads", gthreads, "threads (0 = all cores)");
   gal->add_flag("--no-noise", no_noise, "write a noise-free DATA cube");
   gal->add_option("--histories", g.histories,
@@ -122,12 +132,30 @@ int SimulateCommand(int argc, char** argv) {
   gal->add_option("--library-config", truth_lib_config,
                   "simulator YAML config of the truth library (default: the paper's recipe without noise)");
 
+  auto* sspc = app.add_subcommand("ssp", "Describe an SSP set; for --ssp emiles, measure the join of E-MILES and "
+                                         "its young extension and draw it (docs/forward_model.md)");
+  SspReportOptions rep;
+  sspc->add_option("--ssp", rep.ssp, "SSP library: builtin, emiles or a directory");
+  sspc->add_option("--emiles-dir", rep.emiles_dir, kEmilesDirHelp);
+  sspc->add_option("--maraston-dir", rep.maraston_dir, kMarastonDirHelp);
+  sspc->add_option("--join-age", rep.join_age_gyr,
+                   "emiles: E-MILES ages from this one on (Gyr, an E-MILES age; 0.06 is the nearest to the paper's "
+                   "63 Myr)");
+  sspc->add_option("--anchor-age", rep.anchor_age_gyr,
+                   "emiles: age where Maraston's evolution is tied to E-MILES (Gyr, <= --join-age)");
+  sspc->add_option("--young-min-age", rep.young_min_age_gyr, "emiles: youngest age of the extension (Gyr)");
+  sspc->add_option("--bc03-dir", rep.bc03_dir,
+                   "BC03 directory for the line-structure comparison in the figure (default: "
+                   "$CUBEFLOW_DATA_DIR/ssp/bc03_mpajhu if present)");
+  sspc->add_option("--figure", rep.figure, "write the join figure (PNG) here");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
 
+  if (*sspc) return SimulateSspReport(rep);
   if (*lib) {
     SimConfig cfg;
     if (!config_path.empty()) {
@@ -135,23 +163,28 @@ int SimulateCommand(int argc, char** argv) {
       if (!r.ok()) { std::cerr << "cubeflow simulate library: " << r.status().message() << "\n"; return 2; }
       cfg = *r;
     }
-    std::shared_ptr<const SspGrid> ssp;
-    if (cfg.ssp == "builtin") {
-      ssp = BuiltinSsp();
-    } else {
-      SspLoadOptions lo;
-      lo.name_contains = cfg.ssp_name_contains;
-      auto r = LoadSspDirectory(cfg.ssp, lo);
-      if (!r.ok()) { std::cerr << "cubeflow simulate library: " << r.status().message() << "\n"; return 2; }
-      ssp = *r;
+    if (!lib_ssp.empty()) cfg.ssp = lib_ssp;
+    if (!emiles_dir.empty()) cfg.ssp_emiles_dir = emiles_dir;
+    if (!maraston_dir.empty()) cfg.ssp_maraston_dir = maraston_dir;
+    if (cfg.ssp == "emiles") {  // record the directories used in the library's CONFIG table
+      auto dirs = ResolveEmilesDirs(SspSourceOf(cfg));
+      if (!dirs.ok()) { std::cerr << "cubeflow simulate library: " << dirs.status().message() << "\n"; return 2; }
+      cfg.ssp_emiles_dir = dirs->emiles_dir;
+      cfg.ssp_maraston_dir = dirs->maraston_dir;
     }
+    auto loaded = LoadSsp(SspSourceOf(cfg));
+    if (!loaded.ok()) { std::cerr << "cubeflow simulate library: " << loaded.status().message() << "\n"; return 2; }
+    std::shared_ptr<const SspGrid> ssp = *loaded;
     auto t0 = std::chrono::steady_clock::now();
     auto fm = ForwardModel::Build(ssp, cfg);
     if (!fm.ok()) { std::cerr << "cubeflow simulate library: " << fm.status().message() << "\n"; return 2; }
+    if (!(*fm)->resolution_note().empty())
+      std::cerr << "cubeflow simulate library: warning: " << (*fm)->resolution_note() << "\n";
     LibraryWriteOptions opt;
     opt.threads = threads;
     opt.chunk_rows = chunk;
-    opt.extra_meta["command"] = "cubeflow simulate library --n " + std::to_string(n) + " --seed " + std::to_string(seed);
+    opt.extra_meta["command"] = "cubeflow simulate library --n " + std::to_string(n) + " --seed " + std::to_string(seed) +
+                                (lib_ssp.empty() ? std::string() : " --ssp " + lib_ssp);
     if (!quiet)
       opt.progress = [&](int64_t done, int64_t total) {
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -170,13 +203,22 @@ int SimulateCommand(int argc, char** argv) {
       return 2;
     }
     g.noise = !no_noise;
-    auto m = MockGalaxy::Build(g);
+    SspSource src;
+    src.ssp = g.ssp;
+    src.emiles_dir = emiles_dir;
+    src.maraston_dir = maraston_dir;
+    auto loaded = LoadSsp(src);
+    if (!loaded.ok()) { std::cerr << "cubeflow simulate galaxy: " << loaded.status().message() << "\n"; return 2; }
+    auto m = MockGalaxy::Build(g, *loaded);
     if (!m.ok()) { std::cerr << "cubeflow simulate galaxy: " << m.status().message() << "\n"; return 2; }
+    if (!(*m)->forward_model().resolution_note().empty())
+      std::cerr << "cubeflow simulate galaxy: warning: " << (*m)->forward_model().resolution_note() << "\n";
     const Status st = (*m)->Write(gdir, gthreads);
     if (!st.ok()) { std::cerr << "cubeflow simulate galaxy: " << st.message() << "\n"; return 1; }
     if (!truth_lib.empty()) {
       SimConfig lc;
       lc.noise.enabled = false;
+      lc.ssp = g.ssp;
       if (!truth_lib_config.empty()) {
         auto r = LoadSimConfig(truth_lib_config);
         if (!r.ok()) { std::cerr << "cubeflow simulate galaxy: " << r.status().message() << "\n"; return 2; }
@@ -187,15 +229,7 @@ int SimulateCommand(int argc, char** argv) {
                   << g.ssp << "'; give both the same library\n";
         return 2;
       }
-      std::shared_ptr<const SspGrid> ssp;
-      if (lc.ssp == "builtin") {
-        ssp = BuiltinSsp();
-      } else {
-        auto r = LoadSspDirectory(lc.ssp);
-        if (!r.ok()) { std::cerr << "cubeflow simulate galaxy: " << r.status().message() << "\n"; return 2; }
-        ssp = *r;
-      }
-      auto fm = ForwardModel::Build(ssp, lc);
+      auto fm = ForwardModel::Build(*loaded, lc);
       if (!fm.ok()) { std::cerr << "cubeflow simulate galaxy: " << fm.status().message() << "\n"; return 2; }
       const Status ts = (*m)->WriteTruthLibrary(truth_lib, **fm, g.seed, gthreads);
       if (!ts.ok()) { std::cerr << "cubeflow simulate galaxy: " << ts.message() << "\n"; return 1; }

@@ -65,14 +65,19 @@ void CelestialWcs(fitsfile* f, double ra, double dec, double crpix1, double crpi
 }  // namespace
 
 Result<std::shared_ptr<const MockGalaxy>> MockGalaxy::Build(const GalaxyConfig& cfg) {
+  SspSource src;
+  src.ssp = cfg.ssp;
+  CUBEFLOW_ASSIGN_OR_RETURN(auto ssp, LoadSsp(src));
+  return Build(cfg, ssp);
+}
+
+Result<std::shared_ptr<const MockGalaxy>> MockGalaxy::Build(const GalaxyConfig& cfg,
+                                                            std::shared_ptr<const SspGrid> ssp) {
   if (cfg.nx < 4 || cfg.ny < 4 || cfg.nwave < 16) return Status::Error("galaxy: nx, ny >= 4 and nwave >= 16 required");
   if (cfg.histories != "prior" && cfg.histories != "components")
     return Status::Error("galaxy: histories must be 'prior' or 'components', got '" + cfg.histories + "'");
   std::shared_ptr<MockGalaxy> g(new MockGalaxy());
   g->cfg_ = cfg;
-  std::shared_ptr<const SspGrid> ssp;
-  if (cfg.ssp == "builtin") ssp = BuiltinSsp();
-  else { CUBEFLOW_ASSIGN_OR_RETURN(auto s, LoadSspDirectory(cfg.ssp)); ssp = s; }
   const double z1 = 1.0 + cfg.redshift, vmax = 1500.0;
   const double obs_lo = cfg.wave_start - cfg.wave_step, obs_hi = cfg.wave_start + cfg.wave_step * cfg.nwave;
   const double rest_lo = obs_lo / z1 / (1 + vmax / kSpeedOfLightKms), rest_hi = obs_hi / z1 * (1 + vmax / kSpeedOfLightKms);
@@ -85,6 +90,7 @@ Result<std::shared_ptr<const MockGalaxy>> MockGalaxy::Build(const GalaxyConfig& 
   sc.obs.wave = LogAxis(rest_lo, rest_hi, 30.0);
   sc.obs.norm_min = std::max(5300.0, rest_lo + 50);
   sc.obs.norm_max = sc.obs.norm_min + 200;
+  sc.obs.allow_coarse_ssp = true;  // e.g. E-MILES beyond 8950 A; reported by forward_model().resolution_note()
   CUBEFLOW_ASSIGN_OR_RETURN(g->fm_, ForwardModel::Build(ssp, sc));
   g->rest_axis_ = sc.obs.wave;
   g->rest_edges_ = AxisEdges(g->rest_axis_);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <functional>
 
@@ -146,11 +147,16 @@ Result<std::shared_ptr<const ForwardModel>> ForwardModel::Build(std::shared_ptr<
   const std::vector<double> out_edges = AxisEdges(obs.wave);
 
   // --- broadening: SSP resolution -> LSF (+) sigma_kms --------------------------------------
-  const double ssp_fwhm = g.fwhm > 0 ? g.fwhm : (obs.ssp_fwhm > 0 ? obs.ssp_fwhm : 2.51);
+  // The templates' FWHM at each wavelength: SspGrid::fwhm_wave / fwhm, else spectrum.ssp_fwhm or 2.51 A.
+  const double ssp_fwhm_const = g.fwhm > 0 ? g.fwhm : (obs.ssp_fwhm > 0 ? obs.ssp_fwhm : 2.51);
+  const bool ssp_fwhm_varies = !g.fwhm_wave.empty();
+  auto ssp_fwhm = [&g, ssp_fwhm_const, ssp_fwhm_varies](double l) {
+    return ssp_fwhm_varies ? g.FwhmAt(l) : ssp_fwhm_const;
+  };
   std::function<double(double)> lsf_fwhm;
   if (obs.lsf == "paper") lsf_fwhm = PaperLsfFwhm;
   else if (obs.lsf == "bacon2017") lsf_fwhm = MuseLsfFwhm;
-  else if (obs.lsf == "none") lsf_fwhm = [ssp_fwhm](double) { return ssp_fwhm; };
+  else if (obs.lsf == "none") lsf_fwhm = ssp_fwhm;
   else return Status::Error("forward model: spectrum.lsf must be paper, bacon2017 or none, got '" + obs.lsf + "'");
   const double sig_v = obs.sigma_kms;
   // total sigma (Angstrom) of the output spectrum at lambda
@@ -159,11 +165,42 @@ Result<std::shared_ptr<const ForwardModel>> ForwardModel::Build(std::shared_ptr<
     const double s_v = l * sig_v / kSpeedOfLightKms;
     return std::sqrt(s_lsf * s_lsf + s_v * s_v);
   };
-  const double s_ssp = ssp_fwhm / kFwhmToSigma;
   auto conv_sigma = [&](double l) {
-    const double s = total_sigma(l);
+    const double s = total_sigma(l), s_ssp = ssp_fwhm(l) / kFwhmToSigma;
     return std::sqrt(std::max(s * s - s_ssp * s_ssp, 0.0));
   };
+  // Templates coarser than the target cannot be sharpened: where their FWHM exceeds the target's
+  // by more than kCoarseTolerance, the spectrum keeps the templates' resolution. An error unless
+  // spectrum.allow_coarse_ssp; then resolution_note() says where and by how much.
+  if (obs.lsf != "none") {
+    constexpr double kCoarseTolerance = 1.05;
+    double worst = 1.0, worst_l = 0, first = 0, last = 0;
+    for (double l : fm->wave_) {
+      const double ratio = ssp_fwhm(l) / (total_sigma(l) * kFwhmToSigma);
+      if (ratio > kCoarseTolerance) {
+        if (first == 0) first = l;
+        last = l;
+      }
+      if (ratio > worst) {
+        worst = ratio;
+        worst_l = l;
+      }
+    }
+    if (first > 0) {
+      char buf[400];
+      std::snprintf(buf, sizeof buf,
+                    "SSP '%s' is coarser than the target resolution at %.0f-%.0f A (up to %.2fx at %.0f A: "
+                    "template FWHM %.2f A, target %.2f A = LSF %s (+) %.0f km/s); the spectrum keeps the "
+                    "templates' resolution there",
+                    g.name.c_str(), first, last, worst, worst_l, ssp_fwhm(worst_l),
+                    total_sigma(worst_l) * kFwhmToSigma, obs.lsf.c_str(), sig_v);
+      fm->resolution_note_ = buf;
+      if (!obs.allow_coarse_ssp)
+        return Status::Error("forward model: " + fm->resolution_note_ +
+                             ". Raise spectrum.sigma_kms, shorten the wavelength range, use another SSP, or set "
+                             "spectrum.allow_coarse_ssp: true to accept it");
+    }
+  }
   const double lo = out_edges.front(), hi = out_edges.back();
   if (g.wave.front() > lo || g.wave.back() < hi)
     return Status::Error("forward model: SSP '" + g.name + "' covers " + std::to_string(g.wave.front()) + "-" +
@@ -271,7 +308,7 @@ Result<std::shared_ptr<const ForwardModel>> ForwardModel::Build(std::shared_ptr<
         const double la = std::log10(std::max(ages[s], 1e-5) * 1e9);
         g.Interpolate(la, mh, buf.data());
         for (size_t i = 0; i < buf.size(); ++i) acc[i] += wts[s] * buf[i];
-        q += wts[s] * (g.q_h.empty() ? FallbackQh(ages[s]) : g.InterpolateScalar(g.q_h, la, mh));
+        q += wts[s] * (g.q_h.empty() ? FallbackQh(ages[s]) : g.QhAt(la, mh));
         living += wts[s] * (g.mass_star.empty() ? 1.0 : g.InterpolateScalar(g.mass_star, la, mh));
       }
       const size_t jm = j * nm + m;

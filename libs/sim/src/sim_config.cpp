@@ -94,6 +94,11 @@ template <typename V>
 Status VisitConfig(V& v, SimConfig& c) {
   CUBEFLOW_RETURN_NOT_OK(v.Field("ssp", c.ssp));
   CUBEFLOW_RETURN_NOT_OK(v.Field("ssp_name_contains", c.ssp_name_contains));
+  CUBEFLOW_RETURN_NOT_OK(v.Field("ssp_emiles_dir", c.ssp_emiles_dir));
+  CUBEFLOW_RETURN_NOT_OK(v.Field("ssp_maraston_dir", c.ssp_maraston_dir));
+  CUBEFLOW_RETURN_NOT_OK(v.Field("ssp_young_min_age", c.ssp_young_min_age));
+  CUBEFLOW_RETURN_NOT_OK(v.Check(c.ssp_young_min_age > 0 && c.ssp_young_min_age < 0.025,
+                                 "ssp_young_min_age must be > 0 and < 0.025 Gyr"));
   CUBEFLOW_RETURN_NOT_OK(v.Field("total_mass", c.sfh.total_mass));
   CUBEFLOW_RETURN_NOT_OK(v.Section("mixture", [&](V& s) -> Status {
     CUBEFLOW_RETURN_NOT_OK(s.Field("nonparametric", c.sfh.w_nonparametric));
@@ -168,6 +173,7 @@ Status VisitConfig(V& v, SimConfig& c) {
     CUBEFLOW_RETURN_NOT_OK(s.Field("sigma_kms", c.obs.sigma_kms));
     CUBEFLOW_RETURN_NOT_OK(s.Field("lsf", c.obs.lsf));
     CUBEFLOW_RETURN_NOT_OK(s.Field("ssp_fwhm", c.obs.ssp_fwhm));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("allow_coarse_ssp", c.obs.allow_coarse_ssp));
     CUBEFLOW_RETURN_NOT_OK(s.Field("norm_min", c.obs.norm_min));
     CUBEFLOW_RETURN_NOT_OK(s.Field("norm_max", c.obs.norm_max));
     CUBEFLOW_RETURN_NOT_OK(s.Field("substeps_per_bin", c.obs.substeps_per_bin));
@@ -240,9 +246,12 @@ Result<SimConfig> LoadSimConfig(const std::string& path) {
   // relative paths are relative to the config file
   const auto base = std::filesystem::path(path).parent_path();
   auto resolve = [&](std::string& p) {
-    if (!p.empty() && p != "builtin" && std::filesystem::path(p).is_relative()) p = (base / p).string();
+    if (!p.empty() && p != "builtin" && p != "emiles" && std::filesystem::path(p).is_relative())
+      p = (base / p).string();
   };
   resolve(c.ssp);
+  resolve(c.ssp_emiles_dir);
+  resolve(c.ssp_maraston_dir);
   resolve(c.obs.filter_dir);
   resolve(c.error_spectrum_path);
   if (!c.error_spectrum_path.empty()) {
@@ -256,6 +265,16 @@ Result<SimConfig> LoadSimConfig(const std::string& path) {
   if (!(c.dust.tau_bc_min > 0) || c.dust.tau_bc_max < c.dust.tau_bc_min)
     return Status::Error(path + ": dust.tau_bc_min must be > 0 and <= tau_bc_max");
   return c;
+}
+
+SspSource SspSourceOf(const SimConfig& c) {
+  SspSource s;
+  s.ssp = c.ssp;
+  s.name_contains = c.ssp_name_contains;
+  s.emiles_dir = c.ssp_emiles_dir;
+  s.maraston_dir = c.ssp_maraston_dir;
+  s.young_min_age_gyr = c.ssp_young_min_age;
+  return s;
 }
 
 std::string SimConfigToYaml(const SimConfig& c) {

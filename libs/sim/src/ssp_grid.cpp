@@ -76,6 +76,35 @@ double SspGrid::InterpolateScalar(const std::vector<double>& v, double log_age_y
   return s;
 }
 
+double SspGrid::QhAt(double log_age_yr, double mh) const {
+  const size_t ny = q_h_young_log_age.size();
+  if (q_h.empty() || ny == 0 || !(log_age_yr < log_age.front())) return InterpolateScalar(q_h, log_age_yr, mh);
+  // The young table plus the grid's youngest age as its last node, per [M/H]; log Q, linear in [M/H].
+  std::vector<double> ages(q_h_young_log_age);
+  ages.push_back(log_age.front());
+  size_t ia = 0, im = 0;
+  double ta = 0, tm = 0;
+  Bracket(ages, log_age_yr, &ia, &ta);
+  Bracket(metal, mh, &im, &tm);
+  const size_t im1 = std::min(im + 1, n_metal() - 1);
+  auto at = [&](size_t m, size_t a) {
+    const double q = a < ny ? q_h_young[m * ny + a] : q_h[m * n_age()];
+    return std::log10(std::max(q, 1e-300));
+  };
+  const size_t ia1 = std::min(ia + 1, ny);
+  const double lq = (1 - tm) * ((1 - ta) * at(im, ia) + ta * at(im, ia1)) + tm * ((1 - ta) * at(im1, ia) + ta * at(im1, ia1));
+  return std::pow(10.0, lq);
+}
+
+double SspGrid::FwhmAt(double lambda) const {
+  if (fwhm_wave.empty() || fwhm_wave.size() != wave.size()) return fwhm;
+  size_t i = 0;
+  double t = 0;
+  Bracket(wave, lambda, &i, &t);
+  if (wave.size() == 1) return fwhm_wave[0];
+  return (1 - t) * fwhm_wave[i] + t * fwhm_wave[i + 1];
+}
+
 Status SspGrid::Validate() const {
   const std::string who = "SSP grid '" + name + "': ";
   if (wave.size() < 2 || log_age.empty() || metal.empty()) {
@@ -97,6 +126,16 @@ Status SspGrid::Validate() const {
     return Status::Error(who + "mass_star size != n_metal*n_age");
   }
   if (!q_h.empty() && q_h.size() != ng) return Status::Error(who + "q_h size != n_metal*n_age");
+  if (!q_h_young.empty() && (q_h.empty() || q_h_young.size() != q_h_young_log_age.size() * n_metal())) {
+    return Status::Error(who + "q_h_young size != n_metal * q_h_young_log_age size (or q_h empty)");
+  }
+  for (size_t i = 0; i < q_h_young_log_age.size(); ++i) {
+    if (!(q_h_young_log_age[i] < log_age.front()) || (i > 0 && !(q_h_young_log_age[i] > q_h_young_log_age[i - 1])))
+      return Status::Error(who + "q_h_young_log_age must increase and stay below the youngest age");
+  }
+  if (!fwhm_wave.empty() && fwhm_wave.size() != n_wave()) {
+    return Status::Error(who + "fwhm_wave size != n_wave");
+  }
   return Status::OK();
 }
 

@@ -60,8 +60,14 @@ struct SpaxelTruth {
 /// \brief The galaxy model: fields, forward model and rendering of any spaxel (thread-safe).
 class MockGalaxy {
  public:
+  /// Loads the SSP grid named by cfg.ssp (LoadSsp; "emiles" from $CUBEFLOW_DATA_DIR).
   static Result<std::shared_ptr<const MockGalaxy>> Build(const GalaxyConfig& cfg);
+  /// With a loaded SSP grid (cfg.ssp is then only its label).
+  static Result<std::shared_ptr<const MockGalaxy>> Build(const GalaxyConfig& cfg, std::shared_ptr<const SspGrid> ssp);
   const GalaxyConfig& config() const { return cfg_; }
+  /// The rest-frame forward model the spaxels are rendered with (its resolution_note() says
+  /// where the SSP templates are coarser than the MUSE LSF).
+  const ForwardModel& forward_model() const { return *fm_; }
   SpaxelTruth Truth(int64_t x, int64_t y) const;
   /// Noise-free observed spectrum (1e-20 erg/s/cm^2/A, nwave values; NaN for invalid spaxels)
   /// and band mean flux densities (erg/s/cm^2/A).

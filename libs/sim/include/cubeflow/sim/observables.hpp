@@ -74,6 +74,9 @@ struct ObservablesConfig {
   /// "bacon2017": MuseLsfFwhm(); "none": keep the SSP resolution (no LSF).
   std::string lsf = "paper";
   double ssp_fwhm = 0;             ///< SSP FWHM (A) if the grid does not say; 0 -> 2.51
+  /// Accept templates coarser (FWHM > 1.05x) than the target resolution somewhere on the grid
+  /// (ForwardModel::resolution_note() says where); false: that is an error.
+  bool allow_coarse_ssp = false;
   double norm_min = 5300, norm_max = 5500;  ///< normalisation window (A)
   std::vector<std::string> bands = {"F275W", "F336W", "F438W", "F555W", "F814W"};
   std::string filter_dir;          ///< if set, <dir>/<band>.dat (or *<band>*) overrides built-ins
@@ -92,8 +95,11 @@ struct NoiseConfig {
 
 /// \brief Everything that defines a library.
 struct SimConfig {
-  std::string ssp = "builtin";     ///< "builtin" or an SSP directory
+  std::string ssp = "builtin";     ///< "builtin", "emiles" or an SSP directory (LoadSsp)
   std::string ssp_name_contains;   ///< SspLoadOptions::name_contains
+  std::string ssp_emiles_dir;      ///< for ssp: emiles; empty = $CUBEFLOW_DATA_DIR/ssp/emiles_basti_kb
+  std::string ssp_maraston_dir;    ///< for ssp: emiles; empty = $CUBEFLOW_DATA_DIR/ssp/maraston05_kroupa
+  double ssp_young_min_age = 0.0063;  ///< for ssp: emiles; youngest age (Gyr) of the young extension
   SfhPrior sfh;
   DustPrior dust;
   NebularConfig nebular;
@@ -101,6 +107,9 @@ struct SimConfig {
   NoiseConfig noise;
   std::string error_spectrum_path;  ///< where noise.error_spectrum came from (metadata)
 };
+
+/// The SspSource of a config (keys ssp, ssp_name_contains, ssp_emiles_dir, ssp_maraston_dir).
+SspSource SspSourceOf(const SimConfig& config);
 
 /// Reads a YAML config (keys documented in docs/forward_model.md); unknown keys are errors.
 Result<SimConfig> LoadSimConfig(const std::string& path);
@@ -139,6 +148,9 @@ class ForwardModel {
   const std::vector<double>& wave() const { return wave_; }  ///< output pixel centres
   const std::vector<std::string>& bands() const { return band_names_; }
   const std::vector<double>& pivots() const { return pivots_; }
+  /// Where the templates are coarser than the target resolution (spectrum.allow_coarse_ssp);
+  /// empty when they are not.
+  const std::string& resolution_note() const { return resolution_note_; }
 
   /// Noise-free spectrum and photometry of a binned history with dust (not normalised).
   /// `z_gas` sets the nebular line ratios. Thread-safe.
@@ -157,6 +169,7 @@ class ForwardModel {
   ForwardModel() = default;
   SimConfig cfg_;
   std::shared_ptr<const SspGrid> ssp_;
+  std::string resolution_note_;
   TimeGrid grid_;
   std::vector<double> wave_;
   size_t n_wave_ = 0, n_metal_ = 0, n_steps_ = 0;
