@@ -269,16 +269,15 @@ bool DenseBasisCurve(const DenseBasisParams& p, double t_universe, SfrCurve* out
   const double tail_start = tu - delta;
   const std::array<double, kNumIntervals + 1> special = {0.0, t[0], t[1], t[2], tail_start};
   const std::vector<double> knots = MakeKnots(special, tu);
-  const size_t nk = knots.size();  // knot 0 = Big Bang (SFR 0), knot nk-1 = tail start (SFR s)
+  const size_t nk = knots.size();  // knot 0: the Big Bang (SFR 0); knot nk-1: the tail start
   if (nk < 3) return false;
-  const size_t n = nk - 2;         // free SFR values at knots 1 .. nk-2
+  const size_t n = nk - 1;         // free SFR values at knots 1 .. nk-1
   std::vector<double> h(nk - 1);
   for (size_t j = 0; j + 1 < nk; ++j) h[j] = knots[j + 1] - knots[j];
-  // 1/2 sum_j (x_{j+1} - x_j)^2 / h_j  with x_0 = 0, x_{nk-1} = s.
-  std::vector<double> d(n), e(n > 0 ? n - 1 : 0), c(n, 0.0);
-  for (size_t i = 0; i < n; ++i) d[i] = 1.0 / h[i] + 1.0 / h[i + 1];
+  // 1/2 sum_j (x_{j+1} - x_j)^2 / h_j with x_0 = 0; the last knot has one neighbour (free end).
+  std::vector<double> d(n), e(n - 1), c(n, 0.0);
+  for (size_t i = 0; i < n; ++i) d[i] = 1.0 / h[i] + (i + 1 < n ? 1.0 / h[i + 1] : 0.0);
   for (size_t i = 0; i + 1 < n; ++i) e[i] = -1.0 / h[i + 1];
-  c[n - 1] = -s / h[nk - 2];
   // Mass in each interval: sum over its cells of h (x_j + x_{j+1}) / 2.
   std::vector<int> interval(nk - 1);
   {
@@ -294,9 +293,8 @@ bool DenseBasisCurve(const DenseBasisParams& p, double t_universe, SfrCurve* out
   for (size_t j = 0; j + 1 < nk; ++j) {
     const int k = interval[j];
     const double half = 0.5 * h[j];
-    if (j >= 1) a[j - 1][k] += half;           // x_j is free
-    if (j + 1 <= n) a[j][k] += half;           // x_{j+1} is free
-    else b[k] -= half * s;                     // x_{nk-1} = s
+    if (j >= 1) a[j - 1][k] += half;  // x_j (x_0 = 0 contributes nothing)
+    a[j][k] += half;                  // x_{j+1}
   }
   // The SFR floor: x = floor + x' with x' >= 0.
   const double floor = kFloor / tu;
@@ -304,7 +302,8 @@ bool DenseBasisCurve(const DenseBasisParams& p, double t_universe, SfrCurve* out
     c[i] += floor * (d[i] + (i > 0 ? e[i - 1] : 0.0) + (i + 1 < n ? e[i] : 0.0));
     for (int k = 0; k < kNumIntervals; ++k) b[k] -= floor * a[i][k];
   }
-  // Feasible start: x' = 0 at the points, a constant in each interval's interior knots.
+  // Feasible start: x' = 0 at the points and the tail start, a constant in each interval's
+  // interior knots.
   std::vector<double> x(n, 0.0);
   for (int k = 0; k < kNumIntervals; ++k) {
     double weight = 0;
@@ -319,13 +318,15 @@ bool DenseBasisCurve(const DenseBasisParams& p, double t_universe, SfrCurve* out
   TridiagonalQp qp(std::move(d), std::move(e), std::move(c), std::move(a));
   if (!qp.Solve(&x)) return false;
   for (double& v : x) v = floor + std::max(v, 0.0);
-  // The curve: knots, the tail to t_universe, SFR >= 0, cumulative normalised to 1.
+  // The curve: the knots, then the tail at the sSFR (a second knot at the tail start: the SFR
+  // steps there), cumulative normalised to 1.
   SfrCurve& cv = *out;
   cv.tau = knots;
   cv.sfr.assign(nk, 0.0);
   for (size_t i = 0; i < n; ++i) cv.sfr[i + 1] = x[i];
-  cv.sfr[nk - 1] = s;
   if (delta > 0) {
+    cv.tau.push_back(tail_start);
+    cv.sfr.push_back(s);
     cv.tau.push_back(tu);
     cv.sfr.push_back(s);
   }

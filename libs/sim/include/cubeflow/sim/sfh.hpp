@@ -61,10 +61,12 @@ struct SfhPrior {
   double total_mass = 1.5e7;             ///< M_sun formed (the paper's 15e6)
 };
 
-/// \brief A star-formation rate that is piecewise linear in cosmic time (a Dense Basis history).
-/// Its cumulative mass is piecewise quadratic, continuous with a continuous derivative.
+/// \brief A star-formation rate that is piecewise linear in cosmic time (a Dense Basis history),
+/// continuous except for one step at the tail start. Its cumulative mass is piecewise quadratic.
 struct SfrCurve {
-  std::vector<double> tau;  ///< knots, cosmic time (Gyr), increasing; front() = 0, back() = t_universe
+  /// Knots, cosmic time (Gyr), non-decreasing: the tail start appears twice (the SFR steps
+  /// there); front() = 0, back() = t_universe.
+  std::vector<double> tau;
   std::vector<double> sfr;  ///< SFR at the knots, fraction of the total mass per Gyr, >= 0
   std::vector<double> cum;  ///< fraction of the mass formed before each knot; front() = 0, back() = 1
   double tail_start = 0;    ///< cosmic time after which the SFR is held at the drawn sSFR (Gyr)
@@ -95,7 +97,8 @@ struct DenseBasisParams {
 /// conditioned on (i) a quarter of the mass forming between consecutive points (0, t25, t50,
 /// t75, t_universe) and (ii) Dense Basis's sSFR constraint: the last `tail_fraction` of the mass
 /// forms at the constant rate sSFR (over the last 4 % of cosmic time at most, and the last half
-/// of the time after t75 at most). Of the conditioned process we take the most probable
+/// of the time after t75 at most; the SFR steps to the sSFR there, as Dense Basis's closely
+/// spaced constraint points make it do). Of the conditioned process we take the most probable
 /// history whose SFR stays above a floor of 1e-3 / t_universe (0.1 % of the mean SFR; before the
 /// tail) everywhere: the mode of the constrained Gaussian process (Maatouk & Bay 2017), found
 /// by a small quadratic programme (primal active set) on ~170 knots: uniform every 0.1 Gyr of
