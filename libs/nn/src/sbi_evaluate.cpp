@@ -95,6 +95,7 @@ class CalibrationAccumulator {
     c_.bias.assign(dim_, nan);
     c_.scatter.assign(dim_, nan);
     c_.width68.assign(dim_, nan);
+    c_.prior_width68.assign(dim_, nan);
     c_.rank_chi2.assign(dim_, nan);
     c_.max_coverage_dev.assign(dim_, nan);
     for (int64_t k = 0; k < dim_; ++k) {
@@ -121,6 +122,15 @@ class CalibrationAccumulator {
       c_.bias[k] = sd / m;
       c_.scatter[k] = std::sqrt(std::max(0.0, sd2 / m - (sd / m) * (sd / m)));
       c_.width68[k] = w68_[k] / m;
+      std::vector<float> sorted = tru_[k];
+      std::sort(sorted.begin(), sorted.end());
+      auto q = [&](double p) {
+        const double pos = p * static_cast<double>(m - 1);
+        const auto a = static_cast<size_t>(pos);
+        const size_t b = std::min<size_t>(a + 1, static_cast<size_t>(m - 1));
+        return sorted[a] + (pos - a) * (sorted[b] - sorted[a]);
+      };
+      c_.prior_width68[k] = q(0.84) - q(0.16);
       const double e = static_cast<double>(m) / c_.rank_bins;
       double chi2 = 0;
       for (int64_t c : c_.ranks[k]) chi2 += (c - e) * (c - e) / e;
@@ -321,11 +331,12 @@ void PrintReport(const EvalOptions& o, const Calibration& c, double total_s) {
               o.model.c_str(), o.library.c_str(), static_cast<long long>(c.n), static_cast<long long>(o.first),
               static_cast<long long>(o.first + c.n - 1), static_cast<long long>(c.n_samples),
               static_cast<unsigned long long>(o.seed));
-  std::printf("\nposterior medians vs truth\n%-6s %-4s %8s %9s %9s %9s\n", "param", "unit", "R2", "bias", "scatter",
-              "width68");
+  std::printf("\nposterior medians vs truth; width68: mean 16-84 %% posterior width, prior68: 16-84 %% range of the "
+              "truths\n%-6s %-4s %8s %9s %9s %9s %9s %8s\n",
+              "param", "unit", "R2", "bias", "scatter", "width68", "prior68", "w/prior");
   for (size_t k = 0; k < D; ++k)
-    std::printf("%-6s %-4s %8.4f %9.4f %9.4f %9.4f\n", c.names[k].c_str(), c.units[k].c_str(), c.r2[k], c.bias[k],
-                c.scatter[k], c.width68[k]);
+    std::printf("%-6s %-4s %8.4f %9.4f %9.4f %9.4f %9.4f %8.3f\n", c.names[k].c_str(), c.units[k].c_str(), c.r2[k],
+                c.bias[k], c.scatter[k], c.width68[k], c.prior_width68[k], c.width68[k] / c.prior_width68[k]);
   std::printf("\nexpected coverage: fraction of truths inside the central credible interval\n%-6s", "param");
   for (double l : c.levels) std::printf(" %6.2f", l);
   std::printf("  max|dev|(0.1-0.9)\n");
@@ -370,6 +381,7 @@ std::string Json(const EvalOptions& o, const Calibration& c) {
   per_param("bias", c.bias);
   per_param("scatter", c.scatter);
   per_param("width68", c.width68);
+  per_param("prior_width68", c.prior_width68);
   per_param("max_coverage_deviation", c.max_coverage_dev);
   j << "},\n  \"sbc\": {\"bins\": " << c.rank_bins << ", \"chi2\": {";
   for (size_t k = 0; k < D; ++k) j << (k ? ", " : "") << JsonString(c.names[k]) << ": " << JsonNum(c.rank_chi2[k]);
@@ -415,10 +427,11 @@ std::string ObjectsCsv(const EvalOptions& o, const Calibration& c) {
 Status WriteTables(const EvalOptions& o, const Calibration& c, const std::string& d) {
   const size_t D = c.names.size();
   std::ostringstream sum, cov, rk;
-  sum << "parameter,unit,r2,bias,scatter,width68,max_coverage_dev,sbc_chi2,n\n";
+  sum << "parameter,unit,r2,bias,scatter,width68,prior_width68,max_coverage_dev,sbc_chi2,n\n";
   for (size_t k = 0; k < D; ++k)
     sum << c.names[k] << "," << c.units[k] << "," << c.r2[k] << "," << c.bias[k] << "," << c.scatter[k] << ","
-        << c.width68[k] << "," << c.max_coverage_dev[k] << "," << c.rank_chi2[k] << "," << c.n << "\n";
+        << c.width68[k] << "," << c.prior_width68[k] << "," << c.max_coverage_dev[k] << "," << c.rank_chi2[k] << ","
+        << c.n << "\n";
   cov << "parameter,level,coverage\n";
   for (size_t k = 0; k < D; ++k)
     for (size_t l = 0; l < c.levels.size(); ++l) cov << c.names[k] << "," << c.levels[l] << "," << c.coverage[k][l] << "\n";

@@ -56,6 +56,7 @@ double Hermite(double x, double x0, double x1, double y0, double y1, double d0, 
 double Sfh::YoungFraction(double t) const {
   if (t <= 0) return 0.0;
   if (t >= t_hi) return 1.0;
+  if (kind == SfhKind::kDenseBasis && curve) return std::clamp(1.0 - curve->Cumulative(t_universe - t), 0.0, 1.0);
   if (kind == SfhKind::kNonParametric) {
     const double tau = t_universe - t;  // cosmic time
     int k = 0;
@@ -83,12 +84,40 @@ void FinalizeSfh(Sfh* s) {
 }
 
 SfhKind DrawSfhKind(const SfhPrior& p, Rng& rng) {
-  const double tot = p.w_nonparametric + p.w_skewnormal + p.w_skewnormal_burst;
+  // The Dense Basis weight comes last, so that libraries without it draw as before.
+  const double tot = p.w_nonparametric + p.w_skewnormal + p.w_skewnormal_burst + p.w_dense_basis;
   const double u = rng.Uniform() * tot;
   if (u < p.w_nonparametric) return SfhKind::kNonParametric;
   if (u < p.w_nonparametric + p.w_skewnormal) return SfhKind::kSkewNormal;
-  return SfhKind::kSkewNormalBurst;
+  if (p.w_dense_basis <= 0 || u < p.w_nonparametric + p.w_skewnormal + p.w_skewnormal_burst)
+    return SfhKind::kSkewNormalBurst;
+  return SfhKind::kDenseBasis;
 }
+
+bool SetDenseBasis(Sfh* s, const DenseBasisParams& params) {
+  auto curve = std::make_shared<SfrCurve>();
+  if (!DenseBasisCurve(params, s->t_universe, curve.get())) {
+    SetNonParametric(s, params.time_frac, params.ssfr);
+    return false;
+  }
+  s->kind = SfhKind::kDenseBasis;
+  s->t_hi = s->t_universe;
+  s->ssfr = params.ssfr;
+  s->curve = std::move(curve);
+  return true;
+}
+
+namespace {
+/// Cumulative sums of the first three components of a 4-component Dirichlet(alpha).
+std::array<double, 3> DirichletTimes(double alpha, Rng& rng) {
+  double g[4], sum = 0;
+  for (double& v : g) { v = rng.Gamma(alpha) + 1e-12; sum += v; }
+  std::array<double, 3> frac{};
+  double acc = 0;
+  for (int k = 0; k < 3; ++k) { acc += g[k] / sum; frac[k] = acc; }
+  return frac;
+}
+}  // namespace
 
 void SetNonParametric(Sfh* s, const std::array<double, 3>& time_frac, double ssfr) {
   s->kind = SfhKind::kNonParametric;
@@ -119,17 +148,26 @@ Sfh DrawSfh(const SfhPrior& p, SfhKind kind, Rng& rng) {
   s.t_universe = CosmicTimeGyr(0.0, p.cosmology);
   s.z_start = p.z_start;
   s.z_sun = p.z_sun;
-  s.z_final = rng.Uniform(p.z_final_min, p.z_final_max);
+  if (p.constant_metallicity) {
+    s.z_final = s.z_start = p.z_sun * std::pow(10.0, rng.Uniform(p.mh_min, p.mh_max));
+  } else {
+    s.z_final = rng.Uniform(p.z_final_min, p.z_final_max);
+  }
   if (kind == SfhKind::kNonParametric) {
     // Three cumulative time fractions from a 4-component Dirichlet (DenseBasis t_x).
-    double g[4], sum = 0;
-    for (double& v : g) { v = rng.Gamma(p.dirichlet_alpha) + 1e-12; sum += v; }
-    std::array<double, 3> frac{};
-    double acc = 0;
-    for (int k = 0; k < 3; ++k) { acc += g[k] / sum; frac[k] = acc; }
+    const std::array<double, 3> frac = DirichletTimes(p.dirichlet_alpha, rng);
     const double ssfr = p.ssfr_log_uniform ? rng.LogUniform(p.ssfr_min, p.ssfr_max)
                                            : rng.Uniform(p.ssfr_min, p.ssfr_max);
     SetNonParametric(&s, frac, ssfr);
+    return s;
+  }
+  if (kind == SfhKind::kDenseBasis) {
+    DenseBasisParams db;
+    db.time_frac = DirichletTimes(p.db_dirichlet_alpha, rng);
+    db.ssfr = p.db_ssfr_log_uniform ? rng.LogUniform(p.db_ssfr_min, p.db_ssfr_max)
+                                    : rng.Uniform(p.db_ssfr_min, p.db_ssfr_max);
+    db.tail_fraction = p.db_tail_fraction;
+    SetDenseBasis(&s, db);
     return s;
   }
   s.t_hi = p.clip_to_universe_age ? std::min(p.t_max, s.t_universe) : p.t_max;
@@ -179,6 +217,7 @@ double Bisect(const Sfh& sfh, double young, double lo, double hi, int iters) {
 }  // namespace
 
 double LookbackOfYoungFraction(const Sfh& sfh, double young) {
+  if (sfh.kind == SfhKind::kDenseBasis && sfh.curve) return sfh.t_universe - sfh.curve->TimeOfFraction(1.0 - young);
   return Bisect(sfh, young, 0.0, sfh.t_hi, 48);
 }
 
@@ -202,6 +241,10 @@ SfhLabels ComputeLabels(const Sfh& sfh, const TimeGrid& grid, const BinnedSfh& b
   for (size_t j = 0; j < grid.size(); ++j) cum[j + 1] = cum[j] + binned.mass[j];
   for (int k = 0; k < kNumMassPercentiles; ++k) {
     const double young = 1.0 - 0.1 * (k + 1);  // 10 % formed = 90 % still to form
+    if (sfh.kind == SfhKind::kDenseBasis && sfh.curve) {
+      l.t_mass[k] = static_cast<float>(sfh.curve->TimeOfFraction(0.1 * (k + 1)));
+      continue;
+    }
     size_t j = std::upper_bound(cum.begin(), cum.end(), young) - cum.begin();
     j = std::clamp<size_t>(j, 1, grid.size());
     const double lb = Bisect(sfh, young, grid.Lo(j - 1), std::min(grid.Hi(j - 1), sfh.t_hi), 30);

@@ -103,7 +103,8 @@ Status VisitConfig(V& v, SimConfig& c) {
   CUBEFLOW_RETURN_NOT_OK(v.Section("mixture", [&](V& s) -> Status {
     CUBEFLOW_RETURN_NOT_OK(s.Field("nonparametric", c.sfh.w_nonparametric));
     CUBEFLOW_RETURN_NOT_OK(s.Field("skewnormal", c.sfh.w_skewnormal));
-    return s.Field("skewnormal_burst", c.sfh.w_skewnormal_burst);
+    CUBEFLOW_RETURN_NOT_OK(s.Field("skewnormal_burst", c.sfh.w_skewnormal_burst));
+    return s.Field("dense_basis", c.sfh.w_dense_basis);
   }));
   CUBEFLOW_RETURN_NOT_OK(v.Section("cosmology", [&](V& s) -> Status {
     CUBEFLOW_RETURN_NOT_OK(s.Field("h0", c.sfh.cosmology.h0));
@@ -119,6 +120,17 @@ Status VisitConfig(V& v, SimConfig& c) {
                                    "nonparametric.ssfr_distribution must be uniform or log-uniform"));
     c.sfh.ssfr_log_uniform = dist == "log-uniform";
     return Status::OK();
+  }));
+  CUBEFLOW_RETURN_NOT_OK(v.Section("dense_basis", [&](V& s) -> Status {
+    std::string dist = c.sfh.db_ssfr_log_uniform ? "log-uniform" : "uniform";
+    CUBEFLOW_RETURN_NOT_OK(s.Field("dirichlet_alpha", c.sfh.db_dirichlet_alpha));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("ssfr_min", c.sfh.db_ssfr_min));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("ssfr_max", c.sfh.db_ssfr_max));
+    CUBEFLOW_RETURN_NOT_OK(s.Field("ssfr_distribution", dist));
+    CUBEFLOW_RETURN_NOT_OK(s.Check(dist == "uniform" || dist == "log-uniform",
+                                   "dense_basis.ssfr_distribution must be uniform or log-uniform"));
+    c.sfh.db_ssfr_log_uniform = dist == "log-uniform";
+    return s.Field("tail_fraction", c.sfh.db_tail_fraction);
   }));
   CUBEFLOW_RETURN_NOT_OK(v.Section("skewnormal", [&](V& s) -> Status {
     CUBEFLOW_RETURN_NOT_OK(s.Field("peak_mean", c.sfh.peak_mean));
@@ -143,7 +155,15 @@ Status VisitConfig(V& v, SimConfig& c) {
     CUBEFLOW_RETURN_NOT_OK(s.Field("z_start", c.sfh.z_start));
     CUBEFLOW_RETURN_NOT_OK(s.Field("z_final_min", c.sfh.z_final_min));
     CUBEFLOW_RETURN_NOT_OK(s.Field("z_final_max", c.sfh.z_final_max));
-    return s.Field("z_sun", c.sfh.z_sun);
+    CUBEFLOW_RETURN_NOT_OK(s.Field("z_sun", c.sfh.z_sun));
+    std::string law = c.sfh.constant_metallicity ? "constant" : "enrichment";
+    CUBEFLOW_RETURN_NOT_OK(s.Field("law", law));
+    CUBEFLOW_RETURN_NOT_OK(s.Check(law == "enrichment" || law == "constant",
+                                   "metallicity.law must be enrichment (eq. 2 of paper 004) or constant (one [M/H] "
+                                   "per object, uniform in [mh_min, mh_max])"));
+    c.sfh.constant_metallicity = law == "constant";
+    CUBEFLOW_RETURN_NOT_OK(s.Field("mh_min", c.sfh.mh_min));
+    return s.Field("mh_max", c.sfh.mh_max);
   }));
   CUBEFLOW_RETURN_NOT_OK(v.Section("dust", [&](V& s) -> Status {
     CUBEFLOW_RETURN_NOT_OK(s.Field("enabled", c.dust.enabled));
@@ -257,11 +277,20 @@ Result<SimConfig> LoadSimConfig(const std::string& path) {
   if (!c.error_spectrum_path.empty()) {
     CUBEFLOW_ASSIGN_OR_RETURN(c.noise.error_spectrum, ReadErrorSpectrum(c.error_spectrum_path, c.obs.wave));
   }
-  const double wsum = c.sfh.w_nonparametric + c.sfh.w_skewnormal + c.sfh.w_skewnormal_burst;
-  if (!(wsum > 0) || c.sfh.w_nonparametric < 0 || c.sfh.w_skewnormal < 0 || c.sfh.w_skewnormal_burst < 0)
+  const double wsum = c.sfh.w_nonparametric + c.sfh.w_skewnormal + c.sfh.w_skewnormal_burst + c.sfh.w_dense_basis;
+  if (!(wsum > 0) || c.sfh.w_nonparametric < 0 || c.sfh.w_skewnormal < 0 || c.sfh.w_skewnormal_burst < 0 ||
+      c.sfh.w_dense_basis < 0)
     return Status::Error(path + ": mixture weights must be >= 0 with a positive sum");
   if (!(c.sfh.ssfr_min > 0) || c.sfh.ssfr_max < c.sfh.ssfr_min)
     return Status::Error(path + ": nonparametric.ssfr_min must be > 0 and <= ssfr_max");
+  if (!(c.sfh.db_ssfr_min > 0) || c.sfh.db_ssfr_max < c.sfh.db_ssfr_min)
+    return Status::Error(path + ": dense_basis.ssfr_min must be > 0 and <= ssfr_max");
+  if (!(c.sfh.db_dirichlet_alpha > 0) || !(c.sfh.dirichlet_alpha > 0))
+    return Status::Error(path + ": dirichlet_alpha must be > 0");
+  if (!(c.sfh.db_tail_fraction >= 0 && c.sfh.db_tail_fraction < 0.25))
+    return Status::Error(path + ": dense_basis.tail_fraction must be in [0, 0.25) (the mass after t75 is 0.25)");
+  if (c.sfh.constant_metallicity && !(c.sfh.mh_min <= c.sfh.mh_max))
+    return Status::Error(path + ": metallicity.mh_min must be <= mh_max");
   if (!(c.dust.tau_bc_min > 0) || c.dust.tau_bc_max < c.dust.tau_bc_min)
     return Status::Error(path + ": dust.tau_bc_min must be > 0 and <= tau_bc_max");
   return c;

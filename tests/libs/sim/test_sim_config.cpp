@@ -52,6 +52,41 @@ TEST(SimConfig, WrittenYamlReadsBackToTheSameConfig) {
   EXPECT_EQ(back->noise.snr, (std::vector<double>{5, 10}));
 }
 
+TEST(SimConfig, DenseBasisPriorAndConstantMetallicityKeys) {
+  auto r = LoadSimConfig(WriteConfig(
+      "db", "mixture: {nonparametric: 0, skewnormal: 9000, skewnormal_burst: 6000, dense_basis: 150000}\n"
+            "dense_basis: {dirichlet_alpha: 5, ssfr_min: 1.0e-17, ssfr_max: 3.16e-8, ssfr_distribution: log-uniform,"
+            " tail_fraction: 0.02}\n"
+            "metallicity: {law: constant, mh_min: -2.3, mh_max: 0.4}\n"));
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_DOUBLE_EQ(r->sfh.w_dense_basis, 150000);
+  EXPECT_DOUBLE_EQ(r->sfh.w_nonparametric, 0);
+  EXPECT_DOUBLE_EQ(r->sfh.db_dirichlet_alpha, 5);
+  EXPECT_DOUBLE_EQ(r->sfh.db_ssfr_min, 1e-17);
+  EXPECT_TRUE(r->sfh.db_ssfr_log_uniform);
+  EXPECT_DOUBLE_EQ(r->sfh.db_tail_fraction, 0.02);
+  EXPECT_TRUE(r->sfh.constant_metallicity);
+  EXPECT_DOUBLE_EQ(r->sfh.mh_min, -2.3);
+  auto back = LoadSimConfig(WriteConfig("db_back", SimConfigToYaml(*r)));
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(SimConfigToYaml(*back), SimConfigToYaml(*r));
+  // The defaults keep the PCHIP non-parametric kind and eq. 2.
+  SimConfig d;
+  EXPECT_DOUBLE_EQ(d.sfh.w_dense_basis, 0);
+  EXPECT_FALSE(d.sfh.constant_metallicity);
+  auto bad = LoadSimConfig(WriteConfig("db_law", "metallicity: {law: linear}\n"));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("metallicity.law must be enrichment"), std::string::npos);
+  bad = LoadSimConfig(WriteConfig("db_ssfr", "dense_basis: {ssfr_min: 0}\n"));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("dense_basis.ssfr_min must be > 0"), std::string::npos);
+  bad = LoadSimConfig(WriteConfig("db_w", "mixture: {dense_basis: -1}\n"));
+  ASSERT_FALSE(bad.ok());
+  bad = LoadSimConfig(WriteConfig("db_mh", "metallicity: {law: constant, mh_min: 0.5, mh_max: 0.4}\n"));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("mh_min must be <= mh_max"), std::string::npos);
+}
+
 TEST(SimConfig, ErrorsNameTheFileAndTheKey) {
   auto r = LoadSimConfig(WriteConfig("unknown", "dust: {tau_bc_mni: 1}\n"));
   ASSERT_FALSE(r.ok());

@@ -41,7 +41,7 @@ struct LibraryData {
   std::vector<float> t_mass;            ///< n x 9, cosmic time (Gyr) at which 10..90 % of mass formed
   std::vector<float> snr;               ///< n, S/N of the noise applied
   std::vector<float> tau_bc, tau_ism;   ///< n, dust optical depths drawn
-  std::vector<int32_t> sfh_kind;        ///< n: 0 non-parametric, 1 skew-normal, 2 skew-normal + burst
+  std::vector<int32_t> sfh_kind;        ///< n: 0 non-parametric, 1 skew-normal, 2 skew-normal + burst, 3 Dense Basis
   std::vector<float> z_final;           ///< n: Z_final of eq. 2 (absolute Z)
   std::map<std::string, std::string> meta;  ///< seed, config, version, ...
 };

@@ -9,6 +9,7 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "cubeflow/sim/ages.hpp"
@@ -17,16 +18,27 @@
 namespace cubeflow::sim {
 
 /// Kind of history; the integer values are stored in the SFH_KIND column of libraries.
-enum class SfhKind : int32_t { kNonParametric = 0, kSkewNormal = 1, kSkewNormalBurst = 2 };
+/// kNonParametric: the quartile times of a Dirichlet joined by a monotone cubic (PCHIP);
+/// kDenseBasis: the same Dense Basis parameters joined by a Gaussian-process history
+/// (Iyer et al. 2019 GP-SFH, made monotone: DenseBasisCurve).
+enum class SfhKind : int32_t { kNonParametric = 0, kSkewNormal = 1, kSkewNormalBurst = 2, kDenseBasis = 3 };
 
 /// \brief Prior over histories. Defaults follow the paper; see docs/forward_model.md.
 struct SfhPrior {
-  // Mixture weights (relative; the paper's 150000 : 9000 : 6000).
+  // Mixture weights (relative; the paper's 150000 : 9000 : 6000). Paper 004's GP-SFH component
+  // is w_dense_basis; the default keeps the PCHIP form (w_nonparametric) of earlier libraries.
   double w_nonparametric = 150000, w_skewnormal = 9000, w_skewnormal_burst = 6000;
-  // Non-parametric (DenseBasis GP-SFH-like) histories.
+  double w_dense_basis = 0;
+  // Non-parametric (DenseBasis GP-SFH-like, PCHIP) histories.
   double dirichlet_alpha = 1.0;          ///< concentration of the 4-component Dirichlet
   double ssfr_min = 1e-12, ssfr_max = 1e-9;  ///< sSFR at z = 0, 1/yr
   bool ssfr_log_uniform = false;         ///< the paper says uniform (linear)
+  // Dense Basis GP-SFH histories (DenseBasisCurve). Defaults: paper 004 (sec. 2.1); paper 000
+  // draws log sSFR uniform in [-17, -7.5].
+  double db_dirichlet_alpha = 1.0;       ///< concentration of the 4-component Dirichlet
+  double db_ssfr_min = 1e-12, db_ssfr_max = 1e-9;  ///< sSFR at z = 0, 1/yr
+  bool db_ssfr_log_uniform = false;
+  double db_tail_fraction = 0.04;        ///< Dense Basis: the last 4 % of the mass form at the sSFR
   // Skew-normal histories (Table 1), in look-back time.
   double peak_mean = 12, peak_sigma = 3;   ///< Gyr (normal, truncated to [0, t_max])
   double width_mean = 1, width_sigma = 0.4;  ///< Gyr (normal, truncated to >= width_min)
@@ -39,6 +51,9 @@ struct SfhPrior {
   // Metallicity history (eq. 2).
   double z_start = 0.008, z_final_min = 0.010, z_final_max = 0.030;
   double z_sun = 0.019;                  ///< [Z/H] = log10(Z / z_sun) (Padova 2000 / MILES)
+  /// Instead of eq. 2: one [M/H] per object, uniform in [mh_min, mh_max] (paper 000, sec. 2.1).
+  bool constant_metallicity = false;
+  double mh_min = -2.3, mh_max = 0.4;
   // Time span.
   double t_max = 17.8;                   ///< oldest look-back time for skew-normal histories, Gyr
   bool clip_to_universe_age = false;     ///< if true, skew-normal histories stop at t_universe
@@ -46,8 +61,57 @@ struct SfhPrior {
   double total_mass = 1.5e7;             ///< M_sun formed (the paper's 15e6)
 };
 
+/// \brief A star-formation rate that is piecewise linear in cosmic time (a Dense Basis history),
+/// continuous except for one step at the tail start. Its cumulative mass is piecewise quadratic.
+struct SfrCurve {
+  /// Knots, cosmic time (Gyr), non-decreasing: the tail start appears twice (the SFR steps
+  /// there); front() = 0, back() = t_universe.
+  std::vector<double> tau;
+  std::vector<double> sfr;  ///< SFR at the knots, fraction of the total mass per Gyr, >= 0
+  std::vector<double> cum;  ///< fraction of the mass formed before each knot; front() = 0, back() = 1
+  double tail_start = 0;    ///< cosmic time after which the SFR is held at the drawn sSFR (Gyr)
+  /// Fraction of the mass formed before cosmic time `tau` (0 before the Big Bang, 1 after t_universe).
+  double Cumulative(double tau) const;
+  /// SFR at cosmic time `tau` (fraction of the mass per Gyr).
+  double Rate(double tau) const;
+  /// The first cosmic time by which the fraction `x` of the mass had formed (0 < x < 1). The
+  /// SFR can be exactly 0 for a while, so the cumulative mass can stay at a level: this is the
+  /// start of such a plateau (the mass within 1e-10 of x counts as x, against round-off).
+  double TimeOfFraction(double x) const;
+};
+
+/// \brief The Dense Basis parameters of one history (Iyer et al. 2019): the cosmic times (as
+/// fractions of the age of the universe) by which 1/4, 1/2 and 3/4 of the mass had formed, and
+/// the sSFR at z = 0.
+struct DenseBasisParams {
+  std::array<double, 3> time_frac{};  ///< increasing, in (0, 1)
+  double ssfr = 1e-10;                ///< 1/yr
+  double tail_fraction = 0.04;        ///< mass fraction formed at the constant rate ssfr at the end
+};
+
+/// \brief The smooth history through the Dense Basis points, monotone by construction.
+///
+/// The SFR is a Gaussian process: a Wiener process that starts at 0 at the Big Bang, so that the
+/// cumulative mass is an integrated Wiener process, the Gaussian process whose conditional mean
+/// is the cubic spline (the Matern-3/2 kernel Dense Basis uses has the same smoothness). It is
+/// conditioned on (i) a quarter of the mass forming between consecutive points (0, t25, t50,
+/// t75, t_universe) and (ii) Dense Basis's sSFR constraint: the last `tail_fraction` of the mass
+/// forms at the constant rate sSFR (over the last 4 % of cosmic time at most, and the last half
+/// of the time after t75 at most; the SFR steps to the sSFR there, as Dense Basis's closely
+/// spaced constraint points make it do). Of the conditioned process we take the most probable
+/// history whose SFR stays above a floor of 1e-3 / t_universe (0.1 % of the mean SFR; before the
+/// tail) everywhere: the mode of the constrained Gaussian process (Maatouk & Bay 2017), found
+/// by a small quadratic programme (primal active set) on ~170 knots: uniform every 0.1 Gyr of
+/// cosmic time, log-spaced from 1 Myr to 1 Gyr of look-back time, at least 3 inside each
+/// interval, plus the points themselves. The cumulative mass then rises strictly, so it crosses
+/// 1/4, 1/2, 3/4 exactly at the drawn times. Dense Basis instead takes the unconstrained mean and
+/// sets negative SFRs to zero, which moves the t_x away from the drawn values. Returns false if
+/// the programme failed (never seen in 10^5 prior draws; DrawSfh then falls back to the PCHIP
+/// form).
+bool DenseBasisCurve(const DenseBasisParams& params, double t_universe, SfrCurve* out);
+
 /// \brief One history: the cumulative mass formed as a function of look-back time, plus the
-/// metallicity law of eq. 2. Cheap to copy.
+/// metallicity law of eq. 2 (or a constant Z). Cheap to copy.
 struct Sfh {
   SfhKind kind = SfhKind::kNonParametric;
   double t_universe = 13.47;   ///< Gyr
@@ -56,6 +120,8 @@ struct Sfh {
   // cosmic time tau, knots at tau = 0, t25, t50, t75, t_universe.
   std::array<double, 5> knot_tau{}, knot_c{}, knot_d{};
   double ssfr = 0;             ///< 1/yr requested at z = 0 (the realised value may be clamped)
+  // Dense Basis: the SFR curve (shared, immutable)
+  std::shared_ptr<const SfrCurve> curve;
   // skew-normal in look-back time
   double xi = 0, omega = 1, alpha = 0;
   double f_lo = 0, f_hi = 1;   ///< skew-normal CDF at 0 and t_hi (truncation)
@@ -81,6 +147,10 @@ void FinalizeSfh(Sfh* sfh);
 /// 25/50/75 % reached at cosmic times time_frac[k] * t_universe (increasing, in (0, 1)) and
 /// the given sSFR (1/yr) at z = 0. Used by DrawSfh and by the mock galaxy.
 void SetNonParametric(Sfh* sfh, const std::array<double, 3>& time_frac, double ssfr);
+/// Makes `sfh` a Dense Basis history (kind, t_hi, curve); on a solver failure the PCHIP form
+/// of SetNonParametric with the same parameters (kind kNonParametric). Returns whether the
+/// Dense Basis curve was built.
+bool SetDenseBasis(Sfh* sfh, const DenseBasisParams& params);
 /// Draws the kind from the mixture weights.
 SfhKind DrawSfhKind(const SfhPrior& prior, Rng& rng);
 /// Draws one history of the given kind (including Z_final).
@@ -103,7 +173,8 @@ struct SfhLabels {
 SfhLabels ComputeLabels(const Sfh& sfh, const TimeGrid& grid, const BinnedSfh& binned);
 
 /// Look-back time (Gyr) by which the fraction `young` of the mass had not yet formed, i.e.
-/// YoungFraction(t) = young (0 < young < 1).
+/// YoungFraction(t) = young (0 < young < 1). For Dense Basis histories, whose cumulative mass can
+/// stay at a level while the SFR is 0, the earliest cosmic time (SfrCurve::TimeOfFraction).
 double LookbackOfYoungFraction(const Sfh& sfh, double young);
 
 }  // namespace cubeflow::sim
