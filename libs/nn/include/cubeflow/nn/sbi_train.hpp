@@ -126,6 +126,9 @@ struct Calibration {
   std::vector<std::vector<int64_t>> ranks;       ///< [param][rank bin]: SBC rank histogram
   std::vector<double> rank_chi2;                 ///< chi^2 of each histogram vs uniform (rank_bins - 1 dof)
   std::vector<double> r2, bias, scatter, width68;  ///< of the posterior medians; mean 16-84 % width
+  /// Skill of the posterior medians beside R^2: Spearman's rank correlation with the truths, and
+  /// the standard deviation of the truths (the scatter of the best constant predictor).
+  std::vector<double> spearman, constant_scatter;
   std::vector<double> max_coverage_dev;          ///< max |empirical - nominal| over levels 0.1..0.9
   double seconds = 0, samples_per_s = 0;         ///< sampling throughput (flow only)
   /// Per object (when requested): truth, median, p16, p84, [object][param].
