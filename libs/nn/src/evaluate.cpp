@@ -517,7 +517,8 @@ std::string Json(const Evaluation& e) {
   for (size_t r = 0; r < e.snr_rows.size(); ++r) {
     j << (r ? ",\n    " : "\n    ") << "{\"snr\": " << JsonNum(e.snr_rows[r].snr);
     for (int q = 0; q < 4; ++q)
-      j << ", \"" << kQuantities[q] << "_median\": " << JsonNum(e.snr_rows[r].s[q].median) << ", \"" << kQuantities[q]
+      j << ", \"" << kQuantities[q] << "_bias\": " << JsonNum(e.snr_rows[r].s[q].bias) << ", \"" << kQuantities[q]
+        << "_median\": " << JsonNum(e.snr_rows[r].s[q].median) << ", \"" << kQuantities[q]
         << "_scatter\": " << JsonNum(e.snr_rows[r].s[q].scatter) << ", \"" << kQuantities[q]
         << "_r2\": " << JsonNum(e.snr_rows[r].s[q].r2);
     j << "}";
