@@ -169,14 +169,17 @@ std::shared_ptr<SpiralModel> DrawSpiral(const GalaxyConfig& c, const ForwardMode
   m->arm_r0 = m->bar ? m->bar_len : 1.5 * m->rb;
   m->arm_young = rng.Uniform(0.04, 0.10);
   m->hii_young = rng.Uniform(0.02, 0.05);
-  // H II regions on the arm ridges, about one per 100 spaxels of the field
+  // H II regions on the arm ridges, about one per 100 spaxels of the field (their own stream, so
+  // that everything else is the same galaxy at any cube size)
+  Rng hii_rng(c.seed, 1, 0x5a17a1);
   const int n_hii = static_cast<int>(std::clamp<int64_t>(c.nx * c.ny / 100, 4, 2000));
   for (int k = 0; k < n_hii; ++k) {
-    const double r = rng.Uniform(m->arm_r0 * 1.1, 3.0 * m->rd);
-    const int arm = static_cast<int>(rng.Uniform() * m->arms) % m->arms;
+    const double r = hii_rng.Uniform(m->arm_r0 * 1.1, 3.0 * m->rd);
+    const int arm = static_cast<int>(hii_rng.Uniform() * m->arms) % m->arms;
     const double phi = m->arm_phase / m->arms + std::log(r / m->arm_r0) / std::tan(m->pitch) +
-                       2 * M_PI * arm / m->arms + rng.Normal(0, 0.08);
-    m->hii.push_back({r * std::cos(phi), r * std::sin(phi), rng.Uniform(0.7, 1.2) * c.pixscale, rng.Uniform(0.5, 1.0)});
+                       2 * M_PI * arm / m->arms + hii_rng.Normal(0, 0.08);
+    m->hii.push_back({r * std::cos(phi), r * std::sin(phi), hii_rng.Uniform(0.7, 1.2) * c.pixscale,
+                      hii_rng.Uniform(0.5, 1.0)});
   }
   const double u_patch = rng.Uniform();
   m->patch = u_patch < 0.4 ? kRegionPostStarburst : u_patch < 0.75 ? kRegionQuenched : 0;
