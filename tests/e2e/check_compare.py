@@ -83,7 +83,9 @@ for q in ("lw_logage", "mw_logage", "lw_zh", "mw_zh"):
     check(acc[f"{q}_constant_scatter"] > 0.1, f"{q}: the mock's bins barely vary ({acc[q + '_constant_scatter']})")
 
 # (b) a constant map at the median truth: offsets 0, no skill
-const = {q: np.full(binid.shape, np.nanmedian(per_bin[q][binid >= 0])) for q in per_bin}
+bins = np.unique(binid[binid >= 0])
+first = {b: np.flatnonzero(binid.ravel() == b)[0] for b in bins}  # one spaxel per bin
+const = {q: np.full(binid.shape, np.median([per_bin[q].ravel()[first[b]] for b in bins])) for q in per_bin}
 p = write_maps(os.path.join(work, "constant.fits"), const)
 r, acc = compare(p)
 check(r.returncode == 1, f"constant maps: exit {r.returncode}, expected 1")
@@ -105,7 +107,7 @@ mh = per_bin["MW_ZH"]
 r, acc = compare(write_maps(os.path.join(work, "mh.fits"), {"MH": mh, "MH_P16": mh - 0.05, "MH_P84": mh + 0.05}))
 check(r.returncode == 0 and acc["mh_pass"] and acc["mh_coverage68"] == 1.0, f"exact MH: {acc}")
 check("MH_P16-MH_P84" in r.stdout, "MH interval coverage not reported")
-prior = np.full(binid.shape, np.nanmean(mh[binid >= 0]))
+prior = np.full(binid.shape, np.mean([mh.ravel()[first[b]] for b in bins]))
 r, acc = compare(write_maps(os.path.join(work, "mh_prior.fits"),
                             {"MH": prior, "MH_P16": prior - 0.3, "MH_P84": prior + 0.3}))
 check(r.returncode == 1 and not acc["mh_pass"] and acc["mh_r2"] < 0.8, f"prior-like MH passes: {acc}")
