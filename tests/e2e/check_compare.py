@@ -15,12 +15,13 @@ import os
 import subprocess
 import sys
 
+from cfskip import skip
+
 try:
     import numpy as np
     from astropy.io import fits
 except ImportError as e:  # pragma: no cover
-    print(f"SKIP: needs astropy/numpy in /usr/bin/python3 ({e})")
-    sys.exit(77)
+    skip(f"needs astropy/numpy in /usr/bin/python3 ({e})")
 
 cf, work = sys.argv[1], sys.argv[2]
 os.makedirs(work, exist_ok=True)

@@ -24,18 +24,17 @@ import shutil
 import subprocess
 import sys
 
+from cfskip import skip
+
 try:
     import numpy as np
     from astropy.io import fits
     import yaml  # noqa: F401
 except ImportError as e:  # pragma: no cover
-    print(f"SKIP: needs astropy/numpy/PyYAML in /usr/bin/python3 ({e})")
-    sys.exit(77)
+    skip(f"needs astropy/numpy/PyYAML in /usr/bin/python3 ({e})")
 if subprocess.run(["/usr/bin/python3", "-c", "import torch"], capture_output=True).returncode != 0:
-    print("SKIP: needs python3-torch to write the constant TorchScript model")
-    sys.exit(77)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import expected_figures  # noqa: E402
+    skip("needs python3-torch (scripts/install_deps.sh) to write the constant TorchScript model")
+import expected_figures  # noqa: E402  (beside this script)
 
 cf, src, work = sys.argv[1], os.path.abspath(sys.argv[2]), os.path.abspath(sys.argv[3])
 shutil.rmtree(work, ignore_errors=True)

@@ -14,13 +14,13 @@ import os
 import subprocess
 import sys
 
+from cfskip import skip
+
 try:
     import yaml  # noqa: F401
 except ImportError as e:  # pragma: no cover
-    print(f"SKIP: needs PyYAML in /usr/bin/python3 ({e})")
-    sys.exit(77)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import expected_figures  # noqa: E402
+    skip(f"needs PyYAML (python3-yaml) in /usr/bin/python3 ({e})")
+import expected_figures  # noqa: E402  (beside this script)
 
 cf, src, work, group = sys.argv[1], os.path.abspath(sys.argv[2]), os.path.abspath(sys.argv[3]), sys.argv[4]
 os.makedirs(work, exist_ok=True)
