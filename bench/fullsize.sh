@@ -10,6 +10,8 @@
 #   SCRATCH        where the galaxy and the products go (default out/fullsize, gitignored)
 #   THREADS        pipeline runs, space separated; 0 = no --threads (all cores) (default "0 1 2")
 #   SIM_THREADS    --threads of the simulation (default 0 = all cores)
+#   LAYOUT         simulate galaxy --layout: spiral (default) or classic (the galaxy of the figures
+#                  in docs/runtime.md, measured before the spiral layout existed)
 #   REUSE_GALAXY=1 keep an existing galaxy of the same size in SCRATCH instead of simulating again
 #   KEEP=1         keep the galaxy afterwards (default: deleted at the end, it is ~2.7 GB at full size)
 #   COLD=1         drop the galaxy's files (only those) from the page cache before every pipeline run
@@ -41,6 +43,7 @@ NWAVE=3681                      # cubeflow simulate galaxy's default MUSE WFM gr
 SCRATCH=$( [[ -n "${SCRATCH:-}" ]] && { [[ "$SCRATCH" = /* ]] && echo "$SCRATCH" || echo "$CALLER/$SCRATCH"; } || echo "$ROOT/out/fullsize")
 THREADS="${THREADS:-0 1 2}"
 SIM_THREADS="${SIM_THREADS:-0}"
+LAYOUT="${LAYOUT:-spiral}"
 REUSE_GALAXY="${REUSE_GALAXY:-0}"
 KEEP="${KEEP:-0}"
 COLD="${COLD:-0}"
@@ -93,7 +96,7 @@ else
   sim_load0=$(load)
   t0=$(now)
   if ! $TIMECMD -v -o "$SCRATCH/simulate.time" "$CF" simulate galaxy --nx "$NX" --ny "$NY" --seed 1 \
-        --threads "$SIM_THREADS" --out "$GAL" > "$SCRATCH/simulate.log" 2>&1; then
+        --layout "$LAYOUT" --threads "$SIM_THREADS" --out "$GAL" > "$SCRATCH/simulate.log" 2>&1; then
     echo "fullsize.sh: the simulation failed; see $SCRATCH/simulate.log:" >&2
     tail -20 "$SCRATCH/simulate.log" >&2
     exit 1

@@ -16,6 +16,18 @@ nGIST's; the light-weighted ages and [M/H] agree with pPXF within 0.35 dex (medi
 0.3 dex (scatter) - loose bounds, wide enough for the two methods' different light weighting,
 priors and regularisation, tight enough to catch a wrong frame, normalisation or unit.
 
+Skill (issue #15): the offset and scatter bounds alone pass a constant output (pPXF's ages span
+only 0.33 dex here). Bin by bin the data cannot show skill: the CNN-pPXF rank correlation is 0.36
+for the age and -0.20 for [M/H], and with 28 bins |rho| < 0.37 is what unrelated values give 95 %
+of the time, so pPXF's own bin-to-bin errors hide any agreement (printed, not asserted). What both
+methods see clearly is the galaxy's radial age gradient: rank correlation of the LW age with the
+bin's distance from the flux-weighted centre (nGIST's XBIN, YBIN) -0.82 for pPXF. Asserted: the
+CNN's is <= -0.5 (-0.62 measured), which a constant output (no ranking) fails and an output
+unrelated to the spectra (rho ~ N(0, 0.19) for 28 bins) fails about 99.5 % of the time; the test checks that a
+constant indeed fails it. pPXF's [M/H] falls with radius too (rho -0.92), the CNN's does not
+(+0.18): the same bound is missed there, a known failure of this model (docs/cnn.md) kept visible
+below; the test fails if it starts to pass, so that the docs are updated with it.
+
 usage: check_ngist_cnn.py CUBEFLOW SOURCE_DIR DATA_DIR WORK_DIR
 """
 import os
@@ -109,13 +121,32 @@ with fits.open(maps_path) as h:
         cnn_age[i], cnn_mh[i], cnn_mw[i] = row["LW_LOGAGE"], row["LW_ZH"], row["MW_LOGAGE"]
 assert np.all(np.isfinite(cnn_age)) and np.all(np.isfinite(cnn_mh)), "missing estimates"
 
+with fits.open(os.path.join(ref, "NGC0000Example_table.fits")) as h:
+    tab = h["TABLE"].data
+    sel = tab["BIN_ID"] >= 0
+    cx = (tab["X"][sel] * tab["FLUX"][sel]).sum() / tab["FLUX"][sel].sum()
+    cy = (tab["Y"][sel] * tab["FLUX"][sel]).sum() / tab["FLUX"][sel].sum()
+    radius = np.full(nbin, np.nan)
+    for i in range(nbin):
+        row = np.flatnonzero(tab["BIN_ID"] == i)[0]
+        radius[i] = np.hypot(tab["XBIN"][row] - cx, tab["YBIN"][row] - cy)
+assert np.all(np.isfinite(radius)), "nGIST's table lacks a bin"
 d_age, d_mh = ppxf_lw_age - cnn_age, ppxf_lw_mh - cnn_mh
 print("bin  pPXF LW log age  CNN LW log age  CNN MW log age   pPXF LW [M/H]  CNN LW [Z/H]")
 for i in range(nbin):
     print(f"{i:3d}  {ppxf_lw_age[i]:15.3f} {cnn_age[i]:15.3f} {cnn_mw[i]:15.3f} {ppxf_lw_mh[i]:15.3f} {cnn_mh[i]:13.3f}")
 def spearman(a, b):
+    """Rank correlation; NaN when either side does not vary (a constant has no ranking)."""
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
     ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
     return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def follows_the_gradient(age):
+    """The radial age gradient both methods see: LW age falls with radius (rank correlation)."""
+    rho = spearman(age, radius)
+    return rho <= -0.5, rho
 summary = {
     "lw_logage_offset": float(np.median(d_age)), "lw_logage_scatter": float(np.std(d_age)),
     "lw_mh_offset": float(np.median(d_mh)), "lw_mh_scatter": float(np.std(d_mh)),
@@ -123,6 +154,23 @@ summary = {
 }
 print("pPXF - CNN: LW log age median offset %+.3f dex, scatter %.3f dex; LW [M/H] %+.3f / %.3f dex; "
       "Spearman rank correlation age %.2f, [M/H] %.2f" % tuple(summary.values()))
+ok_ppxf, rho_ppxf = follows_the_gradient(ppxf_lw_age)
+ok_cnn, rho_cnn = follows_the_gradient(cnn_age)
+print(f"LW age versus radius, Spearman: pPXF {rho_ppxf:+.2f}, CNN {rho_cnn:+.2f}; [M/H] versus radius: pPXF "
+      f"{spearman(ppxf_lw_mh, radius):+.2f}, CNN {spearman(cnn_mh, radius):+.2f}")
+assert ok_ppxf, f"pPXF's ages no longer fall with radius (rho {rho_ppxf:+.2f}): the reference changed"
+assert not follows_the_gradient(np.full(nbin, np.median(cnn_age)))[0], "the gradient check passes a constant"
+assert ok_cnn, f"the CNN's LW ages do not fall with radius as pPXF's do (rank correlation {rho_cnn:+.2f} > -0.5)"
+# Known miss (docs/cnn.md, "Against nGIST / pPXF"): the CNN's [M/H] does not follow pPXF's gradient.
+MH_GRADIENT_KNOWN_MISS = True
+ok_mh, rho_mh = follows_the_gradient(cnn_mh)
+if MH_GRADIENT_KNOWN_MISS:
+    print(f"KNOWN MISS: the CNN's [M/H] versus radius has rank correlation {rho_mh:+.2f}, bound <= -0.5 "
+          f"(pPXF {spearman(ppxf_lw_mh, radius):+.2f})")
+    assert not ok_mh, "the CNN's [M/H] now follows pPXF's radial gradient: set MH_GRADIENT_KNOWN_MISS = False " \
+                      "and update docs/cnn.md"
+else:
+    assert ok_mh, f"the CNN's [M/H] does not fall with radius as pPXF's does (rank correlation {rho_mh:+.2f} > -0.5)"
 assert abs(summary["lw_logage_offset"]) < 0.35 and summary["lw_logage_scatter"] < 0.3, summary
 assert abs(summary["lw_mh_offset"]) < 0.35 and summary["lw_mh_scatter"] < 0.3, summary
 print("OK")

@@ -49,7 +49,7 @@ def run(*args, **env):
     assert r.returncode == 0, f"cubeflow {' '.join(args)}:\n{r.stdout}{r.stderr}"
 
 
-run("simulate", "galaxy", "--out", gal, "--nx", "30", "--ny", "30", "--seed", "4",
+run("simulate", "galaxy", "--out", gal, "--nx", "30", "--ny", "30", "--seed", "4", "--layout", "classic",
     "--truth-library", os.path.join(gal, "truth_library.fits"))
 run("run", os.path.join(src, "tests", "e2e", "restframe_truth.yaml"), CUBEFLOW_GALAXY=gal, CUBEFLOW_OUT=out)
 

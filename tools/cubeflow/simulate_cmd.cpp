@@ -120,9 +120,15 @@ int SimulateCommand(int argc, char** argv) {
   gal->add_option("--maraston-dir", maraston_dir, kMarastonDirHelp);
   gal->add_option("--threads", gthreads, "threads (0 = all cores)");
   gal->add_flag("--no-noise", no_noise, "write a noise-free DATA cube");
+  gal->add_option("--layout", g.layout,
+                  "spiral (default): bulge, optional bar, spiral arms with young bursts and H II regions, "
+                  "inner and outer disc, optional post-starburst or quenched patch, each with its own history, "
+                  "metallicity, dust and kinematics drawn from --seed (different seeds, different galaxies); "
+                  "classic: the earlier smooth-field galaxy, the same pattern for every seed (see --histories)")
+      ->check(CLI::IsMember({"spiral", "classic"}));
   gal->add_option("--histories", g.histories,
-                  "spaxel histories: prior (one non-parametric history per spaxel, the training prior's "
-                  "family) or components (old + disc + young-arm mixture, outside the prior)")
+                  "--layout classic only: prior (default; one non-parametric history per spaxel, the training "
+                  "prior's family) or components (old + disc + young-arm mixture, outside the prior)")
       ->check(CLI::IsMember({"prior", "components"}));
   std::string truth_lib, truth_lib_config;
   gal->add_option("--truth-library", truth_lib,
@@ -211,6 +217,7 @@ int SimulateCommand(int argc, char** argv) {
     if (!loaded.ok()) { std::cerr << "cubeflow simulate galaxy: " << loaded.status().message() << "\n"; return 2; }
     auto m = MockGalaxy::Build(g, *loaded);
     if (!m.ok()) { std::cerr << "cubeflow simulate galaxy: " << m.status().message() << "\n"; return 2; }
+    for (const auto& line : (*m)->Describe()) std::fprintf(stderr, "%s\n", line.c_str());
     if (!(*m)->forward_model().resolution_note().empty())
       std::cerr << "cubeflow simulate galaxy: warning: " << (*m)->forward_model().resolution_note() << "\n";
     const Status st = (*m)->Write(gdir, gthreads);

@@ -24,6 +24,7 @@
 #include "cubeflow/nn/eval_figures.hpp"
 #include "cubeflow/nn/train.hpp"
 #include "cubeflow/sim/library.hpp"
+#include "cubeflow/spectral/stats.hpp"
 #include "cubeflow/strings.hpp"
 #include "command_args.hpp"
 #include "json_text.hpp"
@@ -50,6 +51,9 @@ struct EvalOptions {
 
 struct Stats {
   double bias = kNaN, median = kNaN, scatter = kNaN, p16 = kNaN, p84 = kNaN;
+  // skill against the trivial baseline (issue #15): R^2, Spearman's rank correlation, and the
+  // scatter of the best constant predictor (the truths' standard deviation)
+  double r2 = kNaN, spearman = kNaN, constant_scatter = kNaN;
   int64_t n = 0;
 };
 
@@ -108,19 +112,28 @@ Result<Predictions> PredictAll(const CnnModel& model, const sim::LibraryData& li
   return p;
 }
 
-/// Bias, median, scatter and percentiles of truth - prediction for the four means.
+/// Bias, median, scatter and percentiles of truth - prediction, and the skill, for the four means.
 using QuantityStats = std::array<Stats, 4>;
 
 QuantityStats Compare(const std::vector<WeightedMeans>& truth, const std::vector<WeightedMeans>& pred) {
-  std::vector<double> d[4];
+  std::vector<double> d[4], t[4], p[4];
   for (size_t i = 0; i < truth.size(); ++i) {
-    d[0].push_back(truth[i].lw_logage - pred[i].lw_logage);
-    d[1].push_back(truth[i].mw_logage - pred[i].mw_logage);
-    d[2].push_back(truth[i].lw_zh - pred[i].lw_zh);
-    d[3].push_back(truth[i].mw_zh - pred[i].mw_zh);
+    const double tv[4] = {truth[i].lw_logage, truth[i].mw_logage, truth[i].lw_zh, truth[i].mw_zh};
+    const double pv[4] = {pred[i].lw_logage, pred[i].mw_logage, pred[i].lw_zh, pred[i].mw_zh};
+    for (int q = 0; q < 4; ++q) {
+      d[q].push_back(tv[q] - pv[q]);
+      t[q].push_back(tv[q]);
+      p[q].push_back(pv[q]);
+    }
   }
   QuantityStats s;
-  for (int q = 0; q < 4; ++q) s[q] = Summarise(d[q]);
+  for (int q = 0; q < 4; ++q) {
+    s[q] = Summarise(d[q]);
+    const spectral::Skill sk = spectral::SkillOf(t[q], p[q]);
+    s[q].r2 = sk.r2;
+    s[q].spearman = sk.spearman;
+    s[q].constant_scatter = sk.constant_scatter;
+  }
   return s;
 }
 
@@ -325,15 +338,17 @@ std::string Report(const Evaluation& e) {
   std::ostringstream report;
   report << "model   " << e.o.model << "\nlibrary " << e.o.library << "  (" << e.lib.n << " objects"
          << (e.noise_free ? ", noise-free: add --snr for realistic figures" : "") << ")\n\n";
-  report << "differences truth - prediction (dex)\n";
+  report << "differences truth - prediction (dex); skill: R2 = 1 - SSE/SST, rho = Spearman rank correlation, "
+            "const = scatter of the best constant prediction (the truths' standard deviation)\n";
   char line[256];
-  std::snprintf(line, sizeof line, "%-10s %9s %9s %9s %9s %9s %7s\n", "quantity", "bias", "median", "scatter",
-                "p16", "p84", "n");
+  std::snprintf(line, sizeof line, "%-10s %9s %9s %9s %9s %9s %7s %7s %9s %7s\n", "quantity", "bias", "median",
+                "scatter", "p16", "p84", "R2", "rho", "const", "n");
   report << line;
   for (int q = 0; q < 4; ++q) {
     const Stats& s = e.base_s[q];
-    std::snprintf(line, sizeof line, "%-10s %9.4f %9.4f %9.4f %9.4f %9.4f %7lld\n", kQuantities[q], s.bias, s.median,
-                  s.scatter, s.p16, s.p84, static_cast<long long>(s.n));
+    std::snprintf(line, sizeof line, "%-10s %9.4f %9.4f %9.4f %9.4f %9.4f %7.3f %7.3f %9.4f %7lld\n", kQuantities[q],
+                  s.bias, s.median, s.scatter, s.p16, s.p84, s.r2, s.spearman, s.constant_scatter,
+                  static_cast<long long>(s.n));
     report << line;
   }
   report << "\nmass fraction per age bin: mean (true - predicted) / mean true (paper Fig. 4)\n";
@@ -382,11 +397,11 @@ std::string ObjectsCsv(const Evaluation& e) {
 Status WriteTables(const Evaluation& e, const std::string& d) {
   const auto& md = e.model.metadata();
   std::ostringstream sum, bins, snr, abl;
-  sum << "quantity,bias,median,scatter,p16,p84,n\n";
+  sum << "quantity,bias,median,scatter,p16,p84,r2,spearman,constant_scatter,n\n";
   for (int q = 0; q < 4; ++q) {
     const Stats& s = e.base_s[q];
     sum << kQuantities[q] << "," << s.bias << "," << s.median << "," << s.scatter << "," << s.p16 << "," << s.p84
-        << "," << s.n << "\n";
+        << "," << s.r2 << "," << s.spearman << "," << s.constant_scatter << "," << s.n << "\n";
   }
   bins << "age_gyr,mean_true,mean_pred,rel_error,rel_sd\n";
   for (int j = 0; j < kNumBins; ++j)
@@ -436,8 +451,8 @@ Result<std::vector<std::string>> WriteFigures(const Evaluation& e, const std::st
       p.predicted.push_back(pv[q]);
     }
     char ann[160];
-    std::snprintf(ann, sizeof ann, "bias = %+.3f dex\nσ = %.3f dex\nN = %lld", e.base_s[q].bias, e.base_s[q].scatter,
-                  static_cast<long long>(e.base_s[q].n));
+    std::snprintf(ann, sizeof ann, "bias = %+.3f dex\nσ = %.3f dex\nR^{2} = %.3f\nN = %lld", e.base_s[q].bias,
+                  e.base_s[q].scatter, e.base_s[q].r2, static_cast<long long>(e.base_s[q].n));
     p.annotation = ann;
     p.empty_note = q == 0 || q == 2 ? "no light-weighted truth: the library has no LIGHT_FRAC" : "no finite values";
   }
@@ -490,7 +505,10 @@ std::string Json(const Evaluation& e) {
   for (int q = 0; q < 4; ++q)
     j << ",\n  \"" << kQuantities[q] << "_bias\": " << JsonNum(e.base_s[q].bias) << ", \"" << kQuantities[q]
       << "_median\": " << JsonNum(e.base_s[q].median) << ", \"" << kQuantities[q]
-      << "_scatter\": " << JsonNum(e.base_s[q].scatter);
+      << "_scatter\": " << JsonNum(e.base_s[q].scatter) << ", \"" << kQuantities[q]
+      << "_r2\": " << JsonNum(e.base_s[q].r2) << ", \"" << kQuantities[q]
+      << "_spearman\": " << JsonNum(e.base_s[q].spearman) << ", \"" << kQuantities[q]
+      << "_constant_scatter\": " << JsonNum(e.base_s[q].constant_scatter);
   j << ",\n  \"sfr_rel_error\": [";
   for (int k = 0; k < kNumBins; ++k) j << (k ? ", " : "") << JsonNum(e.bins.rel_error[k]);
   j << "],\n  \"age_bin_centres_gyr\": [";
@@ -499,8 +517,10 @@ std::string Json(const Evaluation& e) {
   for (size_t r = 0; r < e.snr_rows.size(); ++r) {
     j << (r ? ",\n    " : "\n    ") << "{\"snr\": " << JsonNum(e.snr_rows[r].snr);
     for (int q = 0; q < 4; ++q)
-      j << ", \"" << kQuantities[q] << "_median\": " << JsonNum(e.snr_rows[r].s[q].median) << ", \"" << kQuantities[q]
-        << "_scatter\": " << JsonNum(e.snr_rows[r].s[q].scatter);
+      j << ", \"" << kQuantities[q] << "_bias\": " << JsonNum(e.snr_rows[r].s[q].bias) << ", \"" << kQuantities[q]
+        << "_median\": " << JsonNum(e.snr_rows[r].s[q].median) << ", \"" << kQuantities[q]
+        << "_scatter\": " << JsonNum(e.snr_rows[r].s[q].scatter) << ", \"" << kQuantities[q]
+        << "_r2\": " << JsonNum(e.snr_rows[r].s[q].r2);
     j << "}";
   }
   j << "],\n  \"ablation\": [";

@@ -16,6 +16,7 @@
 #include "cubeflow/nn/sbi_train.hpp"
 #include "cubeflow/nn/train.hpp"
 #include "cubeflow/sim/rng.hpp"
+#include "cubeflow/spectral/stats.hpp"
 #include "command_args.hpp"
 #include "json_text.hpp"
 #include "sbi_streams.hpp"
@@ -92,6 +93,8 @@ class CalibrationAccumulator {
     const double nan = std::numeric_limits<double>::quiet_NaN();
     c_.coverage.assign(dim_, std::vector<double>(kLevels.size(), nan));
     c_.r2.assign(dim_, nan);
+    c_.spearman.assign(dim_, nan);
+    c_.constant_scatter.assign(dim_, nan);
     c_.bias.assign(dim_, nan);
     c_.scatter.assign(dim_, nan);
     c_.width68.assign(dim_, nan);
@@ -119,6 +122,10 @@ class CalibrationAccumulator {
         sd2 += d * d;
       }
       c_.r2[k] = ss_tot > 0 ? 1.0 - ss_res / ss_tot : nan;
+      const spectral::Skill sk = spectral::SkillOf(std::vector<double>(tru_[k].begin(), tru_[k].end()),
+                                                   std::vector<double>(med_[k].begin(), med_[k].end()));
+      c_.spearman[k] = sk.spearman;
+      c_.constant_scatter[k] = sk.constant_scatter;
       c_.bias[k] = sd / m;
       c_.scatter[k] = std::sqrt(std::max(0.0, sd2 / m - (sd / m) * (sd / m)));
       c_.width68[k] = w68_[k] / m;
@@ -331,12 +338,14 @@ void PrintReport(const EvalOptions& o, const Calibration& c, double total_s) {
               o.model.c_str(), o.library.c_str(), static_cast<long long>(c.n), static_cast<long long>(o.first),
               static_cast<long long>(o.first + c.n - 1), static_cast<long long>(c.n_samples),
               static_cast<unsigned long long>(o.seed));
-  std::printf("\nposterior medians vs truth; width68: mean 16-84 %% posterior width, prior68: 16-84 %% range of the "
-              "truths\n%-6s %-4s %8s %9s %9s %9s %9s %8s\n",
-              "param", "unit", "R2", "bias", "scatter", "width68", "prior68", "w/prior");
+  std::printf("\nposterior medians vs truth (rho: Spearman rank correlation; const: scatter of the best constant, "
+              "the truths' standard deviation; width68: mean 16-84 %% posterior width; prior68: 16-84 %% range of "
+              "the truths)\n%-6s %-4s %8s %7s %9s %9s %9s %9s %9s %8s\n",
+              "param", "unit", "R2", "rho", "bias", "scatter", "const", "width68", "prior68", "w/prior");
   for (size_t k = 0; k < D; ++k)
-    std::printf("%-6s %-4s %8.4f %9.4f %9.4f %9.4f %9.4f %8.3f\n", c.names[k].c_str(), c.units[k].c_str(), c.r2[k],
-                c.bias[k], c.scatter[k], c.width68[k], c.prior_width68[k], c.width68[k] / c.prior_width68[k]);
+    std::printf("%-6s %-4s %8.4f %7.3f %9.4f %9.4f %9.4f %9.4f %9.4f %8.3f\n", c.names[k].c_str(), c.units[k].c_str(),
+                c.r2[k], c.spearman[k], c.bias[k], c.scatter[k], c.constant_scatter[k], c.width68[k],
+                c.prior_width68[k], c.width68[k] / c.prior_width68[k]);
   std::printf("\nexpected coverage: fraction of truths inside the central credible interval\n%-6s", "param");
   for (double l : c.levels) std::printf(" %6.2f", l);
   std::printf("  max|dev|(0.1-0.9)\n");
@@ -378,6 +387,8 @@ std::string Json(const EvalOptions& o, const Calibration& c) {
     for (size_t k = 0; k < D; ++k) j << (k ? ", " : "") << JsonString(c.names[k]) << ": " << JsonNum(v[k]);
   };
   per_param("r2", c.r2);
+  per_param("spearman", c.spearman);
+  per_param("constant_scatter", c.constant_scatter);
   per_param("bias", c.bias);
   per_param("scatter", c.scatter);
   per_param("width68", c.width68);
@@ -427,11 +438,11 @@ std::string ObjectsCsv(const EvalOptions& o, const Calibration& c) {
 Status WriteTables(const EvalOptions& o, const Calibration& c, const std::string& d) {
   const size_t D = c.names.size();
   std::ostringstream sum, cov, rk;
-  sum << "parameter,unit,r2,bias,scatter,width68,prior_width68,max_coverage_dev,sbc_chi2,n\n";
+  sum << "parameter,unit,r2,spearman,bias,scatter,constant_scatter,width68,prior_width68,max_coverage_dev,sbc_chi2,n\n";
   for (size_t k = 0; k < D; ++k)
-    sum << c.names[k] << "," << c.units[k] << "," << c.r2[k] << "," << c.bias[k] << "," << c.scatter[k] << ","
-        << c.width68[k] << "," << c.prior_width68[k] << "," << c.max_coverage_dev[k] << "," << c.rank_chi2[k] << ","
-        << c.n << "\n";
+    sum << c.names[k] << "," << c.units[k] << "," << c.r2[k] << "," << c.spearman[k] << "," << c.bias[k] << ","
+        << c.scatter[k] << "," << c.constant_scatter[k] << "," << c.width68[k] << "," << c.prior_width68[k] << ","
+        << c.max_coverage_dev[k] << "," << c.rank_chi2[k] << "," << c.n << "\n";
   cov << "parameter,level,coverage\n";
   for (size_t k = 0; k < D; ++k)
     for (size_t l = 0; l < c.levels.size(); ++l) cov << c.names[k] << "," << c.levels[l] << "," << c.coverage[k][l] << "\n";

@@ -7,8 +7,12 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdarg>
+#include <cstdio>
 #include <filesystem>
+#include <memory>
 #include <system_error>
+#include <vector>
 
 #include "cubeflow/fits/cfitsio_error.hpp"
 #include "cubeflow/sim/library.hpp"
@@ -62,6 +66,229 @@ void CelestialWcs(fitsfile* f, double ra, double dec, double crpix1, double crpi
   Key(f, "EQUINOX", 2000.0, "", st);
 }
 
+/// Labels of a history given only as binned steps (a mixture of histories): mass fraction and
+/// mass-weighted [Z/H] per age bin (`zh_empty` in empty bins) and the cosmic times at which
+/// 10 ... 90 % of the mass had formed (linear in cumulative mass within a step).
+SfhLabels LabelsFromBinned(const BinnedSfh& binned, const TimeGrid& grid, double zh_empty) {
+  SfhLabels labels;
+  std::array<double, kNumAgeBins> mb{}, mz{};
+  for (size_t j = 0; j < grid.size(); ++j) {
+    mb[grid.bin[j]] += binned.mass[j];
+    mz[grid.bin[j]] += binned.mass[j] * std::log10(binned.z[j] / 0.019);
+  }
+  for (int i = 0; i < kNumAgeBins; ++i) {
+    labels.mass_frac[i] = static_cast<float>(mb[i]);
+    labels.zh[i] = static_cast<float>(mb[i] > 1e-12 ? mz[i] / mb[i] : zh_empty);
+  }
+  // percentiles: linear in cumulative mass within steps (oldest first)
+  double cum = 0;
+  int k = 0;
+  for (size_t jj = grid.size(); jj-- > 0 && k < kNumMassPercentiles;) {
+    const double m = binned.mass[jj];
+    while (k < kNumMassPercentiles && cum + m >= 0.1 * (k + 1) - 1e-12) {
+      const double f = m > 0 ? (0.1 * (k + 1) - cum) / m : 0.0;
+      const double lb = grid.Hi(jj) - f * (grid.Hi(jj) - grid.Lo(jj));
+      labels.t_mass[k++] = static_cast<float>(CosmicTimeGyr(0.0) - lb);
+    }
+    cum += m;
+  }
+  return labels;
+}
+
+double SmoothStep(double x) {
+  x = std::clamp(x, 0.0, 1.0);
+  return x * x * (3 - 2 * x);
+}
+
+}  // namespace
+
+/// \brief The drawn parameters of a "spiral" galaxy and its regions' histories.
+struct SpiralModel {
+  enum Comp { kBulge, kBar, kInner, kOuter, kArm, kHii, kPatch, kNumComp };
+  // geometry (arcsec in the disc plane unless said otherwise)
+  double pa = 0, incl = 0;            // rad
+  double rd = 1, rb = 0.2;            // disc scale length; bulge scale (sky-projected radius)
+  double bulge_amp = 3, bulge_q = 0.85;
+  bool bar = false;
+  double bar_len = 0, bar_q = 0.35, bar_angle = 0, bar_amp = 0;
+  int arms = 2;
+  double pitch = 0.3, arm_phase = 0, arm_power = 4, arm_r0 = 0.5, arm_young = 0.02;
+  struct Clump { double u, w, sigma, amp; };
+  std::vector<Clump> hii;
+  double hii_young = 0.03;
+  int patch = 0;                      // 0: none; kRegionPostStarburst or kRegionQuenched
+  double patch_u = 0, patch_w = 0, patch_sigma = 1;
+  // metallicity: [Z/H] offset per disc scale length (disc components) and per-spaxel scatter
+  double zh_grad = -0.05, zh_scatter = 0.03;
+  double z_min = 1e-4, z_max = 0.06;  // the SSP grid's range: truths stay renderable
+  // dust
+  double tau_ism0 = 0.35, tau_lane = 0.15, tau_bc = 1.0, tau_bc_hii = 2.0;
+  // kinematics
+  double vflat = 180, r_turn = 1, sigma0 = 150, sigma_disc = 35;
+  // histories of the regions
+  std::array<Sfh, kNumComp> sfh;
+  std::array<BinnedSfh, kNumComp> binned;
+  std::vector<std::string> lines;                 // Describe()
+};
+
+namespace {
+
+std::string Line(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+std::string Line(const char* fmt, ...) {
+  char buf[256];
+  va_list ap;
+  va_start(ap, fmt);
+  std::vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  return buf;
+}
+
+/// Draws a "spiral" galaxy from the seed and integrates its regions' histories.
+std::shared_ptr<SpiralModel> DrawSpiral(const GalaxyConfig& c, const ForwardModel& fm) {
+  auto m = std::make_shared<SpiralModel>();
+  Rng rng(c.seed, 0, 0x5a17a1);
+  const double field = std::min(c.nx, c.ny) * c.pixscale;  // arcsec
+  const double t_univ = CosmicTimeGyr(0.0);
+  using S = SpiralModel;
+  // geometry
+  m->pa = rng.Uniform(0, M_PI);
+  m->incl = rng.Uniform(30, 60) * M_PI / 180;
+  m->rd = rng.Uniform(0.16, 0.22) * field;
+  m->rb = rng.Uniform(0.05, 0.08) * field;
+  m->bulge_amp = rng.Uniform(3, 7);
+  m->bulge_q = rng.Uniform(0.75, 0.95);
+  m->bar = rng.Uniform() < 0.6;
+  m->bar_len = rng.Uniform(2.0, 3.0) * m->rb;
+  m->bar_q = rng.Uniform(0.25, 0.4);
+  m->bar_angle = rng.Uniform(0, M_PI);
+  m->bar_amp = m->bar ? rng.Uniform(1.0, 2.0) : 0.0;
+  m->arms = rng.Uniform() < 0.7 ? 2 : 3;
+  m->pitch = rng.Uniform(12, 25) * M_PI / 180;
+  m->arm_phase = rng.Uniform(0, 2 * M_PI);
+  m->arm_power = rng.Uniform(3, 6);
+  m->arm_r0 = m->bar ? m->bar_len : 1.5 * m->rb;
+  m->arm_young = rng.Uniform(0.04, 0.10);
+  m->hii_young = rng.Uniform(0.02, 0.05);
+  // H II regions on the arm ridges, about one per 100 spaxels of the field (their own stream, so
+  // that everything else is the same galaxy at any cube size)
+  Rng hii_rng(c.seed, 1, 0x5a17a1);
+  const int n_hii = static_cast<int>(std::clamp<int64_t>(c.nx * c.ny / 100, 4, 2000));
+  for (int k = 0; k < n_hii; ++k) {
+    const double r = hii_rng.Uniform(m->arm_r0 * 1.1, 3.0 * m->rd);
+    const int arm = static_cast<int>(hii_rng.Uniform() * m->arms) % m->arms;
+    const double phi = m->arm_phase / m->arms + std::log(r / m->arm_r0) / std::tan(m->pitch) +
+                       2 * M_PI * arm / m->arms + hii_rng.Normal(0, 0.08);
+    m->hii.push_back({r * std::cos(phi), r * std::sin(phi), hii_rng.Uniform(0.7, 1.2) * c.pixscale,
+                      hii_rng.Uniform(0.5, 1.0)});
+  }
+  const double u_patch = rng.Uniform();
+  m->patch = u_patch < 0.4 ? kRegionPostStarburst : u_patch < 0.75 ? kRegionQuenched : 0;
+  const double pr = rng.Uniform(0.8, 2.0) * m->rd, pphi = rng.Uniform(0, 2 * M_PI);
+  m->patch_u = pr * std::cos(pphi);
+  m->patch_w = pr * std::sin(pphi);
+  m->patch_sigma = rng.Uniform(0.5, 0.8) * m->rd;
+  m->zh_grad = rng.Uniform(-0.10, -0.04);
+  m->zh_scatter = rng.Uniform(0.02, 0.04);
+  m->z_min = 0.019 * std::pow(10.0, fm.ssp().metal.front());
+  m->z_max = 0.019 * std::pow(10.0, fm.ssp().metal.back());
+  m->tau_ism0 = rng.Uniform(0.25, 0.45);
+  m->tau_lane = rng.Uniform(0.05, 0.2);
+  m->tau_bc = rng.Uniform(0.6, 1.5);
+  m->tau_bc_hii = rng.Uniform(1.5, 2.5);
+  m->vflat = rng.Uniform(120, 250);
+  m->r_turn = rng.Uniform(0.05, 0.12) * field;
+  m->sigma0 = rng.Uniform(110, 190);
+  m->sigma_disc = rng.Uniform(30, 45);
+  // histories: the forward model's kinds, with region-specific parameters
+  for (Sfh& s : m->sfh) { s.t_universe = t_univ; s.t_hi = t_univ; }
+  auto skew = [&](Sfh& s, SfhKind kind, double xi, double omega, double alpha) {
+    s.kind = kind; s.xi = xi; s.omega = omega; s.alpha = alpha;
+  };
+  Sfh& bulge = m->sfh[S::kBulge];
+  skew(bulge, SfhKind::kSkewNormal, rng.Uniform(11.5, 12.8), rng.Uniform(0.5, 1.0), rng.Uniform(0.0, 0.5));
+  bulge.z_start = rng.Uniform(0.015, 0.020); bulge.z_final = rng.Uniform(0.038, 0.048);
+  Sfh& bar = m->sfh[S::kBar];
+  skew(bar, SfhKind::kSkewNormal, rng.Uniform(7.0, 9.5), rng.Uniform(1.5, 2.5), rng.Uniform(-0.3, 0.3));
+  bar.z_start = rng.Uniform(0.010, 0.014); bar.z_final = rng.Uniform(0.026, 0.034);
+  {  // inside-out disc: the inner disc formed earlier than the outer disc
+    const double a = rng.Uniform(0.30, 0.42), b = a + rng.Uniform(0.18, 0.25), d = b + rng.Uniform(0.15, 0.20);
+    Sfh& in = m->sfh[S::kInner];
+    in.z_start = rng.Uniform(0.006, 0.009); in.z_final = rng.Uniform(0.020, 0.026);
+    SetNonParametric(&in, {a, b, std::min(d, 0.95)}, rng.Uniform(2e-11, 8e-11));
+    const double a2 = rng.Uniform(0.70, 0.78), b2 = a2 + rng.Uniform(0.09, 0.12), d2 = b2 + rng.Uniform(0.05, 0.07);
+    Sfh& out = m->sfh[S::kOuter];
+    out.z_start = rng.Uniform(0.0015, 0.003); out.z_final = rng.Uniform(0.006, 0.009);
+    SetNonParametric(&out, {a2, b2, std::min(d2, 0.96)}, rng.Uniform(2.5e-10, 8e-10));
+  }
+  // young bursts (arms) and very young ones (H II regions): all their mass in the burst; their Z
+  // is set per spaxel to the local gas metallicity
+  Sfh& arm = m->sfh[S::kArm];
+  skew(arm, SfhKind::kSkewNormalBurst, 1.0, 0.5, 0.0);
+  arm.burst_frac = 1.0; arm.burst_age = rng.LogUniform(0.015, 0.12); arm.burst_sigma = 0.3 * arm.burst_age;
+  arm.z_start = arm.z_final = 0.019;
+  Sfh& hii = m->sfh[S::kHii];
+  skew(hii, SfhKind::kSkewNormalBurst, 1.0, 0.5, 0.0);
+  hii.burst_frac = 1.0; hii.burst_age = rng.Uniform(0.002, 0.006); hii.burst_sigma = 0.0015;
+  hii.z_start = hii.z_final = 0.019;
+  Sfh& patch = m->sfh[S::kPatch];
+  if (m->patch == kRegionQuenched) {  // star formation stopped a few Gyr ago
+    skew(patch, SfhKind::kSkewNormal, rng.Uniform(6.0, 8.0), rng.Uniform(0.8, 1.5), rng.Uniform(0.3, 0.8));
+  } else {  // post-starburst: a burst 0.25-0.8 Gyr ago, nothing since
+    skew(patch, SfhKind::kSkewNormalBurst, rng.Uniform(8.0, 10.0), rng.Uniform(1.5, 2.5), 0.0);
+    patch.burst_age = rng.Uniform(0.25, 0.8); patch.burst_sigma = rng.Uniform(0.03, 0.08);
+    patch.burst_frac = rng.Uniform(0.12, 0.3);
+  }
+  patch.z_start = rng.Uniform(0.007, 0.010); patch.z_final = rng.Uniform(0.020, 0.026);
+  for (int k = 0; k < S::kNumComp; ++k) {
+    if (m->sfh[k].kind != SfhKind::kNonParametric) FinalizeSfh(&m->sfh[k]);
+    m->binned[k] = IntegrateSfh(m->sfh[k], fm.time_grid());
+  }
+  auto& L = m->lines;
+  L.push_back(Line("layout spiral, seed %llu", static_cast<unsigned long long>(c.seed)));
+  L.push_back(Line("geometry: PA %.1f deg, inclination %.1f deg, disc scale %.2f\", bulge scale %.2f\" "
+                   "(central bulge/disc %.1f, axis ratio %.2f)",
+                   m->pa * 180 / M_PI, m->incl * 180 / M_PI, m->rd, m->rb, m->bulge_amp, m->bulge_q));
+  if (m->bar)
+    L.push_back(Line("bar: half-length %.2f\", axis ratio %.2f, angle %.0f deg in the disc, amplitude %.2f",
+                     m->bar_len, m->bar_q, m->bar_angle * 180 / M_PI, m->bar_amp));
+  else
+    L.push_back("bar: none");
+  L.push_back(Line("arms: %d, pitch %.1f deg, from %.2f\", young mass fraction %.3f on the ridge; %zu H II regions "
+                   "(young fraction %.3f)",
+                   m->arms, m->pitch * 180 / M_PI, m->arm_r0, m->arm_young, m->hii.size(), m->hii_young));
+  L.push_back(m->patch == 0 ? std::string("patch: none")
+                            : Line("patch: %s at (%.2f\", %.2f\") in the disc, sigma %.2f\"",
+                                   m->patch == kRegionQuenched ? "quenched" : "post-starburst", m->patch_u,
+                                   m->patch_w, m->patch_sigma));
+  const char* names[S::kNumComp] = {"bulge", "bar", "inner disc", "outer disc", "arm burst", "H II burst", "patch"};
+  for (int k = 0; k < S::kNumComp; ++k) {
+    const Sfh& h = m->sfh[k];
+    if ((k == S::kBar && !m->bar) || (k == S::kPatch && m->patch == 0)) continue;
+    if (h.kind == SfhKind::kNonParametric)
+      L.push_back(Line("%s: non-parametric, 25/50/75 %% formed at %.2f/%.2f/%.2f of t_universe, sSFR %.2e /yr, "
+                       "Z %.4f -> %.4f",
+                       names[k], h.knot_tau[1] / t_univ, h.knot_tau[2] / t_univ, h.knot_tau[3] / t_univ, h.ssfr,
+                       h.z_start, h.z_final));
+    else if (h.burst_frac >= 1)
+      L.push_back(Line("%s: burst %.1f Myr ago (sigma %.1f Myr), local gas Z", names[k], h.burst_age * 1e3,
+                       h.burst_sigma * 1e3));
+    else
+      L.push_back(Line("%s: skew-normal peak %.2f Gyr ago, width %.2f Gyr, shape %.2f%s, Z %.4f -> %.4f", names[k],
+                       h.xi, h.omega, h.alpha,
+                       h.burst_frac > 0 ? Line(" + %.0f %% burst %.0f Myr ago", 100 * h.burst_frac,
+                                               h.burst_age * 1e3).c_str()
+                                        : "",
+                       h.z_start, h.z_final));
+  }
+  L.push_back(Line("metallicity: disc gradient %.3f dex per scale length, spaxel scatter %.3f dex", m->zh_grad,
+                   m->zh_scatter));
+  L.push_back(Line("dust: tau_ISM %.2f (centre) + %.2f in arms, tau_BC %.2f (H II regions %.2f)", m->tau_ism0,
+                   m->tau_lane, m->tau_bc, m->tau_bc_hii));
+  L.push_back(Line("kinematics: V_flat %.0f km/s, turnover %.2f\", sigma %.0f km/s (bulge) to %.0f km/s (disc)",
+                   m->vflat, m->r_turn, m->sigma0, m->sigma_disc));
+  return m;
+}
+
 }  // namespace
 
 Result<std::shared_ptr<const MockGalaxy>> MockGalaxy::Build(const GalaxyConfig& cfg) {
@@ -74,8 +301,13 @@ Result<std::shared_ptr<const MockGalaxy>> MockGalaxy::Build(const GalaxyConfig& 
 Result<std::shared_ptr<const MockGalaxy>> MockGalaxy::Build(const GalaxyConfig& cfg,
                                                             std::shared_ptr<const SspGrid> ssp) {
   if (cfg.nx < 4 || cfg.ny < 4 || cfg.nwave < 16) return Status::Error("galaxy: nx, ny >= 4 and nwave >= 16 required");
-  if (cfg.histories != "prior" && cfg.histories != "components")
+  if (cfg.layout != "spiral" && cfg.layout != "classic")
+    return Status::Error("galaxy: layout must be 'spiral' or 'classic', got '" + cfg.layout + "'");
+  if (cfg.layout == "classic" && !cfg.histories.empty() && cfg.histories != "prior" && cfg.histories != "components")
     return Status::Error("galaxy: histories must be 'prior' or 'components', got '" + cfg.histories + "'");
+  if (cfg.layout == "spiral" && !cfg.histories.empty())
+    return Status::Error("galaxy: histories ('" + cfg.histories + "') applies to the classic layout only; the spiral "
+                         "layout draws each region's history from the seed (use layout classic, or drop histories)");
   std::shared_ptr<MockGalaxy> g(new MockGalaxy());
   g->cfg_ = cfg;
   const double z1 = 1.0 + cfg.redshift, vmax = 1500.0;
@@ -96,7 +328,12 @@ Result<std::shared_ptr<const MockGalaxy>> MockGalaxy::Build(const GalaxyConfig& 
   g->rest_edges_ = AxisEdges(g->rest_axis_);
   g->obs_edges_ = AxisEdges(WavelengthAxis::Linear(cfg.wave_start, cfg.wave_step, cfg.nwave));
   g->dist_cm_ = kSpeedOfLightKms * cfg.redshift / 70.0 * kMpcCm;
+  if (cfg.layout == "spiral") g->spiral_ = DrawSpiral(cfg, *g->fm_);
   return std::shared_ptr<const MockGalaxy>(g);
+}
+
+std::vector<std::string> MockGalaxy::Describe() const {
+  return spiral_ ? spiral_->lines : std::vector<std::string>{};
 }
 
 SpaxelTruth MockGalaxy::Truth(int64_t x, int64_t y) const {
@@ -109,6 +346,122 @@ SpaxelTruth MockGalaxy::Truth(int64_t x, int64_t y) const {
   const double redge = 0.5 * std::min(c.nx, c.ny) * (0.92 + 0.05 * std::sin(7 * th) + 0.03 * std::sin(13 * th + 1));
   Rng hole(c.seed, static_cast<uint64_t>(y * c.nx + x), 99);
   if (std::hypot(dxp, dyp) > redge || hole.Uniform() * c.nx * c.ny < c.nan_spaxels) t.valid = false;
+  return spiral_ ? SpiralTruth(x, y, t) : ClassicTruth(x, y, t);
+}
+
+SpaxelTruth MockGalaxy::SpiralTruth(int64_t x, int64_t y, SpaxelTruth t) const {
+  using S = SpiralModel;
+  const auto& c = cfg_;
+  const SpiralModel& m = *spiral_;
+  const double cx = 0.5 * (c.nx - 1), cy = 0.5 * (c.ny - 1);
+  // sky offsets (arcsec), along the major (u) and projected minor (w) axes, and in the disc plane
+  const double dx = (x - cx) * c.pixscale, dy = (y - cy) * c.pixscale;
+  const double u = -dx * std::sin(m.pa) + dy * std::cos(m.pa);
+  const double w = -dx * std::cos(m.pa) - dy * std::sin(m.pa);
+  const double wd = w / std::cos(m.incl);
+  const double r = std::hypot(u, wd) + 1e-6, phi = std::atan2(wd, u);
+  // surface densities of the components (units of the disc's central surface density)
+  const double disc = std::exp(-r / m.rd);
+  const double bulge = m.bulge_amp * std::exp(-std::hypot(u, w / m.bulge_q) / m.rb);
+  double bar = 0;
+  if (m.bar) {
+    const double xb = u * std::cos(m.bar_angle) + wd * std::sin(m.bar_angle);
+    const double yb = -u * std::sin(m.bar_angle) + wd * std::cos(m.bar_angle);
+    const double q2 = std::pow(xb / m.bar_len, 2) + std::pow(yb / (m.bar_q * m.bar_len), 2);
+    bar = m.bar_amp * std::exp(-q2 * q2);  // flat-topped, sharp ends
+  }
+  const double arm_taper = SmoothStep((r - m.arm_r0) / (0.5 * m.arm_r0)) * std::exp(-std::max(0.0, r - 3 * m.rd) / m.rd);
+  const double arm_phase = m.arms * (phi - std::log(r / m.arm_r0) / std::tan(m.pitch)) - m.arm_phase;
+  const double arm = std::pow(std::max(0.0, std::cos(arm_phase)), m.arm_power) * arm_taper;
+  double hii = 0;
+  for (const auto& cl : m.hii) {
+    const double d2 = (u - cl.u) * (u - cl.u) + (wd - cl.w) * (wd - cl.w);
+    if (d2 < 25 * cl.sigma * cl.sigma) hii += cl.amp * std::exp(-0.5 * d2 / (cl.sigma * cl.sigma));
+  }
+  hii = std::min(hii, 1.0);
+  double patch = 0;
+  if (m.patch != 0) {
+    const double d2 = (u - m.patch_u) * (u - m.patch_u) + (wd - m.patch_w) * (wd - m.patch_w);
+    patch = std::min(1.0, 1.5 * std::exp(-0.5 * d2 / (m.patch_sigma * m.patch_sigma)));
+  }
+  const double f_out = SmoothStep((r / m.rd - 0.5) / 1.5);
+  std::array<double, S::kNumComp> mass{};
+  mass[S::kBulge] = bulge;
+  mass[S::kBar] = bar;
+  mass[S::kInner] = disc * (1 - patch);  // the disc history of this radius (below)
+  mass[S::kArm] = disc * (1 - patch) * m.arm_young * arm;
+  mass[S::kHii] = disc * (1 - patch) * m.hii_young * hii;
+  mass[S::kPatch] = disc * patch;
+  double total = 0;
+  for (double v : mass) total += v;
+  // metallicity: components' own enrichment, a radial gradient in the disc, per-spaxel scatter
+  Rng zr(c.seed, static_cast<uint64_t>(y * c.nx + x), 0x2a);
+  const double scatter = m.zh_scatter * zr.Normal();
+  const double rr = std::min(r / m.rd, 3.5);
+  const double f_disc = std::pow(10.0, m.zh_grad * (rr - 1) + scatter);
+  const double f_sph = std::pow(10.0, 0.5 * m.zh_grad * std::min(r / m.rb, 3.0) + scatter);
+  // inside-out disc: the non-parametric history's times, sSFR and enrichment move from the inner
+  // disc's values to the outer disc's with radius
+  const Sfh& s_in = m.sfh[S::kInner];
+  const Sfh& s_out = m.sfh[S::kOuter];
+  auto lerp = [&](double a, double b) { return a + (b - a) * f_out; };
+  auto loglerp = [&](double a, double b) { return a * std::pow(b / a, f_out); };
+  Sfh disc_sfh = s_in;
+  disc_sfh.z_start = loglerp(s_in.z_start, s_out.z_start);
+  disc_sfh.z_final = loglerp(s_in.z_final, s_out.z_final);
+  SetNonParametric(&disc_sfh,
+                   {lerp(s_in.knot_tau[1], s_out.knot_tau[1]) / s_in.t_universe,
+                    lerp(s_in.knot_tau[2], s_out.knot_tau[2]) / s_in.t_universe,
+                    lerp(s_in.knot_tau[3], s_out.knot_tau[3]) / s_in.t_universe},
+                   loglerp(s_in.ssfr, s_out.ssfr));
+  const TimeGrid& grid = fm_->time_grid();
+  const BinnedSfh disc_binned = IntegrateSfh(disc_sfh, grid);
+  const double z_gas = std::clamp(disc_sfh.z_final * f_disc, m.z_min, m.z_max);
+  t.binned.mass.assign(grid.size(), 0.0);
+  t.binned.z.assign(grid.size(), 0.0);
+  std::vector<double> mz(grid.size(), 0.0);
+  for (int k = 0; k < S::kNumComp; ++k) {
+    if (!(mass[k] > 0)) continue;
+    const BinnedSfh& b = k == S::kInner ? disc_binned : m.binned[k];
+    const bool young = k == S::kArm || k == S::kHii;
+    const double f = k == S::kBulge || k == S::kBar ? f_sph : f_disc;
+    for (size_t j = 0; j < grid.size(); ++j) {
+      const double mj = mass[k] / total * b.mass[j];
+      if (mj <= 0) continue;
+      t.binned.mass[j] += mj;
+      mz[j] += mj * (young ? z_gas : std::clamp(b.z[j] * f, m.z_min, m.z_max));
+    }
+  }
+  double msum = 0;
+  for (double v : t.binned.mass) msum += v;
+  for (size_t j = 0; j < grid.size(); ++j) {
+    t.binned.z[j] = t.binned.mass[j] > 0 ? mz[j] / t.binned.mass[j] : z_gas;
+    t.binned.mass[j] /= msum;
+  }
+  t.labels = LabelsFromBinned(t.binned, grid, std::log10(z_gas / 0.019));
+  t.z_gas = z_gas;
+  t.dust = DustParams{m.tau_bc + (m.tau_bc_hii - m.tau_bc) * hii,
+                      m.tau_ism0 * (0.5 + 0.5 * std::exp(-r / (1.5 * m.rd))) + m.tau_lane * arm};
+  t.v_kms = m.vflat * std::tanh(r / m.r_turn) * std::cos(phi) * std::sin(m.incl);
+  const double f_hot = (bulge + 0.5 * bar) / total;
+  t.sigma_kms = std::clamp(m.sigma_disc + (m.sigma0 - m.sigma_disc) * std::pow(f_hot, 0.7), 30.0, 200.0);
+  const double area_pc2 = std::pow(c.pixscale / 206265.0 * dist_cm_ / 3.0856775814913673e18, 2);
+  t.mass = 1000.0 * total * area_pc2;
+  // the region: H II region or patch where they dominate, else the component with the most mass,
+  // arms where the arm pattern is strong
+  if (hii > 0.3) t.region = kRegionHii;
+  else if (patch > 0.5) t.region = m.patch;
+  else if (bulge > bar && bulge > mass[S::kInner]) t.region = kRegionBulge;
+  else if (bar > mass[S::kInner]) t.region = kRegionBar;
+  else if (arm > 0.3) t.region = kRegionArm;
+  else t.region = f_out < 0.5 ? kRegionInnerDisc : kRegionOuterDisc;
+  return t;
+}
+
+SpaxelTruth MockGalaxy::ClassicTruth(int64_t x, int64_t y, SpaxelTruth t) const {
+  const auto& c = cfg_;
+  const double cx = 0.5 * (c.nx - 1), cy = 0.5 * (c.ny - 1);
+  const double dxp = x - cx, dyp = y - cy;
   // disc geometry (arcsec)
   const double pa = c.pa_deg * M_PI / 180, inc = c.incl_deg * M_PI / 180;
   const double dx = dxp * c.pixscale, dy = dyp * c.pixscale;
@@ -126,7 +479,7 @@ SpaxelTruth MockGalaxy::Truth(int64_t x, int64_t y) const {
   const double area_pc2 = std::pow(c.pixscale / 206265.0 * dist_cm_ / 3.0856775814913673e18, 2);
   t.mass = 3000.0 * (std::exp(-r / rd) + 3.0 * bulge) * area_pc2;
   const TimeGrid& grid = fm_->time_grid();
-  if (c.histories == "prior") {
+  if (c.histories.empty() || c.histories == "prior") {
     // One history per spaxel from the training prior's dominant family (non-parametric, eq.-2
     // enrichment): early, quenched, metal-rich centre; later, star-forming disc; arms younger
     // and more metal-rich. Dust within the prior's tau_ISM range.
@@ -169,28 +522,7 @@ SpaxelTruth MockGalaxy::Truth(int64_t x, int64_t y) const {
   double tot = 0;
   for (double m : t.binned.mass) tot += m;
   for (double& m : t.binned.mass) m /= tot;
-  // labels from the binned history
-  std::array<double, kNumAgeBins> mb{}, mz{};
-  for (size_t j = 0; j < grid.size(); ++j) {
-    mb[grid.bin[j]] += t.binned.mass[j];
-    mz[grid.bin[j]] += t.binned.mass[j] * std::log10(t.binned.z[j] / 0.019);
-  }
-  for (int i = 0; i < kNumAgeBins; ++i) {
-    t.labels.mass_frac[i] = static_cast<float>(mb[i]);
-    t.labels.zh[i] = static_cast<float>(mb[i] > 1e-12 ? mz[i] / mb[i] : std::log10(disc_c.z_final / 0.019));
-  }
-  // percentiles: linear in cumulative mass within steps (oldest first)
-  double cum = 0;
-  int k = 0;
-  for (size_t jj = grid.size(); jj-- > 0 && k < kNumMassPercentiles;) {
-    const double m = t.binned.mass[jj];
-    while (k < kNumMassPercentiles && cum + m >= 0.1 * (k + 1) - 1e-12) {
-      const double f = m > 0 ? (0.1 * (k + 1) - cum) / m : 0.0;
-      const double lb = grid.Hi(jj) - f * (grid.Hi(jj) - grid.Lo(jj));
-      t.labels.t_mass[k++] = static_cast<float>(CosmicTimeGyr(0.0) - lb);
-    }
-    cum += m;
-  }
+  t.labels = LabelsFromBinned(t.binned, grid, std::log10(disc_c.z_final / 0.019));
   return t;
 }
 
@@ -327,13 +659,17 @@ Status MockGalaxy::Write(const std::string& dir, int threads) const {
 
   // maps helper
   auto write_maps = [&](const std::string& path, const std::vector<std::pair<std::string, std::vector<double>>>& maps,
-                        const std::vector<int>& planes, const std::vector<std::string>& units) -> Status {
+                        const std::vector<int>& planes, const std::vector<std::string>& units,
+                        const std::vector<std::string>& history) -> Status {
     fitsfile* m = nullptr;
     int s2 = 0;
     fits_create_file(&m, ("!" + path).c_str(), &s2);
     long a0[1] = {0};
     fits_create_img(m, FLOAT_IMG, 0, a0, &s2);
     Key(m, "OBJECT", std::string("MOCK-SPIRAL"), "", &s2);
+    Key(m, "LAYOUT", c.layout, "cubeflow simulate galaxy --layout", &s2);
+    Key(m, "SEED", static_cast<double>(c.seed), "cubeflow simulate galaxy --seed", &s2);
+    for (const auto& h : history) fits_write_history(m, const_cast<char*>(h.c_str()), &s2);
     for (size_t i = 0; i < maps.size(); ++i) {
       long a[3] = {static_cast<long>(nx), static_cast<long>(ny), planes[i]};
       fits_create_img(m, FLOAT_IMG, planes[i] > 1 ? 3 : 2, a, &s2);
@@ -349,12 +685,12 @@ Status MockGalaxy::Write(const std::string& dir, int threads) const {
   };
   const double nan = std::numeric_limits<double>::quiet_NaN();
   std::vector<double> vmap(nx * ny, nan), smap(nx * ny, nan), lwa(nx * ny, nan), mwa(nx * ny, nan), lwz(nx * ny, nan),
-      mwz(nx * ny, nan), mass(nx * ny, nan), sfh(nx * ny * kNumAgeBins, nan), zhb(nx * ny * kNumAgeBins, nan);
+      mwz(nx * ny, nan), mass(nx * ny, nan), region(nx * ny, nan), sfh(nx * ny * kNumAgeBins, nan), zhb(nx * ny * kNumAgeBins, nan);
   const auto& cen = AgeBinCentresGyr();
   for (int64_t i = 0; i < nx * ny; ++i) {
     const SpaxelTruth& t = truth[i];
     if (!t.valid) continue;
-    vmap[i] = t.v_kms; smap[i] = t.sigma_kms; mass[i] = t.mass;
+    vmap[i] = t.v_kms; smap[i] = t.sigma_kms; mass[i] = t.mass; region[i] = t.region;
     // V-band light per bin from a dust-free rendering
     Rendered rd;
     fm_->Render(t.binned, DustParams{}, 0.02, &rd);
@@ -371,12 +707,13 @@ Status MockGalaxy::Write(const std::string& dir, int threads) const {
     mwa[i] = a_mw; lwa[i] = a_lw; mwz[i] = z_mw; lwz[i] = z_lw;
   }
   CUBEFLOW_RETURN_NOT_OK(write_maps((fs::path(dir) / "kinematics.fits").string(),
-                                    {{"V_STARS", vmap}, {"SIGMA_STARS", smap}}, {1, 1}, {"km/s", "km/s"}));
+                                    {{"V_STARS", vmap}, {"SIGMA_STARS", smap}}, {1, 1}, {"km/s", "km/s"}, {}));
   std::vector<std::pair<std::string, std::vector<double>>> truth_maps = {
       {"LW_LOGAGE", lwa}, {"MW_LOGAGE", mwa}, {"LW_ZH", lwz}, {"MW_ZH", mwz}, {"MASS", mass},
-      {"SFH", sfh}, {"ZH_BINS", zhb}, {"V_TRUE", vmap}, {"SIGMA_TRUE", smap}};
-  std::vector<int> truth_planes = {1, 1, 1, 1, 1, kNumAgeBins, kNumAgeBins, 1, 1};
-  std::vector<std::string> truth_units = {"log10(yr)", "log10(yr)", "dex", "dex", "Msun", "", "dex", "km/s", "km/s"};
+      {"SFH", sfh}, {"ZH_BINS", zhb}, {"V_TRUE", vmap}, {"SIGMA_TRUE", smap}, {"REGION", region}};
+  std::vector<int> truth_planes = {1, 1, 1, 1, 1, kNumAgeBins, kNumAgeBins, 1, 1, 1};
+  std::vector<std::string> truth_units = {"log10(yr)", "log10(yr)", "dex", "dex", "Msun", "", "dex", "km/s", "km/s",
+                                          ""};
   // Noise-free band flux densities per spaxel (the input of the HST images), for photometry checks.
   for (int64_t b = 0; b < nb; ++b) {
     std::vector<double> pm(nx * ny);
@@ -385,7 +722,11 @@ Status MockGalaxy::Write(const std::string& dir, int threads) const {
     truth_planes.push_back(1);
     truth_units.emplace_back("erg/s/cm**2/Angstrom");
   }
-  CUBEFLOW_RETURN_NOT_OK(write_maps((fs::path(dir) / "truth.fits").string(), truth_maps, truth_planes, truth_units));
+  std::vector<std::string> history = Describe();
+  history.push_back("REGION: 1 bulge, 2 bar, 3 arm, 4 H II region, 5 inner disc, 6 outer disc, 7 post-starburst,");
+  history.push_back("8 quenched (0 in the classic layout)");
+  CUBEFLOW_RETURN_NOT_OK(
+      write_maps((fs::path(dir) / "truth.fits").string(), truth_maps, truth_planes, truth_units, history));
   // HST images
   const double r = c.pixscale / c.hst_pixscale;
   const int64_t hx = static_cast<int64_t>(std::lround(nx * r)), hy = static_cast<int64_t>(std::lround(ny * r));

@@ -34,6 +34,7 @@ struct Mock {
   int64_t n = 40;
   Mock() {
     sim::GalaxyConfig g;
+    g.layout = "classic";  // the fixed galaxy these figures were measured on
     g.nx = g.ny = n;
     g.nwave = 1000;  // 4750-6000 A: enough for the S/N window
     g.seed = 5;

@@ -129,6 +129,9 @@ struct Calibration {
   /// 16-84 % range of the truths themselves: the width of the prior on these objects, against
   /// which width68 says how much the data narrowed it (a sampler returning the prior: ratio 1).
   std::vector<double> prior_width68;
+  /// Skill of the posterior medians beside R^2: Spearman's rank correlation with the truths, and
+  /// the standard deviation of the truths (the scatter of the best constant predictor).
+  std::vector<double> spearman, constant_scatter;
   std::vector<double> max_coverage_dev;          ///< max |empirical - nominal| over levels 0.1..0.9
   double seconds = 0, samples_per_s = 0;         ///< sampling throughput (flow only)
   /// Per object (when requested): truth, median, p16, p84, [object][param].
