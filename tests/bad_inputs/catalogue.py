@@ -90,9 +90,20 @@ cases = []
 
 
 def case(cid, category, what, args, rc, expect=(), forbid=(), check=None, setup=None, env=None, timeout=120,
-         interrupt=None):
+         interrupt=None, file_size_limit=None):
     cases.append(dict(id=cid, category=category, what=what, args=args, rc=rc, expect=list(expect),
-                      forbid=list(forbid), check=check, setup=setup, env=env, timeout=timeout, interrupt=interrupt))
+                      forbid=list(forbid), check=check, setup=setup, env=env, timeout=timeout, interrupt=interrupt,
+                      file_size_limit=file_size_limit))
+
+
+def limit_file_size(nbytes):
+    """For subprocess preexec_fn: writes beyond nbytes fail with EFBIG, as on a full disk (SIGXFSZ
+    ignored, so the write returns the error instead of killing the process)."""
+    def f():
+        import resource
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, nbytes))
+    return f
 
 
 # ---------------------------------------------------------------------------------------------
@@ -367,6 +378,24 @@ case("U9", "unclear", "a temporary file left by a killed run", ["run", "q.yaml",
      check=lambda st: (os.path.exists(st["live"]) and len([f for f in os.listdir(".") if ".tmp-" in f]) == 1,
                        "the dead run's file was not removed, or the live one was"))
 
+
+
+def setup_earlier_galaxy():
+    subprocess.run([cf, "simulate", "galaxy", "--out", "g", "--nx", "10", "--ny", "10", "--seed", "1"], check=True,
+                   capture_output=True)
+    return {f: sha(os.path.join("g", f)) for f in os.listdir("g")}
+
+
+def galaxy_kept(st):
+    now = {f: sha(os.path.join("g", f)) for f in os.listdir("g")}
+    return now == st, f"the earlier galaxy's files changed or temporaries were left: {sorted(set(now) ^ set(st))}"
+
+
+case("U10", "unclear", "the disk fills while simulate galaxy writes the cube (writes beyond 6 MB fail)",
+     ["simulate", "galaxy", "--out", "g", "--nx", "20", "--ny", "20", "--seed", "2"], 1,
+     [r"cannot write cube '.*g/cube\.fits' \(HDU '(DATA|STAT)'\): could not write the file: the disk of .* may be full"],
+     forbid=[CRASH, r"error reading"], setup=setup_earlier_galaxy, check=galaxy_kept, file_size_limit=6 << 20)
+
 # ---------------------------------------------------------------------------------------------
 failures = []
 for c in cases:
@@ -397,7 +426,9 @@ for c in cases:
         out, _ = p.communicate(timeout=c["timeout"])
         rc = p.returncode
     else:
-        r = subprocess.run([cf] + c["args"], capture_output=True, text=True, env=env, timeout=c["timeout"])
+        limit = limit_file_size(c["file_size_limit"]) if c["file_size_limit"] else None
+        r = subprocess.run([cf] + c["args"], capture_output=True, text=True, env=env, timeout=c["timeout"],
+                           preexec_fn=limit)
         out, rc = r.stdout + r.stderr, r.returncode
     problems = []
     if rc != c["rc"]:

@@ -36,7 +36,10 @@ double AvailableMemoryBytes() {
 
 std::string Gb(double bytes) {
   char b[32];
-  std::snprintf(b, sizeof b, "%.1f GB", bytes / 1e9);
+  if (bytes < 1e9)
+    std::snprintf(b, sizeof b, "%.0f MB", bytes / 1e6);
+  else
+    std::snprintf(b, sizeof b, "%.1f GB", bytes / 1e9);
   return b;
 }
 
@@ -65,9 +68,15 @@ std::string CheckGalaxyOptions(const sim::GalaxyConfig& g, const std::string& ou
   while (!probe.empty() && !std::filesystem::exists(probe, ec)) probe = probe.parent_path();
   if (!probe.empty() && ::statvfs(probe.c_str(), &fs) == 0) {
     const double free = static_cast<double>(fs.f_bavail) * static_cast<double>(fs.f_frsize);
-    if (cube_bytes > free)
-      return "the cube needs " + Gb(cube_bytes) + " on disk but " + probe.string() + " has " + Gb(free) +
-             " free; free some space or choose another --out";
+    // Besides the cube: the HST images (float32 at the HST pixel scale) and the truth maps
+    // (float32, ~50 planes).
+    const double spaxels = static_cast<double>(g.nx) * static_cast<double>(g.ny);
+    const double hst_per_spaxel = std::pow(g.pixscale / g.hst_pixscale, 2);
+    const double bytes =
+        cube_bytes + 4.0 * spaxels * (hst_per_spaxel * static_cast<double>(g.bands.size()) + 50.0) + (1 << 20);
+    if (bytes > free)
+      return "the galaxy needs " + Gb(bytes) + " on disk (cube " + Gb(cube_bytes) + ", HST images and truth maps) but " +
+             probe.string() + " has " + Gb(free) + " free; free some space or choose another --out";
   }
   return "";
 }

@@ -1,11 +1,13 @@
 // AtomicFitsFile: temporary FITS file, checksums, close, rename (cubeflow/fits/atomic_fits_file.hpp).
 #include "cubeflow/fits/atomic_fits_file.hpp"
 
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <utility>
 
 #include "fits_util.hpp"
@@ -69,7 +71,26 @@ Status AtomicFitsFile::Fail(const std::string& what_failed) {
   return Status::Error(msg);
 }
 
-Status AtomicFitsFile::Check(int status) { return status == 0 ? Status::OK() : Fail(CfitsioError(status)); }
+Status AtomicFitsFile::Check(int status) {
+  if (status == 0) return Status::OK();
+  std::string what = CfitsioError(status);
+  // CFITSIO reports a failed write of its buffers as any of these (108 reads "error reading");
+  // while writing, the cause is nearly always the disk.
+  if (status == WRITE_ERROR || status == READ_ERROR || status == END_OF_FILE) {
+    std::string dir = std::filesystem::path(tmp_).parent_path().string();
+    if (dir.empty()) dir = ".";
+    struct statvfs fs {};
+    std::string free_space;
+    if (::statvfs(dir.c_str(), &fs) == 0) {
+      char b[64];
+      std::snprintf(b, sizeof b, "%.0f MB", static_cast<double>(fs.f_bavail) * static_cast<double>(fs.f_frsize) / 1e6);
+      free_space = " (" + std::string(b) + " free there now)";
+    }
+    what = "could not write the file: the disk of '" + dir + "' may be full or a file-size limit reached" +
+           free_space + "; free some space or write elsewhere (CFITSIO status " + std::to_string(status) + ")";
+  }
+  return Fail(what);
+}
 
 Status AtomicFitsFile::Commit() {
   if (!f_) return Status::Error(Prefix() + ": the file was already committed or abandoned");

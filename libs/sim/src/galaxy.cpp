@@ -14,6 +14,7 @@
 #include <system_error>
 #include <vector>
 
+#include "cubeflow/fits/atomic_fits_file.hpp"
 #include "cubeflow/fits/cfitsio_error.hpp"
 #include "cubeflow/sim/library.hpp"
 #include "cubeflow/sim/rng.hpp"
@@ -590,10 +591,10 @@ Status MockGalaxy::Write(const std::string& dir, int threads) const {
     sky[k] = std::pow(c.sky_sigma * fc, 2) * s;
   }
   const std::string cube_path = (fs::path(dir) / "cube.fits").string();
-  fitsfile* f = nullptr;
+  // Atomic: a failure (a full disk) removes the temporary file; an earlier cube stays whole.
+  CUBEFLOW_ASSIGN_OR_RETURN(fits::AtomicFitsFile cube_file, fits::AtomicFitsFile::Create(cube_path, "cube"));
+  fitsfile* f = cube_file.get();
   int st = 0;
-  fits_create_file(&f, ("!" + cube_path).c_str(), &st);
-  if (st) return Status::Error("galaxy: cannot create " + cube_path + ": " + CfitsioErrorText(st));
   long ax0[1] = {0};
   fits_create_img(f, FLOAT_IMG, 0, ax0, &st);
   Key(f, "OBJECT", std::string("MOCK-SPIRAL"), "cubeflow simulate galaxy", &st);
@@ -619,7 +620,7 @@ Status MockGalaxy::Write(const std::string& dir, int threads) const {
   };
   cube_hdr("DATA", "10**(-20)*erg/s/cm**2/Angstrom");
   cube_hdr("STAT", "10**(-40)*(erg/s/cm**2/Angstrom)**2");
-  if (st) return Status::Error("galaxy: writing headers of " + cube_path + ": " + CfitsioErrorText(st));
+  CUBEFLOW_RETURN_NOT_OK(cube_file.Check(st));
   std::vector<double> phot_map(nx * ny * nb, std::numeric_limits<double>::quiet_NaN());
   std::vector<SpaxelTruth> truth(nx * ny);
   const int64_t rows = std::max<int64_t>(1, (64ll << 20) / (nx * nw * 8));
@@ -648,22 +649,24 @@ Status MockGalaxy::Write(const std::string& dir, int threads) const {
       });
     });
     long fp[3] = {1, static_cast<long>(y0 + 1), 1}, lp[3] = {static_cast<long>(nx), static_cast<long>(y1), static_cast<long>(nw)};
+    cube_file.set_hdu("DATA");
     fits_movnam_hdu(f, IMAGE_HDU, const_cast<char*>("DATA"), 0, &st);
     fits_write_subset(f, TFLOAT, fp, lp, data.data(), &st);
+    CUBEFLOW_RETURN_NOT_OK(cube_file.Check(st));
+    cube_file.set_hdu("STAT");
     fits_movnam_hdu(f, IMAGE_HDU, const_cast<char*>("STAT"), 0, &st);
     fits_write_subset(f, TFLOAT, fp, lp, stat.data(), &st);
-    if (st) return Status::Error("galaxy: writing rows of " + cube_path + ": " + CfitsioErrorText(st));
+    CUBEFLOW_RETURN_NOT_OK(cube_file.Check(st));
   }
-  fits_close_file(f, &st);
-  if (st) return Status::Error("galaxy: closing " + cube_path + ": " + CfitsioErrorText(st));
+  CUBEFLOW_RETURN_NOT_OK(cube_file.Commit());
 
   // maps helper
   auto write_maps = [&](const std::string& path, const std::vector<std::pair<std::string, std::vector<double>>>& maps,
                         const std::vector<int>& planes, const std::vector<std::string>& units,
                         const std::vector<std::string>& history) -> Status {
-    fitsfile* m = nullptr;
+    CUBEFLOW_ASSIGN_OR_RETURN(fits::AtomicFitsFile file, fits::AtomicFitsFile::Create(path, "truth maps"));
+    fitsfile* m = file.get();
     int s2 = 0;
-    fits_create_file(&m, ("!" + path).c_str(), &s2);
     long a0[1] = {0};
     fits_create_img(m, FLOAT_IMG, 0, a0, &s2);
     Key(m, "OBJECT", std::string("MOCK-SPIRAL"), "", &s2);
@@ -677,11 +680,12 @@ Status MockGalaxy::Write(const std::string& dir, int threads) const {
       Key(m, "BUNIT", units[i], "", &s2);
       CelestialWcs(m, c.ra, c.dec, cx + 1, cy + 1, c.pixscale, &s2);
       std::vector<float> buf(maps[i].second.begin(), maps[i].second.end());
+      file.set_hdu(maps[i].first);
       fits_write_img(m, TFLOAT, 1, static_cast<LONGLONG>(buf.size()), buf.data(), &s2);
+      CUBEFLOW_RETURN_NOT_OK(file.Check(s2));
     }
-    fits_close_file(m, &s2);
-    if (s2) return Status::Error("galaxy: writing " + path + ": " + CfitsioErrorText(s2));
-    return Status::OK();
+    CUBEFLOW_RETURN_NOT_OK(file.Check(s2));
+    return file.Commit();
   };
   const double nan = std::numeric_limits<double>::quiet_NaN();
   std::vector<double> vmap(nx * ny, nan), smap(nx * ny, nan), lwa(nx * ny, nan), mwa(nx * ny, nan), lwz(nx * ny, nan),
@@ -771,9 +775,9 @@ Status MockGalaxy::Write(const std::string& dir, int threads) const {
         out[j * hx + i] = static_cast<float>(c.noise ? s + 0.002 * peak * rng.Normal() : s);
       }
     const std::string path = (fs::path(dir) / ("hst_" + c.bands[b] + ".fits")).string();
-    fitsfile* h = nullptr;
+    CUBEFLOW_ASSIGN_OR_RETURN(fits::AtomicFitsFile file, fits::AtomicFitsFile::Create(path, "HST image"));
+    fitsfile* h = file.get();
     int s2 = 0;
-    fits_create_file(&h, ("!" + path).c_str(), &s2);
     long a[2] = {static_cast<long>(hx), static_cast<long>(hy)};
     fits_create_img(h, FLOAT_IMG, 2, a, &s2);
     Key(h, "TELESCOP", std::string("HST"), "", &s2);
@@ -786,8 +790,8 @@ Status MockGalaxy::Write(const std::string& dir, int threads) const {
     Key(h, "EXPTIME", 1000.0, "", &s2);
     CelestialWcs(h, c.ra, c.dec, (cx + 0.5) * r + 0.5, (cy + 0.5) * r + 0.5, c.hst_pixscale, &s2);
     fits_write_img(h, TFLOAT, 1, static_cast<LONGLONG>(out.size()), out.data(), &s2);
-    fits_close_file(h, &s2);
-    if (s2) return Status::Error("galaxy: writing " + path + ": " + CfitsioErrorText(s2));
+    CUBEFLOW_RETURN_NOT_OK(file.Check(s2));
+    CUBEFLOW_RETURN_NOT_OK(file.Commit());
   }
   return Status::OK();
 }
