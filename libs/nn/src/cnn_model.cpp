@@ -14,6 +14,7 @@
 
 #include "cubeflow/atomic_file.hpp"
 #include "cubeflow/nn/cnn.hpp"
+#include "batch_rows.hpp"
 #include "net.hpp"
 #include "threads.hpp"
 
@@ -307,9 +308,9 @@ Status CnnModel::Predict(const float* spectra, const float* phot, int64_t n, flo
       auto s = torch::from_blob(const_cast<float*>(spectra + first * nw), {b, nw}, torch::kFloat);
       torch::Tensor p = nb > 0 ? torch::from_blob(const_cast<float*>(phot + first * nb), {b, nb}, torch::kFloat)
                                : torch::zeros({b, 0});
-      auto [m, z] = impl_->Forward(s, p);
-      m = m.contiguous();
-      z = z.contiguous();
+      auto [m, z] = impl_->Forward(nn::AtLeastTwoRows(s), nn::AtLeastTwoRows(p));
+      m = m.narrow(0, 0, b).contiguous();
+      z = z.narrow(0, 0, b).contiguous();
       std::memcpy(mass_frac + first * kNumBins, m.data_ptr<float>(), sizeof(float) * b * kNumBins);
       std::memcpy(zh + first * kNumBins, z.data_ptr<float>(), sizeof(float) * b * kNumBins);
     }

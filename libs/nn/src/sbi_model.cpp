@@ -13,6 +13,7 @@
 
 #include "cubeflow/atomic_file.hpp"
 #include "cubeflow/sim/rng.hpp"
+#include "batch_rows.hpp"
 #include "sbi_net.hpp"
 #include "threads.hpp"
 
@@ -442,7 +443,8 @@ Status SbiModel::Summarize(const float* spectra, const float* phot, const float*
       torch::Tensor nz = md.encoder.noise_input
                              ? impl_->NoiseFeature(torch::from_blob(const_cast<float*>(snr + first), {b}, torch::kFloat))
                              : torch::zeros({b, 1});
-      auto out = impl_->net->encoder->forward(s, p, nz);
+      auto out = impl_->net->encoder->forward(nn::AtLeastTwoRows(s), nn::AtLeastTwoRows(p), nn::AtLeastTwoRows(nz))
+                     .narrow(0, 0, b);
       if (md.encoder.noise_input) out = torch::cat({out, nz}, 1);
       out = out.contiguous();
       std::memcpy(summary + first * S, out.data_ptr<float>(), sizeof(float) * b * S);
@@ -490,7 +492,9 @@ Status SbiModel::Sample(const float* summary, int64_t n, int64_t n_samples, cons
     nn::SetThreads(threads);
     c10::InferenceMode guard;
     auto& flow = impl_->net->flow;
-    auto e_all = flow->Embed(torch::from_blob(const_cast<float*>(summary), {n, C}, torch::kFloat));
+    auto e_all =
+        flow->Embed(nn::AtLeastTwoRows(torch::from_blob(const_cast<float*>(summary), {n, C}, torch::kFloat)))
+            .narrow(0, 0, n);
     std::vector<float> z;
     if (n_samples <= kSampleChunk) {
       // Several objects per call.
