@@ -527,6 +527,10 @@ std::optional<double> TrainEpoch(const TrainConfig& cfg, const TrainingData& d, 
                         [&](size_t first, size_t count) {
                           auto idx = nn::RowsTensor(order, first, count);
                           torch::Tensor xs = d.spec.index_select(0, idx), xp = d.phot.index_select(0, idx);
+                          if (cfg.augment_continuum_degree > 0)
+                            xs = nn::DistortContinuum(xs, d.md.wave, d.md.norm_min, d.md.norm_max,
+                                                      cfg.augment_continuum_degree, cfg.augment_continuum_sigma,
+                                                      noise_gen);
                           if (cfg.augment_noise)
                             std::tie(xs, xp) = AddNoise(xs, xp, cfg.augment_snr, cfg.augment_phot_snr,
                                                         d.md.phot_std, noise_gen);
@@ -540,11 +544,16 @@ std::optional<double> TrainEpoch(const TrainConfig& cfg, const TrainingData& d, 
 class Validation {
  public:
   Validation(const TrainConfig& cfg, const TrainingData& d) : cfg_(cfg), d_(d) {
-    if (!cfg.augment_noise) return;
+    if (!cfg.augment_noise && cfg.augment_continuum_degree == 0) return;
     auto gen = at::detail::createCPUGenerator(cfg.seed ^ 0x5eedf00dull);
     auto idx = nn::RowsTensor(d.split.val, 0, d.split.val.size());
-    std::tie(spec_, phot_) = AddNoise(d.spec.index_select(0, idx), d.phot.index_select(0, idx), cfg.augment_snr,
-                                      cfg.augment_phot_snr, d.md.phot_std, gen);
+    spec_ = d.spec.index_select(0, idx);
+    phot_ = d.phot.index_select(0, idx);
+    if (cfg.augment_continuum_degree > 0)
+      spec_ = nn::DistortContinuum(spec_, d.md.wave, d.md.norm_min, d.md.norm_max, cfg.augment_continuum_degree,
+                                   cfg.augment_continuum_sigma, gen);
+    if (cfg.augment_noise)
+      std::tie(spec_, phot_) = AddNoise(spec_, phot_, cfg.augment_snr, cfg.augment_phot_snr, d.md.phot_std, gen);
   }
 
   double Loss(CnnNet& model) const {
@@ -556,7 +565,7 @@ class Validation {
     for (size_t f = 0; f < rows.size(); f += 512) {
       const size_t c = std::min<size_t>(512, rows.size() - f);
       auto idx = nn::RowsTensor(rows, f, c);
-      auto [pm, pz] = cfg_.augment_noise ? model->forward(spec_.narrow(0, f, c), phot_.narrow(0, f, c))
+      auto [pm, pz] = spec_.defined() ? model->forward(spec_.narrow(0, f, c), phot_.narrow(0, f, c))
                                          : model->forward(d_.spec.index_select(0, idx), d_.phot.index_select(0, idx));
       total += TrainLoss(cfg_, d_, pm, pz, idx).item<double>() * c;
       count += static_cast<int64_t>(c);
@@ -608,6 +617,10 @@ Status WriteFinalModel(const TrainConfig& cfg, const sim::LibraryData& lib, cons
   } else {
     mmd.training["snr_mix"] = nn::SnrMix(lib);
   }
+  if (cfg.augment_continuum_degree > 0)
+    mmd.training["continuum_mix"] = "random multiplicative Legendre continuum per batch, degree 1-" +
+                                    std::to_string(cfg.augment_continuum_degree) + ", coefficient sd " +
+                                    std::to_string(cfg.augment_continuum_sigma) + " (test metrics: plain spectra)";
   mmd.training["seconds"] = std::to_string(result.seconds);
   mmd.training["time"] = nn::FormatDuration(result.seconds);
   mmd.training["library"] = cfg.library;

@@ -164,7 +164,7 @@ Result<cnn::TrainConfig> cnn::ParseTrainConfig(const std::string& yaml_text, con
                              {"library", "output", "checkpoint", "epochs", "batch_size", "lr", "lr_factor",
                               "lr_patience", "stop_patience", "loss_weight_sfh", "seed", "threads", "max_rows",
                               "batches_per_epoch", "split", "photometry", "architecture", "augment_noise",
-                              "loss_weight_lw", "init_from"}));
+                              "augment_continuum", "loss_weight_lw", "init_from"}));
   try {
     r.Get("library", c.library);
     r.Get("output", c.output);
@@ -188,6 +188,17 @@ Result<cnn::TrainConfig> cnn::ParseTrainConfig(const std::string& yaml_text, con
       c.augment_noise = noise.enabled;
       c.augment_snr = noise.snr;
       c.augment_phot_snr = noise.phot_snr;
+    }
+    if (auto node = r.root()["augment_continuum"]) {
+      r.At("augment_continuum");
+      if (!node.IsMap()) return r.Error("augment_continuum must be {degree: D, sigma: S}, e.g. {degree: 3, sigma: 0.05}");
+      CUBEFLOW_RETURN_NOT_OK(r.CheckKeys(node, {"degree", "sigma"}, "augment_continuum."));
+      r.Get(node, "degree", c.augment_continuum_degree, "augment_continuum.");
+      r.Get(node, "sigma", c.augment_continuum_sigma, "augment_continuum.");
+      if (c.augment_continuum_degree < 1 || c.augment_continuum_degree > 10)
+        return r.Error("augment_continuum.degree must be 1-10 (got " + std::to_string(c.augment_continuum_degree) + ")");
+      if (!(c.augment_continuum_sigma > 0 && c.augment_continuum_sigma < 0.5))
+        return r.Error("augment_continuum.sigma must be in (0, 0.5) (got " + Num(c.augment_continuum_sigma) + ")");
     }
     CUBEFLOW_RETURN_NOT_OK(nn::ReadSplit(r, c.train_fraction, c.val_fraction));
     CUBEFLOW_RETURN_NOT_OK(r.Section("architecture", c.arch, [](auto& a, auto&& f) { nn::ForEachCnnArchField(a, f); }));

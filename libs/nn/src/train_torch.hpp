@@ -5,11 +5,13 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <string>
 #include <vector>
 
+#include "cubeflow/data.hpp"
 #include "cubeflow/status.hpp"
 #include "cubeflow/strings.hpp"
 #include "train_common.hpp"
@@ -23,6 +25,29 @@ inline torch::Tensor LogCosh(const torch::Tensor& pred, const torch::Tensor& tar
   auto a = d.abs();
   auto lc = a + torch::log1p(torch::exp(-2.0 * a)) - std::log(2.0);
   return (lc * valid).sum() / valid.sum().clamp_min(1);
+}
+
+/// Multiplies each spectrum of a batch (rows of `spec`, on the axis `wave`) by its own random
+/// continuum 1 + sum_k c_k P_k(x), Legendre polynomials of degree 1..`degree` in x in [-1, 1]
+/// over the pixels, c_k ~ N(0, sigma) (clamped at 0.05 from below), and renormalises it to mean 1
+/// in [norm_min, norm_max], as the nodes normalise real spectra (the CNN's augment_continuum).
+inline torch::Tensor DistortContinuum(const torch::Tensor& spec, const WavelengthAxis& wave, double norm_min,
+                                      double norm_max, int degree, double sigma, at::Generator& gen) {
+  const int64_t b = spec.size(0), n = spec.size(1);
+  auto x = torch::linspace(-1.0, 1.0, n, torch::kDouble);
+  std::vector<torch::Tensor> legendre = {torch::ones_like(x), x};  // P_0, P_1; then Bonnet's recursion
+  for (int k = 2; k <= degree; ++k)
+    legendre.push_back(((2.0 * k - 1.0) * x * legendre[k - 1] - (k - 1.0) * legendre[k - 2]) / static_cast<double>(k));
+  auto basis = torch::stack(std::vector<torch::Tensor>(legendre.begin() + 1, legendre.begin() + 1 + degree))
+                   .to(torch::kFloat);                                // degree x n
+  auto coef = sigma * torch::randn({b, degree}, gen);                 // b x degree
+  auto shape = (1.0 + torch::matmul(coef, basis)).clamp_min(0.05);    // b x n
+  int64_t lo = 0, hi = n;
+  if (wave.n == n) {
+    lo = std::clamp<int64_t>(static_cast<int64_t>(std::ceil(wave.PixelOf(norm_min) - 1e-9)), 0, n - 1);
+    hi = std::clamp<int64_t>(static_cast<int64_t>(std::floor(wave.PixelOf(norm_max) + 1e-9)) + 1, lo + 1, n);
+  }
+  return spec * (shape / shape.narrow(1, lo, hi - lo).mean(1, true));
 }
 
 /// Rows [first, first + count) of `rows` as a tensor (no copy: `rows` must outlive it).

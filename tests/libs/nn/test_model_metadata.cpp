@@ -273,6 +273,22 @@ TEST(TrainConfigParsing, SharedSectionsOfBothKinds) {
   c = cnn::ParseTrainConfig("output: m.pt\naugment_noise: {sn: [10]}\n", "c.yaml");
   EXPECT_NE(c.status().message().find("unknown key 'augment_noise.sn' (known: enabled, phot_snr, snr)"),
             std::string::npos) << c.status().message();
+  // augment_continuum (CNN): degree and sigma, checked.
+  c = cnn::ParseTrainConfig("output: m.pt\naugment_continuum: {degree: 3, sigma: 0.05}\n", "c.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->augment_continuum_degree, 3);
+  EXPECT_EQ(c->augment_continuum_sigma, 0.05);
+  c = cnn::ParseTrainConfig("output: m.pt\n", "c.yaml");
+  EXPECT_EQ(c->augment_continuum_degree, 0) << "off unless asked for";
+  c = cnn::ParseTrainConfig("output: m.pt\naugment_continuum: {degree: 0, sigma: 0.05}\n", "c.yaml");
+  EXPECT_NE(c.status().message().find("augment_continuum.degree must be 1-10 (got 0)"), std::string::npos)
+      << c.status().message();
+  c = cnn::ParseTrainConfig("output: m.pt\naugment_continuum: {degree: 2, sigma: 0.7}\n", "c.yaml");
+  EXPECT_NE(c.status().message().find("augment_continuum.sigma must be in (0, 0.5) (got 0.7)"), std::string::npos)
+      << c.status().message();
+  c = cnn::ParseTrainConfig("output: m.pt\naugment_continuum: true\n", "c.yaml");
+  EXPECT_NE(c.status().message().find("augment_continuum must be {degree: D, sigma: S}"), std::string::npos)
+      << c.status().message();
   // Conversion errors and range checks name the key and the value.
   c = cnn::ParseTrainConfig("output: m.pt\nepochs: 0\n", "c.yaml");
   EXPECT_NE(c.status().message().find("c.yaml: epochs must be > 0 (got 0)"), std::string::npos);

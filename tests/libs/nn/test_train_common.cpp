@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "train_common.hpp"
+#include "train_torch.hpp"
 
 using namespace cubeflow;
 namespace fs = std::filesystem;
@@ -346,4 +347,31 @@ TEST(TrainCommand, RunsTheJobOnTheLibraryAndReportsTheOutcome) {
   err = testing::internal::GetCapturedStderr();
   EXPECT_NE(err.find("cubeflow train: the network exploded"), std::string::npos) << err;
   fs::remove_all(dir);
+}
+
+// augment_continuum: every spectrum gets its own smooth continuum, renormalised to mean 1 in the
+// normalisation window; degree 1 is a straight line; the generator's seed reproduces it.
+TEST(DistortContinuum, SmoothPerSpectrumAndMeanOneInTheWindow) {
+  const auto wave = WavelengthAxis::Linear(4800, 1.25, 1761);
+  const int64_t lo = 400, hi = 561;  // 5300-5500 A
+  auto spec = torch::ones({256, 1761});
+  auto gen = at::detail::createCPUGenerator(7);
+  auto out = nn::DistortContinuum(spec, wave, 5300, 5500, 3, 0.05, gen);
+  auto window_mean = out.narrow(1, lo, hi - lo).mean(1);
+  EXPECT_LT((window_mean - 1).abs().max().item<double>(), 1e-5);
+  // Across spectra the red end moves by ~ sigma * sqrt(3) (three unit-norm end values): 0.087.
+  const double spread = out.select(1, 1760).std().item<double>();
+  EXPECT_GT(spread, 0.05);
+  EXPECT_LT(spread, 0.15);
+  // Smooth: second differences are tiny compared with the distortion itself.
+  auto d2 = out.narrow(1, 2, 1759) - 2 * out.narrow(1, 1, 1759) + out.narrow(1, 0, 1759);
+  EXPECT_LT(d2.abs().max().item<double>(), 1e-4);
+  // Degree 1: a straight line through the window mean.
+  auto gen1 = at::detail::createCPUGenerator(7);
+  auto line = nn::DistortContinuum(spec, wave, 5300, 5500, 1, 0.05, gen1);
+  auto d2l = line.narrow(1, 2, 1759) - 2 * line.narrow(1, 1, 1759) + line.narrow(1, 0, 1759);
+  EXPECT_LT(d2l.abs().max().item<double>(), 1e-5);
+  // Same seed, same continua.
+  auto gen2 = at::detail::createCPUGenerator(7);
+  EXPECT_TRUE(torch::equal(out, nn::DistortContinuum(spec, wave, 5300, 5500, 3, 0.05, gen2)));
 }

@@ -53,6 +53,13 @@ struct TrainConfig {
   bool augment_noise = false;
   std::vector<double> augment_snr = {15, 20, 35, 50};
   double augment_phot_snr = 50;
+  /// Random multiplicative continuum per spectrum and batch (issue #14 item 4: robustness to
+  /// flux calibration and dust the prior does not cover): the spectrum is multiplied by
+  /// 1 + sum_k c_k P_k(x), Legendre polynomials of degree 1..augment_continuum_degree in x in
+  /// [-1, 1] over the model's wavelength range, c_k ~ N(0, augment_continuum_sigma), then
+  /// renormalised to mean 1 in the normalisation window. Photometry is left as it is. 0: off.
+  int augment_continuum_degree = 0;
+  double augment_continuum_sigma = 0;
   bool resume = false;
   CnnArch arch;                ///< nwave and nbands are taken from the library
   std::string config_yaml;     ///< verbatim text, stored in the model metadata
