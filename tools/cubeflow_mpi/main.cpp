@@ -27,6 +27,7 @@ using namespace cubeflow::tools;
 
 constexpr int kTagReport = 1;  // rank -> 0: "" (ready) or the encoded result of its last cube
 constexpr int kTagAssign = 2;  // 0 -> rank: the index of the next cube, -1 = no more
+constexpr int kTagStarted = 3; // rank -> 0: the encoded row of the cube it has just started (its pid)
 
 const char* kUsage =
     "usage: mpirun -np N cubeflow-mpi [run] PIPELINE --manifest CUBES.tsv [options of cubeflow run]\n"
@@ -61,8 +62,16 @@ int Coordinator(survey::Survey& s, int size) {
     }
     int flag = 0;
     MPI_Status st;
-    MPI_Iprobe(MPI_ANY_SOURCE, kTagReport, MPI_COMM_WORLD, &flag, &st);
-    if (flag) {
+    MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, &st);
+    if (flag && st.MPI_TAG == kTagStarted) {
+      int len = 0;
+      MPI_Get_count(&st, MPI_CHAR, &len);
+      std::string msg(static_cast<size_t>(len), '\0');
+      MPI_Recv(msg.data(), len, MPI_CHAR, st.MPI_SOURCE, kTagStarted, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+      survey::Decode(s, msg);
+      survey::WriteSummary(s, std::cerr);
+      busy = true;
+    } else if (flag && st.MPI_TAG == kTagReport) {
       int len = 0;
       MPI_Get_count(&st, MPI_CHAR, &len);
       std::string msg(static_cast<size_t>(len), '\0');
@@ -110,9 +119,12 @@ void Worker(survey::Survey& s, int rank) {
     MPI_Recv(&next, 1, MPI_INT, 0, kTagAssign, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
     if (next < 0 || static_cast<size_t>(next) >= s.results.size()) return;
     const size_t i = static_cast<size_t>(next);
-    if (survey::StartCube(s, i, host) > 0)
+    if (survey::StartCube(s, i, host) > 0) {
+      const std::string started = survey::Encode(s, i);  // rank 0 records where it runs
+      MPI_Send(started.data(), static_cast<int>(started.size()), MPI_CHAR, 0, kTagStarted, MPI_COMM_WORLD);
       while (survey::WaitCube(s, false) != static_cast<long>(i)) {
       }
+    }
     report = survey::Encode(s, i);
   }
 }

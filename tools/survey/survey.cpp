@@ -491,8 +491,11 @@ long Decode(Survey& s, const std::string& text) {
 }
 
 namespace {
-std::atomic<int> g_stop{0};
-extern "C" void OnSurveySignal(int sig) { g_stop = sig; }
+std::atomic<int> g_stop{0}, g_signals{0};
+extern "C" void OnSurveySignal(int sig) {
+  g_stop = sig;
+  ++g_signals;
+}
 }  // namespace
 
 int RunLocal(const Args& args) {
@@ -502,7 +505,8 @@ int RunLocal(const Args& args) {
   char host[256] = "localhost";
   ::gethostname(host, sizeof host - 1);
   // SIGINT/SIGTERM: start no further cube, pass the signal to the running ones (they write
-  // partial products as `cubeflow run` does), write the summary, exit 128+N.
+  // partial products as `cubeflow run` does; a second signal ends them at once, as it ends
+  // `cubeflow run`), write the summary, exit 128+N.
   struct sigaction sa {}, old_int {}, old_term {};
   sa.sa_handler = OnSurveySignal;
   sigemptyset(&sa.sa_mask);
@@ -512,7 +516,7 @@ int RunLocal(const Args& args) {
     if (s.results[i].status == "failed") std::cerr << FormatProgress(s, i);
   WriteSummary(s, std::cerr);
   size_t next = 0, running = 0;
-  bool forwarded = false;
+  int forwarded = 0;
   while (true) {
     while (!g_stop && running < static_cast<size_t>(std::max(1, args.jobs)) && next < s.results.size()) {
       const size_t i = next++;
@@ -522,10 +526,10 @@ int RunLocal(const Args& args) {
       WriteSummary(s, std::cerr);
     }
     if (running == 0) break;
-    if (g_stop && !forwarded) {
+    if (g_signals > forwarded) {
+      forwarded = g_signals;
       for (const auto& c : s.children)
         if (c.pid > 0) ::kill(c.pid, g_stop.load());
-      forwarded = true;
     }
     const long i = WaitCube(s, false);
     if (i < 0) continue;  // a signal: loop to forward it
