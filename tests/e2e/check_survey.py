@@ -130,6 +130,11 @@ def check_ok(summ_path, outdir, expect_failed=()):
     return s
 
 
+# The plain cubeflow does not link MPI (a single machine needs none at run time).
+if shutil.which("ldd"):
+    libs = subprocess.run(["ldd", cf], capture_output=True, text=True).stdout
+    assert "libmpi" not in libs, libs
+
 # 1. Serial survey: identical products, summary.
 m = manifest(os.path.join(work, "serial.tsv"), os.path.join(work, "serial"))
 summ = os.path.join(work, "serial_summary.tsv")
@@ -246,6 +251,7 @@ assert p.returncode == 1, out
 s = check_ok(summ, os.path.join(work, "kill"), expect_failed=["g1"])
 assert s["g1"]["status"] == "failed" and s["g1"]["exit"] == "137", s["g1"]
 assert s["g1"]["error"].startswith("killed by signal 9 (Killed), perhaps by the out-of-memory killer"), s["g1"]
+s_killed = s
 # SIGTERM to the survey: no further cube starts; the running one gets it (g1 is blocked in open(),
 # where the runner cannot see it, so a second SIGTERM ends it, as it ends `cubeflow run`); 143.
 summ = os.path.join(work, "term_summary.tsv")
@@ -260,7 +266,8 @@ assert p.returncode == 143 and "stopped by signal 15; cubes not started are 'pen
 s = summary(summ)
 assert s["g1"]["status"] == "failed" and s["g1"]["exit"] == "143", s["g1"]
 assert [s[n]["status"] for n in ["g2", "g3", "g4"]] == ["pending"] * 3, s
-print(f"killed cube: reported, the others finished; SIGTERM stops the survey ({time.time() - t0:.1f} s so far)")
+print(f"killed cube: reported (peak {s_killed['g1']['peak_rss_mb']} MB: its process had read nothing yet), the others "
+      f"finished; SIGTERM stops the survey ({time.time() - t0:.1f} s so far)")
 
 # MPI.
 mpirun = shutil.which("mpirun")

@@ -1,8 +1,5 @@
 // `cubeflow run`, `validate`, `plugins` and `inspect`: the commands over the runtime (core).
 #include <algorithm>
-#include <atomic>
-#include <cerrno>
-#include <csignal>
 #include <cstdlib>
 #include <cstdio>
 #include <cstring>
@@ -16,11 +13,9 @@
 #include "commands.hpp"
 #include "run_once.hpp"
 #include "survey.hpp"
-#include "cubeflow/atomic_file.hpp"
 #include "cubeflow/loader.hpp"
 #include "cubeflow/log.hpp"
 #include "cubeflow/pipeline.hpp"
-#include "cubeflow/runner.hpp"
 
 namespace cubeflow::tools {
 namespace {

@@ -150,6 +150,10 @@ int main(int argc, char** argv) {
   } else if (a.manifest.empty()) {
     if (rank == 0) std::cerr << "cubeflow-mpi: error: --manifest is required\n" << kUsage;
     rc = 2;
+  } else if (a.jobs != 1) {
+    if (rank == 0)
+      std::cerr << "cubeflow-mpi: error: every rank runs one cube at a time; start more ranks instead of --jobs\n";
+    rc = 2;
   }
   cubeflow::SetLogLevel(a.verbose >= 2 ? cubeflow::LogLevel::kDebug
                         : a.verbose == 1 ? cubeflow::LogLevel::kInfo : cubeflow::LogLevel::kWarn);
