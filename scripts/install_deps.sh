@@ -13,6 +13,7 @@ PACKAGES=(
   libtorch-dev libopenblas0-pthread
   googletest libgtest-dev
   libcli11-dev libspdlog-dev libpng-dev zlib1g-dev
+  libopenmpi-dev openmpi-bin
   python3 python3-astropy python3-numpy python3-torch python3-matplotlib python3-yaml
 )
 missing=()
