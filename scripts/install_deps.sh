@@ -8,6 +8,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 PACKAGES=(
   build-essential cmake pkg-config ccache
+  clang-14 libclang-rt-14-dev
   libtbb-dev libeigen3-dev libyaml-cpp-dev libboost-dev libboost-filesystem-dev
   libcfitsio-dev wcslib-dev
   libtorch-dev libopenblas0-pthread

@@ -4,7 +4,6 @@
 #include "cubeflow/fits/units.hpp"
 
 #include <algorithm>
-#include <filesystem>
 #include <cctype>
 #include <cmath>
 #include <cstdio>
@@ -393,23 +392,10 @@ Result<std::shared_ptr<Cube>> ReadCube(const std::string& path, const ReadCubeOp
   if (nx <= 0 || ny <= 0 || nwave_all <= 0) {
     return Status::Error("HDU '" + data_name + "' of '" + path + "' has an empty axis (" + ShapeText(shape) + ")");
   }
-  {
-    // A header that promises more pixels than the file holds: truncated file or a wrong header
-    // (not a reason to ask for a narrower window).
-    int bitpix = 0;
-    status = 0;
-    fits_get_img_type(f, &bitpix, &status);
-    fits_clear_errmsg();
-    std::error_code ec;
-    const double bytes = static_cast<double>(std::filesystem::file_size(path, ec));
-    const double need = static_cast<double>(nx) * static_cast<double>(ny) * static_cast<double>(nwave_all) *
-                        std::abs(bitpix == 0 ? -32 : bitpix) / 8.0;
-    if (!ec && need > bytes && !(path.size() > 3 && path.compare(path.size() - 3, 3, ".gz") == 0) &&
-        !(path.size() > 3 && path.compare(path.size() - 3, 3, ".fz") == 0))
-      return Status::Error("HDU '" + data_name + "' of '" + path + "' declares " + ShapeText(shape) + " = " +
-                           FitsReal(need / 1e9) + " GB of pixels, but the file holds " + FitsReal(bytes / 1e9) +
-                           " GB: the file is truncated or its header (NAXISn) is wrong");
-  }
+  // A header that promises more pixels than the file holds: truncated file or a wrong header
+  // (not a reason to ask for a narrower window); checked before anything is allocated.
+  if (const std::string why = internal::ImageBeyondFile(f, shape.naxis, shape.dims); !why.empty())
+    return Status::Error("HDU '" + data_name + "' of '" + path + "' " + why);
   auto cube = std::make_shared<Cube>();
   WavelengthAxis full;
   CUBEFLOW_RETURN_NOT_OK(ReadWaveAxis(f, path, data_name, nwave_all, full));

@@ -4,8 +4,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -58,6 +60,50 @@ inline std::string Unquote(const std::string& raw) {
     return Trim(out);
   }
   return s;
+}
+
+/// Bytes from the start of the current HDU's data to the end of the file, as CFITSIO sees the
+/// file (a gzip-compressed file counts uncompressed); -1 if unknown.
+inline long long DataBytesInFile(fitsfile* f) {
+  int status = 0;
+  LONGLONG head = 0, data = 0, end = 0;
+  if (fits_get_hduaddrll(f, &head, &data, &end, &status)) {
+    fits_clear_errmsg();
+    return -1;
+  }
+  return f->Fptr->logfilesize - data;
+}
+
+/// Why the current image HDU, `naxis` axes of lengths `dims` and BITPIX bytes per pixel, cannot
+/// be read from this file, or "" if it can; the text follows the HDU's name ("HDU 'X' of 'f' " +
+/// it). A header may declare any size (NAXISn up to 2^63): readers check this before they
+/// allocate the pixels, so that a truncated file or a wrong header gets an error instead of an
+/// allocation of terabytes (or an overflowing size). Tile-compressed images (stored in a table)
+/// are not checked.
+inline std::string ImageBeyondFile(fitsfile* f, int naxis, const long long* dims) {
+  int status = 0, bitpix = 0;
+  if (fits_is_compressed_image(f, &status) || fits_get_img_type(f, &bitpix, &status)) {
+    fits_clear_errmsg();
+    return "";
+  }
+  const long long have = DataBytesInFile(f);
+  if (have < 0) return "";
+  long long need = std::abs(bitpix) / 8;
+  std::string shape;
+  bool overflow = false;
+  for (int i = 0; i < naxis; ++i) {
+    shape += (i ? " x " : "") + std::to_string(dims[i]);
+    if (dims[i] < 0 || __builtin_mul_overflow(need, dims[i], &need)) overflow = true;
+  }
+  if (!overflow && need <= have) return "";
+  auto gb = [](long long bytes) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.3g", static_cast<double>(bytes) / 1e9);
+    return std::string(buf);
+  };
+  return "declares " + shape + " = " + (overflow ? std::string("more than 2^63 bytes") : gb(need) + " GB") +
+         " of pixels, but the file holds " + gb(std::max(have, 0LL)) +
+         " GB: the file is truncated or its header (NAXISn) is wrong";
 }
 
 /// Temporary file next to `path`: path + ".tmp-<pid>".

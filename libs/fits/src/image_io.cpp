@@ -189,6 +189,8 @@ Result<std::unique_ptr<ImageReader>> ImageReader::Open(const std::string& path, 
   status = 0;
   if (fits_movabs_hdu(f, chosen + 1, &type, &status))
     return Status::Error("cannot move to " + r->Where() + ": " + CfitsioError(status));
+  if (const std::string why = internal::ImageBeyondFile(f, h.naxis, h.dims); !why.empty())
+    return Status::Error(r->Where() + " " + why);
   std::map<std::string, std::string> cards;
   ReadAllKeys(f, r->keys_, &cards);
   if (chosen == 0) r->primary_keys_ = r->keys_;

@@ -203,6 +203,10 @@ Result<MapsImage> MapsFile::Load(const std::string& name) const {
   CUBEFLOW_RETURN_NOT_OK(internal::OpenForReading(path_, "MAPS file", h));
   int st = 0, type = 0;
   fits_movabs_hdu(h.get(), im.hdu, &type, &st);
+  if (st) return Status::Error("cannot move to image '" + name + "' in '" + path_ + "': " + internal::CfitsioError(st));
+  const long long dims[3] = {im.nx, im.ny, im.nplanes};
+  if (const std::string why = internal::ImageBeyondFile(h.get(), 3, dims); !why.empty())
+    return Status::Error("image '" + name + "' in '" + path_ + "' " + why);
   const long long n = im.nx * im.ny * im.nplanes;
   im.values.assign(static_cast<size_t>(n), kNaN);
   long long fpix[3] = {1, 1, 1};

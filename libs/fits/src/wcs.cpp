@@ -5,9 +5,12 @@
 #include <wcslib/wcsfix.h>
 #include <wcslib/wcshdr.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "cubeflow/fits/cube_io.hpp"
 
@@ -28,6 +31,102 @@ std::string WcsError(const wcsprm& p, int code) {
   if (p.err && p.err->msg[0]) return std::string(p.err->msg) + " (wcslib status " + std::to_string(code) + ")";
   if (code > 0 && code < 14) return std::string(wcs_errmsg[code]) + " (wcslib status " + std::to_string(code) + ")";
   return "wcslib status " + std::to_string(code);
+}
+
+/// wcslib 7.12's linset() leaves linprm::piximg and imgpix allocated but unowned when it fails
+/// (a singular CD/PC matrix, a bad distortion), and the next linset() or linfree() loses them
+/// (wcslib 8 fixed it). Frees them and asks for a fresh set-up (flag = 0, as the wcslib manual
+/// prescribes after a change), so that neither a later wcsset() nor wcsfree() leaks.
+void ResetLinear(wcsprm& p) {
+  std::free(p.lin.piximg);
+  std::free(p.lin.imgpix);
+  std::free(p.lin.tmpcrd);
+  p.lin.piximg = nullptr;
+  p.lin.imgpix = nullptr;
+  p.lin.tmpcrd = nullptr;
+  p.lin.i_naxis = 0;
+  p.lin.flag = 0;
+  p.flag = 0;
+}
+
+/// True for a SIP distortion coefficient keyword: A_p_q, B_p_q, AP_p_q or BP_p_q.
+bool IsSipCoefficient(const std::string& key) {
+  size_t i = key.rfind("AP_", 0) == 0 || key.rfind("BP_", 0) == 0 ? 3
+             : key.rfind("A_", 0) == 0 || key.rfind("B_", 0) == 0 ? 2
+                                                                 : 0;
+  if (i == 0) return false;
+  const size_t u = key.find('_', i);
+  auto digits = [&](size_t a, size_t b) {
+    if (a >= b) return false;
+    for (size_t k = a; k < b; ++k)
+      if (key[k] < '0' || key[k] > '9') return false;
+    return true;
+  };
+  return u != std::string::npos && digits(i, u) && digits(u + 1, key.size());
+}
+
+/// True if the card's value (after "= ") is a real number, optionally followed by a comment.
+bool HasNumericValue(const std::string& card) {
+  std::string v = card.substr(10);
+  for (char& c : v)
+    if (c == 'D' || c == 'd') c = 'E';  // FITS allows D exponents
+  const char* begin = v.c_str();
+  char* end = nullptr;
+  (void)std::strtod(begin, &end);
+  if (end == begin) return false;
+  const size_t rest = v.find_first_not_of(' ', static_cast<size_t>(end - begin));
+  return rest == std::string::npos || v[rest] == '/';
+}
+
+/// Why an 80-character card must not reach wcspih, or "" if it may. wcspih (wcslib 7.12) fails
+/// on three kinds of card that FITS does not allow anyway: a string value not closed on its card
+/// (its lexer reads on into the following cards and overflows a fixed buffer), a first SIP
+/// coefficient whose value is not a number (a null pointer is read), and NAXIS / WCSAXES
+/// values it then allocates arrays for (NAXIS = 2147483647 asks for 17 GB). Header cards are
+/// printable ASCII.
+std::string CardProblem(const std::string& card) {
+  for (char c : card)
+    if (c < 0x20 || c > 0x7e) return "it holds a character that is not printable ASCII";
+  const std::string key = card.substr(0, std::min<size_t>(8, card.find_last_not_of(' ', 7) + 1));
+  const bool has_value = card.size() >= 10 && card.compare(8, 2, "= ") == 0;
+  if (IsSipCoefficient(key) && (!has_value || !HasNumericValue(card)))
+    return "the SIP coefficient " + key + " needs a number as its value";
+  if (!has_value) return "";
+  if (key == "NAXIS" || key == "WCSAXES") {
+    const long n = std::strtol(card.c_str() + 10, nullptr, 10);
+    if (n < 0 || n > 99) return "a WCS has 0 to 99 axes";
+  }
+  size_t i = card.find_first_not_of(' ', 10);
+  if (i == std::string::npos || card[i] != '\'') return "";
+  for (++i; i < card.size(); ++i) {
+    if (card[i] != '\'') continue;
+    if (i + 1 < card.size() && card[i + 1] == '\'') {
+      ++i;  // '' is a quote inside the string
+      continue;
+    }
+    return "";
+  }
+  return "its string value has no closing quote";
+}
+
+/// Why SIP coefficients A_p_q / AP_p_q must not reach wcspih with these cards (the header without
+/// them), or "" if they may. wcspih (wcslib 7.12) stores them for pixel axes 1 and 2 of the
+/// primary WCS and overflows its heap arrays when that has fewer than two axes (NAXIS, WCSAXES
+/// and the axis numbers of its keywords all below 2; an A coefficient alone makes a primary WCS
+/// of one axis, B_p_q implies axis 2). The cards are parsed once without the A coefficients to
+/// learn the primary WCS's axis count.
+std::string SipAxisProblem(const std::string& header_without_sip_a) {
+  std::string h = header_without_sip_a;
+  int nreject = 0, nwcs = 0;
+  wcsprm* all = nullptr;
+  const int st = h.empty() ? 0 : wcspih(h.data(), static_cast<int>(h.size() / 80), WCSHDR_all, 0, &nreject, &nwcs, &all);
+  int naxis = 0;
+  for (int i = 0; i < nwcs; ++i)
+    if (all[i].alt[0] == ' ' || all[i].alt[0] == '\0') naxis = all[i].naxis;
+  if (all) wcsvfree(&nwcs, &all);
+  if (st) return "wcslib cannot parse the other cards (wcspih status " + std::to_string(st) + ")";
+  if (naxis >= 2) return "";
+  return "the primary WCS has " + std::to_string(naxis) + (naxis == 1 ? " axis" : " axes");
 }
 
 }  // namespace
@@ -57,8 +156,31 @@ Wcs& Wcs::operator=(const Wcs& other) {
 
 Result<Wcs> Wcs::FromCards(const CelestialWcs& cards) {
   if (cards.empty()) return Status::Error("no WCS: the header cards are empty (the input has no celestial WCS)");
-  std::string header;
-  for (const std::string& c : SplitCards(cards.cards)) header += c;
+  std::string header, header_without_sip_a, first_sip_a;
+  int index = 0;
+  for (const std::string& c : SplitCards(cards.cards)) {
+    ++index;
+    if (const std::string why = CardProblem(c); !why.empty()) {
+      std::string shown = c.substr(0, c.find_last_not_of(' ') + 1);
+      for (char& ch : shown)
+        if (ch < 0x20 || ch > 0x7e) ch = '?';
+      return Status::Error("WCS card " + std::to_string(index) + " is not a valid FITS card: " + why + " ('" + shown +
+                           "'); correct or remove that keyword");
+    }
+    header += c;
+    const std::string key = c.substr(0, std::min<size_t>(8, c.find_last_not_of(' ', 7) + 1));
+    if (IsSipCoefficient(key) && key[0] == 'A') {
+      if (first_sip_a.empty()) first_sip_a = key + "' (card " + std::to_string(index) + ")";
+    } else {
+      header_without_sip_a += c;
+    }
+  }
+  if (!first_sip_a.empty()) {
+    if (const std::string why = SipAxisProblem(header_without_sip_a); !why.empty())
+      return Status::Error("the WCS cards hold the SIP distortion coefficient '" + first_sip_a + " but " + why +
+                           ": SIP distorts the two celestial pixel axes; correct NAXIS / WCSAXES or remove the SIP "
+                           "keywords");
+  }
   const int nkeyrec = static_cast<int>(header.size() / 80);
   int nreject = 0, nwcs = 0;
   wcsprm* all = nullptr;
@@ -76,8 +198,13 @@ Result<Wcs> Wcs::FromCards(const CelestialWcs& cards) {
   impl->init = true;
   int fixstat[NWCSFIX];
   wcsfix(1, nullptr, &impl->prm, fixstat);  // translate e.g. RADECSYS, non-standard units
+  ResetLinear(impl->prm);                    // wcsfix's own wcsset() may have failed
   st = wcsset(&impl->prm);
-  if (st) return Status::Error("invalid WCS: " + WcsError(impl->prm, st));
+  if (st) {
+    const std::string why = WcsError(impl->prm, st);
+    ResetLinear(impl->prm);
+    return Status::Error("invalid WCS: " + why);
+  }
   if (impl->prm.lng < 0 || impl->prm.lat < 0) {
     return Status::Error("the WCS cards hold no celestial axes (CTYPE1/2 must be e.g. RA---TAN/DEC--TAN)");
   }
@@ -87,13 +214,13 @@ Result<Wcs> Wcs::FromCards(const CelestialWcs& cards) {
 Result<SkyCoord> Wcs::ToSky(double x, double y) const {
   std::lock_guard<std::mutex> lock(impl_->mu);
   wcsprm& p = impl_->prm;
-  const int n = p.naxis;
-  double pix[8] = {0}, img[8], world[8], phi, theta;
-  for (int i = 0; i < n && i < 8; ++i) pix[i] = 1.0;
+  const int n = p.naxis;  // the cards may number up to 99 axes (CTYPE10, ...)
+  std::vector<double> pix(static_cast<size_t>(n), 1.0), img(pix.size()), world(pix.size());
+  double phi, theta;
   pix[0] = x + 1.0;
   pix[1] = y + 1.0;
   int stat[1] = {0};
-  const int st = wcsp2s(&p, 1, n, pix, img, &phi, &theta, world, stat);
+  const int st = wcsp2s(&p, 1, n, pix.data(), img.data(), &phi, &theta, world.data(), stat);
   if (st)
     return Status::Error("pixel (" + std::to_string(x) + ", " + std::to_string(y) + ") has no sky position: " +
                          WcsError(p, st));
@@ -104,12 +231,12 @@ Result<PixelCoord> Wcs::ToPixel(double ra, double dec) const {
   std::lock_guard<std::mutex> lock(impl_->mu);
   wcsprm& p = impl_->prm;
   const int n = p.naxis;
-  double world[8] = {0}, img[8], pix[8], phi, theta;
-  for (int i = 0; i < n && i < 8; ++i) world[i] = p.crval[i];
+  std::vector<double> world(p.crval, p.crval + n), img(world.size()), pix(world.size());
+  double phi, theta;
   world[p.lng] = ra;
   world[p.lat] = dec;
   int stat[1] = {0};
-  const int st = wcss2p(&p, 1, n, world, &phi, &theta, img, pix, stat);
+  const int st = wcss2p(&p, 1, n, world.data(), &phi, &theta, img.data(), pix.data(), stat);
   if (st)
     return Status::Error("sky position (" + std::to_string(ra) + ", " + std::to_string(dec) +
                          ") has no pixel position: " + WcsError(p, st));

@@ -55,13 +55,8 @@ constexpr int64_t kPredictChunk = 64;
 }  // namespace
 
 // ---------------------------------------------------------------------------------------
-// Architecture and network (the architecture checks: model_metadata.cpp)
+// Architecture and network (the architecture checks and DefaultAgeBinCentres: model_metadata.cpp)
 // ---------------------------------------------------------------------------------------
-
-std::vector<double> DefaultAgeBinCentres() {
-  return {0.007, 0.021, 0.0425, 0.076, 0.1145, 0.1615, 0.23, 0.345,
-          0.545, 0.865, 1.37,   2.17,  3.44,   5.455,  8.645,  14.2};
-}
 
 AttentionImpl::AttentionImpl(int64_t channels, int64_t dim) {
   query = register_module("query", torch::nn::Conv1d(torch::nn::Conv1dOptions(channels, dim, 1)));

@@ -219,6 +219,11 @@ Status CnnArch::Validate() const {
 
 std::string MetadataPath(const std::string& model_path) { return model_path + ".yaml"; }
 
+std::vector<double> DefaultAgeBinCentres() {
+  return {0.007, 0.021, 0.0425, 0.076, 0.1145, 0.1615, 0.23, 0.345,
+          0.545, 0.865, 1.37,   2.17,  3.44,   5.455,  8.645,  14.2};
+}
+
 inputs::InputConventions CnnMetadata::Conventions() const {
   inputs::InputConventions c;
   c.wave = wave;

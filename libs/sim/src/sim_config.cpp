@@ -22,7 +22,9 @@ class Reader {
   template <typename T>
   Status Field(const char* key, T& out) {
     seen_.insert(key);
-    if (!n_ || !n_[key]) return Status::OK();
+    if (!n_ || n_.IsNull()) return Status::OK();
+    CUBEFLOW_RETURN_NOT_OK(CheckMapping());  // operator[] throws on a scalar
+    if (!n_[key]) return Status::OK();
     try {
       out = n_[key].as<T>();
     } catch (const std::exception& e) {
@@ -34,7 +36,7 @@ class Reader {
   template <typename Body>
   Status Section(const char* key, Body&& body) {
     seen_.insert(key);
-    Reader sub(n_ ? n_[key] : YAML::Node(), where_ + key + ".", file_);
+    Reader sub(n_ && n_.IsMap() ? n_[key] : YAML::Node(), where_ + key + ".", file_);
     CUBEFLOW_RETURN_NOT_OK(body(sub));
     return sub.CheckUnknown();
   }
@@ -43,10 +45,13 @@ class Reader {
     return ok ? Status::OK() : Status::Error(file_ + ": " + message);
   }
   Status CheckUnknown() const {
-    if (!n_) return Status::OK();
-    if (!n_.IsMap()) return Status::Error(file_ + ": '" + where_ + "' must be a mapping");
+    if (!n_ || n_.IsNull()) return Status::OK();
+    CUBEFLOW_RETURN_NOT_OK(CheckMapping());
     for (const auto& kv : n_) {
-      const std::string k = kv.first.as<std::string>();
+      if (!kv.first.IsScalar())
+        return Status::Error(file_ + ":" + std::to_string(kv.first.Mark().line + 1) + ": a key of " + What() +
+                             " is not a name (see docs/forward_model.md for the keys)");
+      const std::string k = kv.first.Scalar();
       if (!seen_.count(k))
         return Status::Error(file_ + ": unknown key '" + where_ + k + "' (see docs/forward_model.md for the keys)");
     }
@@ -54,6 +59,16 @@ class Reader {
   }
 
  private:
+  /// "the top level" or "'mixture'".
+  std::string What() const {
+    return where_.empty() ? std::string("the top level") : "'" + where_.substr(0, where_.size() - 1) + "'";
+  }
+  Status CheckMapping() const {
+    if (n_.IsMap()) return Status::OK();
+    return Status::Error(file_ + ":" + std::to_string(n_.Mark().line + 1) + ": " + What() +
+                         " must be a mapping of keys to values (see docs/forward_model.md)");
+  }
+
   YAML::Node n_;
   std::string where_, file_;
   std::set<std::string> seen_;
@@ -275,7 +290,9 @@ Result<SimConfig> LoadSimConfig(const std::string& path) {
   resolve(c.obs.filter_dir);
   resolve(c.error_spectrum_path);
   if (!c.error_spectrum_path.empty()) {
-    CUBEFLOW_ASSIGN_OR_RETURN(c.noise.error_spectrum, ReadErrorSpectrum(c.error_spectrum_path, c.obs.wave));
+    auto errors = ReadErrorSpectrum(c.error_spectrum_path, c.obs.wave);
+    if (!errors.ok()) return Status::Error(path + ": " + errors.status().message());
+    c.noise.error_spectrum = std::move(*errors);
   }
   const double wsum = c.sfh.w_nonparametric + c.sfh.w_skewnormal + c.sfh.w_skewnormal_burst + c.sfh.w_dense_basis;
   if (!(wsum > 0) || c.sfh.w_nonparametric < 0 || c.sfh.w_skewnormal < 0 || c.sfh.w_skewnormal_burst < 0 ||

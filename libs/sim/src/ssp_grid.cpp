@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <regex>
 #include <string>
@@ -147,24 +148,34 @@ Result<SspFileInfo> ParseSspFileName(const std::string& file_name) {
   static const std::regex kFwhm(R"(FWHM_(\d+(\.\d+)?))");
   std::smatch m;
   SspFileInfo info;
+  // The patterns capture digits and a point only; std::strtod cannot fail on them but overflows
+  // to infinity on hundreds of digits (std::stod would throw out_of_range).
+  bool finite = true;
+  auto num = [&finite](const std::ssub_match& g) {
+    const double v = std::strtod(g.str().c_str(), nullptr);
+    finite = finite && std::isfinite(v);
+    return v;
+  };
   if (std::regex_search(base, m, kMiles)) {
     info.family = m[1].str() + m[2].str();
     info.imf = m[2].str();
-    info.imf_slope = std::stod(m[3].str());
-    info.mh = (m[4].str() == "m" ? -1.0 : 1.0) * std::stod(m[5].str());
-    info.age_gyr = std::stod(m[6].str());
+    info.imf_slope = num(m[3]);
+    info.mh = (m[4].str() == "m" ? -1.0 : 1.0) * num(m[5]);
+    info.age_gyr = num(m[6]);
   } else if (std::regex_search(base, m, kBc03)) {
     info.family = "BC03";
-    const double z = std::stod(m[1].str());
+    const double z = num(m[1]);
     if (!(z > 0)) return Status::Error("SSP file '" + file_name + "': metallicity Z must be > 0");
     info.mh = std::log10(z / 0.019);
-    info.age_gyr = std::stod(m[2].str());
+    info.age_gyr = num(m[2]);
   } else {
     return Status::Error("SSP file name '" + base +
                          "' not recognised: expected MILES-style 'Mun1.30Zp0.00T10.0000...fits' "
                          "or 'BC03_z0.020_a10.000.fits'");
   }
-  if (std::regex_search(base, m, kFwhm)) info.fwhm = std::stod(m[1].str());
+  if (std::regex_search(base, m, kFwhm)) info.fwhm = num(m[1]);
+  if (!finite || !std::isfinite(info.mh))  // Z = 1e307 is finite, Z / 0.019 is not
+    return Status::Error("SSP file name '" + base + "': a number in it is out of range (too many digits); rename the file");
   if (!(info.age_gyr > 0)) return Status::Error("SSP file '" + base + "': age must be > 0");
   return info;
 }
