@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# From paper 000's setting to the MUSE one, one change at a time (docs/sbi.md, "Where t50's
+# From paper 000's setting to the MUSE one, one change at a time (docs/sbi.md, "Paper 000 reproduced, and where t50's
 # information goes"). Every step simulates a training and a test library with the same seeds
 # (so steps 0-5 share the same histories and [M/H]; steps 6-9 the same draws of their own prior),
 # trains the SBI model of bench/paper000/sbi.train.yaml's architecture on it with `cubeflow
