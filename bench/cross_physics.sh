@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Model systematics across stellar-population physics (issue #14, "cross-physics"): the shipped
-# models, trained on libraries rendered with the built-in SSP model, evaluated on held-out libraries
-# rendered with the same recipe (prior, dust, lines, noise) but other SSP libraries: the built-in
-# model itself (the baseline), E-MILES + Maraston young extension (`--ssp emiles`), and, for the
-# spectrum-only CNN (the optical libraries do not reach the UV bands), MILES BaSTI Kroupa and
-# BC03. The differences between rows are the systematics a user should expect from the SSP
+# models, trained on libraries rendered with the built-in SSP model (cnn_builtin*, sbi_builtin) or
+# with E-MILES + the Maraston young extension (cnn_emiles*), evaluated on held-out libraries
+# rendered with the same recipe (prior, dust, lines, noise) but each SSP set: the built-in model,
+# E-MILES + Maraston young extension (`--ssp emiles`), and, for the spectrum-only CNNs (the
+# optical libraries do not reach the UV bands), MILES BaSTI Kroupa and BC03; plus an E-MILES
+# library with twice the prior's dust (tau_ISM 0.7 +- 0.15 instead of 0.3 +- 0.08: continuum
+# shapes the training never saw, where the continuum-robust model is compared with the plain
+# one). The differences between rows are the systematics a user should expect from the SSP
 # library alone. Prints two tables (CNNs; SBI) in docs/cnn.md's and docs/sbi.md's format.
 #
 # usage: bench/cross_physics.sh [BUILD_DIR]       (BUILD_DIR or $CUBEFLOW_BUILD, default build)
@@ -39,7 +42,10 @@ LIBS=(
   "emiles|emiles|"
   "miles|$CUBEFLOW_DATA_DIR/ssp/miles_basti_kb_ngist|$SCRATCH/nophot.yaml"
   "bc03|$CUBEFLOW_DATA_DIR/ssp/bc03_mpajhu|$SCRATCH/nophot.yaml"
+  "emiles_dusty|emiles|bench/cross_physics_dusty.yaml"
 )
+SPECTRUM_ONLY="cnn_builtin_nophot cnn_emiles_nophot cnn_emiles_robust"
+WITH_BANDS="cnn_builtin cnn_emiles"
 for entry in "${LIBS[@]}"; do
   IFS='|' read -r name ssp cfg <<< "$entry"
   lib="$SCRATCH/${name}_${N}_seed${SEED}.fits"
@@ -49,8 +55,10 @@ for entry in "${LIBS[@]}"; do
     echo "== $name: cubeflow simulate library --ssp $ssp --n $N --seed $SEED ${extra[*]}" >&2
     "$CF" simulate library --ssp "$ssp" --n "$N" --seed "$SEED" "${extra[@]}" --out "$lib" > /dev/null 2>&1
   fi
-  for model in cnn_builtin_nophot cnn_builtin; do
-    [[ "$model" == cnn_builtin && -n "$cfg" ]] && continue  # no UV bands in the optical libraries
+  models="$SPECTRUM_ONLY"
+  [[ "$cfg" != *nophot.yaml ]] && models="$models $WITH_BANDS"  # no UV bands in the optical libraries
+  for model in $models; do
+    [[ -f "models/$model.pt" ]] || continue
     "$CF" evaluate "models/$model.pt" "$lib" --json "$SCRATCH/${model}_on_${name}.json" > /dev/null
   done
   if [[ -z "$cfg" ]]; then
@@ -62,13 +70,13 @@ done
 /usr/bin/env python3 - "$SCRATCH" "$N" "$SBI_N" <<'PY'
 import json, os, sys
 scratch, n, sbi_n = sys.argv[1], sys.argv[2], sys.argv[3]
-names = {"builtin": "built-in (training physics)", "emiles": "E-MILES + Maraston young",
-         "miles": "MILES BaSTI (optical)", "bc03": "BC03 (optical)"}
+names = {"builtin": "built-in", "emiles": "E-MILES + Maraston young", "miles": "MILES BaSTI (optical)",
+         "bc03": "BC03 (optical)", "emiles_dusty": "E-MILES, 2x the prior's dust"}
 print(f"CNNs, truth - prediction (dex) on {n} held-out objects per library (seed 1301, noise S/N 15-50):")
 print("bias / scatter / R^2 per quantity")
 print("| model | rendered with | LW log age | MW log age | LW [Z/H] | MW [Z/H] |")
 print("|---|---|---|---|---|---|")
-for model in ["cnn_builtin_nophot", "cnn_builtin"]:
+for model in ["cnn_builtin_nophot", "cnn_emiles_nophot", "cnn_emiles_robust", "cnn_builtin", "cnn_emiles"]:
     for lib in names:
         f = os.path.join(scratch, f"{model}_on_{lib}.json")
         if not os.path.exists(f):
@@ -83,6 +91,8 @@ print("bias (truth - median) / R^2; cov: largest |coverage - nominal| over 10-90
 print("| rendered with | t10 (Gyr) | t50 (Gyr) | t90 (Gyr) | [M/H] (dex) | cov t50 | cov [M/H] |")
 print("|---|---|---|---|---|---|---|")
 for lib in ["builtin", "emiles"]:
+    if not os.path.exists(os.path.join(scratch, f"sbi_builtin_on_{lib}.json")):
+        continue
     j = json.load(open(os.path.join(scratch, f"sbi_builtin_on_{lib}.json")))
     cells = [f"{j['bias'][p]:+.3f} / {j['r2'][p]:.2f}" for p in ["t10", "t50", "t90", "mh"]]
     cov = j["max_coverage_deviation"]

@@ -28,7 +28,7 @@ constant indeed fails it. pPXF's [M/H] falls with radius too (rho -0.92), the CN
 (+0.18): the same bound is missed there, a known failure of this model (docs/cnn.md) kept visible
 below; the test fails if it starts to pass, so that the docs are updated with it.
 
-usage: check_ngist_cnn.py CUBEFLOW SOURCE_DIR DATA_DIR WORK_DIR
+usage: check_ngist_cnn.py CUBEFLOW SOURCE_DIR DATA_DIR WORK_DIR [MODEL]
 """
 import os
 import subprocess
@@ -38,7 +38,10 @@ from cfskip import skip
 
 cf, src, data, work = sys.argv[1], sys.argv[2], os.path.abspath(sys.argv[3]), os.path.abspath(sys.argv[4])
 ref = os.path.join(data, "reference", "ngist_tutorial_NGC0000")
-model = os.path.join(src, "models", "cnn_ngist_miles.pt")
+# An optional 5th argument measures another model (bench use): the figures are printed, the
+# shipped model's known miss below is then reported, not asserted.
+default_model = os.path.join(src, "models", "cnn_ngist_miles.pt")
+model = os.path.abspath(sys.argv[5]) if len(sys.argv) > 5 else default_model
 if not os.path.isdir(ref):
     skip(f"nGIST reference run not found at {ref} (set CUBEFLOW_TEST_DATA_DIR)")
 try:
@@ -99,7 +102,7 @@ for name, val in (("V_STARS", v_ngist), ("SIGMA_STARS", sig_ngist)):
     kh.append(hdu)
 fits.HDUList([fits.PrimaryHDU()] + kh).writeto(kin_path, overwrite=True)
 
-r = subprocess.run([cf, "run", os.path.join(src, "tests", "e2e", "ngist_cnn.yaml"),
+r = subprocess.run([cf, "run", os.path.join(src, "tests", "e2e", "ngist_cnn.yaml"), "--set", f"cnn.model={model}",
                     "--set", f"read.path={cube_path}", "--set", f"velocity.path={kin_path}",
                     "--set", f"dispersion.path={kin_path}", "--set", f"out.path={maps_path}"],
                    capture_output=True, text=True)
@@ -164,7 +167,9 @@ assert ok_cnn, f"the CNN's LW ages do not fall with radius as pPXF's do (rank co
 # Known miss (docs/cnn.md, "Against nGIST / pPXF"): the CNN's [M/H] does not follow pPXF's gradient.
 MH_GRADIENT_KNOWN_MISS = True
 ok_mh, rho_mh = follows_the_gradient(cnn_mh)
-if MH_GRADIENT_KNOWN_MISS:
+if model != default_model:
+    print(f"[M/H] versus radius: rank correlation {rho_mh:+.2f} (bound <= -0.5: {'met' if ok_mh else 'missed'})")
+elif MH_GRADIENT_KNOWN_MISS:
     print(f"KNOWN MISS: the CNN's [M/H] versus radius has rank correlation {rho_mh:+.2f}, bound <= -0.5 "
           f"(pPXF {spearman(ppxf_lw_mh, radius):+.2f})")
     assert not ok_mh, "the CNN's [M/H] now follows pPXF's radial gradient: set MH_GRADIENT_KNOWN_MISS = False " \

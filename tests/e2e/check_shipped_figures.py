@@ -3,7 +3,8 @@
 commands and compared with models/expected_figures.yaml (issue #15: a regression fails CI).
 
 Runs every check of models/expected_figures.yaml whose `group` is GROUP: its `run` commands
-(cubeflow sub-commands; {work}, {models} and {source} are substituted), then compares the JSON
+(cubeflow sub-commands; {work}, {models}, {source} and {data} -- CUBEFLOW_DATA_DIR or shared/data
+beside the clone -- are substituted), then compares the JSON
 they wrote with `expect` ([value, tolerance] per key). Prints a measured-versus-expected table:
 after retraining a model, run the group, copy the measured values into the YAML and the docs.
 
@@ -28,7 +29,10 @@ spec = expected_figures.load(src)
 checks = {k: v for k, v in spec["checks"].items() if v.get("group") == group}
 if not checks:
     sys.exit(f"FAIL: no check of group {group!r} in models/expected_figures.yaml")
-subst = {"work": work, "models": os.path.join(src, "models"), "source": src}
+data = os.environ.get("CUBEFLOW_DATA_DIR") or os.path.join(src, "..", "shared", "data")
+subst = {"work": work, "models": os.path.join(src, "models"), "source": src, "data": data}
+if any(c.get("needs_data") for c in checks.values()) and not os.path.isdir(os.path.join(data, "ssp")):
+    skip(f"group {group} needs the SSP libraries of shared/data, not found at {data} (set CUBEFLOW_DATA_DIR)")
 done = set()
 failures = []
 for name, c in checks.items():
