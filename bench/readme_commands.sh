@@ -3,7 +3,7 @@
 # clones this repository into a temporary directory beside it (so ../shared is found as from a
 # real clone), then runs, with CCACHE_DISABLE=1,
 #   1: bash scripts/install_deps.sh && bash scripts/demo.sh
-#   2: bash scripts/test.sh                     (with WHICH="1 2"; ~1 hour on 2 cores)
+#   2: bash scripts/test.sh                     (with WHICH="1 2")
 # and prints the wall time of each. Logs go to the clone's directory, which is kept.
 #
 # usage: bench/readme_commands.sh            environment: WHICH (default "1"), JOBS (default 2)
