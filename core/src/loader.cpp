@@ -34,7 +34,11 @@ std::vector<std::string> PluginManager::DefaultSearchPath() {
   auto exe = boost::dll::program_location(ec);
   if (!ec) {
     fs::path installed = fs::path(exe.string()).parent_path().parent_path() / CUBEFLOW_PLUGIN_REL_DIR;
-    if (fs::is_directory(installed)) dirs.push_back(fs::weakly_canonical(installed).string());
+    std::error_code fe;
+    if (fs::is_directory(installed, fe)) {
+      const fs::path canon = fs::weakly_canonical(installed, fe);
+      dirs.push_back(fe ? installed.string() : canon.string());
+    }
   }
   if (const char* env = std::getenv("CUBEFLOW_PLUGIN_PATH")) {
     std::string s(env);
@@ -59,8 +63,10 @@ void PluginManager::LoadSearchPath(const std::vector<std::string>& dirs) {
       continue;
     }
     std::vector<fs::path> files;
-    for (const auto& e : fs::directory_iterator(d, ec))
-      if (e.is_regular_file() && e.path().extension() == ".so") files.push_back(e.path());
+    for (fs::directory_iterator it(d, ec), end; !ec && it != end; it.increment(ec)) {
+      std::error_code fe;
+      if (it->is_regular_file(fe) && it->path().extension() == ".so") files.push_back(it->path());
+    }
     std::sort(files.begin(), files.end());
     for (const auto& f : files) (void)LoadFile(f.string());
   }
@@ -72,14 +78,17 @@ Status PluginManager::Load(const std::string& name_or_path, const std::string& b
   if (looks_like_path) {
     fs::path p(name_or_path);
     if (p.is_relative() && !base_dir.empty()) p = fs::path(base_dir) / p;
-    if (!fs::exists(p)) return Status::Error("plugin library '" + p.string() + "' not found");
+    std::error_code fe;
+    if (!fs::exists(p, fe))  // a name too long for the file system is not found either
+      return Status::Error("plugin library '" + p.string() + "' not found" + (fe ? " (" + fe.message() + ")" : ""));
     return LoadFile(p.string());
   }
   if (auto it = impl_->loaded_names.find(name_or_path); it != impl_->loaded_names.end()) return Status::OK();
   std::string tried;
   for (const auto& d : search_dirs_.empty() ? DefaultSearchPath() : search_dirs_) {
     fs::path p = fs::path(d) / (name_or_path + ".so");
-    if (fs::exists(p)) return LoadFile(p.string());
+    std::error_code fe;
+    if (fs::exists(p, fe)) return LoadFile(p.string());
     tried += (tried.empty() ? "" : ", ") + d;
   }
   return Status::Error("plugin '" + name_or_path + "' not found in the plugin search path (" +
@@ -88,7 +97,9 @@ Status PluginManager::Load(const std::string& name_or_path, const std::string& b
 }
 
 Status PluginManager::LoadFile(const std::string& path) {
-  std::string canon = fs::weakly_canonical(path).string();
+  std::error_code fe;
+  const fs::path canon_path = fs::weakly_canonical(path, fe);
+  const std::string canon = fe ? path : canon_path.string();
   if (impl_->loaded_files.count(canon)) return Status::OK();
   PluginReport report;
   report.file = path;

@@ -56,6 +56,14 @@ TEST(PluginLoader, LoadByNameAndByPath) {
   Status bad_path = pm.Load("/no/such/dir/x.so");
   EXPECT_FALSE(bad_path.ok());
   EXPECT_NE(bad_path.message().find("/no/such/dir/x.so"), std::string::npos);
+  // A name longer than the file system allows is not found, not an exception (found by fuzzing:
+  // tests/fuzz/regressions/pipeline_yaml/plugin_name_too_long.yaml).
+  Status too_long = pm.Load(std::string(5000, 'p'));
+  EXPECT_FALSE(too_long.ok());
+  EXPECT_NE(too_long.message().find("not found in the plugin search path"), std::string::npos) << too_long.message();
+  Status too_long_path = pm.Load("/tmp/" + std::string(5000, 'p') + ".so");
+  EXPECT_FALSE(too_long_path.ok());
+  EXPECT_NE(too_long_path.message().find("not found"), std::string::npos) << too_long_path.message();
 
   PluginManager fresh;
   Status st = fresh.Load(std::string(CUBEFLOW_FIXTURE_PLUGIN_DIR) + "/testkit.so");
