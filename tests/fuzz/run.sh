@@ -11,6 +11,8 @@
 # CUBEFLOW_FUZZ_TIMEOUT seconds, default 10), out-of-memory (-rss_limit_mb=2048) or sanitizer
 # report stops that target, leaves its reproducer in BUILD_DIR/fuzz/artifacts/ and makes the
 # script exit 1 after the rest have run. Each target's output goes to BUILD_DIR/fuzz/<target>.log.
+# CUBEFLOW_FUZZ_SEED fixes libFuzzer's seed (CI does, so that its short runs repeat the same
+# inputs and a new finding comes from a change, not from chance); unset, every run explores anew.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 usage="usage: run.sh BUILD_DIR [SECONDS_PER_TARGET] [TARGET...] | run.sh --summary BUILD_DIR [TARGET...]"
@@ -87,6 +89,7 @@ run_one() {
   local dict="$here/dict/$t.dict"
   case "$t" in fits_* | wcs) dict="$here/dict/fits.dict" ;; esac
   [ -f "$dict" ] && args+=(-dict="$dict")
+  [ -n "${CUBEFLOW_FUZZ_SEED:-}" ] && args+=(-seed="$CUBEFLOW_FUZZ_SEED")
   local inputs=("$work" "$here/corpus/$t")
   [ -d "$here/regressions/$t" ] && inputs+=("$here/regressions/$t")
   "$exe" "${args[@]}" "${inputs[@]}" < /dev/null > "$log" 2>&1
