@@ -18,8 +18,7 @@ import time
 from cfskip import skip
 
 try:
-    import numpy as np
-    from astropy.io import fits
+    from fits_compare import assert_same, hdu_data  # beside this script; numpy, astropy
 except ImportError as e:  # pragma: no cover
     skip(f"needs astropy/numpy ({e})")
 
@@ -60,26 +59,6 @@ def records(path):
         return 0
 
 
-def data(path):
-    with fits.open(path) as h:
-        return {x.name: (None if x.data is None else np.array(x.data)) for x in h}
-
-
-def same(a, b):
-    assert a.keys() == b.keys(), (a.keys(), b.keys())
-    for k in a:
-        x, y = a[k], b[k]
-        if x is None or y is None:
-            assert x is None and y is None, k
-            continue
-        if x.dtype.names:  # a table
-            for c in x.dtype.names:
-                u, v = np.asarray(x[c]), np.asarray(y[c])
-                assert u.shape == v.shape and np.array_equal(u, v, equal_nan=u.dtype.kind == "f"), (k, c)
-        else:
-            assert x.shape == y.shape and np.array_equal(x, y, equal_nan=True), k
-
-
 # 1. The reference: one uninterrupted run (its checkpoints are removed after success).
 ref_dir = os.path.join(work, "ref")
 os.makedirs(ref_dir)
@@ -89,7 +68,7 @@ m = re.search(r"sbi\s+inference\.sbi\s+\d+\s+(\d+)", text)
 nbins = int(m.group(1))
 assert nbins >= 20, f"too few bins for the test: {nbins}"
 assert not os.path.exists(os.path.join(ref_dir, ".cubeflow-checkpoints", "resume_sbi")), "checkpoints kept after success"
-ref = data(os.path.join(ref_dir, "maps.fits"))
+ref = hdu_data(os.path.join(ref_dir, "maps.fits"))
 
 # 2. Killed three times at different points, resumed each time.
 res_dir = os.path.join(work, "resumed")
@@ -114,7 +93,7 @@ print(f"{nbins} bins; after three SIGKILLs the checkpoint held {kept}; the final
       f"it and computed {computed}")
 assert resumed + computed == nbins, (resumed, computed, nbins)
 assert resumed >= kept - 2, "results in the checkpoint were computed again"  # a torn last record may be lost
-same(ref, data(out))
+assert_same(ref, hdu_data(out))
 assert not os.path.exists(os.path.join(res_dir, ".cubeflow-checkpoints", "resume_sbi")), "checkpoints kept after success"
 
 # 3. A changed parameter invalidates every entry: nothing is taken from the checkpoint.
