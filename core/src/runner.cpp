@@ -41,14 +41,15 @@ int64_t PeakRssBytes() {
 std::string RunSummary::FormatTable() const {
   std::ostringstream os;
   char buf[256];
-  std::snprintf(buf, sizeof buf, "%-16s %-22s %7s %9s %7s %9s %10s\n", "node", "type", "calls", "items", "failed",
-                "busy s", "items/s");
+  std::snprintf(buf, sizeof buf, "%-16s %-22s %7s %9s %7s %9s %9s %10s\n", "node", "type", "calls", "items",
+                "failed", "busy s", "active s", "items/s");
   os << buf;
   for (const auto& n : nodes) {
-    double rate = n.busy_seconds > 0 ? static_cast<double>(n.items) / n.busy_seconds : 0.0;
-    std::snprintf(buf, sizeof buf, "%-16s %-22s %7lld %9lld %7lld %9.3f %10.1f\n", n.name.c_str(), n.type.c_str(),
-                  static_cast<long long>(n.calls), static_cast<long long>(n.items), static_cast<long long>(n.failed),
-                  n.busy_seconds, rate);
+    // items/s: the node's throughput while it runs (items per second of active wall time).
+    double rate = n.active_seconds > 0 ? static_cast<double>(n.items) / n.active_seconds : 0.0;
+    std::snprintf(buf, sizeof buf, "%-16s %-22s %7lld %9lld %7lld %9.3f %9.3f %10.1f\n", n.name.c_str(),
+                  n.type.c_str(), static_cast<long long>(n.calls), static_cast<long long>(n.items),
+                  static_cast<long long>(n.failed), n.busy_seconds, n.active_seconds, rate);
     os << buf;
   }
   std::snprintf(buf, sizeof buf, "wall time %.3f s on %d thread%s, peak memory %.1f MiB\n", wall_seconds, threads,
@@ -147,6 +148,12 @@ struct RtNode {
   std::atomic<int64_t> calls{0}, items{0}, failed{0}, busy_ns{0}, resumed{0}, stored{0};
   bool finished = false;
 
+  // Wall time during which at least one call runs (a parallel node's calls overlap): BusyTimer.
+  std::mutex active_mu;
+  int running = 0;
+  std::chrono::steady_clock::time_point active_since;
+  int64_t active_ns = 0;
+
   OutPort* FindOut(const std::string& name) {
     for (auto& o : outputs) if (o->spec->name == name) return o.get();
     return nullptr;
@@ -155,6 +162,31 @@ struct RtNode {
     for (size_t i = 0; i < inputs.size(); ++i) if (inputs[i].spec->name == name) return static_cast<int>(i);
     return -1;
   }
+};
+
+/// Times one call of a node: its duration adds to the node's busy time (summed over threads), and
+/// the wall time during which at least one of its calls runs adds to its active time.
+class BusyTimer {
+ public:
+  explicit BusyTimer(RtNode& n) : n_(n), t0_(std::chrono::steady_clock::now()) {
+    std::lock_guard<std::mutex> lock(n_.active_mu);
+    if (n_.running++ == 0) n_.active_since = t0_;
+  }
+  ~BusyTimer() {
+    const auto t1 = std::chrono::steady_clock::now();
+    n_.busy_ns += Nanoseconds(t1 - t0_);
+    std::lock_guard<std::mutex> lock(n_.active_mu);
+    if (--n_.running == 0) n_.active_ns += Nanoseconds(t1 - n_.active_since);
+  }
+  BusyTimer(const BusyTimer&) = delete;
+  BusyTimer& operator=(const BusyTimer&) = delete;
+
+ private:
+  static int64_t Nanoseconds(std::chrono::steady_clock::duration d) {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+  }
+  RtNode& n_;
+  std::chrono::steady_clock::time_point t0_;
 };
 
 struct Pump {
@@ -572,9 +604,9 @@ void Runner::Execute(RtNode& n, const JobPtr& job) {
   }
   CtxImpl ctx(this, &n, job.get(), false);
   if (!ckpt_keys.empty()) ctx.Capture(&captured);
-  const auto t0 = Clock::now();
   std::string what;
   try {
+    BusyTimer timer(n);
     n.node->Process(ctx);
   } catch (const std::exception& e) {
     what = e.what();
@@ -582,7 +614,6 @@ void Runner::Execute(RtNode& n, const JobPtr& job) {
   } catch (...) {
     what = "unknown exception";
   }
-  n.busy_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count();
   n.calls++;
   n.items += job->single_call ? 1 : static_cast<int64_t>(job->items.size());
   if (what.empty()) {
@@ -779,8 +810,8 @@ void Runner::TakePartialBatch(RtNode& n, std::vector<JobPtr>& jobs) {
 /// Node::Finish; after an abort its errors are logged, not raised (the first error stands).
 void Runner::CallFinish(RtNode& n, bool aborted) {
   CtxImpl ctx(this, &n, nullptr, aborted);
-  const auto t0 = Clock::now();
   try {
+    BusyTimer timer(n);
     n.node->Finish(ctx);
   } catch (const std::exception& e) {
     if (aborted)
@@ -788,7 +819,6 @@ void Runner::CallFinish(RtNode& n, bool aborted) {
     else
       Fail(Where(n) + " failed while finishing: " + e.what());
   }
-  n.busy_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count();
 }
 
 void Runner::CheckStalledStreams() {
@@ -888,13 +918,12 @@ void Runner::RecordRunInfo() {
 /// Builds every node instance from its spec's factory; throws naming the node on failure.
 void Runner::CreateNodes() {
   for (auto& n : nodes_) {
-    const auto t = Clock::now();
     try {
+      BusyTimer timer(*n);
       n->node = n->def->spec->factory()(n->def->params);
     } catch (const std::exception& e) {
       throw Error(Where(*n) + ": " + e.what());
     }
-    n->busy_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t).count();
     if (!n->node) throw Error(Where(*n) + ": factory returned no node");
   }
 }
@@ -963,6 +992,7 @@ RunSummary Runner::Summarise() {
     s.items = n->items;
     s.failed = n->failed;
     s.busy_seconds = static_cast<double>(n->busy_ns.load()) * 1e-9;
+    s.active_seconds = static_cast<double>(n->active_ns) * 1e-9;
     summary.nodes.push_back(s);
   }
   return summary;

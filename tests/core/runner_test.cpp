@@ -95,6 +95,32 @@ edges: [src.items -> sc.in, sc.out -> out.in]
   EXPECT_NE(s.FormatTable().find("testkit.scale"), std::string::npos);
 }
 
+// Busy time sums a node's calls; active time is the wall time during which at least one ran, so
+// overlapping calls of a parallel node count once there (the runner's items/s uses it).
+TEST_P(Runner, ActiveTimeCountsOverlappingCallsOnce) {
+  auto s = Run(R"(
+cubeflow: 1
+nodes:
+  src: {type: testkit.numbers, count: 8}
+  sc: {type: testkit.scale, factor: 2, sleep_ms: 40}
+  out: {type: testkit.collect}
+edges: [src.items -> sc.in, sc.out -> out.in]
+)");
+  ASSERT_TRUE(s.ok) << s.error;
+  const NodeStats& sc = s.nodes[1];
+  ASSERT_EQ(sc.name, "sc");
+  EXPECT_GE(sc.busy_seconds, 8 * 0.040);
+  EXPECT_GT(sc.active_seconds, 0.0);
+  EXPECT_LE(sc.active_seconds, sc.busy_seconds + 1e-3);
+  if (s.threads == 1) {
+    EXPECT_NEAR(sc.active_seconds, sc.busy_seconds, 0.01);
+  } else {
+    // Sleeping calls overlap whatever the load: with 2 or more workers the 8 calls cannot all be
+    // serial.
+    EXPECT_LE(sc.active_seconds, 0.8 * sc.busy_seconds) << "busy " << sc.busy_seconds << " s";
+  }
+}
+
 TEST_P(Runner, JoinsTwoBranchesByKey) {
   auto s = Run(R"(
 cubeflow: 1

@@ -37,6 +37,7 @@ struct NodeStats {
   std::string name, type;
   int64_t calls = 0, items = 0, failed = 0;
   double busy_seconds = 0;       ///< summed over threads
+  double active_seconds = 0;     ///< wall time during which at least one call ran
 };
 
 struct RunSummary {

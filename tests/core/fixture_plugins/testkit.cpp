@@ -90,11 +90,14 @@ class Scale : public Node {
         .Input("in", "record", PortKind::kStream, "items")
         .Output("out", "record", PortKind::kStream, "scaled items")
         .Param(ParamSpec::Double("factor", 1.0).Doc("multiplier"))
-        .Param(ParamSpec::Int("fail_on", -1).Doc("throw on this key (-1: never)"));
+        .Param(ParamSpec::Int("fail_on", -1).Doc("throw on this key (-1: never)"))
+        .Param(ParamSpec::Int("sleep_ms", 0).Doc("sleep this long per item (calls that overlap)"));
   }
-  explicit Scale(const Params& p) : f_(p.GetDouble("factor")), fail_on_(p.GetInt("fail_on")) {}
+  explicit Scale(const Params& p)
+      : f_(p.GetDouble("factor")), fail_on_(p.GetInt("fail_on")), sleep_ms_(p.GetInt("sleep_ms")) {}
   void Process(ProcessContext& ctx) override {
     if (ctx.key() == fail_on_) throw Error("asked to fail");
+    if (sleep_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(sleep_ms_));
     auto in = ctx.Input<Record>("in");
     ctx.Emit("out", MakeRecord(ctx.key(), ValueOf(*in) * f_));
   }
@@ -102,6 +105,7 @@ class Scale : public Node {
  private:
   double f_;
   int64_t fail_on_;
+  int64_t sleep_ms_;
 };
 
 class Add : public Node {
