@@ -1,10 +1,14 @@
 // Inference throughput of the CNN (architecture of docs/cnn.md, random Glorot weights: the
-// speed depends on the architecture only). Usage: cnn_bench [threads=1] [nbands=5]
+// speed depends on the architecture only). Usage: cnn_bench [threads=1] [nbands=5] [workers=2]
+// Prints spectra/s of CnnModel::Predict at batch 1, 64 and 256 with `threads` libtorch threads
+// in one caller, then with `workers` callers at once (one libtorch thread each, as
+// inference.cnn's parallel batches run), in the same process.
 #include <chrono>
 #include <ctime>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "cubeflow/nn/cnn.hpp"
@@ -13,6 +17,7 @@ int main(int argc, char** argv) {
   using namespace cubeflow;
   const int threads = argc > 1 ? std::atoi(argv[1]) : 1;
   const int nbands = argc > 2 ? std::atoi(argv[2]) : 5;
+  const int workers = argc > 3 ? std::atoi(argv[3]) : 2;
   cnn::CnnMetadata md;
   md.arch.nbands = nbands;
   md.wave = WavelengthAxis::Linear(4800, 1.25, 1761);
@@ -56,6 +61,33 @@ int main(int argc, char** argv) {
     // other processes share the machine).
     std::printf("batch %4lld: %9.0f spectra/s  %8.3f ms/spectrum  (%9.0f spectra per CPU-second)\n",
                 static_cast<long long>(batch), total / best, 1e3 * best / total, total / best_cpu);
+  }
+  // `workers` callers at once, each on its own slice with one libtorch thread.
+  if (workers > 1) {
+    for (int64_t batch : {64, 256}) {
+      const int64_t per = nmax / workers;
+      double best = 1e30, best_cpu = 1e30;
+      for (int rep = 0; rep < 3; ++rep) {
+        const auto t0 = std::chrono::steady_clock::now();
+        const std::clock_t c0 = std::clock();  // process CPU time, all threads
+        std::vector<std::thread> pool;
+        bool ok = true;
+        std::vector<char> okw(workers, 1);
+        for (int w = 0; w < workers; ++w)
+          pool.emplace_back([&, w] {
+            okw[w] = (*model)->Predict(spec.data() + w * per * nw, phot.data() + w * per * std::max(nbands, 1), per,
+                                       mf.data() + w * per * 16, zh.data() + w * per * 16, 1, batch).ok();
+          });
+        for (auto& t : pool) t.join();
+        for (char o : okw) ok = ok && o;
+        if (!ok) return 1;
+        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        best_cpu = std::min(best_cpu, static_cast<double>(std::clock() - c0) / CLOCKS_PER_SEC);
+      }
+      const double total = static_cast<double>(per * workers);
+      std::printf("batch %4lld, %d workers x 1 thread: %9.0f spectra/s  (%9.0f spectra per CPU-second)\n",
+                  static_cast<long long>(batch), workers, total / best, total / best_cpu);
+    }
   }
   return 0;
 }

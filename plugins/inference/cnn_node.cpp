@@ -58,15 +58,16 @@ NodeSpec CnnNode::Spec() {
              "as ./NAME.pt")
       .Param(&CnnOptions::batch_size, "batch_size", "bins per network call", InRange{1, 65536})
       .Param(&CnnOptions::threads, "threads",
-             "libtorch intra-op threads; 0: the run's thread count (1 is fastest when other "
-             "nodes keep the cores busy: see docs/cnn.md)",
+             "libtorch intra-op threads of each call; batches already run in parallel on the run's "
+             "workers, so 1 uses every core without libtorch's spinning threads (docs/cnn.md); 0: the "
+             "run's thread count",
              InRange{0, 1024})
       .Param(&CnnOptions::norm_tolerance, "norm_tolerance",
              "allowed |mean flux in the normalisation window - 1| of an input spectrum", InRange{0, 10})
       .Check<CnnOptions>(CheckModel)
       .Batched("batch_size")
       .Checkpointed()
-      .Concurrent(Concurrency::kSerial);
+      .Concurrent(Concurrency::kParallel);
 }
 
 CnnNode::CnnNode(const Options& options) : options_(options) {
@@ -115,8 +116,7 @@ void CnnNode::Process(ProcessContext& ctx) {
     throw Error("model " + model_path_ + " uses photometry in bands " + Join(md.bands, ", ", "(none)") +
                 ": connect the 'photometry' input (e.g. from photometry.hst_match), or use a spectrum-only model "
                 "such as cnn_builtin_nophot");
-  if (nb == 0 && ctx.Connected("photometry") && !warned_unused_phot_) {
-    warned_unused_phot_ = true;
+  if (nb == 0 && ctx.Connected("photometry") && !warned_unused_phot_.exchange(true)) {
     ctx.Log(LogLevel::kWarn, "the model has no photometric branch: the 'photometry' input is ignored");
   }
   std::vector<float> spec(n * nw, 1.0f), phot(n * nb, 0.0f);

@@ -1,6 +1,7 @@
 #pragma once
 // Node inference.cnn (plugin "inference"). Internal header, shared with tests/plugins/inference.
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -17,13 +18,13 @@ namespace cubeflow::inference {
 /// \brief Parameters of inference.cnn (declared once, in CnnNode::Spec()).
 struct CnnOptions {
   ModelRef model{ModelRef::Kind::kShipped, "cnn_builtin"};  ///< shipped name or model file
-  int64_t batch_size = 256;                                  ///< bins per network call
+  int64_t batch_size = 64;                                   ///< bins per network call
   int threads = 1;                                           ///< libtorch threads; 0: the run's
   double norm_tolerance = kDefaultNormTolerance;             ///< allowed |window mean - 1|
 };
 
-/// \brief Runs the CNN on batches of bin spectra (+ photometry). Process is called serially
-/// (the network itself uses `threads` libtorch threads).
+/// \brief Runs the CNN on batches of bin spectra (+ photometry). Batches run in parallel on the
+/// runner's workers (each call uses `threads` libtorch threads; the model is only read).
 class CnnNode : public Node {
  public:
   using Options = CnnOptions;
@@ -48,7 +49,7 @@ class CnnNode : public Node {
   std::string model_path_;
   inputs::InputConventions conventions_;  ///< from the model metadata (shared checks with inference.sbi)
   std::vector<std::string> labels_;
-  bool warned_unused_phot_ = false;
+  std::atomic<bool> warned_unused_phot_{false};
 };
 
 /// Registers inference.cnn; called from the "inference" plugin's registration function.

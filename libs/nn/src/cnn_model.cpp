@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <mutex>
 #include <sstream>
 
 #include "cubeflow/atomic_file.hpp"
@@ -35,6 +36,9 @@ void SetBlasThreads(int threads) {
 
 void SetThreads(int threads) {
   if (threads <= 0) return;
+  // Nodes that run in parallel (inference.cnn) call this from several TBB workers at once.
+  static std::mutex mu;
+  std::lock_guard<std::mutex> lock(mu);
   if (at::get_num_threads() != threads) at::set_num_threads(threads);
   SetBlasThreads(threads);
 }
@@ -294,7 +298,7 @@ Status CnnModel::Predict(const float* spectra, const float* phot, int64_t n, flo
   if (nb > 0 && phot == nullptr) return Status::Error("the CNN model needs photometry in " + std::to_string(nb) + " bands");
   if (batch <= 0) batch = 256;
   try {
-    if (threads > 0 && at::get_num_threads() != threads) at::set_num_threads(threads);
+    nn::SetThreads(threads);
     c10::InferenceMode guard;
     // Feature maps of more than ~64 spectra fall out of the CPU caches: run in chunks of <= 64.
     batch = std::min<int64_t>(batch, kPredictChunk);

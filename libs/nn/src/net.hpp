@@ -60,10 +60,29 @@ int64_t RegisterBranches(Net& m, const Arch& a) {
   return joint;
 }
 
+/// A stride-1 convolution of a single-channel input [B, 1, L] by ATen's im2col + GEMM kernel.
+/// Conv1d::forward hands it to oneDNN, whose kernel for one input channel took ~6 times longer
+/// on the first layer (the largest feature map, a third of a CNN forward pass) than this on the
+/// build machines' CPUs (docs/cnn.md, "Speed"); the two agree bit for bit there. Other layers
+/// keep oneDNN, which is faster for them.
+inline torch::Tensor SingleChannelConv(torch::nn::Conv1dImpl& c, const torch::Tensor& x) {
+  const auto& o = c.options;
+  const auto* pad = c10::get_if<torch::ExpandingArray<1>>(&o.padding());
+  if (o.in_channels() != 1 || o.groups() != 1 || (*o.stride())[0] != 1 || (*o.dilation())[0] != 1 || !pad ||
+      !c10::holds_alternative<torch::enumtype::kZeros>(o.padding_mode()))
+    return c.forward(x);
+  const int64_t k = (*o.kernel_size())[0];
+  return at::thnn_conv2d(x.unsqueeze(2), c.weight.unsqueeze(2), {1, k}, c.bias, {1, 1}, {0, (**pad)[0]}).squeeze(2);
+}
+
 /// The spectral branch's features of spectra [B, nwave] (conv blocks, attention, spec_fc).
 template <typename Net>
 torch::Tensor SpectralFeatures(Net& m, const torch::Tensor& spec) {
-  auto x = m.conv->forward(spec.unsqueeze(1));
+  auto x = spec.unsqueeze(1);
+  for (auto& layer : *m.conv) {
+    auto* conv = layer.ptr()->template as<torch::nn::Conv1d>();
+    x = conv && conv->options.in_channels() == 1 ? SingleChannelConv(*conv, x) : layer.forward(x);
+  }
   if (m.attention) x = m.attention->forward(x);
   return m.spec_fc->forward(x.flatten(1));
 }

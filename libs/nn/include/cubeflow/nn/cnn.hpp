@@ -106,8 +106,9 @@ WeightedMeans ComputeWeightedMeans(const CnnMetadata& md, const float* mass_frac
 /// \brief A loaded network ready for inference.
 ///
 /// Thread-safety: Predict may be called concurrently from several threads (the network is
-/// only read). The libtorch intra-op thread count is process-wide: Predict sets it to
-/// `threads` when that is > 0 and differs from the current value.
+/// only read; inference.cnn runs batches on several TBB workers at once). When `threads` > 0,
+/// Predict sets libtorch's intra-op thread count and OpenBLAS's own pool (process-wide) to it:
+/// an unpinned OpenBLAS pool spins on every core beside the callers' threads.
 class CnnModel {
  public:
   ~CnnModel();
