@@ -27,6 +27,11 @@ struct ReadCubeNodeOptions {
   std::string data_hdu = fits::ReadCubeOptions{}.data_hdu;
   std::string stat_hdu = fits::ReadCubeOptions{}.stat_hdu;
   bool require_stat = fits::ReadCubeOptions{}.require_stat;
+  /// MiB of flux + variance above which the cube stays in the file (a LazyCube, streamed by
+  /// the nodes that read it); 0 = always. Node-only: the library reads in memory by default.
+  int64_t max_memory = 256;
+  /// MiB: the largest block of a streamed cube its consumers read at a time.
+  int64_t block_size = 64;
 };
 
 /// io.read_cube: reads a FITS cube (source node, output `cube`).
@@ -40,6 +45,7 @@ class ReadCubeNode : public Node {
  private:
   std::string path_;
   fits::ReadCubeOptions options_;
+  size_t block_bytes_;
 };
 
 /// Parameters of io.read_map.
