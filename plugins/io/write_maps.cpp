@@ -2,7 +2,10 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <limits>
+#include <map>
+#include <memory>
 #include <set>
 
 #include "cubeflow/strings.hpp"
@@ -159,6 +162,9 @@ fits::MapsProduct WriteMapsNode::Assemble(const RunInfo& run, bool aborted) cons
     if (static_cast<int64_t>(bn.binid.size()) != nspax)
       throw Error("binning has " + std::to_string(bn.binid.size()) + " BINID values for " + std::to_string(bn.nx) +
                   " x " + std::to_string(bn.ny) + " spaxels; the node that made the binning gave an inconsistent one");
+    // The maps are made here without their pixels; the writer has them painted one at a time
+    // (MapsProduct::fill), so only one full-resolution map is held at once.
+    auto painters = std::make_shared<std::map<const Map*, std::function<void(std::vector<double>&)>>>();
     auto make_map = [&](const std::string& name, const std::string& kind, int64_t nplanes) {
       auto m = std::make_shared<Map>();
       m->name = name;
@@ -167,32 +173,42 @@ fits::MapsProduct WriteMapsNode::Assemble(const RunInfo& run, bool aborted) cons
       m->ny = bn.ny;
       m->nplanes = nplanes;
       m->wcs = bn.wcs;
-      m->data.assign(static_cast<size_t>(nspax * nplanes), kNaN);
       return m;
     };
+    auto paint = [&](const std::shared_ptr<Map>& m, std::function<void(double*)> fill) {
+      const size_t n = static_cast<size_t>(nspax * m->nplanes);
+      (*painters)[m.get()] = [n, fill = std::move(fill)](std::vector<double>& data) {
+        data.assign(n, kNaN);
+        fill(data.data());
+      };
+      p.maps.push_back(m);
+    };
+    std::shared_ptr<const Binning> binning = binning_;
     // BINID.
     if (!used.count("BINID")) {
       auto m = make_map(unique_name("BINID"), "index", 1);
-      for (int64_t s = 0; s < nspax; ++s) m->data[static_cast<size_t>(s)] = bn.binid[static_cast<size_t>(s)];
       m->header["HDUCLAS1"] = "BINID";
-      p.maps.push_back(m);
+      paint(m, [binning, nspax](double* d) {
+        for (int64_t s = 0; s < nspax; ++s) d[s] = binning->binid[static_cast<size_t>(s)];
+      });
     }
     // Dense lookup bin id -> collected result.
     int64_t max_id = -1;
     for (int32_t v : bn.binid) max_id = std::max<int64_t>(max_id, v);
-    std::vector<const BinResult*> lut(static_cast<size_t>(max_id + 1), nullptr);
+    auto lut = std::make_shared<std::vector<const BinResult*>>(static_cast<size_t>(max_id + 1), nullptr);
     for (const auto& [id, b] : bins_)
-      if (id >= 0 && id <= max_id) lut[static_cast<size_t>(id)] = &b;
+      if (id >= 0 && id <= max_id) (*lut)[static_cast<size_t>(id)] = &b;
 
     // QUALITY.
     const std::string qual_name = unique_name("QUALITY");
     {
       auto m = make_map(qual_name, "mask", 1);
-      for (int64_t s = 0; s < nspax; ++s) {
-        const int32_t b = bn.binid[static_cast<size_t>(s)];
-        m->data[static_cast<size_t>(s)] = b < 0 ? static_cast<double>(kQualNoCoverage) : bin_quality(b);
-      }
-      p.maps.push_back(m);
+      paint(m, [binning, nspax, bin_quality](double* d) {
+        for (int64_t s = 0; s < nspax; ++s) {
+          const int32_t b = binning->binid[static_cast<size_t>(s)];
+          d[s] = b < 0 ? static_cast<double>(kQualNoCoverage) : bin_quality(b);
+        }
+      });
     }
     // Value maps first (to fix their names), then errors referring to them.
     std::map<std::string, std::string> value_names;
@@ -218,20 +234,27 @@ fits::MapsProduct WriteMapsNode::Assemble(const RunInfo& run, bool aborted) cons
         }
         if (!fi.doc.empty()) m->header["FLDDOC"] = fi.doc;
         m->header["FIELD"] = fname;
-        for (int64_t s = 0; s < nspax; ++s) {
-          const int32_t b = bn.binid[static_cast<size_t>(s)];
-          if (b < 0) continue;
-          const BinResult* r = lut[static_cast<size_t>(b)];
-          if (!r || r->failed) continue;
-          auto it = r->fields.find(fname);
-          if (it == r->fields.end()) continue;
-          const auto& v = it->second.values;
-          for (int64_t k = 0; k < np && k < static_cast<int64_t>(v.size()); ++k)
-            m->data[static_cast<size_t>(k * nspax + s)] = v[static_cast<size_t>(k)];
-        }
-        p.maps.push_back(m);
+        paint(m, [binning, lut, nspax, np, fname = fname](double* d) {
+          for (int64_t s = 0; s < nspax; ++s) {
+            const int32_t b = binning->binid[static_cast<size_t>(s)];
+            if (b < 0) continue;
+            const BinResult* r = (*lut)[static_cast<size_t>(b)];
+            if (!r || r->failed) continue;
+            auto it = r->fields.find(fname);
+            if (it == r->fields.end()) continue;
+            const auto& v = it->second.values;
+            for (int64_t k = 0; k < np && k < static_cast<int64_t>(v.size()); ++k)
+              d[static_cast<size_t>(k * nspax + s)] = v[static_cast<size_t>(k)];
+          }
+        });
       }
     }
+    p.fill = [painters](const Map& m, std::vector<double>& data) -> Status {
+      auto it = painters->find(&m);
+      if (it == painters->end()) return Status::Error("map '" + m.name + "' has no data");
+      it->second(data);
+      return Status::OK();
+    };
   }
 
   // BINS table.

@@ -147,8 +147,9 @@ Status Validate(const MapsProduct& p, const std::string& path) {
     if (m->name.empty()) return Status::Error("cannot write '" + path + "': a map has no name (EXTNAME)");
     if (!names.insert(m->name).second)
       return Status::Error(where + " appears twice; extension names must be unique");
+    const bool filled_later = p.fill && m->data.empty();
     if (m->nx <= 0 || m->ny <= 0 || m->nplanes <= 0 ||
-        m->data.size() != static_cast<size_t>(m->nx * m->ny * m->nplanes))
+        (!filled_later && m->data.size() != static_cast<size_t>(m->nx * m->ny * m->nplanes)))
       return Status::Error(where + " has " + std::to_string(m->data.size()) + " values for " +
                            std::to_string(m->nx) + " x " + std::to_string(m->ny) + " x " +
                            std::to_string(m->nplanes));
@@ -331,7 +332,20 @@ Status WriteMapsFile(const std::string& path, const MapsProduct& product) {
   int status = 0;
   for (const auto& m : product.maps) {
     out.set_hdu(m->name);
-    WriteMap(out.get(), product, *m, &status);
+    if (product.fill && m->data.empty()) {
+      // Painted now, written, released: one such map in memory at a time.
+      std::vector<double> data;
+      CUBEFLOW_RETURN_NOT_OK(product.fill(*m, data));
+      Map filled = *m;  // the metadata; its data is empty
+      filled.data = std::move(data);
+      if (filled.data.size() != static_cast<size_t>(m->nx * m->ny * m->nplanes))
+        return Status::Error("cannot write '" + path + "': map '" + m->name + "' was filled with " +
+                             std::to_string(filled.data.size()) + " values for " + std::to_string(m->nx) + " x " +
+                             std::to_string(m->ny) + " x " + std::to_string(m->nplanes));
+      WriteMap(out.get(), product, filled, &status);
+    } else {
+      WriteMap(out.get(), product, *m, &status);
+    }
     CUBEFLOW_RETURN_NOT_OK(out.Check(status));
   }
   for (const auto& t : product.tables) {
