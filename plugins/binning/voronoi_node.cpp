@@ -116,7 +116,7 @@ bool BinSpectraSource::Next(int64_t& key, std::shared_ptr<const Data>& data) {
   }
   key = static_cast<int64_t>(next_);
   data = std::move(sp);
-  ++next_;
+  if (++next_ == binning_->bins.size()) block_ = CubeBlock();  // the last bin: release the block
   return true;
 }
 
@@ -126,7 +126,7 @@ BinSpectraSource::~BinSpectraSource() {
 
 void BinSpectraSource::Wait(size_t b, std::shared_ptr<Spectrum> sp) {
   const size_t bytes = sp->bytes();
-  if (b == next_ || waiting_bytes_ + bytes <= block_bytes_) {
+  if (b == next_ || waiting_bytes_ + bytes <= block_bytes_ / 4) {
     waiting_bytes_ += bytes;
     waiting_.emplace(b, std::move(sp));
     return;

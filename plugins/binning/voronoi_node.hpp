@@ -35,7 +35,7 @@ std::vector<uint8_t> ReadMaskFits(const std::string& path, int64_t nx, int64_t n
 /// each, 0: the cube's BlockBytes; top to bottom, one block held at a time) and every spaxel of
 /// a block is added to its bin's sums; a bin is complete once its last row has been read. The
 /// memory is one block, the sums of the bins open across a block's edge (at most about nx
-/// bins), and completed bins waiting for their turn: up to `block_bytes` of them in memory,
+/// bins), and completed bins waiting for their turn: up to `block_bytes` / 4 of them in memory,
 /// the rest in an unlinked temporary file in $TMPDIR (or /tmp), so it does not grow with the
 /// number of spaxels or bins. Either way the bins come in bin order and the spectra are the
 /// same (the spaxels of a bin are added in increasing order, as binning.voronoi lists them).
