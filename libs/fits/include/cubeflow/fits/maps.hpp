@@ -63,11 +63,11 @@ struct MapsProduct {
   std::vector<BinaryTable> tables;                 ///< table extensions, after the maps
   bool partial = false;                            ///< writes PARTIAL = T (run aborted)
   bool overwrite = true;                           ///< false: fail if the target exists
-  /// If set: fills the data of a map of `maps` that has none (empty `data`) just before it is
-  /// written, into `data` (released after the write), so that a writer holds one such map at a
-  /// time however many there are (io.write_maps paints its per-bin results this way). Maps with
-  /// data are written as they are.
-  std::function<Status(const Map& map, std::vector<double>& data)> fill;
+  /// If set: for a map of `maps` without data (empty `data`), fills plane `plane` (nx * ny
+  /// values, into the empty `data`) just before it is written, one plane at a time, so that a
+  /// writer holds one plane however many maps there are (io.write_maps paints its per-bin
+  /// results this way). Maps with data are written as they are.
+  std::function<Status(const Map& map, int64_t plane, std::vector<double>& data)> fill;
 };
 
 /// \brief Writes a MAPS file atomically: to `path + ".tmp-<pid>"`, then rename(2) into place.
