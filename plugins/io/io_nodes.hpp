@@ -29,7 +29,9 @@ struct ReadCubeNodeOptions {
   bool require_stat = fits::ReadCubeOptions{}.require_stat;
   /// MiB of flux + variance above which the cube stays in the file (a LazyCube, streamed by
   /// the nodes that read it); 0 = always. Node-only: the library reads in memory by default.
-  int64_t max_memory = 256;
+  /// Streaming is not slower (docs/runtime.md); only tiny cubes stay in memory, for consumers
+  /// that read the pixels of the node's output directly.
+  int64_t max_memory = 16;
   /// MiB: the largest block of a streamed cube its consumers read at a time.
   int64_t block_size = 64;
 };

@@ -72,7 +72,7 @@ TEST(ReadCubeNode, EmitsLazyCubeAboveMaxMemory) {
   ASSERT_TRUE(ReadCubeBlock(*cube, 0, 1, 2, 3, b).ok());
   EXPECT_EQ(b.flux[b.Index(3, 2, 0)], c->flux[c->Index(3, 2, 8)]);
   EXPECT_TRUE(ctx.Logged("streamed from the file (above max_memory)"));
-  // The default (256 MiB) keeps a small cube in memory.
+  // The default (16 MiB) keeps a tiny cube in memory.
   FakeContext ctx2;
   cubeflow::testing::MakeNode<io::ReadCubeNode>({{"path", path}})->Process(ctx2);
   EXPECT_EQ(AsLazy(*ctx2.Output<Cube>("cube")), nullptr);
