@@ -5,11 +5,17 @@
 #include <fitsio.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 
+#include <unistd.h>
+
+#include "cubeflow/cube_blocks.hpp"
 #include "cubeflow/fits/cfitsio_error.hpp"
 #include "cubeflow/fits/units.hpp"
 #include "cubeflow/spectral/snr.hpp"
@@ -64,73 +70,271 @@ std::vector<uint8_t> ReadMaskFits(const std::string& path, int64_t nx, int64_t n
 }
 
 BinSpectraSource::BinSpectraSource(std::shared_ptr<const Cube> cube, std::shared_ptr<const Binning> binning,
-                                   double covariance_alpha, std::vector<double> spaxel_noise)
+                                   double covariance_alpha, std::vector<double> spaxel_noise, size_t block_bytes)
     : cube_(std::move(cube)), binning_(std::move(binning)), alpha_(covariance_alpha),
-      spaxel_noise_(std::move(spaxel_noise)) {}
+      spaxel_noise_(std::move(spaxel_noise)), streamed_(AsLazy(*cube_) != nullptr),
+      block_bytes_(block_bytes > 0 ? block_bytes : BlockBytes(*cube_)) {
+  if (!streamed_) return;
+  // Which bin each spaxel belongs to, and the last row of every bin (when it is complete).
+  const Cube& c = *cube_;
+  owner_.assign(static_cast<size_t>(c.nx * c.ny), -1);
+  std::vector<std::pair<int64_t, int32_t>> last;  // (last row, bin)
+  last.reserve(binning_->bins.size());
+  for (size_t b = 0; b < binning_->bins.size(); ++b) {
+    int64_t last_row = 0;
+    for (int32_t sp : binning_->bins[b].spaxels) {
+      if (sp < 0 || static_cast<size_t>(sp) >= owner_.size())
+        throw Error("bin " + std::to_string(b) + " names spaxel " + std::to_string(sp) + ", outside the " +
+                    std::to_string(c.nx) + " x " + std::to_string(c.ny) + " cube");
+      owner_[static_cast<size_t>(sp)] = static_cast<int32_t>(b);
+      last_row = std::max<int64_t>(last_row, sp / c.nx);
+    }
+    last.emplace_back(last_row, static_cast<int32_t>(b));
+  }
+  std::sort(last.begin(), last.end());
+  by_last_row_ = std::move(last);
+  open_.resize(binning_->bins.size());
+  rows_per_block_ = RowsPerBlock(c, 0, c.nwave, block_bytes_);
+}
 
 bool BinSpectraSource::Next(int64_t& key, std::shared_ptr<const Data>& data) {
+  if (!streamed_) {
+    if (next_ >= binning_->bins.size()) return false;
+    key = static_cast<int64_t>(next_);
+    data = Make(next_);
+    ++next_;
+    return true;
+  }
   if (next_ >= binning_->bins.size()) return false;
+  // Bins complete in the order of their last row; they are emitted in bin order (as from a cube
+  // in memory: what follows, e.g. inference.cnn's batches, sees the same sequence).
+  std::shared_ptr<Spectrum> sp;
+  while (!(sp = TakeWaiting(next_))) {
+    if (next_row_ >= cube_->ny)
+      throw Error("bin " + std::to_string(next_) + " was not complete after the last row of '" + cube_->source + "'");
+    ReadRows();
+  }
   key = static_cast<int64_t>(next_);
-  data = Make(next_);
-  ++next_;
+  data = std::move(sp);
+  if (++next_ == binning_->bins.size()) block_ = CubeBlock();  // the last bin: release the block
   return true;
 }
 
-std::shared_ptr<Spectrum> BinSpectraSource::Make(size_t b) const {
+BinSpectraSource::~BinSpectraSource() {
+  if (spill_fd_ >= 0) ::close(spill_fd_);
+}
+
+void BinSpectraSource::Wait(size_t b, std::shared_ptr<Spectrum> sp) {
+  const size_t bytes = sp->bytes();
+  if (b == next_ || waiting_bytes_ + bytes <= block_bytes_ / 4) {
+    waiting_bytes_ += bytes;
+    waiting_.emplace(b, std::move(sp));
+    return;
+  }
+  // Over the memory budget: to the spill file (flux, variance, mask; the rest is rebuilt).
+  if (spill_fd_ < 0) {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string path = std::string(tmp && *tmp ? tmp : "/tmp") + "/cubeflow-bins-XXXXXX";
+    spill_fd_ = ::mkstemp(path.data());
+    if (spill_fd_ < 0)
+      throw Error("cannot create a temporary file " + path + " for the bin spectra of '" + cube_->source +
+                  "' waiting for their turn: " + std::strerror(errno) + "; set TMPDIR to a writable directory");
+    ::unlink(path.c_str());  // removed when closed, whatever happens
+    spill_path_ = path;
+    spilled_at_.assign(binning_->bins.size(), -1);
+  }
+  const size_t nw = sp->flux.size();
+  auto put = [&](const void* p, size_t n) {
+    const auto* c = static_cast<const char*>(p);
+    while (n > 0) {
+      const ssize_t w = ::pwrite(spill_fd_, c, n, static_cast<off_t>(spill_end_));
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0)
+        throw Error("cannot write the temporary file " + spill_path_ + " (bin spectra waiting for their turn): " +
+                    std::strerror(errno) + "; free space there or set TMPDIR to another directory");
+      c += w;
+      n -= static_cast<size_t>(w);
+      spill_end_ += w;
+    }
+  };
+  spilled_at_[b] = spill_end_;
+  put(sp->flux.data(), nw * sizeof(double));
+  put(sp->variance.data(), nw * sizeof(double));
+  put(sp->mask.data(), nw);
+  ++spilled_;
+}
+
+std::shared_ptr<Spectrum> BinSpectraSource::TakeWaiting(size_t b) {
+  if (auto it = waiting_.find(b); it != waiting_.end()) {
+    std::shared_ptr<Spectrum> sp = std::move(it->second);
+    waiting_.erase(it);
+    waiting_bytes_ -= sp->bytes();
+    return sp;
+  }
+  if (b >= spilled_at_.size() || spilled_at_[b] < 0) return nullptr;
+  const size_t nw = static_cast<size_t>(cube_->nwave);
+  auto sp = std::make_shared<Spectrum>();
+  sp->id = static_cast<int64_t>(b);
+  sp->wave = cube_->wave;
+  sp->flux.resize(nw);
+  sp->variance.resize(nw);
+  sp->mask.resize(nw);
+  int64_t at = spilled_at_[b];
+  auto get = [&](void* p, size_t n) {
+    auto* c = static_cast<char*>(p);
+    while (n > 0) {
+      const ssize_t r = ::pread(spill_fd_, c, n, static_cast<off_t>(at));
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0)
+        throw Error("cannot read back the temporary file " + spill_path_ + " (bin spectra waiting for their turn): " +
+                    (r < 0 ? std::string(std::strerror(errno)) : std::string("it is shorter than written")));
+      c += r;
+      n -= static_cast<size_t>(r);
+      at += r;
+    }
+  };
+  get(sp->flux.data(), nw * sizeof(double));
+  get(sp->variance.data(), nw * sizeof(double));
+  get(sp->mask.data(), nw);
+  spilled_at_[b] = -1;
+  SetMeta(b, *sp);
+  return sp;
+}
+
+void BinSpectraSource::Accumulate(Sums& sums, const float* flux, const float* variance, const uint8_t* mask,
+                                  size_t stride, double spaxel_noise2) const {
+  const size_t nw = sums.flux.size();
+  for (size_t k = 0; k < nw; ++k) {
+    const size_t idx = k * stride;
+    const double fl = flux[idx];
+    if (!std::isfinite(fl) || (mask && mask[idx])) continue;
+    double va = spaxel_noise2;
+    if (variance) {
+      va = variance[idx];
+      if (!std::isfinite(va) || va < 0) continue;
+    }
+    sums.flux[k] += fl;
+    sums.variance[k] += va;
+    ++sums.count[k];
+  }
+}
+
+double BinSpectraSource::SpaxelNoise2(bool have_var, int32_t s) const {
+  return (!have_var && static_cast<size_t>(s) < spaxel_noise_.size()) ? spaxel_noise_[s] * spaxel_noise_[s] : 0.0;
+}
+
+std::shared_ptr<Spectrum> BinSpectraSource::Finish(size_t b, Sums sums) const {
   const Cube& c = *cube_;
   const Binning::Bin& bin = binning_->bins.at(b);
   const size_t nw = static_cast<size_t>(c.nwave);
-  const size_t plane = static_cast<size_t>(c.nx * c.ny);
-  const bool have_var = !c.variance.empty();
-  const bool have_mask = !c.mask.empty() && c.mask.size() == c.flux.size();
   auto sp = std::make_shared<Spectrum>();
   sp->id = static_cast<int64_t>(b);
   sp->wave = c.wave;
-  sp->flux.assign(nw, 0.0);
-  sp->variance.assign(nw, 0.0);
+  sp->flux = std::move(sums.flux);
+  sp->variance = std::move(sums.variance);
   sp->mask.assign(nw, 0);
-  std::vector<int32_t> count(nw, 0);
-  for (int32_t s : bin.spaxels) {
-    const double sn2 = (!have_var && static_cast<size_t>(s) < spaxel_noise_.size())
-                           ? spaxel_noise_[s] * spaxel_noise_[s]
-                           : 0.0;
-    for (size_t k = 0; k < nw; ++k) {
-      const size_t idx = k * plane + static_cast<size_t>(s);
-      const double fl = c.flux[idx];
-      if (!std::isfinite(fl) || (have_mask && c.mask[idx])) continue;
-      double va = sn2;
-      if (have_var) {
-        va = c.variance[idx];
-        if (!std::isfinite(va) || va < 0) continue;
-      }
-      sp->flux[k] += fl;
-      sp->variance[k] += va;
-      ++count[k];
-    }
-  }
   const double n = static_cast<double>(bin.spaxels.size());
   const double cov = (n > 1 && alpha_ != 0) ? 1.0 + alpha_ * std::log10(n) : 1.0;
   for (size_t k = 0; k < nw; ++k) {
-    if (count[k] == 0) {
+    if (sums.count[k] == 0) {
       sp->mask[k] = 1;
       sp->flux[k] = 0;
       sp->variance[k] = 0;
       continue;
     }
-    const double scale = n / count[k];
+    const double scale = n / sums.count[k];
     sp->flux[k] *= scale;
     sp->variance[k] *= scale * scale * cov * cov;
   }
-  sp->meta["x"] = bin.x;
-  sp->meta["y"] = bin.y;
-  sp->meta["nspax"] = static_cast<double>(bin.nspax);
-  sp->meta["snr"] = bin.snr;
-  sp->meta["signal"] = bin.signal;
-  sp->meta["noise"] = bin.noise;
+  SetMeta(b, *sp);
+  return sp;
+}
+
+void BinSpectraSource::SetMeta(size_t b, Spectrum& sp) const {
+  const Binning::Bin& bin = binning_->bins.at(b);
+  sp.meta["x"] = bin.x;
+  sp.meta["y"] = bin.y;
+  sp.meta["nspax"] = static_cast<double>(bin.nspax);
+  sp.meta["snr"] = bin.snr;
+  sp.meta["signal"] = bin.signal;
+  sp.meta["noise"] = bin.noise;
   // Flux unit of the cube relative to erg/s/cm2/A (e.g. 1e-20 for MUSE cubes), so that
   // photometry in physical units can be put on the same scale (inference.cnn does).
-  if (const auto u = fits::FluxDensityScale(c.bunit); u.ok()) sp->meta["bunit_scale"] = *u;
-  return sp;
+  if (const auto u = fits::FluxDensityScale(cube_->bunit); u.ok()) sp.meta["bunit_scale"] = *u;
+}
+
+BinSpectraSource::Sums::Sums(size_t nw) : flux(nw, 0.0), variance(nw, 0.0), count(nw, 0) {}
+
+std::shared_ptr<Spectrum> BinSpectraSource::Make(size_t b) const {
+  const Cube& c = *cube_;
+  const Binning::Bin& bin = binning_->bins.at(b);
+  const size_t nw = static_cast<size_t>(c.nwave);
+  Sums sums(nw);
+  if (!streamed_) {
+    const size_t plane = static_cast<size_t>(c.nx * c.ny);
+    const bool have_var = !c.variance.empty();
+    const bool have_mask = !c.mask.empty() && c.mask.size() == c.flux.size();
+    for (int32_t s : bin.spaxels) {
+      const size_t i = static_cast<size_t>(s);
+      Accumulate(sums, c.flux.data() + i, have_var ? c.variance.data() + i : nullptr,
+                 have_mask ? c.mask.data() + i : nullptr, plane, SpaxelNoise2(have_var, s));
+    }
+    return Finish(b, std::move(sums));
+  }
+  // In the file: the rows the bin spans, all planes.
+  if (!bin.spaxels.empty()) {
+    int64_t y0 = c.ny, y1 = 0;
+    for (int32_t s : bin.spaxels) {
+      y0 = std::min<int64_t>(y0, s / c.nx);
+      y1 = std::max<int64_t>(y1, s / c.nx + 1);
+    }
+    CubeBlock block;
+    if (Status st = ReadCubeBlock(c, 0, c.nwave, y0, y1, block); !st.ok()) throw Error(st.message());
+    const bool have_var = !block.variance.empty();
+    for (int32_t s : bin.spaxels) {
+      const size_t i = static_cast<size_t>(s - y0 * c.nx);
+      Accumulate(sums, block.flux.data() + i, have_var ? block.variance.data() + i : nullptr,
+                 block.mask.empty() ? nullptr : block.mask.data() + i, block.plane_size(), SpaxelNoise2(have_var, s));
+    }
+  }
+  return Finish(b, std::move(sums));
+}
+
+void BinSpectraSource::ReadRows() {
+  const Cube& c = *cube_;
+  const int64_t y0 = next_row_, y1 = std::min(c.ny, next_row_ + rows_per_block_);
+  if (Status st = ReadCubeBlock(c, 0, c.nwave, y0, y1, block_); !st.ok()) throw Error(st.message());
+  const bool have_var = !block_.variance.empty();
+  const size_t nw = static_cast<size_t>(c.nwave);
+  // Spaxels in increasing order: every bin's sums add its spaxels in the order Make does.
+  for (int64_t s = y0 * c.nx; s < y1 * c.nx; ++s) {
+    const int32_t b = owner_[static_cast<size_t>(s)];
+    if (b < 0) continue;
+    auto& sums = open_[static_cast<size_t>(b)];
+    if (!sums) sums = std::make_unique<Sums>(nw);
+    const size_t i = static_cast<size_t>(s - y0 * c.nx);
+    Accumulate(*sums, block_.flux.data() + i, have_var ? block_.variance.data() + i : nullptr,
+               block_.mask.empty() ? nullptr : block_.mask.data() + i, block_.plane_size(),
+               SpaxelNoise2(have_var, static_cast<int32_t>(s)));
+  }
+  next_row_ = y1;
+  // Bins whose last row has been read are complete.
+  std::vector<int32_t> done;
+  while (next_complete_ < by_last_row_.size() && by_last_row_[next_complete_].first < y1)
+    done.push_back(by_last_row_[next_complete_++].second);
+  std::sort(done.begin(), done.end());
+  for (int32_t b : done) {
+    auto& sums = open_[static_cast<size_t>(b)];
+    Wait(static_cast<size_t>(b), Finish(static_cast<size_t>(b), sums ? std::move(*sums) : Sums(nw)));
+    sums.reset();
+  }
+  if (next_row_ >= c.ny) block_ = CubeBlock();  // the last block: release its memory
+}
+
+size_t BinSpectraSource::open_bins() const {
+  size_t n = 0;
+  for (const auto& s : open_) n += s != nullptr;
+  return n;
 }
 
 NodeSpec VoronoiNode::Spec() {
@@ -280,7 +484,7 @@ void VoronoiNode::Process(ProcessContext& ctx) {
   so.wave_min = o.wave_min;
   so.wave_max = o.wave_max;
   so.definition = spectral::SnrDefinition::kPixelMedian;
-  so.noise = cube->variance.empty() ? spectral::NoiseSource::kDerSnr : spectral::NoiseSource::kVariance;
+  so.noise = CubeHasVariance(*cube) ? spectral::NoiseSource::kVariance : spectral::NoiseSource::kDerSnr;
   Result<spectral::SpaxelSnr> snr_or = spectral::ComputeSpaxelSnr(*cube, so);
   if (!snr_or.ok()) throw Error(snr_or.status().message());
   const spectral::SpaxelSnr& snr = *snr_or;

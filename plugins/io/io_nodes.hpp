@@ -27,6 +27,13 @@ struct ReadCubeNodeOptions {
   std::string data_hdu = fits::ReadCubeOptions{}.data_hdu;
   std::string stat_hdu = fits::ReadCubeOptions{}.stat_hdu;
   bool require_stat = fits::ReadCubeOptions{}.require_stat;
+  /// MiB of flux + variance above which the cube stays in the file (a LazyCube, streamed by
+  /// the nodes that read it); 0 = always. Node-only: the library reads in memory by default.
+  /// Streaming is not slower (docs/runtime.md); only tiny cubes stay in memory, for consumers
+  /// that read the pixels of the node's output directly.
+  int64_t max_memory = 16;
+  /// MiB: the largest block of a streamed cube its consumers read at a time.
+  int64_t block_size = 64;
 };
 
 /// io.read_cube: reads a FITS cube (source node, output `cube`).
@@ -40,6 +47,7 @@ class ReadCubeNode : public Node {
  private:
   std::string path_;
   fits::ReadCubeOptions options_;
+  size_t block_bytes_;
 };
 
 /// Parameters of io.read_map.
@@ -84,11 +92,19 @@ class WriteMapsNode : public Node {
   void Finish(ProcessContext& ctx) override;
 
   /// Per-bin data kept between Process and Finish (no spectra).
+  /// Compact (thousands of bins): the values of its fields by field number (field_names()), in
+  /// three arrays; a field's unit, labels and doc are kept once per field, not per bin.
   struct BinResult {
-    std::map<std::string, Record::Field> fields;
+    std::vector<uint16_t> field;  ///< field numbers, increasing
+    std::vector<uint32_t> start;  ///< values of field[i]: values[start[i] .. start[i + 1])
+    std::vector<double> values;
     uint32_t quality = 0;
     bool failed = false;
     std::string failure;
+    /// The values of field number `f` (null if the bin has none), their count in `n`.
+    const double* Find(uint16_t f, size_t& n) const;
+    /// Sets (or replaces) the values of field number `f`.
+    void Set(uint16_t f, const std::vector<double>& v);
   };
   /// Builds the product from what was collected (exposed for tests).
   fits::MapsProduct Assemble(const RunInfo& run, bool aborted) const;
@@ -96,6 +112,8 @@ class WriteMapsNode : public Node {
   /// them carry a usable result: arrived, not failed, at least one finite value.
   std::pair<int64_t, int64_t> CountUsable() const;
   const std::map<int64_t, BinResult>& bins() const { return bins_; }
+  /// Names of the fields, by field number.
+  const std::vector<std::string>& field_names() const { return field_names_; }
 
  private:
   void CaptureSingles(ProcessContext& ctx);
@@ -107,6 +125,17 @@ class WriteMapsNode : public Node {
   std::vector<std::shared_ptr<const Map>> maps_;
   std::shared_ptr<const Binning> binning_;
   std::map<int64_t, BinResult> bins_;
+  /// Unit, labels and doc of every field, from the lowest bin id that gave a non-empty one;
+  /// whether some bin gave labels.
+  struct FieldMeta {
+    std::string unit, doc;
+    std::vector<std::string> labels;
+    int64_t unit_id = INT64_MAX, doc_id = INT64_MAX, labels_id = INT64_MAX;
+    bool any_labels = false;
+  };
+  std::map<std::string, FieldMeta> field_meta_;
+  std::vector<std::string> field_names_;
+  std::map<std::string, uint16_t> field_number_;
 };
 
 /// Where a failed or interrupted run writes its product: the product path itself if nothing is

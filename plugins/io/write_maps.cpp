@@ -2,7 +2,10 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <limits>
+#include <map>
+#include <memory>
 #include <set>
 
 #include "cubeflow/strings.hpp"
@@ -91,9 +94,61 @@ void WriteMapsNode::Process(ProcessContext& ctx) {
         throw Error("a record on input 'records' has no bin id; the upstream node must key records by bin id");
       BinResult& b = bins_[id];
       b.quality |= r.quality;
-      for (const auto& [name, field] : r.fields) b.fields[name] = field;
+      for (const auto& [name, field] : r.fields) {
+        // Per bin only the values (thousands of bins: no copies of units, labels and docs).
+        auto [num, added] = field_number_.emplace(name, static_cast<uint16_t>(field_names_.size()));
+        if (added) {
+          if (field_names_.size() >= 65535) throw Error("more than 65535 record fields; records carry too many fields");
+          field_names_.push_back(name);
+        }
+        b.Set(num->second, field.values);
+        FieldMeta& fm = field_meta_[name];
+        if (!field.unit.empty() && id < fm.unit_id) {
+          fm.unit = field.unit;
+          fm.unit_id = id;
+        }
+        if (!field.doc.empty() && id < fm.doc_id) {
+          fm.doc = field.doc;
+          fm.doc_id = id;
+        }
+        if (!field.labels.empty()) {
+          fm.any_labels = true;
+          if (id < fm.labels_id) {
+            fm.labels = field.labels;
+            fm.labels_id = id;
+          }
+        }
+      }
     }
   }
+}
+
+const double* WriteMapsNode::BinResult::Find(uint16_t f, size_t& n) const {
+  const auto it = std::lower_bound(field.begin(), field.end(), f);
+  if (it == field.end() || *it != f) return nullptr;
+  const size_t i = static_cast<size_t>(it - field.begin());
+  n = start[i + 1] - start[i];
+  return values.data() + start[i];
+}
+
+void WriteMapsNode::BinResult::Set(uint16_t f, const std::vector<double>& v) {
+  if (start.empty()) start.push_back(0);
+  const auto it = std::lower_bound(field.begin(), field.end(), f);
+  const size_t i = static_cast<size_t>(it - field.begin());
+  if (it != field.end() && *it == f) {  // replace: drop the old values first
+    const uint32_t a = start[i], b = start[i + 1], d = b - a;
+    values.erase(values.begin() + a, values.begin() + b);
+    field.erase(field.begin() + static_cast<std::ptrdiff_t>(i));
+    start.erase(start.begin() + static_cast<std::ptrdiff_t>(i) + 1);
+    for (size_t j = i + 1; j < start.size(); ++j) start[j] -= d;
+    Set(f, v);
+    return;
+  }
+  const uint32_t at = start[i];
+  values.insert(values.begin() + at, v.begin(), v.end());
+  field.insert(field.begin() + static_cast<std::ptrdiff_t>(i), f);
+  start.insert(start.begin() + static_cast<std::ptrdiff_t>(i) + 1, at + static_cast<uint32_t>(v.size()));
+  for (size_t j = i + 2; j < start.size(); ++j) start[j] += static_cast<uint32_t>(v.size());
 }
 
 fits::MapsProduct WriteMapsNode::Assemble(const RunInfo& run, bool aborted) const {
@@ -117,14 +172,19 @@ fits::MapsProduct WriteMapsNode::Assemble(const RunInfo& run, bool aborted) cons
   // Field catalogue over all bins that arrived.
   std::map<std::string, FieldInfo> fields;
   for (const auto& [id, b] : bins_) {
-    for (const auto& [name, f] : b.fields) {
-      FieldInfo& fi = fields[name];
-      fi.width = std::max(fi.width, f.values.size());
-      if (fi.unit.empty()) fi.unit = f.unit;
-      if (fi.doc.empty()) fi.doc = f.doc;
-      if (fi.labels.empty()) fi.labels = f.labels;
-      if (f.values.size() != 1 || !f.labels.empty()) fi.vector = true;
+    for (size_t i = 0; i < b.field.size(); ++i) {
+      FieldInfo& fi = fields[field_names_[b.field[i]]];
+      const size_t n = b.start[i + 1] - b.start[i];
+      fi.width = std::max(fi.width, n);
+      if (n != 1) fi.vector = true;
     }
+  }
+  for (auto& [name, fi] : fields) {
+    const FieldMeta& fm = field_meta_.at(name);
+    fi.unit = fm.unit;
+    fi.doc = fm.doc;
+    fi.labels = fm.labels;
+    if (fm.any_labels) fi.vector = true;
   }
 
   // Bins: which ids exist, and which are missing.
@@ -159,6 +219,9 @@ fits::MapsProduct WriteMapsNode::Assemble(const RunInfo& run, bool aborted) cons
     if (static_cast<int64_t>(bn.binid.size()) != nspax)
       throw Error("binning has " + std::to_string(bn.binid.size()) + " BINID values for " + std::to_string(bn.nx) +
                   " x " + std::to_string(bn.ny) + " spaxels; the node that made the binning gave an inconsistent one");
+    // The maps are made here without their pixels; the writer has them painted one at a time
+    // (MapsProduct::fill), so only one full-resolution map is held at once.
+    auto painters = std::make_shared<std::map<const Map*, std::function<void(int64_t, double*)>>>();
     auto make_map = [&](const std::string& name, const std::string& kind, int64_t nplanes) {
       auto m = std::make_shared<Map>();
       m->name = name;
@@ -167,32 +230,39 @@ fits::MapsProduct WriteMapsNode::Assemble(const RunInfo& run, bool aborted) cons
       m->ny = bn.ny;
       m->nplanes = nplanes;
       m->wcs = bn.wcs;
-      m->data.assign(static_cast<size_t>(nspax * nplanes), kNaN);
       return m;
     };
+    // fill(plane, data): paints one plane (data holds nspax NaNs).
+    auto paint = [&](const std::shared_ptr<Map>& m, std::function<void(int64_t, double*)> fill) {
+      (*painters)[m.get()] = std::move(fill);
+      p.maps.push_back(m);
+    };
+    std::shared_ptr<const Binning> binning = binning_;
     // BINID.
     if (!used.count("BINID")) {
       auto m = make_map(unique_name("BINID"), "index", 1);
-      for (int64_t s = 0; s < nspax; ++s) m->data[static_cast<size_t>(s)] = bn.binid[static_cast<size_t>(s)];
       m->header["HDUCLAS1"] = "BINID";
-      p.maps.push_back(m);
+      paint(m, [binning, nspax](int64_t, double* d) {
+        for (int64_t s = 0; s < nspax; ++s) d[s] = binning->binid[static_cast<size_t>(s)];
+      });
     }
     // Dense lookup bin id -> collected result.
     int64_t max_id = -1;
     for (int32_t v : bn.binid) max_id = std::max<int64_t>(max_id, v);
-    std::vector<const BinResult*> lut(static_cast<size_t>(max_id + 1), nullptr);
+    auto lut = std::make_shared<std::vector<const BinResult*>>(static_cast<size_t>(max_id + 1), nullptr);
     for (const auto& [id, b] : bins_)
-      if (id >= 0 && id <= max_id) lut[static_cast<size_t>(id)] = &b;
+      if (id >= 0 && id <= max_id) (*lut)[static_cast<size_t>(id)] = &b;
 
     // QUALITY.
     const std::string qual_name = unique_name("QUALITY");
     {
       auto m = make_map(qual_name, "mask", 1);
-      for (int64_t s = 0; s < nspax; ++s) {
-        const int32_t b = bn.binid[static_cast<size_t>(s)];
-        m->data[static_cast<size_t>(s)] = b < 0 ? static_cast<double>(kQualNoCoverage) : bin_quality(b);
-      }
-      p.maps.push_back(m);
+      paint(m, [binning, nspax, bin_quality](int64_t, double* d) {
+        for (int64_t s = 0; s < nspax; ++s) {
+          const int32_t b = binning->binid[static_cast<size_t>(s)];
+          d[s] = b < 0 ? static_cast<double>(kQualNoCoverage) : bin_quality(b);
+        }
+      });
     }
     // Value maps first (to fix their names), then errors referring to them.
     std::map<std::string, std::string> value_names;
@@ -218,20 +288,26 @@ fits::MapsProduct WriteMapsNode::Assemble(const RunInfo& run, bool aborted) cons
         }
         if (!fi.doc.empty()) m->header["FLDDOC"] = fi.doc;
         m->header["FIELD"] = fname;
-        for (int64_t s = 0; s < nspax; ++s) {
-          const int32_t b = bn.binid[static_cast<size_t>(s)];
-          if (b < 0) continue;
-          const BinResult* r = lut[static_cast<size_t>(b)];
-          if (!r || r->failed) continue;
-          auto it = r->fields.find(fname);
-          if (it == r->fields.end()) continue;
-          const auto& v = it->second.values;
-          for (int64_t k = 0; k < np && k < static_cast<int64_t>(v.size()); ++k)
-            m->data[static_cast<size_t>(k * nspax + s)] = v[static_cast<size_t>(k)];
-        }
-        p.maps.push_back(m);
+        paint(m, [binning, lut, nspax, f = field_number_.at(fname)](int64_t k, double* d) {
+          for (int64_t s = 0; s < nspax; ++s) {
+            const int32_t b = binning->binid[static_cast<size_t>(s)];
+            if (b < 0) continue;
+            const BinResult* r = (*lut)[static_cast<size_t>(b)];
+            if (!r || r->failed) continue;
+            size_t n = 0;
+            const double* v = r->Find(f, n);
+            if (v && k < static_cast<int64_t>(n)) d[s] = v[k];
+          }
+        });
       }
     }
+    p.fill = [painters, nspax](const Map& m, int64_t plane, std::vector<double>& data) -> Status {
+      auto it = painters->find(&m);
+      if (it == painters->end()) return Status::Error("map '" + m.name + "' has no data");
+      data.assign(static_cast<size_t>(nspax), kNaN);
+      it->second(plane, data.data());
+      return Status::OK();
+    };
   }
 
   // BINS table.
@@ -268,9 +344,9 @@ fits::MapsProduct WriteMapsNode::Assemble(const RunInfo& run, bool aborted) cons
       for (int64_t id : ids) {
         auto it = bins_.find(id);
         if (it != bins_.end() && !it->second.failed) {
-          auto f = it->second.fields.find(fname);
-          if (f != it->second.fields.end())
-            for (size_t k = 0; k < w && k < f->second.values.size(); ++k) v[row * w + k] = f->second.values[k];
+          size_t n = 0;
+          if (const double* f = it->second.Find(field_number_.at(fname), n))
+            for (size_t k = 0; k < w && k < n; ++k) v[row * w + k] = f[k];
         }
         ++row;
       }
@@ -313,7 +389,7 @@ std::pair<int64_t, int64_t> WriteMapsNode::CountUsable() const {
       items = std::max(items, id + 1);
       if (b.failed) continue;
       bool any = false;
-      for (const auto& [name, f] : b.fields) any = any || finite(f.values);
+      any = finite(b.values);
       if (any) ++usable;
     }
     return {items, usable};

@@ -447,8 +447,13 @@ void DepositStrip(const Strip& s, const Crop& crop, const StripBuffers& b, GridS
 Status ResampleStrips(const BandOptions& opt, const OpenedImage& im, const Crop& crop, const PsfPlan& psf,
                       const NoisePlan& noise, const Calibration& calib, const PixelTransform& xf, GridSums& total,
                       BackgroundSample& background) {
-  const int64_t S = std::max<int64_t>(opt.strip_rows, 1);
   const int64_t ncx = crop.x1 - crop.x0 + 1;
+  // At most strip_rows, and about kStripArrayBytes per working array for wide images, so that the
+  // strips of a mosaic's images take no more memory than those of a single pointing (the results
+  // do not depend on the strip height).
+  constexpr int64_t kStripArrayBytes = int64_t{3} << 20;
+  const int64_t fit = std::max<int64_t>(16, kStripArrayBytes / (8 * std::max<int64_t>(ncx, 1)));
+  const int64_t S = std::max<int64_t>(std::min<int64_t>(opt.strip_rows, fit), 1);
   const int64_t rx = static_cast<int64_t>(psf.kx.size() / 2), ry = static_cast<int64_t>(psf.ky.size() / 2);
   StripBuffers b;
   for (int64_t ys = crop.y0; ys <= crop.y1; ys += S) {
@@ -910,7 +915,8 @@ NodeSpec HstMatchNode::Spec() {
              "sum = total flux density of the bin (like the summed bin spectrum); mean = per spaxel",
              OneOf{{"sum", "mean"}})
       .Param(&HstMatchOptions::strip_rows, "strip_rows",
-             "HST rows read and smoothed per block (memory ~ strip_rows x image width x 40 bytes)",
+             "HST rows read and smoothed per block, at most (memory ~ strip_rows x image width x 40 bytes; "
+             "images wider than 1536 pixels use fewer rows, about 3 MiB per working array)",
              InRange{1, 1 << 20}, Unit{"pixels"})
       .Param(&HstMatchOptions::maps, "maps",
              "emit the QA maps (nbands x nx x ny doubles); false: leave `maps` unconnected")

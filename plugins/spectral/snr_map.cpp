@@ -5,6 +5,7 @@
 #include <string>
 #include <utility>
 
+#include "cubeflow/cube_blocks.hpp"
 #include "cubeflow/data.hpp"
 #include "cubeflow/node.hpp"
 #include "cubeflow/registry.hpp"
@@ -66,18 +67,21 @@ void WarnAboutMissingSnr(ProcessContext& ctx, const Cube& cube, const SnrMaps& m
   }
   if (without_snr == 0) return;
   int64_t n_pix = 0, n_nan_flux = 0, n_bad_var = 0, n_neg_var = 0, n_masked = 0;
-  const bool has_mask = !cube.mask.empty();
-  for (int64_t k = m.k0; k <= m.k1; ++k)
-    for (size_t s = 0; s < plane; ++s) {
-      const size_t i = static_cast<size_t>(k) * plane + s;
+  // Read again in blocks of rows (a cube in its file is not in memory; one block at a time).
+  const Status counted = ForEachRowBlock(cube, m.k0, m.k1 + 1, BlockBytes(cube), [&](const CubeBlock& b) {
+    const bool has_mask = !b.mask.empty();
+    for (size_t i = 0; i < b.flux.size(); ++i) {
       ++n_pix;
-      if (!std::isfinite(cube.flux[i])) { ++n_nan_flux; continue; }
-      if (has_mask && cube.mask[i]) { ++n_masked; continue; }
-      if (!der_snr && !(cube.variance[i] > 0)) {
+      if (!std::isfinite(b.flux[i])) { ++n_nan_flux; continue; }
+      if (has_mask && b.mask[i]) { ++n_masked; continue; }
+      if (!der_snr && !(b.variance[i] > 0)) {
         ++n_bad_var;
-        if (cube.variance[i] <= 0) ++n_neg_var;
+        if (b.variance[i] <= 0) ++n_neg_var;
       }
     }
+    return Status::OK();
+  });
+  if (!counted.ok()) throw Error(counted.message());
   std::string why;
   auto pct = [&](int64_t n) { return Num(100.0 * static_cast<double>(n) / static_cast<double>(std::max<int64_t>(n_pix, 1)), 3) + " %"; };
   if (n_nan_flux) why += "; NaN flux in " + pct(n_nan_flux) + " of the window's pixels";
@@ -128,7 +132,7 @@ class SnrMapNode : public Node {
   void Process(ProcessContext& ctx) override {
     auto cube = ctx.Input<Cube>("cube");
     bool der = der_snr_;
-    if (!der && cube->variance.empty()) {
+    if (!der && !CubeHasVariance(*cube)) {
       ctx.Log(LogLevel::kWarn, "cube " + cube->source + " has no variance: using the DER_SNR estimator");
       der = true;
     }

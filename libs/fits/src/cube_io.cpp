@@ -4,12 +4,16 @@
 #include "cubeflow/fits/units.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
+#include <mutex>
 #include <vector>
+
+#include "cubeflow/cube_blocks.hpp"
 
 #include "cubeflow/fits/atomic_fits_file.hpp"
 #include "cubeflow/strings.hpp"
@@ -339,6 +343,170 @@ Status ReadPlanesInt(fitsfile* f, const std::string& path, const std::string& hd
   return Status::OK();
 }
 
+/// Reads blocks of a cube's channels from its FITS file (see CubeReader). One CFITSIO handle,
+/// opened on the first read and kept, used under a mutex: CFITSIO handles are not thread-safe.
+class FitsCubeReader : public CubeReader {
+ public:
+  struct Hdu {
+    std::string name;  ///< for messages
+    int num = 0;       ///< 1-based HDU number; 0 = absent
+  };
+  FitsCubeReader(std::string path, Hdu data, Hdu stat, Hdu dq, int64_t nx, int64_t ny, int64_t nwave,
+                 int64_t k_first)
+      : path_(std::move(path)), data_(std::move(data)), stat_(std::move(stat)), dq_(std::move(dq)), nx_(nx),
+        ny_(ny), nwave_(nwave), k_first_(k_first) {}
+
+  bool has_variance() const override { return stat_.num > 0; }
+  bool has_mask() const override { return dq_.num > 0; }
+  uint64_t bytes_read() const override { return bytes_read_.load(); }
+
+  Status Read(int64_t k0, int64_t k1, int64_t y0, int64_t y1, CubeBlock& out) const override {
+    if (k0 < 0 || k1 > nwave_ || k0 >= k1 || y0 < 0 || y1 > ny_ || y0 >= y1)
+      return Status::Error("block of planes [" + std::to_string(k0) + ", " + std::to_string(k1) + ") x rows [" +
+                           std::to_string(y0) + ", " + std::to_string(y1) + ") is outside the cube '" + path_ + "'");
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!f_.get()) {
+      // The file was checked when io.read_cube opened it; it may have changed since.
+      Status st = internal::OpenForReading(path_, "cube", f_);
+      if (!st.ok()) return Status::Error(st.message() + " (it was readable when the run started)");
+    }
+    out.k0 = k0;
+    out.k1 = k1;
+    out.y0 = y0;
+    out.y1 = y1;
+    out.nx = nx_;
+    const size_t n = static_cast<size_t>((k1 - k0) * (y1 - y0) * nx_);
+    out.flux.resize(n);
+    CUBEFLOW_RETURN_NOT_OK(ReadFloats(data_, k0, k1, y0, y1, out.flux.data()));
+    if (stat_.num > 0) {
+      out.variance.resize(n);
+      CUBEFLOW_RETURN_NOT_OK(ReadFloats(stat_, k0, k1, y0, y1, out.variance.data()));
+    } else {
+      out.variance.clear();
+    }
+    if (dq_.num > 0) {
+      out.mask.resize(n);
+      CUBEFLOW_RETURN_NOT_OK(ReadMask(k0, k1, y0, y1, out.mask.data()));
+    } else {
+      out.mask.clear();
+    }
+    return Status::OK();
+  }
+
+ private:
+  Status Move(const Hdu& h) const {
+    int type = 0, status = 0;
+    if (fits_movabs_hdu(f_, h.num, &type, &status))
+      return Status::Error("cannot move to HDU '" + h.name + "' of '" + path_ + "': " + CfitsioError(status) +
+                           "; the file is probably truncated or corrupt");
+    return Status::OK();
+  }
+  Status Failed(const Hdu& h, int64_t k, int status) const {
+    return Status::Error("reading HDU '" + h.name + "' of '" + path_ + "' failed at plane " +
+                         std::to_string(k_first_ + k) + ": " + CfitsioError(status) +
+                         "; the file is probably truncated or corrupt");
+  }
+  /// Planes [k0, k1) x rows [y0, y1): one read if the rows are whole planes, else one per plane.
+  Status ReadFloats(const Hdu& h, int64_t k0, int64_t k1, int64_t y0, int64_t y1, float* dst) const {
+    CUBEFLOW_RETURN_NOT_OK(Move(h));
+    const long long run = static_cast<long long>((y1 - y0) * nx_);
+    const bool whole = y0 == 0 && y1 == ny_;
+    for (int64_t k = k0; k < k1; k = whole ? k1 : k + 1) {
+      long long fpix[3] = {1, y0 + 1, k_first_ + k + 1};
+      const long long count = whole ? run * (k1 - k0) : run;
+      int status = 0, anynul = 0;
+      if (fits_read_pixll(f_, TFLOAT, fpix, count, nullptr, dst + (k - k0) * run, &anynul, &status))
+        return Failed(h, k, status);
+      bytes_read_ += static_cast<uint64_t>(count) * sizeof(float);
+    }
+    return Status::OK();
+  }
+  Status ReadMask(int64_t k0, int64_t k1, int64_t y0, int64_t y1, uint8_t* dst) const {
+    CUBEFLOW_RETURN_NOT_OK(Move(dq_));
+    const long long run = static_cast<long long>((y1 - y0) * nx_);
+    std::vector<int> buf(static_cast<size_t>(run));
+    for (int64_t k = k0; k < k1; ++k) {
+      long long fpix[3] = {1, y0 + 1, k_first_ + k + 1};
+      int status = 0, anynul = 0, nul = 0;
+      if (fits_read_pixll(f_, TINT, fpix, run, &nul, buf.data(), &anynul, &status)) return Failed(dq_, k, status);
+      bytes_read_ += static_cast<uint64_t>(run) * sizeof(int);
+      uint8_t* d = dst + (k - k0) * run;
+      for (long long i = 0; i < run; ++i) d[i] = buf[static_cast<size_t>(i)] != 0 ? 1 : 0;
+    }
+    return Status::OK();
+  }
+
+  std::string path_;
+  Hdu data_, stat_, dq_;
+  int64_t nx_, ny_, nwave_;
+  int64_t k_first_;  ///< file channel of the cube's channel 0
+  mutable std::mutex mu_;
+  mutable FitsHandle f_;
+  mutable std::atomic<uint64_t> bytes_read_{0};
+};
+
+/// The lazy end of ReadCube (the channels need more than options.lazy_above_bytes): the same
+/// checks as the in-memory read (NaN everywhere, STAT/DQ shapes), then a LazyCube with `meta`'s
+/// fields and a FitsCubeReader. `f` is at the data HDU.
+Result<std::shared_ptr<Cube>> OpenLazy(FitsHandle& f, const std::string& path, const ReadCubeOptions& opt,
+                                       const std::string& data_name, int data_hdu_num, const ImageShape& shape,
+                                       const WavelengthAxis& full, int64_t k0, int64_t k1, Cube meta) {
+  const int64_t nx = shape.dims[0], ny = shape.dims[1], nwave_all = shape.dims[2];
+  const int64_t nk = k1 - k0 + 1;
+  // NaN everywhere in the window: planes are read one at a time until a finite value.
+  {
+    std::vector<float> plane(static_cast<size_t>(nx * ny));
+    bool any = false;
+    for (int64_t k = k0; k <= k1 && !any; ++k) {
+      long long fpix[3] = {1, 1, k + 1};
+      int status = 0, anynul = 0;
+      if (fits_read_pixll(f, TFLOAT, fpix, static_cast<long long>(plane.size()), nullptr, plane.data(), &anynul,
+                          &status)) {
+        return Status::Error("reading HDU '" + data_name + "' of '" + path + "' failed: " + CfitsioError(status) +
+                             "; the file is probably truncated or corrupt");
+      }
+      any = std::any_of(plane.begin(), plane.end(), [](float v) { return std::isfinite(v); });
+    }
+    if (!any) {
+      return Status::Error("HDU '" + data_name + "' of '" + path + "' is NaN everywhere in channels " +
+                           std::to_string(k0) + ".." + std::to_string(k1) + " (" + FitsReal(full.At(k0)) + " - " +
+                           FitsReal(full.At(k1)) + " Angstrom): nothing to analyse; check the file or the window");
+    }
+  }
+  // The other extensions: their shapes, and that the file holds their pixels (a truncated file is
+  // found here, by io.read_cube, not in the middle of a later node).
+  auto locate = [&](const std::string& name, const char* what, FitsCubeReader::Hdu& hdu) -> Status {
+    if (name.empty() || !MoveToNamed(f, name)) return Status::OK();
+    ImageShape s;
+    CUBEFLOW_RETURN_NOT_OK(ReadShape(f, path, name, s));
+    if (s.naxis != 3 || s.dims[0] != nx || s.dims[1] != ny || s.dims[2] != nwave_all) {
+      return Status::Error("HDU '" + name + "' of '" + path + "' has shape " + ShapeText(s) + " but HDU '" +
+                           data_name + "' has " + ShapeText(shape) + "; " + what + " must match the flux");
+    }
+    if (const std::string why = internal::ImageBeyondFile(f, s.naxis, s.dims); !why.empty())
+      return Status::Error("HDU '" + name + "' of '" + path + "' " + why);
+    int num = 0;
+    fits_get_hdu_num(f, &num);
+    hdu = {name, num};
+    return Status::OK();
+  };
+  FitsCubeReader::Hdu stat, dq;
+  CUBEFLOW_RETURN_NOT_OK(locate(opt.stat_hdu, "the variance", stat));
+  if (!opt.stat_hdu.empty() && stat.num == 0 && opt.require_stat) {
+    int type = 0, status = 0;
+    fits_movabs_hdu(f, 1, &type, &status);
+    return Status::Error("no variance extension '" + opt.stat_hdu + "' in '" + path + "' (HDUs: " + HduNames(f) +
+                         "); set stat_hdu to the variance extension, or \"\" to read no variance");
+  }
+  CUBEFLOW_RETURN_NOT_OK(locate(opt.dq_hdu, "the quality array", dq));
+  if (const int status = f.Close(); status) fits_clear_errmsg();
+  auto lazy = std::make_shared<LazyCube>();
+  static_cast<Cube&>(*lazy) = std::move(meta);
+  lazy->reader = std::make_shared<FitsCubeReader>(path, FitsCubeReader::Hdu{data_name, data_hdu_num}, stat, dq, nx,
+                                                  ny, nk, k0);
+  return std::shared_ptr<Cube>(std::move(lazy));
+}
+
 }  // namespace
 
 Result<std::shared_ptr<Cube>> ReadCube(const std::string& path, const ReadCubeOptions& opt,
@@ -477,8 +645,12 @@ Result<std::shared_ptr<Cube>> ReadCube(const std::string& path, const ReadCubeOp
     fits_clear_errmsg();
   }
 
-  // Flux: one contiguous read of the selected planes, straight into the cube.
   const long long nelem = static_cast<long long>(nx * ny * nk);
+  const uint64_t need = static_cast<uint64_t>(nelem) * (opt.stat_hdu.empty() ? 4u : 8u);
+  if (need > opt.lazy_above_bytes) {
+    return OpenLazy(f, path, opt, data_name, data_hdu_num, shape, full, k0, k1, std::move(*cube));
+  }
+  // Flux: one contiguous read of the selected planes, straight into the cube.
   try {
     cube->flux.resize(static_cast<size_t>(nelem));
   } catch (const std::bad_alloc&) {

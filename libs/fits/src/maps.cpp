@@ -147,8 +147,9 @@ Status Validate(const MapsProduct& p, const std::string& path) {
     if (m->name.empty()) return Status::Error("cannot write '" + path + "': a map has no name (EXTNAME)");
     if (!names.insert(m->name).second)
       return Status::Error(where + " appears twice; extension names must be unique");
+    const bool filled_later = p.fill && m->data.empty();
     if (m->nx <= 0 || m->ny <= 0 || m->nplanes <= 0 ||
-        m->data.size() != static_cast<size_t>(m->nx * m->ny * m->nplanes))
+        (!filled_later && m->data.size() != static_cast<size_t>(m->nx * m->ny * m->nplanes)))
       return Status::Error(where + " has " + std::to_string(m->data.size()) + " values for " +
                            std::to_string(m->nx) + " x " + std::to_string(m->ny) + " x " +
                            std::to_string(m->nplanes));
@@ -214,7 +215,7 @@ void WriteProvenance(fitsfile* f, const MapsProduct& p, int* status) {
   for (const auto& c : p.comments) fits_write_comment(f, c.c_str(), status);
 }
 
-void WriteMap(fitsfile* f, const MapsProduct& p, const Map& m, int* status) {
+void WriteMapHeader(fitsfile* f, const MapsProduct& p, const Map& m, int* status) {
   const bool integer = IsIntegerKind(m.kind);
   const bool cube = m.nplanes > 1;
   long long naxes[3] = {m.nx, m.ny, m.nplanes};
@@ -257,17 +258,21 @@ void WriteMap(fitsfile* f, const MapsProduct& p, const Map& m, int* status) {
     }
   }
   for (const auto& [k, v] : m.header) WriteTypedKey(f, k, v, "", status);
-  long long fpix[3] = {1, 1, 1};
-  const long long n = static_cast<long long>(m.data.size());
-  if (integer) {
-    std::vector<int32_t> buf(m.data.size());
-    for (size_t i = 0; i < buf.size(); ++i) {
-      const double v = m.data[i];
+}
+
+/// Writes `n` values of map `m` from `data`, starting at plane `plane` (int32 for masks and
+/// indices, NaN as 0; doubles otherwise).
+void WritePixels(fitsfile* f, const Map& m, const double* data, size_t n, int64_t plane, int* status) {
+  long long fpix[3] = {1, 1, plane + 1};
+  if (IsIntegerKind(m.kind)) {
+    std::vector<int32_t> buf(n);
+    for (size_t i = 0; i < n; ++i) {
+      const double v = data[i];
       buf[i] = std::isfinite(v) ? static_cast<int32_t>(std::llround(v)) : 0;
     }
-    fits_write_pixll(f, TINT, fpix, n, buf.data(), status);
+    fits_write_pixll(f, TINT, fpix, static_cast<long long>(n), buf.data(), status);
   } else {
-    fits_write_pixll(f, TDOUBLE, fpix, n, const_cast<double*>(m.data.data()), status);
+    fits_write_pixll(f, TDOUBLE, fpix, static_cast<long long>(n), const_cast<double*>(data), status);
   }
 }
 
@@ -331,8 +336,26 @@ Status WriteMapsFile(const std::string& path, const MapsProduct& product) {
   int status = 0;
   for (const auto& m : product.maps) {
     out.set_hdu(m->name);
-    WriteMap(out.get(), product, *m, &status);
+    WriteMapHeader(out.get(), product, *m, &status);
     CUBEFLOW_RETURN_NOT_OK(out.Check(status));
+    if (product.fill && m->data.empty()) {
+      // Painted and written a plane at a time: one plane in memory, however large the map.
+      const size_t plane = static_cast<size_t>(m->nx * m->ny);
+      std::vector<double> data;
+      for (int64_t k = 0; k < m->nplanes; ++k) {
+        data.clear();
+        CUBEFLOW_RETURN_NOT_OK(product.fill(*m, k, data));
+        if (data.size() != plane)
+          return Status::Error("cannot write '" + path + "': plane " + std::to_string(k) + " of map '" + m->name +
+                               "' was filled with " + std::to_string(data.size()) + " values for " +
+                               std::to_string(m->nx) + " x " + std::to_string(m->ny));
+        WritePixels(out.get(), *m, data.data(), plane, k, &status);
+        CUBEFLOW_RETURN_NOT_OK(out.Check(status));
+      }
+    } else {
+      WritePixels(out.get(), *m, m->data.data(), m->data.size(), 0, &status);
+      CUBEFLOW_RETURN_NOT_OK(out.Check(status));
+    }
   }
   for (const auto& t : product.tables) {
     out.set_hdu(t.name);

@@ -14,10 +14,12 @@
 #include <string>
 #include <vector>
 
+#include "cubeflow/cube_blocks.hpp"
 #include "cubeflow/fits/cube_io.hpp"
 #include "cubeflow/spectral/snr.hpp"
 #include "cubeflow/spectral/stats.hpp"
 #include "fits_test_util.hpp"
+#include "temp_dir.hpp"
 #include "test_data.hpp"
 
 namespace cubeflow::spectral {
@@ -460,6 +462,46 @@ TEST(SpaxelSnr, BitIdenticalToBothFormerImplementationsOnTheMuseCube) {
   Cube no_var = **cube;
   no_var.variance.clear();
   ExpectSameAsBefore(no_var, 4800.0, 5300.0, "MUSE without variance");
+}
+
+// Issue #18: a cube kept in its file (LazyCube) is read in blocks of rows of the window's planes;
+// every definition gives the same bits as the cube in memory, whatever the block size.
+TEST(SpaxelSnr, LazyCubeInBlocksGivesTheSameBitsAsInMemory) {
+  cftest::TempDir dir;
+  for (bool variance : {true, false}) {
+    auto c = MessyCube(WavelengthAxis::Linear(5250.0, 1.25, 300), 9, 7, 3u, variance, true);
+    const std::string path = dir.File(variance ? "v.fits" : "n.fits");
+    ASSERT_TRUE(fits::WriteCube(path, *c).ok());
+    auto mem = fits::ReadCube(path).ValueOrThrow();
+    fits::ReadCubeOptions lo;
+    lo.lazy_above_bytes = 0;
+    auto lazy = fits::ReadCube(path, lo).ValueOrThrow();
+    ASSERT_NE(AsLazy(*lazy), nullptr);
+    for (SnrDefinition def : {SnrDefinition::kWindowSum, SnrDefinition::kPixelMedian})
+      for (NoiseSource noise : {NoiseSource::kVariance, NoiseSource::kDerSnr}) {
+        if (noise == NoiseSource::kVariance && !variance) continue;
+        SnrOptions o;
+        o.wave_min = 5300;
+        o.wave_max = 5500;
+        o.definition = def;
+        o.noise = noise;
+        auto a = ComputeSpaxelSnr(*mem, o);
+        ASSERT_TRUE(a.ok()) << a.status().message();
+        // 1 byte: one row per block; 3 rows; everything in one block.
+        for (size_t block : {size_t{1}, size_t{9 * 161 * 9 * 3}, size_t{1} << 30}) {
+          auto b = ComputeSpaxelSnr(*lazy, o, block);
+          ASSERT_TRUE(b.ok()) << b.status().message();
+          const std::string what = "definition " + std::to_string(static_cast<int>(def)) + ", noise " +
+                                   std::to_string(static_cast<int>(noise)) + ", block " + std::to_string(block);
+          EXPECT_EQ(b->window.k0, a->window.k0);
+          EXPECT_EQ(b->window.k1, a->window.k1);
+          EXPECT_EQ(b->ngood, a->ngood) << what;
+          for (const auto& [x, y] : {std::pair{&a->mean, &b->mean}, std::pair{&a->signal, &b->signal},
+                                     std::pair{&a->noise, &b->noise}, std::pair{&a->snr, &b->snr}})
+            EXPECT_EQ(std::memcmp(x->data(), y->data(), x->size() * sizeof(double)), 0) << what;
+        }
+      }
+  }
 }
 
 }  // namespace

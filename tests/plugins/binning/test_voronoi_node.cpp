@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <limits>
@@ -15,12 +16,15 @@
 #include <string>
 #include <vector>
 
+#include "cubeflow/cube_blocks.hpp"
 #include "cubeflow/data.hpp"
 #include "cubeflow/node.hpp"
+#include "cubeflow/fits/cube_io.hpp"
 #include "cubeflow/spectral/snr.hpp"
 #include "cubeflow/testing/fake_context.hpp"
 #include "fits_test_util.hpp"
 #include "node_test_util.hpp"
+#include "temp_dir.hpp"
 #include "voronoi_node.hpp"
 #include "test_data.hpp"
 
@@ -437,3 +441,149 @@ TEST(VoronoiNode, EmptyWindowIsReportedOnWaveMaxBeforeTheRun) {
 }
 
 }  // namespace
+
+// --- Issue #18: a cube kept in its file (LazyCube) -------------------------------------------
+
+namespace {
+
+/// The synthetic cube with NaN spaxels, a NaN plane part and a DQ mask, written to `path`; the
+/// cube in memory and the lazy one read back, with blocks of `rows` rows.
+struct TwoCubes {
+  std::shared_ptr<Cube> mem, lazy;
+};
+TwoCubes WriteAndReadBoth(const std::string& path, int64_t rows) {
+  auto c = SyntheticCube();
+  c->mask.assign(c->flux.size(), 0);
+  for (int64_t k = 0; k < c->nwave; ++k) {
+    c->flux[c->Index(5, 5, k)] = kNaNf;                      // a spaxel without data
+    if (k % 7 == 0) c->mask[c->Index(20, 17, k)] = 1;        // masked pixels in the centre
+    if (k > 40) c->variance[c->Index(22, 18, k)] = kNaNf;    // bad variances
+  }
+  EXPECT_TRUE(fits::WriteCube(path, *c).ok());
+  TwoCubes t;
+  t.mem = fits::ReadCube(path).ValueOrThrow();
+  fits::ReadCubeOptions o;
+  o.lazy_above_bytes = 0;
+  t.lazy = fits::ReadCube(path, o).ValueOrThrow();
+  auto* lazy = dynamic_cast<LazyCube*>(t.lazy.get());
+  EXPECT_NE(lazy, nullptr);
+  if (lazy) lazy->block_bytes = static_cast<size_t>(rows * c->nx * c->nwave * 9);  // flux, variance, DQ
+  return t;
+}
+
+void ExpectSameSpectrum(const Spectrum& a, const Spectrum& b) {
+  EXPECT_EQ(a.id, b.id);
+  ASSERT_EQ(a.flux.size(), b.flux.size());
+  EXPECT_EQ(std::memcmp(a.flux.data(), b.flux.data(), a.flux.size() * sizeof(double)), 0) << "bin " << a.id;
+  EXPECT_EQ(std::memcmp(a.variance.data(), b.variance.data(), a.variance.size() * sizeof(double)), 0) << "bin " << a.id;
+  EXPECT_EQ(a.mask, b.mask) << "bin " << a.id;
+  EXPECT_EQ(a.meta, b.meta);
+  EXPECT_EQ(a.wave.crval, b.wave.crval);
+  EXPECT_EQ(a.wave.crpix, b.wave.crpix);
+  EXPECT_EQ(a.wave.n, b.wave.n);
+}
+
+}  // namespace
+
+TEST(VoronoiNode, LazyCubeGivesTheSameBinningAndSpectraInBinOrder) {
+  cftest::TempDir dir;
+  const TwoCubes t = WriteAndReadBoth(dir.File("c.fits"), 3);
+  const std::map<std::string, Value> params = {{"target_snr", 40.0}, {"wave_min", 5300.0}, {"wave_max", 5500.0},
+                                               {"covariance_alpha", 1.07}};
+  FakeContext a, b;
+  a.SetInput("cube", t.mem);
+  b.SetInput("cube", t.lazy);
+  MakeVoronoi(params)->Process(a);
+  MakeVoronoi(params)->Process(b);
+  auto ba = a.Output<Binning>("binning"), bb = b.Output<Binning>("binning");
+  ASSERT_TRUE(ba && bb);
+  EXPECT_EQ(ba->binid, bb->binid);
+  ASSERT_EQ(ba->bins.size(), bb->bins.size());
+  ASSERT_GT(ba->bins.size(), 10u);
+  for (size_t k = 0; k < ba->bins.size(); ++k) {
+    EXPECT_EQ(ba->bins[k].spaxels, bb->bins[k].spaxels);
+    EXPECT_EQ(ba->bins[k].snr, bb->bins[k].snr);
+    EXPECT_EQ(ba->bins[k].x, bb->bins[k].x);
+  }
+  EXPECT_EQ(a.Output<Map>("binid")->data, b.Output<Map>("binid")->data);
+  EXPECT_EQ(a.Output<Map>("binid")->header, b.Output<Map>("binid")->header);
+  // The spectra: same bits, same (bin) order; the lazy stream holds one block of 3 rows.
+  auto& src = dynamic_cast<BinSpectraSource&>(*b.Stream("spectra"));
+  EXPECT_EQ(src.rows_per_block(), 3);
+  const auto sa = Drain(*a.Stream("spectra"));
+  std::vector<std::shared_ptr<const Spectrum>> sb;
+  size_t most_open = 0, most_block = 0, most_waiting = 0;
+  int64_t key = -1;
+  std::shared_ptr<const Data> d;
+  while (src.Next(key, d)) {
+    EXPECT_EQ(key, static_cast<int64_t>(sb.size())) << "bins come in bin order";
+    sb.push_back(std::static_pointer_cast<const Spectrum>(d));
+    most_open = std::max(most_open, src.open_bins());
+    most_block = std::max(most_block, src.block_bytes_held());
+    most_waiting = std::max(most_waiting, src.waiting_bytes());
+  }
+  ASSERT_EQ(sa.size(), sb.size());
+  for (size_t k = 0; k < sa.size(); ++k) ExpectSameSpectrum(*sa[k], *sb[k]);
+  const size_t budget = static_cast<size_t>(3 * 40 * 60 * 9);
+  EXPECT_LE(most_block, budget) << "one block of rows at a time";
+  EXPECT_GT(most_block, 0u);
+  EXPECT_LE(most_waiting, budget / 4 + 60 * 17) << "waiting bins: at most a quarter of the block size in memory (plus the next one)";
+  EXPECT_LT(most_open, ba->bins.size() / 2) << "only bins across a block's edge are open";
+  EXPECT_EQ(src.open_bins(), 0u);
+  EXPECT_EQ(src.block_bytes_held(), 0u) << "the last block is released";
+  // Make(b) on the lazy cube (the rows the bin spans) gives the same too.
+  for (size_t k = 0; k < sa.size(); k += 5) ExpectSameSpectrum(*sa[k], *src.Make(k));
+  // A 1-byte budget: one row per block, and every bin that completes before its turn waits in
+  // the temporary file; still the same spectra in bin order.
+  BinSpectraSource tiny(t.lazy, bb, 1.07, {}, 1);
+  EXPECT_EQ(tiny.rows_per_block(), 1);
+  const auto st = Drain(tiny);
+  ASSERT_EQ(st.size(), sa.size());
+  for (size_t k = 0; k < sa.size(); ++k) ExpectSameSpectrum(*sa[k], *st[k]);
+  EXPECT_GT(tiny.spilled(), sa.size() / 4) << "bins complete out of bin order here: many waited in the file";
+  EXPECT_LE(tiny.waiting_bytes(), 0u);
+}
+
+TEST(VoronoiNode, LazyCubeWithoutVarianceGivesTheSameSpectra) {
+  cftest::TempDir dir;
+  auto c = SyntheticCube();
+  c->variance.clear();
+  const std::string path = dir.File("n.fits");
+  ASSERT_TRUE(fits::WriteCube(path, *c).ok());
+  auto mem = fits::ReadCube(path).ValueOrThrow();
+  fits::ReadCubeOptions o;
+  o.lazy_above_bytes = 0;
+  auto lazy = fits::ReadCube(path, o).ValueOrThrow();
+  dynamic_cast<LazyCube&>(*lazy).block_bytes = 1;  // one row per block
+  FakeContext a, b;
+  a.SetInput("cube", mem);
+  b.SetInput("cube", lazy);
+  MakeVoronoi({{"target_snr", 30.0}})->Process(a);
+  MakeVoronoi({{"target_snr", 30.0}})->Process(b);
+  EXPECT_TRUE(b.Logged("DER_SNR"));
+  EXPECT_EQ(a.Output<Binning>("binning")->binid, b.Output<Binning>("binning")->binid);
+  const auto sa = Drain(*a.Stream("spectra"));
+  const auto sb = Drain(*b.Stream("spectra"));
+  ASSERT_EQ(sa.size(), sb.size());
+  for (size_t k = 0; k < sa.size(); ++k) ExpectSameSpectrum(*sa[k], *sb[k]);
+}
+
+TEST(VoronoiNode, LazyCubeReadErrorNamesTheFileAndExtension) {
+  cftest::TempDir dir;
+  const std::string path = dir.File("c.fits");
+  const TwoCubes t = WriteAndReadBoth(path, 3);
+  FakeContext ctx;
+  ctx.SetInput("cube", t.lazy);
+  MakeVoronoi({{"target_snr", 40.0}})->Process(ctx);
+  // The file loses its end (STAT, DQ) after binning, before the spectra are read.
+  std::filesystem::resize_file(path, std::filesystem::file_size(path) / 2);
+  try {
+    Drain(*ctx.Stream("spectra"));
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("'" + path + "'"), std::string::npos) << m;
+    EXPECT_NE(m.find("HDU 'STAT'"), std::string::npos) << m;
+    EXPECT_NE(m.find("truncated or corrupt"), std::string::npos) << m;
+  }
+}

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <limits>
 
+#include "cubeflow/cube_blocks.hpp"
 #include "cubeflow/fits/cube_io.hpp"
 #include "cubeflow/testing/fake_context.hpp"
 #include "fits_reader.hpp"
@@ -46,6 +47,35 @@ TEST(ReadCubeNode, EmitsCubeWithWindow) {
   ASSERT_TRUE(cube);
   EXPECT_EQ(cube->nwave, 9);
   EXPECT_EQ(cube->flux[cube->Index(3, 2, 0)], c->flux[c->Index(3, 2, 8)]);
+}
+
+// Issue #18: above max_memory the node emits a lazy cube (same shape, axis and WCS, pixels read
+// on demand in blocks of block_size) and says so.
+TEST(ReadCubeNode, EmitsLazyCubeAboveMaxMemory) {
+  TempDir dir;
+  auto c = cftest::SyntheticCube();
+  const std::string path = dir.File("cube.fits");
+  ASSERT_TRUE(fits::WriteCube(path, *c).ok());
+  auto node = cubeflow::testing::MakeNode<io::ReadCubeNode>(
+      {{"path", path}, {"wave_min", 4760.0}, {"wave_max", 4770.0}, {"max_memory", int64_t{0}}, {"block_size", int64_t{3}}});
+  FakeContext ctx;
+  node->Process(ctx);
+  auto cube = ctx.Output<Cube>("cube");
+  ASSERT_TRUE(cube);
+  const LazyCube* lazy = AsLazy(*cube);
+  ASSERT_NE(lazy, nullptr);
+  EXPECT_EQ(lazy->block_bytes, size_t{3} << 20);
+  EXPECT_TRUE(cube->flux.empty());
+  EXPECT_EQ(cube->nwave, 9);
+  EXPECT_EQ(cube->wcs.cards, fits::ReadCube(path).ValueOrThrow()->wcs.cards);
+  CubeBlock b;
+  ASSERT_TRUE(ReadCubeBlock(*cube, 0, 1, 2, 3, b).ok());
+  EXPECT_EQ(b.flux[b.Index(3, 2, 0)], c->flux[c->Index(3, 2, 8)]);
+  EXPECT_TRUE(ctx.Logged("streamed from the file (above max_memory)"));
+  // The default (16 MiB) keeps a tiny cube in memory.
+  FakeContext ctx2;
+  cubeflow::testing::MakeNode<io::ReadCubeNode>({{"path", path}})->Process(ctx2);
+  EXPECT_EQ(AsLazy(*ctx2.Output<Cube>("cube")), nullptr);
 }
 
 TEST(ReadCubeNode, ThrowsWithFileName) {

@@ -4,13 +4,17 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
 
+#include "cubeflow/cube_blocks.hpp"
+#include "cubeflow/fits/cube_io.hpp"
 #include "cubeflow/registry.hpp"
 #include "cubeflow/testing/fake_context.hpp"
 #include "fits_test_util.hpp"
 #include "node_test_util.hpp"
+#include "temp_dir.hpp"
 #include "spectral_nodes.hpp"
 
 using namespace cubeflow;
@@ -160,5 +164,38 @@ TEST(SnrMap, WindowOutsideTheCubeSaysWhatToDo) {
     EXPECT_EQ(std::string(e.what()),
               "the window 8000-9000 Angstrom lies outside the cube's wavelength range 5280-5470 Angstrom; move "
               "wave_min/wave_max into that range");
+  }
+}
+
+// Issue #18: the node on a cube kept in its file (LazyCube, read in blocks of one row): the same
+// maps and the same diagnostics as on the cube in memory.
+TEST(SnrMap, LazyCubeGivesTheSameMapsAndWarnings) {
+  cftest::TempDir dir;
+  auto c = SnrCube();
+  c->mask.assign(c->flux.size(), 0);
+  c->mask[c->Index(0, 1, 4)] = 1;
+  const std::string path = dir.File("c.fits");
+  ASSERT_TRUE(fits::WriteCube(path, *c).ok());
+  auto mem = fits::ReadCube(path).ValueOrThrow();
+  fits::ReadCubeOptions o;
+  o.lazy_above_bytes = 0;
+  auto lazy = fits::ReadCube(path, o).ValueOrThrow();
+  dynamic_cast<LazyCube&>(*lazy).block_bytes = 1;
+  const NodeSpec spec = SnrMapSpec();
+  for (const std::string method : {"variance", "der_snr"}) {
+    FakeContext a, b;
+    a.SetInput("cube", mem);
+    b.SetInput("cube", lazy);
+    cubeflow::testing::MakeNode(spec, {{"wave_min", 5300.0}, {"wave_max", 5400.0}, {"method", method}})->Process(a);
+    cubeflow::testing::MakeNode(spec, {{"wave_min", 5300.0}, {"wave_max", 5400.0}, {"method", method}})->Process(b);
+    for (const char* port : {"flux", "snr"}) {
+      auto x = a.Output<Map>(port), y = b.Output<Map>(port);
+      ASSERT_TRUE(x && y);
+      ASSERT_EQ(x->data.size(), y->data.size());
+      EXPECT_EQ(std::memcmp(x->data.data(), y->data.data(), x->data.size() * sizeof(double)), 0) << method << " " << port;
+      EXPECT_EQ(x->header, y->header);
+    }
+    EXPECT_EQ(a.logs(), b.logs()) << method;
+    EXPECT_TRUE(b.Logged("spaxels have no S/N")) << method;
   }
 }

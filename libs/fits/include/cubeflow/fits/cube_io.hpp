@@ -5,6 +5,7 @@
 /// Thread-safety: every function opens its own CFITSIO handle, so different files (or the
 /// same file, read-only) may be read concurrently from several threads.
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -29,6 +30,10 @@ struct ReadCubeOptions {
   std::string dq_hdu = "DQ";
   /// If true, a missing `stat_hdu` is an error; otherwise the cube has no variance.
   bool require_stat = false;
+  /// Channels whose flux and variance (4 bytes each per pixel) take more bytes than this are
+  /// not read: ReadCube returns a LazyCube (cubeflow/cube_blocks.hpp) whose reader reads blocks
+  /// of them on demand. 0 = always lazy; the default, never.
+  uint64_t lazy_above_bytes = UINT64_MAX;
 };
 
 /// \brief Reads a cube. Only the channels in the wavelength window are read from disk, straight
@@ -44,6 +49,12 @@ struct ReadCubeOptions {
 /// declares more pixels than the file holds. Problems that leave the cube usable but probably
 /// not what the user meant are appended to `warnings` (if given): no CTYPE3, no or an unknown
 /// BUNIT, a window partly outside the cube.
+///
+/// Lazy (options.lazy_above_bytes): the same metadata and the same checks, with bounded memory
+/// (the NaN check reads one plane at a time until a finite value; the STAT and DQ extensions
+/// are checked for their shape and for a file that holds all their pixels), and a LazyCube
+/// whose reader keeps the file open and reads planes x rows blocks under a mutex. Its read
+/// errors name the file, the extension and the plane.
 Result<std::shared_ptr<Cube>> ReadCube(const std::string& path, const ReadCubeOptions& options = {},
                                        std::vector<std::string>* warnings = nullptr);
 

@@ -7,6 +7,7 @@
 /// touches no shared state; concurrent calls must use different paths.
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -62,6 +63,11 @@ struct MapsProduct {
   std::vector<BinaryTable> tables;                 ///< table extensions, after the maps
   bool partial = false;                            ///< writes PARTIAL = T (run aborted)
   bool overwrite = true;                           ///< false: fail if the target exists
+  /// If set: for a map of `maps` without data (empty `data`), fills plane `plane` (nx * ny
+  /// values, into the empty `data`) just before it is written, one plane at a time, so that a
+  /// writer holds one plane however many maps there are (io.write_maps paints its per-bin
+  /// results this way). Maps with data are written as they are.
+  std::function<Status(const Map& map, int64_t plane, std::vector<double>& data)> fill;
 };
 
 /// \brief Writes a MAPS file atomically: to `path + ".tmp-<pid>"`, then rename(2) into place.

@@ -7,6 +7,7 @@
 /// Pure functions (no shared state): thread-safe. ComputeSpaxelSnr runs its spaxels in
 /// parallel with TBB; its results do not depend on the number of threads.
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -71,6 +72,12 @@ struct SpaxelSnr {
 /// (if the cube has a mask) is not set and, for NoiseSource::kVariance, its variance is finite
 /// and > 0. Errors (never throws): an empty or inconsistent cube, kVariance without a variance,
 /// and the window errors of FindChannelWindow.
+///
+/// A LazyCube (cubeflow/cube_blocks.hpp) is read in blocks of rows of the window's planes of
+/// at most `block_bytes` each (one block held at a time; the results are the same as in
+/// memory); its read errors are returned.
+Result<SpaxelSnr> ComputeSpaxelSnr(const Cube& cube, const SnrOptions& options, size_t block_bytes);
+/// ComputeSpaxelSnr with the cube's block size (BlockBytes).
 Result<SpaxelSnr> ComputeSpaxelSnr(const Cube& cube, const SnrOptions& options);
 
 }  // namespace cubeflow::spectral
