@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Model systematics across stellar-population physics (issue #14, "cross-physics"): the shipped
 # models, trained on libraries rendered with the built-in SSP model (cnn_builtin*, sbi_builtin) or
-# with E-MILES + the Maraston young extension (cnn_emiles*), evaluated on held-out libraries
+# with E-MILES + the Maraston young extension (cnn_emiles*, sbi_emiles), evaluated on held-out libraries
 # rendered with the same recipe (prior, dust, lines, noise) but each SSP set: the built-in model,
 # E-MILES + Maraston young extension (`--ssp emiles`), and, for the spectrum-only CNNs (the
 # optical libraries do not reach the UV bands), MILES BaSTI Kroupa and BC03; plus an E-MILES
@@ -62,8 +62,10 @@ for entry in "${LIBS[@]}"; do
     "$CF" evaluate "models/$model.pt" "$lib" --json "$SCRATCH/${model}_on_${name}.json" > /dev/null
   done
   if [[ -z "$cfg" ]]; then
-    "$CF" evaluate models/sbi_builtin.pt "$lib" --rows "$SBI_N" --samples 200 \
-      --json "$SCRATCH/sbi_builtin_on_${name}.json" > /dev/null
+    for model in sbi_builtin sbi_emiles; do
+      "$CF" evaluate "models/$model.pt" "$lib" --rows "$SBI_N" --samples 200 \
+        --json "$SCRATCH/${model}_on_${name}.json" > /dev/null
+    done
   fi
 done
 
@@ -86,15 +88,17 @@ for model in ["cnn_builtin_nophot", "cnn_emiles_nophot", "cnn_emiles_robust", "c
                  for q in ["lw_logage", "mw_logage", "lw_zh", "mw_zh"]]
         print(f"| {model} | {names[lib]} | " + " | ".join(cells) + " |")
 print()
-print(f"SBI (sbi_builtin), posterior medians on the first {sbi_n} objects, 200 samples each:")
+print(f"SBI, posterior medians on the first {sbi_n} objects, 200 samples each:")
 print("bias (truth - median) / R^2; cov: largest |coverage - nominal| over 10-90 %")
-print("| rendered with | t10 (Gyr) | t50 (Gyr) | t90 (Gyr) | [M/H] (dex) | cov t50 | cov [M/H] |")
-print("|---|---|---|---|---|---|---|")
-for lib in ["builtin", "emiles"]:
-    if not os.path.exists(os.path.join(scratch, f"sbi_builtin_on_{lib}.json")):
-        continue
-    j = json.load(open(os.path.join(scratch, f"sbi_builtin_on_{lib}.json")))
-    cells = [f"{j['bias'][p]:+.3f} / {j['r2'][p]:.2f}" for p in ["t10", "t50", "t90", "mh"]]
-    cov = j["max_coverage_deviation"]
-    print(f"| {names[lib]} | " + " | ".join(cells) + f" | {cov['t50']:.3f} | {cov['mh']:.3f} |")
+print("| model | rendered with | t10 (Gyr) | t50 (Gyr) | t90 (Gyr) | [M/H] (dex) | cov t50 | cov [M/H] |")
+print("|---|---|---|---|---|---|---|---|")
+for model in ["sbi_builtin", "sbi_emiles"]:
+    for lib in ["builtin", "emiles"]:
+        f = os.path.join(scratch, f"{model}_on_{lib}.json")
+        if not os.path.exists(f):
+            continue
+        j = json.load(open(f))
+        cells = [f"{j['bias'][p]:+.3f} / {j['r2'][p]:.2f}" for p in ["t10", "t50", "t90", "mh"]]
+        cov = j["max_coverage_deviation"]
+        print(f"| {model} | {names[lib]} | " + " | ".join(cells) + f" | {cov['t50']:.3f} | {cov['mh']:.3f} |")
 PY
