@@ -19,12 +19,7 @@
 # cores, so this is what the CNN delivers while the rest of the pipeline is also running.
 # Target (issue #18): >= 5000 spectra/s through inference.cnn at its defaults on 2 cores.
 set -euo pipefail
-CALLER=$(pwd)
-cd "$(dirname "$0")/.."
-ROOT=$(pwd)
-resolve() { if [[ "$1" = /* ]]; then echo "$1"; elif [[ -e "$CALLER/$1" ]]; then echo "$CALLER/$1"; else echo "$ROOT/$1"; fi; }
-BUILD=$(resolve "${1:-${CUBEFLOW_BUILD:-build}}")
-CF="$BUILD/bin/cubeflow"
+source "$(dirname "$0")/common.sh"
 BENCH="$BUILD/bench/cnn_bench"
 for x in "$CF" "$BENCH"; do
   [[ -x "$x" ]] || { echo "cnn_throughput.sh: no $x; build first (cmake --build $BUILD --target cubeflow cnn_bench)" >&2; exit 2; }

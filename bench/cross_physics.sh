@@ -19,13 +19,7 @@
 #   SCRATCH  where the libraries go (default out/cross_physics)
 # Takes ~3 minutes on the 2-core build machine.
 set -euo pipefail
-CALLER=$(pwd)
-cd "$(dirname "$0")/.."
-ROOT=$(pwd)
-resolve() { if [[ "$1" = /* ]]; then echo "$1"; elif [[ -e "$CALLER/$1" ]]; then echo "$CALLER/$1"; else echo "$ROOT/$1"; fi; }
-BUILD=$(resolve "${1:-${CUBEFLOW_BUILD:-build}}")
-CF="$BUILD/bin/cubeflow"
-[[ -x "$CF" ]] || { echo "cross_physics.sh: no cubeflow executable at $CF; build first" >&2; exit 2; }
+source "$(dirname "$0")/common.sh"
 export CUBEFLOW_DATA_DIR="${CUBEFLOW_DATA_DIR:-$ROOT/../shared/data}"
 [[ -d "$CUBEFLOW_DATA_DIR/ssp/emiles_basti_kb" ]] || {
   echo "cross_physics.sh: no E-MILES in $CUBEFLOW_DATA_DIR/ssp; set CUBEFLOW_DATA_DIR to shared/data" >&2; exit 2; }

@@ -25,18 +25,7 @@
 # Targets (issue #7): the whole pipeline run within 180 s on 2 cores; peak RSS no more than 1.5 x
 # the size of the channels actually read (flux + variance of io.read_cube's wave_min..wave_max).
 set -euo pipefail
-CALLER=$(pwd)
-cd "$(dirname "$0")/.."
-ROOT=$(pwd)
-
-# relative BUILD_DIR / SCRATCH: against the caller's directory if it exists there, else the repo root
-resolve() { if [[ "$1" = /* ]]; then echo "$1"; elif [[ -e "$CALLER/$1" ]]; then echo "$CALLER/$1"; else echo "$ROOT/$1"; fi; }
-BUILD=$(resolve "${1:-${CUBEFLOW_BUILD:-build}}")
-CF="$BUILD/bin/cubeflow"
-if [[ ! -x "$CF" ]]; then
-  echo "fullsize.sh: no cubeflow executable at $CF; build first (cmake --build $BUILD) or pass the build dir" >&2
-  exit 2
-fi
+source "$(dirname "$0")/common.sh"
 NX="${NX:-300}"
 NY="${NY:-$NX}"
 NWAVE=3681                      # cubeflow simulate galaxy's default MUSE WFM grid (4750 + 1.25 k A)

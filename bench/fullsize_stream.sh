@@ -25,13 +25,7 @@
 # the largest cube completes under a CAP_MB memory cap; products identical in memory and streamed;
 # the largest cube end to end under 120 s on 2 threads from the page cache.
 set -euo pipefail
-CALLER=$(pwd)
-cd "$(dirname "$0")/.."
-ROOT=$(pwd)
-resolve() { if [[ "$1" = /* ]]; then echo "$1"; elif [[ -e "$CALLER/$1" ]]; then echo "$CALLER/$1"; else echo "$ROOT/$1"; fi; }
-BUILD=$(resolve "${1:-${CUBEFLOW_BUILD:-build}}")
-CF="$BUILD/bin/cubeflow"
-[[ -x "$CF" ]] || { echo "fullsize_stream.sh: no cubeflow executable at $CF; build first" >&2; exit 2; }
+source "$(dirname "$0")/common.sh"
 [[ -x /usr/bin/time ]] || { echo "fullsize_stream.sh: /usr/bin/time (GNU time) is missing" >&2; exit 2; }
 SIZES="${SIZES:-300 600}"
 SCRATCH=$( [[ -n "${SCRATCH:-}" ]] && { [[ "$SCRATCH" = /* ]] && echo "$SCRATCH" || echo "$CALLER/$SCRATCH"; } || echo "$ROOT/out/fullsize_stream")

@@ -14,11 +14,7 @@
 # than pPXF's measured 0.6 s), the reference's time on the same spectra and the ratio, and
 # how the two fits agree with each other and with the truth.
 set -euo pipefail
-CALLER=$(pwd)
-cd "$(dirname "$0")/.."
-ROOT=$(pwd)
-resolve() { if [[ "$1" = /* ]]; then echo "$1"; elif [[ -e "$CALLER/$1" ]]; then echo "$CALLER/$1"; else echo "$ROOT/$1"; fi; }
-BUILD=$(resolve "${1:-${CUBEFLOW_BUILD:-build}}")
+source "$(dirname "$0")/common.sh"
 BENCH="$BUILD/bench/kinematics_bench"
 if [[ ! -x "$BENCH" ]]; then
   echo "kinematics.sh: no $BENCH; build it first (cmake --build $BUILD --target kinematics_bench)" >&2

@@ -16,13 +16,7 @@
 #              model; keep them so), NX (default 60), SCRATCH (default out/mock_accuracy)
 # Takes about a minute per seed on the 2-core build machine.
 set -euo pipefail
-CALLER=$(pwd)
-cd "$(dirname "$0")/.."
-ROOT=$(pwd)
-resolve() { if [[ "$1" = /* ]]; then echo "$1"; elif [[ -e "$CALLER/$1" ]]; then echo "$CALLER/$1"; else echo "$ROOT/$1"; fi; }
-BUILD=$(resolve "${1:-${CUBEFLOW_BUILD:-build}}")
-CF="$BUILD/bin/cubeflow"
-[[ -x "$CF" ]] || { echo "mock_accuracy.sh: no cubeflow executable at $CF; build first" >&2; exit 2; }
+source "$(dirname "$0")/common.sh"
 SEEDS="${SEEDS:-101 102 103}"
 NX="${NX:-60}"
 SCRATCH=$(resolve "${SCRATCH:-out/mock_accuracy}")

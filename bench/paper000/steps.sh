@@ -32,13 +32,7 @@
 # ../shared/data beside the repository for the MILES steps. Run it alone on the machine: each
 # step trains for ~10-20 minutes on one core.
 set -euo pipefail
-CALLER=$(pwd)
-cd "$(dirname "$0")/../.."
-ROOT=$(pwd)
-resolve() { if [[ "$1" = /* ]]; then echo "$1"; elif [[ -e "$CALLER/$1" ]]; then echo "$CALLER/$1"; else echo "$ROOT/$1"; fi; }
-BUILD=$(resolve "${1:-${CUBEFLOW_BUILD:-build}}")
-CF="$BUILD/bin/cubeflow"
-[[ -x "$CF" ]] || { echo "steps.sh: no cubeflow executable at $CF; build first or pass the build dir" >&2; exit 2; }
+source "$(dirname "$0")/../common.sh"
 STEPS="${STEPS:-0 1 2 3 4 5 6 7 8 9}"
 N_TRAIN="${N_TRAIN:-20000}"
 N_TEST="${N_TEST:-2000}"
