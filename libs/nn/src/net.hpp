@@ -61,10 +61,10 @@ int64_t RegisterBranches(Net& m, const Arch& a) {
 }
 
 /// A stride-1 convolution of a single-channel input [B, 1, L] by ATen's im2col + GEMM kernel.
-/// Conv1d::forward hands it to oneDNN, whose kernel for one input channel took ~6 times longer
-/// on the first layer (the largest feature map, a third of a CNN forward pass) than this on the
-/// build machines' CPUs (docs/cnn.md, "Speed"); the two agree bit for bit there. Other layers
-/// keep oneDNN, which is faster for them.
+/// Conv1d::forward hands it to oneDNN, whose kernel for one input channel was several times
+/// slower than this on the first layer (the largest feature map) on the build machines' CPUs:
+/// the CNN's rate per core doubled (docs/cnn.md, "Speed"); the two agree bit for bit there.
+/// Other layers keep oneDNN, which is faster for them.
 inline torch::Tensor SingleChannelConv(torch::nn::Conv1dImpl& c, const torch::Tensor& x) {
   const auto& o = c.options;
   const auto* pad = c10::get_if<torch::ExpandingArray<1>>(&o.padding());
