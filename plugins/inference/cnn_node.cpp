@@ -6,6 +6,9 @@
 #include <cstdio>
 #include <limits>
 
+#include <tbb/blocked_range.h>
+#include <tbb/parallel_for.h>
+
 #include "cubeflow/nn/sbi.hpp"
 #include "cubeflow/strings.hpp"
 #include "spectrum_fields.hpp"
@@ -56,7 +59,7 @@ NodeSpec CnnNode::Spec() {
              "(metadata in <model>.yaml) or of a TorchScript module with its metadata file. A bare name "
              "(letters, digits, '_', '-') is always a shipped model: write a file in the working directory "
              "as ./NAME.pt")
-      .Param(&CnnOptions::batch_size, "batch_size", "bins per network call", InRange{1, 65536})
+      .Param(&CnnOptions::batch_size, "batch_size", "bins per node call (run as chunks of 64 in parallel)", InRange{1, 65536})
       .Param(&CnnOptions::threads, "threads",
              "libtorch intra-op threads of each call; batches already run in parallel on the run's "
              "workers, so 1 uses every core without libtorch's spinning threads (docs/cnn.md); 0: the "
@@ -154,9 +157,25 @@ void CnnNode::Process(ProcessContext& ctx) {
   }
   std::vector<float> mf(n * cnn::kNumBins), zh(n * cnn::kNumBins);
   const int threads = options_.threads > 0 ? options_.threads : ctx.threads();
-  Status st = model_->Predict(spec.data(), nb > 0 ? phot.data() : nullptr, static_cast<int64_t>(n), mf.data(),
-                              zh.data(), threads, static_cast<int64_t>(n));
-  if (!st.ok()) throw Error("model " + model_path_ + ": " + st.message());
+  // The batch runs as chunks of kChunkRows rows, each a TBB task: a worker that is free (or
+  // becomes free) while the batch runs takes a chunk, so one batch can use every core the rest
+  // of the pipeline leaves idle. The chunks depend on the batch only, so results do not depend
+  // on which worker runs what.
+  const int64_t rows = static_cast<int64_t>(n), nchunks = (rows + kChunkRows - 1) / kChunkRows;
+  std::vector<Status> status(static_cast<size_t>(nchunks));
+  tbb::parallel_for(
+      tbb::blocked_range<int64_t>(0, nchunks, 1),
+      [&](const tbb::blocked_range<int64_t>& r) {
+        for (int64_t c = r.begin(); c < r.end(); ++c) {
+          const int64_t first = c * kChunkRows, m = std::min(kChunkRows, rows - first);
+          status[static_cast<size_t>(c)] =
+              model_->Predict(spec.data() + first * nw, nb > 0 ? phot.data() + first * nb : nullptr, m,
+                              mf.data() + first * cnn::kNumBins, zh.data() + first * cnn::kNumBins, threads, m);
+        }
+      },
+      tbb::simple_partitioner());
+  for (const Status& st : status)
+    if (!st.ok()) throw Error("model " + model_path_ + ": " + st.message());
   const double nan = std::numeric_limits<double>::quiet_NaN();
   for (size_t i = 0; i < n; ++i) {
     auto rec = std::make_shared<Record>();
