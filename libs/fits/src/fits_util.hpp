@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -111,6 +112,38 @@ inline std::string TempPathFor(const std::string& path) {
   return path + ".tmp-" + std::to_string(static_cast<long>(::getpid()));
 }
 
+/// CFITSIO opens a gzip-compressed file by decompressing all of it into memory, allocating at
+/// once the size the gzip trailer declares (its last 4 bytes): a corrupt file of a few bytes
+/// could make it ask for gigabytes (found by fuzzing, tests/fuzz/regressions/fits_cube). Deflate
+/// cannot compress more than 1032:1, so a real gzip file never needs more than that; refuse a
+/// file for which CFITSIO would allocate more, and files too short to be gzip at all (a small,
+/// incompressible gzip file whose declared size is below its own is refused too: CFITSIO would
+/// allocate over 4 GiB for it). Files that do not start with the gzip magic are not looked at.
+inline Status CheckGzipTrailer(const std::string& path, uint64_t size, const std::string& what) {
+  FILE* in = std::fopen(path.c_str(), "rb");
+  if (!in) return Status::OK();  // fits_open_diskfile reports it
+  unsigned char magic[2] = {0, 0}, trailer[4] = {0, 0, 0, 0};
+  const bool gzip = std::fread(magic, 1, 2, in) == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
+  bool have_trailer = false;
+  if (gzip && size >= 18 && std::fseek(in, -4, SEEK_END) == 0) have_trailer = std::fread(trailer, 1, 4, in) == 4;
+  std::fclose(in);
+  if (!gzip) return Status::OK();
+  const std::string head = "cannot read " + what + " '" + path + "': it is gzip-compressed but ";
+  if (!have_trailer)
+    return Status::Error(head + "only " + std::to_string(size) + " bytes long (a gzip file has at least 18): it is truncated or not gzip");
+  const uint64_t declared = uint64_t{trailer[0]} | uint64_t{trailer[1]} << 8 | uint64_t{trailer[2]} << 16 |
+                            uint64_t{trailer[3]} << 24;
+  // CFITSIO takes a declared size below the compressed one for a file of more than 4 GiB
+  // uncompressed and allocates declared + 2^32.
+  const uint64_t allocation = declared < size ? declared + (uint64_t{1} << 32) : declared;
+  if (allocation > 1032 * size + 65536)
+    return Status::Error(head + "its trailer declares " + std::to_string(declared) + " bytes uncompressed (modulo 2^32) from " +
+                         std::to_string(size) + " compressed, which CFITSIO would allocate as " +
+                         std::to_string(allocation) + " bytes, more than gzip can encode: the file is corrupt or "
+                         "truncated; decompress it with gunzip (gunzip -t tests it) and read the .fits file");
+  return Status::OK();
+}
+
 /// Opens `path` read-only into `f`. The errors of the readers' first step, naming the file and
 /// what it should hold (`what`: "cube", "image"): missing or unreadable, a directory, not FITS.
 inline Status OpenForReading(const std::string& path, const std::string& what, FitsHandle& f) {
@@ -120,6 +153,7 @@ inline Status OpenForReading(const std::string& path, const std::string& what, F
                          "; check the path (relative paths are resolved against the pipeline file)");
   }
   if (S_ISDIR(st.st_mode)) return Status::Error("cannot read " + what + " '" + path + "': it is a directory");
+  CUBEFLOW_RETURN_NOT_OK(CheckGzipTrailer(path, static_cast<uint64_t>(st.st_size), what));
   int status = 0;
   if (fits_open_diskfile(&f.get(), path.c_str(), READONLY, &status)) {
     f.get() = nullptr;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -181,6 +182,37 @@ TEST(CubeIoHostile, HeaderDeclaringMoreDataThanTheFileIsAnError) {
   PatchCards(path, "NAXIS1", "4611686018427387904");  // the pixel count overflows 64 bits
   r = fits::ReadCube(path);
   EXPECT_TRUE(Mentions(r.status(), {path, "more than 2^63 bytes"}));
+}
+
+// CFITSIO decompresses a gzip file into memory, allocating the size its trailer declares:
+// regressions/fits_cube/gzip_magic_4_bytes_oom.fits (4 bytes) made it ask for 3.6 GB. Files too
+// short for gzip, or declaring more than deflate can encode (1032:1), are refused before it.
+TEST(CubeIoHostile, GzipFileDeclaringMoreThanGzipCanEncodeIsRefused) {
+  TempDir dir;
+  const std::string tiny = dir.File("tiny.fits");
+  std::ofstream(tiny, std::ios::binary) << std::string("\x1f\x8b\xf8\xd7", 4);
+  EXPECT_TRUE(Mentions(fits::ReadCube(tiny).status(), {tiny, "gzip-compressed", "only 4 bytes", "truncated"}));
+  const std::string bomb = dir.File("bomb.fits");
+  std::string bytes("\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\x01\x00\x00\xff\xff\x00\x00\x00\x00\xff\xff\xff\xd7", 23);
+  std::ofstream(bomb, std::ios::binary) << bytes;
+  EXPECT_TRUE(Mentions(fits::ReadCube(bomb).status(), {bomb, "declares 3623878655 bytes uncompressed (modulo 2^32) from 23",
+                                                        "more than gzip can encode"}));
+  EXPECT_TRUE(Mentions(fits::ImageReader::Open(bomb, "").status(), {bomb, "more than gzip can encode"}));
+  // A declared size below the file's own: CFITSIO would allocate it + 4 GiB
+  // (regressions/fits_cube/gzip_declares_less_than_its_size_oom.fits).
+  const std::string wrapped = dir.File("wrapped.fits");
+  std::string w("\x1f\x8b\x08\x00", 4);
+  w.resize(64, '\xff');
+  w.replace(60, 4, std::string(4, '\0'));
+  std::ofstream(wrapped, std::ios::binary) << w;
+  EXPECT_TRUE(Mentions(fits::ReadCube(wrapped).status(), {wrapped, "declares 0 bytes uncompressed", "allocate as 4294967296"}));
+  // A real gzip-compressed cube still reads.
+  const std::string path = dir.File("cube.fits");
+  ASSERT_TRUE(fits::WriteCube(path, *cftest::SyntheticCube(4, 3, 6)).ok());
+  if (std::system(("gzip -f '" + path + "'").c_str()) != 0) GTEST_SKIP() << "no gzip";
+  auto r = fits::ReadCube(path + ".gz");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ((*r)->nwave, 6);
 }
 
 TEST(ImageIoHostile, HeaderDeclaringMoreDataThanTheFileIsAnError) {
