@@ -324,23 +324,52 @@ void CollectHeader(fitsfile* f, std::map<std::string, std::string>& header) {
   }
 }
 
-Status ReadPlanesInt(fitsfile* f, const std::string& path, const std::string& hdu, int64_t nx, int64_t ny,
-                     int64_t k0, int64_t nk, std::vector<uint8_t>& out) {
-  const int64_t plane = nx * ny;
-  out.assign(static_cast<size_t>(plane * nk), 0);
-  std::vector<int> buf(static_cast<size_t>(plane));
+/// File planes [k0, k0 + nk) x rows [y0, y1) of an integer HDU (the data quality), as 0/1 into
+/// `dst`, plane after plane.
+Status ReadPlanesInt(fitsfile* f, const std::string& path, const std::string& hdu, int64_t nx, int64_t y0,
+                     int64_t y1, int64_t k0, int64_t nk, uint8_t* dst) {
+  const int64_t run = (y1 - y0) * nx;
+  std::vector<int> buf(static_cast<size_t>(run));
   for (int64_t k = 0; k < nk; ++k) {
-    long long fpix[3] = {1, 1, k0 + k + 1};
+    long long fpix[3] = {1, y0 + 1, k0 + k + 1};
     int status = 0, anynul = 0;
     int nul = 0;
-    if (fits_read_pixll(f, TINT, fpix, plane, &nul, buf.data(), &anynul, &status)) {
+    if (fits_read_pixll(f, TINT, fpix, run, &nul, buf.data(), &anynul, &status)) {
       return Status::Error("reading HDU '" + hdu + "' of '" + path + "' failed at plane " + std::to_string(k0 + k) +
                            ": " + CfitsioError(status) + "; the file is probably truncated or corrupt");
     }
-    uint8_t* dst = out.data() + k * plane;
-    for (int64_t i = 0; i < plane; ++i) dst[i] = buf[static_cast<size_t>(i)] != 0 ? 1 : 0;
+    uint8_t* d = dst + k * run;
+    for (int64_t i = 0; i < run; ++i) d[i] = buf[static_cast<size_t>(i)] != 0 ? 1 : 0;
   }
   return Status::OK();
+}
+
+/// The checks of the flux that the in-memory and the lazy read share, with their messages.
+Status NanEverywhere(const std::string& path, const std::string& data_name, const WavelengthAxis& full, int64_t k0,
+                     int64_t k1) {
+  return Status::Error("HDU '" + data_name + "' of '" + path + "' is NaN everywhere in channels " +
+                       std::to_string(k0) + ".." + std::to_string(k1) + " (" + FitsReal(full.At(k0)) + " - " +
+                       FitsReal(full.At(k1)) + " Angstrom): nothing to analyse; check the file or the window");
+}
+
+/// The STAT or DQ HDU `name` (current in `f`) must have the flux's shape (`what`: "the variance",
+/// "the quality array").
+Status CheckMatchesFlux(fitsfile* f, const std::string& path, const std::string& name, const char* what,
+                        const std::string& data_name, const ImageShape& shape, ImageShape& s) {
+  CUBEFLOW_RETURN_NOT_OK(ReadShape(f, path, name, s));
+  if (s.naxis != 3 || s.dims[0] != shape.dims[0] || s.dims[1] != shape.dims[1] || s.dims[2] != shape.dims[2]) {
+    return Status::Error("HDU '" + name + "' of '" + path + "' has shape " + ShapeText(s) + " but HDU '" + data_name +
+                         "' has " + ShapeText(shape) + "; " + what + " must match the flux");
+  }
+  return Status::OK();
+}
+
+/// stat_hdu names an extension the file does not have, and require_stat is set.
+Status NoVarianceExtension(fitsfile* f, const std::string& path, const std::string& stat_hdu) {
+  int type = 0, status = 0;
+  fits_movabs_hdu(f, 1, &type, &status);
+  return Status::Error("no variance extension '" + stat_hdu + "' in '" + path + "' (HDUs: " + HduNames(f) +
+                       "); set stat_hdu to the variance extension, or \"\" to read no variance");
 }
 
 /// Reads blocks of a cube's channels from its FITS file (see CubeReader). One CFITSIO handle,
@@ -423,16 +452,8 @@ class FitsCubeReader : public CubeReader {
   }
   Status ReadMask(int64_t k0, int64_t k1, int64_t y0, int64_t y1, uint8_t* dst) const {
     CUBEFLOW_RETURN_NOT_OK(Move(dq_));
-    const long long run = static_cast<long long>((y1 - y0) * nx_);
-    std::vector<int> buf(static_cast<size_t>(run));
-    for (int64_t k = k0; k < k1; ++k) {
-      long long fpix[3] = {1, y0 + 1, k_first_ + k + 1};
-      int status = 0, anynul = 0, nul = 0;
-      if (fits_read_pixll(f_, TINT, fpix, run, &nul, buf.data(), &anynul, &status)) return Failed(dq_, k, status);
-      bytes_read_ += static_cast<uint64_t>(run) * sizeof(int);
-      uint8_t* d = dst + (k - k0) * run;
-      for (long long i = 0; i < run; ++i) d[i] = buf[static_cast<size_t>(i)] != 0 ? 1 : 0;
-    }
+    CUBEFLOW_RETURN_NOT_OK(ReadPlanesInt(f_, path_, dq_.name, nx_, y0, y1, k_first_ + k0, k1 - k0, dst));
+    bytes_read_ += static_cast<uint64_t>((k1 - k0) * (y1 - y0) * nx_) * sizeof(int);
     return Status::OK();
   }
 
@@ -451,7 +472,7 @@ class FitsCubeReader : public CubeReader {
 Result<std::shared_ptr<Cube>> OpenLazy(FitsHandle& f, const std::string& path, const ReadCubeOptions& opt,
                                        const std::string& data_name, int data_hdu_num, const ImageShape& shape,
                                        const WavelengthAxis& full, int64_t k0, int64_t k1, Cube meta) {
-  const int64_t nx = shape.dims[0], ny = shape.dims[1], nwave_all = shape.dims[2];
+  const int64_t nx = shape.dims[0], ny = shape.dims[1];
   const int64_t nk = k1 - k0 + 1;
   // NaN everywhere in the window: planes are read one at a time until a finite value.
   {
@@ -467,22 +488,14 @@ Result<std::shared_ptr<Cube>> OpenLazy(FitsHandle& f, const std::string& path, c
       }
       any = std::any_of(plane.begin(), plane.end(), [](float v) { return std::isfinite(v); });
     }
-    if (!any) {
-      return Status::Error("HDU '" + data_name + "' of '" + path + "' is NaN everywhere in channels " +
-                           std::to_string(k0) + ".." + std::to_string(k1) + " (" + FitsReal(full.At(k0)) + " - " +
-                           FitsReal(full.At(k1)) + " Angstrom): nothing to analyse; check the file or the window");
-    }
+    if (!any) return NanEverywhere(path, data_name, full, k0, k1);
   }
   // The other extensions: their shapes, and that the file holds their pixels (a truncated file is
   // found here, by io.read_cube, not in the middle of a later node).
   auto locate = [&](const std::string& name, const char* what, FitsCubeReader::Hdu& hdu) -> Status {
     if (name.empty() || !MoveToNamed(f, name)) return Status::OK();
     ImageShape s;
-    CUBEFLOW_RETURN_NOT_OK(ReadShape(f, path, name, s));
-    if (s.naxis != 3 || s.dims[0] != nx || s.dims[1] != ny || s.dims[2] != nwave_all) {
-      return Status::Error("HDU '" + name + "' of '" + path + "' has shape " + ShapeText(s) + " but HDU '" +
-                           data_name + "' has " + ShapeText(shape) + "; " + what + " must match the flux");
-    }
+    CUBEFLOW_RETURN_NOT_OK(CheckMatchesFlux(f, path, name, what, data_name, shape, s));
     if (const std::string why = internal::ImageBeyondFile(f, s.naxis, s.dims); !why.empty())
       return Status::Error("HDU '" + name + "' of '" + path + "' " + why);
     int num = 0;
@@ -492,12 +505,7 @@ Result<std::shared_ptr<Cube>> OpenLazy(FitsHandle& f, const std::string& path, c
   };
   FitsCubeReader::Hdu stat, dq;
   CUBEFLOW_RETURN_NOT_OK(locate(opt.stat_hdu, "the variance", stat));
-  if (!opt.stat_hdu.empty() && stat.num == 0 && opt.require_stat) {
-    int type = 0, status = 0;
-    fits_movabs_hdu(f, 1, &type, &status);
-    return Status::Error("no variance extension '" + opt.stat_hdu + "' in '" + path + "' (HDUs: " + HduNames(f) +
-                         "); set stat_hdu to the variance extension, or \"\" to read no variance");
-  }
+  if (!opt.stat_hdu.empty() && stat.num == 0 && opt.require_stat) return NoVarianceExtension(f, path, opt.stat_hdu);
   CUBEFLOW_RETURN_NOT_OK(locate(opt.dq_hdu, "the quality array", dq));
   if (const int status = f.Close(); status) fits_clear_errmsg();
   auto lazy = std::make_shared<LazyCube>();
@@ -674,23 +682,14 @@ Result<std::shared_ptr<Cube>> ReadCube(const std::string& path, const ReadCubeOp
         break;
       }
     }
-    if (!any) {
-      return Status::Error("HDU '" + data_name + "' of '" + path + "' is NaN everywhere in channels " +
-                           std::to_string(k0) + ".." + std::to_string(k1) + " (" + FitsReal(full.At(k0)) + " - " +
-                           FitsReal(full.At(k1)) + " Angstrom): nothing to analyse; check the file or the window");
-    }
+    if (!any) return NanEverywhere(path, data_name, full, k0, k1);
   }
 
   // Variance.
   if (!opt.stat_hdu.empty()) {
     if (MoveToNamed(f, opt.stat_hdu)) {
       ImageShape s;
-      CUBEFLOW_RETURN_NOT_OK(ReadShape(f, path, opt.stat_hdu, s));
-      if (s.naxis != 3 || s.dims[0] != nx || s.dims[1] != ny || s.dims[2] != nwave_all) {
-        return Status::Error("HDU '" + opt.stat_hdu + "' of '" + path + "' has shape " + ShapeText(s) +
-                             " but HDU '" + data_name + "' has " + ShapeText(shape) +
-                             "; the variance must match the flux");
-      }
+      CUBEFLOW_RETURN_NOT_OK(CheckMatchesFlux(f, path, opt.stat_hdu, "the variance", data_name, shape, s));
       cube->variance.resize(static_cast<size_t>(nelem));
       long long fpix[3] = {1, 1, k0 + 1};
       int anynul = 0;
@@ -700,22 +699,15 @@ Result<std::shared_ptr<Cube>> ReadCube(const std::string& path, const ReadCubeOp
                              "; the file is probably truncated or corrupt");
       }
     } else if (opt.require_stat) {
-      int type = 0;
-      status = 0;
-      fits_movabs_hdu(f, 1, &type, &status);
-      return Status::Error("no variance extension '" + opt.stat_hdu + "' in '" + path + "' (HDUs: " + HduNames(f) +
-                           "); set stat_hdu to the variance extension, or \"\" to read no variance");
+      return NoVarianceExtension(f, path, opt.stat_hdu);
     }
   }
   // Data quality.
   if (!opt.dq_hdu.empty() && MoveToNamed(f, opt.dq_hdu)) {
     ImageShape s;
-    CUBEFLOW_RETURN_NOT_OK(ReadShape(f, path, opt.dq_hdu, s));
-    if (s.naxis != 3 || s.dims[0] != nx || s.dims[1] != ny || s.dims[2] != nwave_all) {
-      return Status::Error("HDU '" + opt.dq_hdu + "' of '" + path + "' has shape " + ShapeText(s) + " but HDU '" +
-                           data_name + "' has " + ShapeText(shape) + "; the quality array must match the flux");
-    }
-    CUBEFLOW_RETURN_NOT_OK(ReadPlanesInt(f, path, opt.dq_hdu, nx, ny, k0, nk, cube->mask));
+    CUBEFLOW_RETURN_NOT_OK(CheckMatchesFlux(f, path, opt.dq_hdu, "the quality array", data_name, shape, s));
+    cube->mask.assign(static_cast<size_t>(nelem), 0);
+    CUBEFLOW_RETURN_NOT_OK(ReadPlanesInt(f, path, opt.dq_hdu, nx, 0, ny, k0, nk, cube->mask.data()));
   }
   status = f.Close();
   if (status) fits_clear_errmsg();
