@@ -98,14 +98,13 @@ BinSpectraSource::BinSpectraSource(std::shared_ptr<const Cube> cube, std::shared
 }
 
 bool BinSpectraSource::Next(int64_t& key, std::shared_ptr<const Data>& data) {
+  if (next_ >= binning_->bins.size()) return false;
   if (!streamed_) {
-    if (next_ >= binning_->bins.size()) return false;
     key = static_cast<int64_t>(next_);
     data = Make(next_);
     ++next_;
     return true;
   }
-  if (next_ >= binning_->bins.size()) return false;
   // Bins complete in the order of their last row; they are emitted in bin order (as from a cube
   // in memory: what follows, e.g. inference.cnn's batches, sees the same sequence).
   std::shared_ptr<Spectrum> sp;

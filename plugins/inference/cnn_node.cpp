@@ -157,17 +157,18 @@ void CnnNode::Process(ProcessContext& ctx) {
   }
   std::vector<float> mf(n * cnn::kNumBins), zh(n * cnn::kNumBins);
   const int threads = options_.threads > 0 ? options_.threads : ctx.threads();
-  // The batch runs as chunks of kChunkRows rows, each a TBB task: a worker that is free (or
-  // becomes free) while the batch runs takes a chunk, so one batch can use every core the rest
-  // of the pipeline leaves idle. The chunks depend on the batch only, so results do not depend
-  // on which worker runs what.
-  const int64_t rows = static_cast<int64_t>(n), nchunks = (rows + kChunkRows - 1) / kChunkRows;
+  // The batch runs as chunks of cnn::kPredictChunkRows rows (one network call each), each a TBB
+  // task: a worker that is free (or becomes free) while the batch runs takes a chunk, so one
+  // batch can use every core the rest of the pipeline leaves idle. The chunks depend on the batch
+  // only, so results do not depend on which worker runs what.
+  constexpr int64_t kChunk = cnn::kPredictChunkRows;
+  const int64_t rows = static_cast<int64_t>(n), nchunks = (rows + kChunk - 1) / kChunk;
   std::vector<Status> status(static_cast<size_t>(nchunks));
   tbb::parallel_for(
       tbb::blocked_range<int64_t>(0, nchunks, 1),
       [&](const tbb::blocked_range<int64_t>& r) {
         for (int64_t c = r.begin(); c < r.end(); ++c) {
-          const int64_t first = c * kChunkRows, m = std::min(kChunkRows, rows - first);
+          const int64_t first = c * kChunk, m = std::min(kChunk, rows - first);
           status[static_cast<size_t>(c)] =
               model_->Predict(spec.data() + first * nw, nb > 0 ? phot.data() + first * nb : nullptr, m,
                               mf.data() + first * cnn::kNumBins, zh.data() + first * cnn::kNumBins, threads, m);

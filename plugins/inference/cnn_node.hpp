@@ -28,9 +28,6 @@ struct CnnOptions {
 class CnnNode : public Node {
  public:
   using Options = CnnOptions;
-  /// Rows per network call: a batch runs as chunks of this size in parallel (CnnModel::Predict
-  /// is fastest per row from ~64 rows, whose feature maps still fit in the caches).
-  static constexpr int64_t kChunkRows = 64;
   static NodeSpec Spec();
   /// Loads the model the options name (throws cubeflow::Error if it cannot).
   explicit CnnNode(const Options& options);

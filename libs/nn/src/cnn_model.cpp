@@ -54,10 +54,6 @@ int Threads() { return at::get_num_threads(); }
 
 namespace cubeflow::cnn {
 
-namespace {
-constexpr int64_t kPredictChunk = 64;
-}  // namespace
-
 // ---------------------------------------------------------------------------------------
 // Architecture and network (the architecture checks and DefaultAgeBinCentres: model_metadata.cpp)
 // ---------------------------------------------------------------------------------------
@@ -300,8 +296,7 @@ Status CnnModel::Predict(const float* spectra, const float* phot, int64_t n, flo
   try {
     nn::SetThreads(threads);
     c10::InferenceMode guard;
-    // Feature maps of more than ~64 spectra fall out of the CPU caches: run in chunks of <= 64.
-    batch = std::min<int64_t>(batch, kPredictChunk);
+    batch = std::min<int64_t>(batch, kPredictChunkRows);
     for (int64_t first = 0; first < n; first += batch) {
       const int64_t b = std::min(batch, n - first);
       auto s = torch::from_blob(const_cast<float*>(spectra + first * nw), {b, nw}, torch::kFloat);

@@ -25,6 +25,10 @@ namespace cubeflow::cnn {
 /// Number of age bins predicted (mass fractions and mean [Z/H] per bin).
 inline constexpr int kNumBins = 16;
 
+/// Most rows CnnModel::Predict runs through the network at once: the feature maps of more
+/// spectra leave the CPU caches. inference.cnn splits its batches into chunks of this size.
+inline constexpr int64_t kPredictChunkRows = 64;
+
 /// \brief Layer sizes of the network (see docs/cnn.md for the diagram and the reasons).
 struct CnnArch {
   int64_t nwave = 1761;                          ///< spectral pixels
@@ -131,7 +135,7 @@ class CnnModel {
   /// Runs the network on n objects. `spectra`: n x nwave normalised flux (row-major, finite);
   /// `phot`: n x nbands normalised band fluxes (f / norm, before the log transform; ignored
   /// when nbands = 0). Writes n x 16 mass fractions (>= 0, rows sum to 1) and n x 16 [Z/H].
-  /// Runs in chunks of at most min(`batch`, 64) rows (larger feature maps leave the CPU caches).
+  /// Runs in chunks of at most min(`batch`, kPredictChunkRows) rows.
   /// Returns an error (never throws) on failure.
   Status Predict(const float* spectra, const float* phot, int64_t n, float* mass_frac,
                  float* zh, int threads = 0, int64_t batch = 256) const;
