@@ -502,6 +502,25 @@ void ForwardModel::Render(const BinnedSfh& binned, const DustParams& dust, doubl
   out->norm = sum / static_cast<double>(norm_pix_[1] - norm_pix_[0]);
 }
 
+size_t ForwardModel::NearestMetal(double mh) const {
+  const SspGrid& g = *ssp_;
+  size_t best = 0;
+  for (size_t mm = 1; mm < n_metal_; ++mm)
+    if (std::abs(g.metal[mm] - mh) < std::abs(g.metal[best] - mh)) best = mm;
+  return best;
+}
+
+double ForwardModel::LivingFraction(const BinnedSfh& binned) const {
+  double formed = 0, living = 0;
+  for (size_t j = 0; j < n_steps_ && j < binned.mass.size(); ++j) {
+    const double m = binned.mass[j];
+    if (!(m > 0)) continue;
+    formed += m;
+    living += m * living_[j * n_metal_ + NearestMetal(std::log10(std::max(binned.z[j], 1e-8) / cfg_.sfh.z_sun))];
+  }
+  return formed > 0 ? living / formed : 1.0;
+}
+
 void ForwardModel::Simulate(uint64_t seed, int64_t index, SimulatedObject* out) const {
   Rng rng(seed, static_cast<uint64_t>(index), 0);
   const SfhKind kind = DrawSfhKind(cfg_.sfh, rng);
@@ -518,13 +537,9 @@ void ForwardModel::SimulateFrom(const Sfh& sfh, const DustParams& dust, Rng& rng
   out->labels = ComputeLabels(sfh, grid_, binned);
   if (cfg_.obs.mass_label == "living") {
     std::array<double, kNumAgeBins> m{};
-    const SspGrid& g = *ssp_;
     for (size_t j = 0; j < n_steps_; ++j) {
-      const double mh = std::log10(binned.z[j] / cfg_.sfh.z_sun);
       // nearest metal for the surviving fraction (smooth in [M/H])
-      size_t best = 0;
-      for (size_t mm = 1; mm < n_metal_; ++mm)
-        if (std::abs(g.metal[mm] - mh) < std::abs(g.metal[best] - mh)) best = mm;
+      const size_t best = NearestMetal(std::log10(binned.z[j] / cfg_.sfh.z_sun));
       m[grid_.bin[j]] += binned.mass[j] * living_[j * n_metal_ + best];
     }
     double tot = 0;

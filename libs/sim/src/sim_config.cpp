@@ -264,24 +264,16 @@ Result<std::vector<double>> ReadErrorSpectrum(const std::string& path, const Wav
   return out;
 }
 
-}  // namespace
-
-Result<SimConfig> LoadSimConfig(const std::string& path) {
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(path);
-  } catch (const std::exception& e) {
-    return Status::Error("simulation config '" + path + "': " + e.what());
-  }
+/// The config in `root` (read from `path`, which names it in messages); relative paths are
+/// taken relative to `base` (a directory; empty: left as they are).
+Result<SimConfig> ParseConfig(const YAML::Node& root, const std::string& path, const std::filesystem::path& base) {
   SimConfig c;
   if (!root || root.IsNull()) return c;
   Reader top(root, "", path);
   CUBEFLOW_RETURN_NOT_OK(VisitConfig(top, c));
   CUBEFLOW_RETURN_NOT_OK(top.CheckUnknown());
-  // relative paths are relative to the config file
-  const auto base = std::filesystem::path(path).parent_path();
   auto resolve = [&](std::string& p) {
-    if (!p.empty() && p != "builtin" && p != "emiles" && std::filesystem::path(p).is_relative())
+    if (!base.empty() && !p.empty() && p != "builtin" && p != "emiles" && std::filesystem::path(p).is_relative())
       p = (base / p).string();
   };
   resolve(c.ssp);
@@ -311,6 +303,29 @@ Result<SimConfig> LoadSimConfig(const std::string& path) {
   if (!(c.dust.tau_bc_min > 0) || c.dust.tau_bc_max < c.dust.tau_bc_min)
     return Status::Error(path + ": dust.tau_bc_min must be > 0 and <= tau_bc_max");
   return c;
+}
+
+}  // namespace
+
+Result<SimConfig> LoadSimConfig(const std::string& path) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const std::exception& e) {
+    return Status::Error("simulation config '" + path + "': " + e.what());
+  }
+  // relative paths are relative to the config file
+  return ParseConfig(root, path, std::filesystem::path(path).parent_path());
+}
+
+Result<SimConfig> ParseSimConfig(const std::string& yaml_text, const std::string& where) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const std::exception& e) {
+    return Status::Error("simulation config in " + where + ": " + e.what());
+  }
+  return ParseConfig(root, where, {});
 }
 
 SspSource SspSourceOf(const SimConfig& c) {

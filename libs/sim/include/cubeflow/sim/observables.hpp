@@ -16,6 +16,7 @@
 #include <array>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cubeflow/data.hpp"
@@ -113,6 +114,9 @@ SspSource SspSourceOf(const SimConfig& config);
 
 /// Reads a YAML config (keys documented in docs/forward_model.md); unknown keys are errors.
 Result<SimConfig> LoadSimConfig(const std::string& path);
+/// The same from YAML text (e.g. a model's `library_config`); `where` names it in messages.
+/// Relative paths are left as they are.
+Result<SimConfig> ParseSimConfig(const std::string& yaml_text, const std::string& where);
 /// The YAML text of a config (all keys, as used), for provenance headers.
 std::string SimConfigToYaml(const SimConfig& cfg);
 
@@ -151,6 +155,16 @@ class ForwardModel {
   /// Where the templates are coarser than the target resolution (spectrum.allow_coarse_ssp);
   /// empty when they are not.
   const std::string& resolution_note() const { return resolution_note_; }
+  /// Time steps [0, young_steps()) are younger than the birth-cloud dispersal age (dust.bc_age_gyr)
+  /// and get the birth-cloud attenuation.
+  size_t young_steps() const { return young_steps_; }
+  /// The model pixels [first, second) whose mean is the normalisation (Rendered::norm).
+  std::pair<size_t, size_t> norm_pixels() const { return {norm_pix_[0], norm_pix_[1]}; }
+  /// (lambda / dust.pivot)^(-dust.slope) at each output pixel: the attenuation curve of Render.
+  const std::vector<float>& dust_curve() const { return dust_x_; }
+  /// Stars + remnants per unit formed mass of a history (1 where the SSPs give no surviving mass;
+  /// nearest [M/H] of the grid, as the "living" mass label).
+  double LivingFraction(const BinnedSfh& binned) const;
 
   /// Noise-free spectrum and photometry of a binned history with dust (not normalised).
   /// `z_gas` sets the nebular line ratios. Thread-safe.
@@ -167,6 +181,7 @@ class ForwardModel {
 
  private:
   ForwardModel() = default;
+  size_t NearestMetal(double mh) const;  ///< index of the grid [M/H] nearest to `mh`
   SimConfig cfg_;
   std::shared_ptr<const SspGrid> ssp_;
   std::string resolution_note_;
