@@ -80,23 +80,29 @@ struct DustChi2 {
   const double* variance;
   size_t norm_a, norm_b;
 
-  double Model(size_t i, double tau) const {
-    return std::exp(-tau * x[i]) * (old_flux[i] + t_bc[i] * young_flux[i]);
-  }
+  double Intrinsic(size_t i) const { return old_flux[i] + t_bc[i] * young_flux[i]; }
   double WindowMean(double tau) const {
     double s = 0;
-    for (size_t i = norm_a; i < norm_b; ++i) s += Model(i, tau);
+    for (size_t i = norm_a; i < norm_b; ++i) s += std::exp(-tau * x[i]) * Intrinsic(i);
     return s / static_cast<double>(norm_b - norm_a);
   }
-  double operator()(double tau) const {
-    const double w = WindowMean(tau);
+  /// chi^2 with the diffuse transmission per pixel given (`trans[i]` = exp(-tau x[i])).
+  double WithTransmission(const std::vector<double>& trans) const {
+    double w = 0;
+    for (size_t i = norm_a; i < norm_b; ++i) w += trans[i] * Intrinsic(i);
+    w /= static_cast<double>(norm_b - norm_a);
     if (!(w > 0)) return std::numeric_limits<double>::infinity();
     double chi2 = 0;
     for (size_t i : pixels) {
-      const double r = flux[i] - Model(i, tau) / w;
+      const double r = flux[i] - trans[i] * Intrinsic(i) / w;
       chi2 += r * r / variance[i];
     }
     return chi2;
+  }
+  double operator()(double tau) const {
+    std::vector<double> trans(x.size());
+    for (size_t i = 0; i < x.size(); ++i) trans[i] = std::exp(-tau * x[i]);
+    return WithTransmission(trans);
   }
 };
 
@@ -149,11 +155,16 @@ Result<LightToMass> FitLightToMass(const ForwardModel& model, const BinnedSfh& h
     const int steps = std::max(1, static_cast<int>(std::ceil(options.tau_max / options.tau_step)));
     std::vector<double> c(static_cast<size_t>(steps) + 1);
     size_t k_best = 0;
+    const double h = options.tau_max / steps;
+    // exp(-k h x) by repeated multiplication: one exp per pixel for the whole grid.
+    std::vector<double> trans(n, 1.0), factor(n);
+    for (size_t i = 0; i < n; ++i) factor[i] = std::exp(-h * x[i]);
     for (int k = 0; k <= steps; ++k) {
-      c[static_cast<size_t>(k)] = chi2(options.tau_max * k / steps);
+      if (k > 0)
+        for (size_t i = 0; i < n; ++i) trans[i] *= factor[i];
+      c[static_cast<size_t>(k)] = chi2.WithTransmission(trans);
       if (c[static_cast<size_t>(k)] < c[k_best]) k_best = static_cast<size_t>(k);
     }
-    const double h = options.tau_max / steps;
     best_tau = h * static_cast<double>(k_best);
     best = c[k_best];
     out.at_bound = k_best == 0 || k_best == static_cast<size_t>(steps);

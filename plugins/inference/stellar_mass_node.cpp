@@ -1,0 +1,333 @@
+// Node inference.stellar_mass: stellar mass and mass surface density per bin from an inferred
+// history and the bin's absolute flux (libs/sim stellar_mass.hpp does the physics).
+#include "stellar_mass_node.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <limits>
+#include <vector>
+
+#include <yaml-cpp/yaml.h>
+
+#include "cubeflow/fits/wcs.hpp"
+#include "cubeflow/nn/cnn.hpp"
+#include "cubeflow/nn/sbi.hpp"
+#include "cubeflow/sim/ssp.hpp"
+#include "cubeflow/sim/stellar_mass.hpp"
+#include "cubeflow/strings.hpp"
+
+namespace cubeflow::inference {
+
+namespace {
+
+constexpr double kArcsecPerRad = 206264.80624709636;
+constexpr double kLn10 = 2.302585092994046;
+
+/// The training library's config recorded in the model's metadata (`training: library_config`).
+Result<sim::SimConfig> ModelSimConfig(const std::string& model_file) {
+  const std::string mpath = cnn::MetadataPath(model_file);
+  std::string text;
+  try {
+    const YAML::Node root = YAML::LoadFile(mpath);
+    const YAML::Node lc = root["training"] ? root["training"]["library_config"] : YAML::Node();
+    if (!lc || !lc.IsScalar())
+      return Status::Error(mpath + ": no training.library_config (the forward model of the training library); "
+                                   "the model was written by an older cubeflow: train it again");
+    text = lc.as<std::string>();
+  } catch (const std::exception& e) {
+    return Status::Error(mpath + ": " + e.what());
+  }
+  return sim::ParseSimConfig(text, mpath + " (training.library_config)");
+}
+
+bool IsDir(const std::string& p) {
+  std::error_code ec;
+  return !p.empty() && std::filesystem::is_directory(p, ec);
+}
+
+void CheckOptions(const StellarMassOptions& o, CheckReport& r) {
+  const std::string file = CheckModelFiles(o.model, &cnn::MetadataPath, r);
+  if (file.empty()) return;
+  auto cfg = ModelSimConfig(file);
+  if (!cfg.ok()) r.Error("model", cfg.status().message());
+  if (!o.ssp_dir.empty() && !IsDir(o.ssp_dir))
+    r.Error("ssp_dir", "'" + o.ssp_dir + "' is not a directory: give the directory of the model's SSP library");
+  if (!o.young_ssp_dir.empty() && !IsDir(o.young_ssp_dir))
+    r.Error("young_ssp_dir", "'" + o.young_ssp_dir + "' is not a directory: give the Maraston 2005 directory");
+}
+
+double MetaOr(const Spectrum& s, const char* key, double fallback) {
+  auto it = s.meta.find(key);
+  return it == s.meta.end() ? fallback : it->second;
+}
+
+const Record::Field* FindField(const Record& r, const std::string& name) {
+  auto it = r.fields.find(name);
+  return it == r.fields.end() ? nullptr : &it->second;
+}
+
+double Percentile(std::vector<double> v, double q) {
+  std::sort(v.begin(), v.end());
+  const double pos = q * static_cast<double>(v.size() - 1);
+  const size_t lo = static_cast<size_t>(pos);
+  const size_t hi = std::min(lo + 1, v.size() - 1);
+  return v[lo] + (pos - static_cast<double>(lo)) * (v[hi] - v[lo]);
+}
+
+}  // namespace
+
+NodeSpec StellarMassNode::Spec() {
+  return NodeSpec("inference.stellar_mass", "Stellar mass and mass surface density per bin, with errors")
+      .Describe(
+          "Turns the normalised history a bin's inference gave (inference.cnn: mass fractions and [Z/H] in "
+          "16 age bins; inference.sbi: t10..t90 and mh) into mass. The history's model spectrum per solar "
+          "mass formed comes from the forward model the inference model was trained with (its metadata's "
+          "training.library_config: SSP library, time grid, dust law, nebular lines); the diffuse dust "
+          "optical depth is fitted to the bin's continuum shape (emission lines masked; the birth-cloud "
+          "depth is the prior's median); the mass is then the bin's mean flux density in the "
+          "normalisation window times 4 pi D^2 (1 + z_sys) divided by the model's, and the surface "
+          "density divides the present-day mass (stars + remnants) by the bin's area (spaxels x pixel "
+          "area at distance D). Errors (dex, 1 sigma): the window flux's noise, the dust fit, and the "
+          "history's mass-to-light uncertainty: ml_error_dex for CNN results, the spread over posterior "
+          "samples for SBI results that carry them (<x>_samples), else ml_error_dex. A bin whose fit "
+          "fails is flagged (inference_failed) with NaN values, never dropped.")
+      .Input("spectra", Spectrum::kType, PortKind::kStream,
+             "the rest-frame, normalised spectra the inference node saw (norm and meta bunit_scale give the "
+             "absolute flux; meta z_sys, nspax)")
+      .Input("results", Record::kType, PortKind::kStream,
+             "the inference results of the same bins (inference.cnn or inference.sbi)")
+      .OptionalInput("binning", Binning::kType, PortKind::kSingle,
+                     "the binning, for the pixel scale (its WCS) and each bin's spaxel count")
+      .Output("results", Record::kType, PortKind::kStream,
+              "mass_formed, mstar, mstar_density (M_sun/pc^2), mstar_density_kpc, log_mstar_density, "
+              "with <x>_err; tau_ism_fit, living_fraction, ml_chi2")
+      .Param(&Options::model, "model",
+             "the inference model whose results come in (the same `model` as the inference node): its "
+             "training library's forward model is used")
+      .Param(&Options::distance_mpc, "distance_mpc", "luminosity distance of the galaxy", Unit{"Mpc"}, Required{},
+             InRange{1e-4, 1e5})
+      .Param(&Options::pixel_scale, "pixel_scale",
+             "spaxel size; 0: from the binning's WCS (then the binning input is needed)", Unit{"arcsec"},
+             InRange{0, 3600})
+      .Param(&Options::ml_error_dex, "ml_error_dex",
+             "mass-to-light uncertainty of a point-estimate history (CNN), added in quadrature (docs/stellar_mass.md "
+             "says how it was measured)",
+             Unit{"dex"}, InRange{0, 2})
+      .Param(&Options::max_samples, "max_samples", "posterior samples per bin used for SBI results carrying them",
+             InRange{1, 100000})
+      .Param(&Options::ssp_dir, "ssp_dir",
+             "the directory of the model's SSP library on this machine (E-MILES for `ssp: emiles` models); "
+             "\"\": the recorded one if it exists, else under $CUBEFLOW_DATA_DIR/ssp")
+      .Param(&Options::young_ssp_dir, "young_ssp_dir",
+             "for `ssp: emiles` models, the Maraston 2005 directory; \"\": as for ssp_dir")
+      .Check<Options>(CheckOptions)
+      .Concurrent(Concurrency::kParallel);
+}
+
+StellarMassNode::StellarMassNode(const Options& options) : options_(options) {
+  auto file = ModelFile(options.model);
+  if (!file.ok()) throw Error("parameter 'model': " + file.status().message());
+  model_path_ = *file;
+  auto cfg = ModelSimConfig(model_path_);
+  if (!cfg.ok()) throw Error("parameter 'model': " + cfg.status().message());
+  sim::SimConfig c = std::move(cfg).ValueOrThrow();
+  // The recorded SSP directories are those of the training machine.
+  if (c.ssp == "emiles") {
+    if (!options.ssp_dir.empty()) c.ssp_emiles_dir = options.ssp_dir;
+    else if (!IsDir(c.ssp_emiles_dir)) c.ssp_emiles_dir.clear();
+    if (!options.young_ssp_dir.empty()) c.ssp_maraston_dir = options.young_ssp_dir;
+    else if (!IsDir(c.ssp_maraston_dir)) c.ssp_maraston_dir.clear();
+  } else if (c.ssp != "builtin") {
+    if (!options.ssp_dir.empty()) c.ssp = options.ssp_dir;
+    else if (!IsDir(c.ssp))
+      throw Error("the SSP directory the model " + model_path_ + " was trained with (" + c.ssp +
+                  ") is not on this machine: give it as parameter 'ssp_dir'");
+  }
+  c.noise.enabled = false;
+  auto ssp = sim::LoadSsp(sim::SspSourceOf(c));
+  if (!ssp.ok())
+    throw Error("the SSP library of model " + model_path_ + ": " + ssp.status().message() +
+                " (or give parameter 'ssp_dir')");
+  auto fm = sim::ForwardModel::Build(*ssp, c);
+  if (!fm.ok()) throw Error("the forward model of model " + model_path_ + ": " + fm.status().message());
+  model_ = *fm;
+  if (sbi::IsSbiMetadata(cnn::MetadataPath(model_path_))) {
+    auto md = sbi::ReadMetadata(cnn::MetadataPath(model_path_));
+    if (!md.ok()) throw Error("parameter 'model': " + md.status().message());
+    lookback_reference_ = md->lookback_reference;
+  }
+}
+
+void StellarMassNode::Process(ProcessContext& ctx) {
+  auto binning = ctx.OptionalInput<Binning>("binning");
+  double pixel_arcsec = options_.pixel_scale;
+  if (!(pixel_arcsec > 0)) {
+    if (!binning || binning->wcs.empty())
+      throw Error("no pixel scale: set parameter 'pixel_scale' (arcsec) or connect a binning whose cube has a WCS");
+    auto wcs = fits::Wcs::FromCards(binning->wcs);
+    if (!wcs.ok()) throw Error("the binning's WCS: " + wcs.status().message() + "; or set parameter 'pixel_scale'");
+    pixel_arcsec = wcs->PixelScaleArcsec();
+  }
+  const double d_pc = options_.distance_mpc * 1e6;
+  const double d_cm = d_pc * sim::kParsecCm;
+  const double pixel_pc2 = std::pow(pixel_arcsec / kArcsecPerRad * d_pc, 2);
+  const sim::SimConfig& cfg = model_->config();
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+
+  for (size_t i = 0; i < ctx.size(); ++i) {
+    auto s = ctx.Input<Spectrum>("spectra", i);
+    auto in = ctx.Input<Record>("results", i);
+    auto rec = std::make_shared<Record>();
+    rec->id = ctx.key(i);
+    rec->quality = in->quality | s->quality;
+    const std::string bin_name = "bin " + std::to_string(ctx.key(i));
+
+    // The history (point estimate) and, for SBI, the histories of posterior samples.
+    Result<sim::BinnedSfh> history = Status::Error("no history");
+    std::vector<sim::BinnedSfh> samples;
+    double z_gas = cfg.sfh.z_sun;
+    if (const auto* mf = FindField(*in, "mass_frac")) {
+      const auto* zh = FindField(*in, "zh");
+      if (zh == nullptr || zh->values.size() != mf->values.size() ||
+          mf->values.size() != static_cast<size_t>(sim::kNumAgeBins))
+        throw Error(bin_name + ": results have mass_frac but no zh of " + std::to_string(sim::kNumAgeBins) +
+                    " age bins: connect inference.cnn's results");
+      history = sim::HistoryFromAgeBins(model_->time_grid(), mf->values.data(), zh->values.data(), cfg.sfh.z_sun);
+      if (const auto* mwz = FindField(*in, "mw_zh"); mwz && std::isfinite(mwz->values[0]))
+        z_gas = cfg.sfh.z_sun * std::pow(10.0, mwz->values[0]);
+    } else if (FindField(*in, "t50") && FindField(*in, "mh")) {
+      std::vector<std::string> names;
+      for (int p = 10; p <= 90; p += 10) names.push_back("t" + std::to_string(p));
+      std::vector<double> t;
+      for (const auto& n : names) {
+        const auto* f = FindField(*in, n);
+        t.push_back(f ? f->values[0] : nan);
+      }
+      const double mh = FindField(*in, "mh")->values[0];
+      history = sim::HistoryFromMassPercentiles(model_->time_grid(), t.data(), t.size(), lookback_reference_, mh,
+                                                cfg.sfh.z_sun);
+      if (std::isfinite(mh)) z_gas = cfg.sfh.z_sun * std::pow(10.0, mh);
+      // Posterior samples, when the SBI node wrote them for every parameter.
+      std::vector<const Record::Field*> sf;
+      for (const auto& n : names) sf.push_back(FindField(*in, n + "_samples"));
+      sf.push_back(FindField(*in, "mh_samples"));
+      const bool have = std::all_of(sf.begin(), sf.end(), [&](const Record::Field* f) {
+        return f != nullptr && f->values.size() == sf.back()->values.size() && !f->values.empty();
+      });
+      if (have) {
+        const size_t ns = sf.back()->values.size();
+        const size_t use = std::min<size_t>(ns, static_cast<size_t>(options_.max_samples));
+        for (size_t k = 0; k < use; ++k) {
+          const size_t at = k * ns / use;
+          std::vector<double> tk;
+          for (size_t p = 0; p < names.size(); ++p) tk.push_back(sf[p]->values[at]);
+          auto h = sim::HistoryFromMassPercentiles(model_->time_grid(), tk.data(), tk.size(), lookback_reference_,
+                                                   sf.back()->values[at], cfg.sfh.z_sun);
+          if (h.ok()) samples.push_back(std::move(*h));
+        }
+      }
+    } else {
+      throw Error(bin_name + ": results have neither mass_frac/zh (inference.cnn) nor t50/mh (inference.sbi): "
+                             "connect an inference node's results");
+    }
+
+    // The bin's absolute flux in the normalisation window, and its noise.
+    const double scale = MetaOr(*s, "bunit_scale", nan);
+    const double flux_norm = s->norm * scale;
+    const double z_sys = MetaOr(*s, "z_sys", 0.0);
+    double nspax = MetaOr(*s, "nspax", nan);
+    if (binning && ctx.key(i) >= 0 && static_cast<size_t>(ctx.key(i)) < binning->bins.size())
+      nspax = static_cast<double>(binning->bins[static_cast<size_t>(ctx.key(i))].nspax);
+    if (!std::isfinite(scale))
+      throw Error(bin_name + ": the spectrum has no flux unit scale (meta bunit_scale): the cube's BUNIT must be a "
+                             "flux density unit (e.g. 10**(-20)*erg/s/cm**2/Angstrom) for a mass");
+    double win_var = 0;
+    int64_t win_n = 0;
+    const auto [wa, wb] = model_->norm_pixels();
+    const bool same_grid = s->flux.size() == model_->wave().size();
+    if (same_grid && s->variance.size() == s->flux.size())
+      for (size_t k = wa; k < wb; ++k)
+        if (std::isfinite(s->variance[k]) && s->variance[k] > 0) { win_var += s->variance[k]; ++win_n; }
+    const double flux_rel_err = win_n > 0 ? std::sqrt(win_var) / static_cast<double>(win_n) : 0.0;
+
+    std::string failure;
+    Result<sim::LightToMass> fit = Status::Error("no fit");
+    if (!history.ok()) {
+      failure = history.status().message();
+    } else if (!same_grid) {
+      failure = "the spectrum has " + std::to_string(s->flux.size()) + " pixels, the model grid " +
+                std::to_string(model_->wave().size());
+    } else {
+      std::vector<double> var = s->variance;
+      if (var.size() != s->flux.size()) var.assign(s->flux.size(), 1.0);
+      fit = sim::FitLightToMass(*model_, *history, z_gas, s->flux.data(), var.data(),
+                                s->mask.empty() ? nullptr : s->mask.data(), s->flux.size());
+      if (!fit.ok()) failure = fit.status().message();
+    }
+    if (failure.empty() && !(flux_norm > 0)) failure = "no positive flux in the normalisation window";
+    if (failure.empty() && !(nspax > 0)) failure = "unknown number of spaxels (connect the binning)";
+
+    double log_formed = nan, err_dex = nan, log_living = nan, p16 = nan, p84 = nan;
+    if (failure.empty()) {
+      const double lum_per_flux = 4.0 * M_PI * d_cm * d_cm * (1.0 + z_sys) / sim::kSolarLuminosityErg;
+      log_formed = std::log10(flux_norm * lum_per_flux / fit->window_flux);
+      log_living = log_formed + std::log10(fit->living_fraction);
+      const double flux_dex = flux_rel_err / kLn10;
+      const double dust_dex = fit->dlog10_window_dtau * fit->tau_ism_err;
+      double history_dex = options_.ml_error_dex;
+      if (samples.size() >= 10) {
+        // The posterior's spread of flux per unit stellar mass at the fitted dust.
+        std::vector<double> lm;
+        const sim::DustParams dust{fit->tau_bc, fit->tau_ism};
+        for (const auto& h : samples) {
+          sim::Rendered r;
+          model_->Render(h, dust, z_gas, &r);
+          if (r.norm > 0) lm.push_back(std::log10(r.norm / model_->LivingFraction(h)));
+        }
+        if (lm.size() >= 10) {
+          const double mid = std::log10(fit->window_flux / fit->living_fraction);
+          history_dex = 0.5 * (Percentile(lm, 0.84) - Percentile(lm, 0.16));
+          p16 = log_living - (Percentile(lm, 0.84) - mid);
+          p84 = log_living - (Percentile(lm, 0.16) - mid);
+        }
+      }
+      err_dex = std::sqrt(flux_dex * flux_dex + dust_dex * dust_dex + history_dex * history_dex);
+    } else {
+      rec->quality |= kQualInferenceFailed;
+      ctx.Log(LogLevel::kWarn, bin_name + ": no stellar mass: " + failure);
+    }
+
+    const double area_pc2 = nspax * pixel_pc2;
+    const double mformed = std::pow(10.0, log_formed), mstar = std::pow(10.0, log_living);
+    const double dens = mstar / area_pc2, lin = kLn10 * err_dex;
+    rec->Set("mass_formed", mformed, "solMass", "stellar mass formed in the bin (integral of the SFH)");
+    rec->Set("mass_formed_err", mformed * lin, "solMass", "1-sigma error of mass_formed");
+    rec->Set("mstar", mstar, "solMass", "present-day stellar mass of the bin (stars + remnants)");
+    rec->Set("mstar_err", mstar * lin, "solMass", "1-sigma error of mstar");
+    rec->Set("mstar_density", dens, "solMass/pc**2", "stellar mass surface density (stars + remnants, projected)");
+    rec->Set("mstar_density_err", dens * lin, "solMass/pc**2", "1-sigma error of mstar_density");
+    rec->Set("mstar_density_kpc", dens * 1e6, "solMass/kpc**2", "stellar mass surface density per kpc^2");
+    rec->Set("mstar_density_kpc_err", dens * 1e6 * lin, "solMass/kpc**2", "1-sigma error of mstar_density_kpc");
+    rec->Set("log_mstar_density", std::log10(dens), "dex", "log10 of mstar_density in solMass/pc**2");
+    rec->Set("log_mstar_density_err", err_dex, "dex", "1-sigma error of log_mstar_density");
+    if (std::isfinite(p16)) {
+      rec->Set("log_mstar_density_p16", p16 - std::log10(area_pc2), "dex",
+               "16th percentile of log_mstar_density over the posterior samples (flux and dust errors not included)");
+      rec->Set("log_mstar_density_p84", p84 - std::log10(area_pc2), "dex",
+               "84th percentile of log_mstar_density over the posterior samples (flux and dust errors not included)");
+    }
+    rec->Set("tau_ism_fit", failure.empty() ? fit->tau_ism : nan, "",
+             "diffuse dust optical depth at the model's pivot fitted to the continuum shape");
+    rec->Set("tau_ism_fit_err", failure.empty() ? fit->tau_ism_err : nan, "", "1-sigma error of tau_ism_fit");
+    rec->Set("living_fraction", failure.empty() ? fit->living_fraction : nan, "",
+             "stars + remnants per unit mass formed");
+    rec->Set("ml_chi2", failure.empty() ? fit->chi2_reduced : nan, "",
+             "reduced chi^2 of the history's normalised model spectrum against the bin's");
+    ctx.Emit("results", rec, i);
+  }
+}
+
+void RegisterStellarMassNodes(Registry& r) { r.Add<StellarMassNode>(); }
+
+}  // namespace cubeflow::inference
