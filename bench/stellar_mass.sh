@@ -6,6 +6,8 @@
 #  2. Seeds 12, 13, 14 (not used for 1) at the defaults: bias, scatter, R^2, pulls (the CI test
 #     Pipelines.StellarMassOnMockGalaxies runs 12 and 13 with the same bounds).
 #  3. The same seeds with a 20 % wrong distance (0.16 dex in mass): the bias bound must fail.
+#  4. Seed 12 through pipelines/demo_sbi.yaml (sbi_builtin): from the posterior medians, then with
+#     200 posterior samples per bin (the error from the samples' spread).
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 WORK=$(mktemp -d)
@@ -21,3 +23,6 @@ if CUBEFLOW_MASS_SET="mass.distance_mpc=12.49" check wrong 12 13 14; then
   exit 1
 fi
 echo "== the wrong distance failed the checks, as it must"
+echo "== 4. seed 12, pipelines/demo_sbi.yaml: posterior medians; then 200 samples per bin"
+CUBEFLOW_MASS_PIPELINE=demo_sbi.yaml check sbi 12 || true
+CUBEFLOW_MASS_PIPELINE=demo_sbi.yaml CUBEFLOW_MASS_SET="sbi.emit_samples=true sbi.n_samples=200" check sbi_samples 12 || true

@@ -20,7 +20,8 @@ runs that variant and asserts it fails. The error bound is calibrated on seed 31
 which is not used here.
 
 usage: check_stellar_mass.py CUBEFLOW SOURCE_DIR WORK_DIR [SEED ...]
-(CUBEFLOW_MASS_SET="mass.ml_error_dex=0 ...": extra --set arguments, for bench/stellar_mass.sh)
+(CUBEFLOW_MASS_SET="mass.ml_error_dex=0 ...": extra --set arguments; CUBEFLOW_MASS_PIPELINE: another
+pipeline of pipelines/ with a `mass` node, e.g. demo_sbi.yaml; both for bench/stellar_mass.sh)
 """
 import os
 import shutil
@@ -67,7 +68,8 @@ for seed in seeds:
     run("simulate", "galaxy", "--out", gal, "--nx", "40", "--ny", "40", "--seed", str(seed))
     env = dict(os.environ, CUBEFLOW_DEMO_DIR=gal)
     extra = [a for kv in os.environ.get("CUBEFLOW_MASS_SET", "").split() for a in ("--set", kv)]
-    run("run", os.path.join(src, "pipelines", "demo.yaml"), "--set", "out.path=" + maps, *extra, env=env)
+    pipeline = os.environ.get("CUBEFLOW_MASS_PIPELINE", "demo.yaml")
+    run("run", os.path.join(src, "pipelines", pipeline), "--set", "out.path=" + maps, *extra, env=env)
     with fits.open(maps) as h, fits.open(os.path.join(gal, "truth.fits")) as t:
         binid = h["BINID"].data
         truth = t["MASS"].data
