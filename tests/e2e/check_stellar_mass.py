@@ -21,7 +21,8 @@ which is not used here.
 
 usage: check_stellar_mass.py CUBEFLOW SOURCE_DIR WORK_DIR [SEED ...]
 (CUBEFLOW_MASS_SET="mass.ml_error_dex=0 ...": extra --set arguments; CUBEFLOW_MASS_PIPELINE: another
-pipeline of pipelines/ with a `mass` node, e.g. demo_sbi.yaml; both for bench/stellar_mass.sh)
+pipeline of pipelines/ with a `mass` node, e.g. demo_sbi.yaml; CUBEFLOW_MASS_SIMULATE="--ssp emiles":
+extra arguments of `cubeflow simulate galaxy`; all three for bench/stellar_mass.sh)
 """
 import os
 import shutil
@@ -65,7 +66,8 @@ all_ratio, all_pull = [], []
 for seed in seeds:
     gal = os.path.join(work, f"galaxy_{seed}")
     maps = os.path.join(work, f"maps_{seed}.fits")
-    run("simulate", "galaxy", "--out", gal, "--nx", "40", "--ny", "40", "--seed", str(seed))
+    run("simulate", "galaxy", "--out", gal, "--nx", "40", "--ny", "40", "--seed", str(seed),
+        *os.environ.get("CUBEFLOW_MASS_SIMULATE", "").split())
     env = dict(os.environ, CUBEFLOW_DEMO_DIR=gal)
     extra = [a for kv in os.environ.get("CUBEFLOW_MASS_SET", "").split() for a in ("--set", kv)]
     pipeline = os.environ.get("CUBEFLOW_MASS_PIPELINE", "demo.yaml")
