@@ -299,3 +299,73 @@ TEST(TorchForward, MatchesTheSimulatorOnPriorDrawsEmiles) {
   ASSERT_TRUE(fm);
   ExpectAgreement(CompareOnPrior(*fm, MakeTorch(*fm), 16, 1902), "E-MILES, float64");
 }
+
+// What the 16-bin parametrisation loses (a property of the parametrisation, not of the code): the
+// simulator's histories vary inside a bin (SFR and Z), the parametrisation holds both constant.
+// Rendered from their labels (mass fraction and mass-weighted [Z/H] per bin), prior draws differ
+// from their own spectra by this much, to compare with the noise (1 / S/N = 0.02-0.067 per pixel).
+TEST(TorchForward, BinParametrisationErrorOnPriorDraws) {
+  auto fm = Build(sim::BuiltinSsp(), Config());
+  ASSERT_TRUE(fm);
+  const auto tfm = MakeTorch(*fm);
+  const auto& cfg = fm->config();
+  const int n = 400;
+  std::vector<std::vector<double>> lm, zh;
+  std::vector<double> tb, ti;
+  std::vector<std::vector<float>> spec;
+  for (int i = 0; i < n; ++i) {
+    sim::Rng rng(5150, static_cast<uint64_t>(i), 0);
+    const sim::Sfh sfh = sim::DrawSfh(cfg.sfh, sim::DrawSfhKind(cfg.sfh, rng), rng);
+    const sim::DustParams dust = sim::DrawDust(cfg.dust, rng);
+    sim::SimulatedObject obj;
+    fm->SimulateFrom(sfh, dust, rng, &obj);
+    spec.push_back(obj.spectrum);
+    std::vector<double> l(sim::kNumAgeBins), z(sim::kNumAgeBins);
+    for (int b = 0; b < sim::kNumAgeBins; ++b) {
+      l[b] = std::log10(std::max<double>(obj.labels.mass_frac[b], 1e-10));
+      z[b] = obj.labels.zh[b];
+    }
+    lm.push_back(l);
+    zh.push_back(z);
+    tb.push_back(dust.tau_bc);
+    ti.push_back(dust.tau_ism);
+  }
+  const auto t = tfm.Render(Rows(lm), Rows(zh), Col(tb), Col(ti)).flux;
+  // Pixels within 15 A of a nebular line, apart: there the light of the first Myr dominates.
+  std::vector<bool> line_pix(fm->wave().size(), false);
+  for (size_t k = 0; k < line_pix.size(); ++k)
+    for (double l : sim::NebularLineWavelengths()) line_pix[k] = line_pix[k] || std::abs(fm->wave()[k] - l) < 15;
+  std::vector<double> rms(n), worst(n), rms_c(n), worst_c(n);
+  for (int i = 0; i < n; ++i) {
+    double s2 = 0, w = 0, s2c = 0, wc = 0;
+    int nc = 0;
+    for (size_t k = 0; k < spec[i].size(); ++k) {
+      const double d = t[i][static_cast<int64_t>(k)].item<double>() / spec[i][k] - 1.0;
+      s2 += d * d;
+      w = std::max(w, std::abs(d));
+      if (line_pix[k]) continue;
+      s2c += d * d;
+      wc = std::max(wc, std::abs(d));
+      ++nc;
+    }
+    rms[i] = std::sqrt(s2 / spec[i].size());
+    worst[i] = w;
+    rms_c[i] = std::sqrt(s2c / nc);
+    worst_c[i] = wc;
+  }
+  auto q = [](std::vector<double> v, double p) {
+    std::sort(v.begin(), v.end());
+    return v[static_cast<size_t>(p * (v.size() - 1))];
+  };
+  std::printf("[ measured ] 16-bin parametrisation vs the step history, %d prior draws: rms relative residual "
+              "median %.3g, 90%% %.3g, 99%% %.3g, max %.3g; worst pixel median %.3g, max %.3g\n",
+              n, q(rms, 0.5), q(rms, 0.9), q(rms, 0.99), q(rms, 1.0), q(worst, 0.5), q(worst, 1.0));
+  std::printf("[ measured ] same, pixels > 15 A from the nebular lines: rms median %.3g, 90%% %.3g, 99%% %.3g, "
+              "max %.3g; worst pixel median %.3g, max %.3g\n",
+              q(rms_c, 0.5), q(rms_c, 0.9), q(rms_c, 0.99), q(rms_c, 1.0), q(worst_c, 0.5), q(worst_c, 1.0));
+  // Away from the lines the parametrisation error stays below the noise of the cleanest library
+  // spectra (S/N 50: 0.02 per pixel) for every draw. Near the lines it does not (Q_H falls as
+  // t^-5 inside bin 0, 0-14 Myr, which the parametrisation fills at a constant rate): see
+  // docs/diffusion.md.
+  EXPECT_LT(q(rms_c, 1.0), 0.02);
+}
