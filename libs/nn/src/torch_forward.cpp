@@ -7,6 +7,7 @@
 
 #include <cmath>
 
+#include "cubeflow/nn/history.hpp"
 #include "cubeflow/sim/ages.hpp"
 
 namespace cubeflow::nn {
@@ -62,15 +63,11 @@ Result<TorchForwardModel> TorchForwardModel::Make(const sim::ForwardModel& fm, t
   m.l_v_ = FromVector(t.l_v, o).reshape({m.n_steps_, m.n_metal_});
   m.young_ = (torch::arange(m.n_steps_, o) < static_cast<double>(t.young_steps)).to(o).reshape({m.n_steps_, 1});
 
-  // Age bins of the steps and the bin -> step expansion (constant SFR inside a bin).
+  // Age bins of the steps and the bin -> step expansion (constant SFR over each bin's span).
   const sim::TimeGrid& grid = fm.time_grid();
-  const auto& edges = sim::AgeBinEdgesGyr();
-  std::vector<double> onehot(t.n_steps * sim::kNumAgeBins, 0.0), expand(sim::kNumAgeBins * t.n_steps, 0.0);
-  for (size_t j = 0; j < t.n_steps; ++j) {
-    const int b = grid.bin[j];
-    onehot[j * sim::kNumAgeBins + b] = 1.0;
-    expand[b * t.n_steps + j] = (grid.Hi(j) - grid.Lo(j)) / (edges[b + 1] - edges[b]);
-  }
+  std::vector<double> onehot(t.n_steps * sim::kNumAgeBins, 0.0);
+  for (size_t j = 0; j < t.n_steps; ++j) onehot[j * sim::kNumAgeBins + grid.bin[j]] = 1.0;
+  const std::vector<double> expand = diffusion::BinToStepWeights(grid, sim::CosmicTimeGyr(0.0, cfg.sfh.cosmology));
   m.step_bin_ = FromVector(onehot, o).reshape({m.n_steps_, sim::kNumAgeBins});
   m.bin_to_step_mass_ = FromVector(expand, o).reshape({sim::kNumAgeBins, m.n_steps_});
 
@@ -198,15 +195,15 @@ TorchRendered TorchForwardModel::RenderSteps(const torch::Tensor& mass_in, const
 }
 
 sim::BinnedSfh BinnedFromBins(const sim::TimeGrid& grid, const std::vector<double>& log_mass,
-                              const std::vector<double>& zh, double z_sun) {
-  const auto& edges = sim::AgeBinEdgesGyr();
+                              const std::vector<double>& zh, double z_sun, double t_universe) {
+  const std::vector<double> w = diffusion::BinToStepWeights(grid, t_universe);
   sim::BinnedSfh b;
   b.mass.resize(grid.size());
   b.z.resize(grid.size());
   double tot = 0;
   for (size_t j = 0; j < grid.size(); ++j) {
     const int k = grid.bin[j];
-    b.mass[j] = std::pow(10.0, log_mass.at(k)) * (grid.Hi(j) - grid.Lo(j)) / (edges[k + 1] - edges[k]);
+    b.mass[j] = std::pow(10.0, log_mass.at(k)) * w[k * grid.size() + j];
     b.z[j] = z_sun * std::pow(10.0, zh.at(k));
     tot += b.mass[j];
   }

@@ -25,8 +25,9 @@
 ///    normalised output unchanged (the total mass is not observable from a normalised spectrum);
 ///  - 32 dimensions keep the score network small enough for seconds per bin (paper 001: 64 bins
 ///    x 2, hours per spectrum).
-/// Inside a bin the star-formation rate is constant (the mass of each time step is proportional
-/// to its duration) and [Z/H] is the bin's; the gas [Z/H] of the nebular lines is that of bin 0.
+/// Inside a bin the star-formation rate is constant and [Z/H] is the bin's; the oldest bin
+/// (10.6-17.8 Gyr) forms its stars only after the Big Bang (diffusion::BinSpan,
+/// BinToStepWeights); the gas [Z/H] of the nebular lines is that of bin 0.
 /// RenderSteps() takes the time-step history Render itself takes (sim::BinnedSfh), for exact
 /// comparisons with the simulator and for priors with finer time resolution.
 ///
@@ -119,9 +120,10 @@ class TorchForwardModel {
 };
 
 /// The time-step history Render takes for bin parameters, as TorchForwardModel::Render expands
-/// them (constant SFR and [Z/H] inside each bin; masses normalised to sum 1; Z = z_sun 10^zh).
-/// For running the C++ simulator on the same history (tests, posterior predictive checks).
+/// them (diffusion::BinToStepWeights; masses normalised to sum 1; Z = z_sun 10^zh), with
+/// `t_universe` = sim::CosmicTimeGyr(0, config.sfh.cosmology). For running the C++ simulator on
+/// the same history (tests, posterior predictive checks).
 sim::BinnedSfh BinnedFromBins(const sim::TimeGrid& grid, const std::vector<double>& log_mass,
-                              const std::vector<double>& zh, double z_sun);
+                              const std::vector<double>& zh, double z_sun, double t_universe);
 
 }  // namespace cubeflow::nn

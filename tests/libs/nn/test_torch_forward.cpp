@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "torch_forward.hpp"
+#include "cubeflow/nn/history.hpp"
 #include "cubeflow/sim/ages.hpp"
 #include "cubeflow/sim/observables.hpp"
 #include "cubeflow/sim/sfh.hpp"
@@ -192,7 +193,7 @@ TEST(TorchForward, BinParametrisationMatchesTheSimulator) {
       z[b] = rng.Uniform(-1.8, 0.6);  // the grid is -1.5..0.4
     }
     const sim::DustParams d = sim::DrawDust(fm->config().dust, rng);
-    const sim::BinnedSfh binned = nn::BinnedFromBins(fm->time_grid(), l, z, z_sun);
+    const sim::BinnedSfh binned = nn::BinnedFromBins(fm->time_grid(), l, z, z_sun, sim::CosmicTimeGyr(0.0, fm->config().sfh.cosmology));
     sim::Rendered r;
     fm->Render(binned, d, z_sun * std::pow(10.0, z[0]), &r);
     std::vector<float> s(r.flux.size()), p(r.phot.size());
@@ -368,4 +369,44 @@ TEST(TorchForward, BinParametrisationErrorOnPriorDraws) {
   // t^-5 inside bin 0, 0-14 Myr, which the parametrisation fills at a constant rate): see
   // docs/diffusion.md.
   EXPECT_LT(q(rms_c, 1.0), 0.02);
+}
+
+// The floor of the history vector (diffusion::kLogMassFloor) for empty bins is invisible: the
+// spectra and band fluxes of prior draws, and of the worst case (all mass in the oldest bin, the
+// 15 younger bins at the floor), change by < 1e-4 relative against bins that are really empty.
+TEST(TorchForward, LogMassFloorIsInvisible) {
+  auto fm = Build(sim::BuiltinSsp(), Config());
+  ASSERT_TRUE(fm);
+  const auto tfm = MakeTorch(*fm);
+  std::vector<std::vector<double>> floored, empty, zh;
+  int n_floored = 0;
+  for (int i = 0; i <= 200; ++i) {
+    diffusion::History x;
+    if (i < 200) {
+      x = diffusion::DrawPriorHistory(fm->config().sfh, fm->time_grid(), 31, i);
+    } else {  // the worst case
+      float m[diffusion::kNumBins] = {}, z[diffusion::kNumBins] = {};
+      m[diffusion::kNumBins - 1] = 1.0f;
+      x = diffusion::HistoryFromLabels(m, z);
+    }
+    std::vector<double> f(x.begin(), x.begin() + diffusion::kNumBins), e = f;
+    for (double& v : e)
+      if (v <= diffusion::kLogMassFloor) {
+        v = -40.0;
+        ++n_floored;
+      }
+    floored.push_back(f);
+    empty.push_back(e);
+    zh.emplace_back(x.begin() + diffusion::kNumBins, x.end());
+  }
+  ASSERT_GT(n_floored, 100);  // the prior has empty bins
+  const auto tau = torch::full({static_cast<int64_t>(zh.size())}, 0.5, torch::kFloat64);
+  const auto a = tfm.Render(Rows(floored), Rows(zh), tau * 2, tau * 0.6);
+  const auto b = tfm.Render(Rows(empty), Rows(zh), tau * 2, tau * 0.6);
+  const double df = (a.flux / b.flux - 1).abs().max().item<double>();
+  const double dp = (a.phot / b.phot - 1).abs().max().item<double>();
+  std::printf("[ measured ] log10 mass floor %.0f in %d empty bins: max relative change per pixel %.3g, per band %.3g\n",
+              diffusion::kLogMassFloor, n_floored, df, dp);
+  EXPECT_LT(df, 1e-4);
+  EXPECT_LT(dp, 1e-4);
 }
