@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 
 #include "cubeflow/sim/rng.hpp"
 #include "cubeflow/sim/sfh.hpp"
@@ -103,6 +104,84 @@ History HistoryScaler::Restore(const History& z) const {
   History x{};
   for (int i = 0; i < kHistoryDim; ++i) x[i] = mean[i] + z[i] * sd[i];
   return x;
+}
+
+double KsStatistic(std::vector<double> a, std::vector<double> b) {
+  std::sort(a.begin(), a.end());
+  std::sort(b.begin(), b.end());
+  const double na = static_cast<double>(a.size()), nb = static_cast<double>(b.size());
+  size_t i = 0, j = 0;
+  double d = 0;
+  while (i < a.size() && j < b.size()) {
+    const double v = std::min(a[i], b[j]);
+    while (i < a.size() && a[i] <= v) ++i;  // ties advance together
+    while (j < b.size() && b[j] <= v) ++j;
+    d = std::max(d, std::abs(i / na - j / nb));
+  }
+  return d;
+}
+
+namespace {
+
+// Summary statistics of one history: t10..t90, mass-weighted [Z/H], enrichment.
+struct Shape {
+  std::array<double, sim::kNumMassPercentiles> t{};
+  double mw_zh = 0, enrichment = 0;
+};
+Shape ShapeOf(const History& x, double t_universe) {
+  Shape s;
+  const auto m = MassFractions(x);
+  s.t = AssemblyTimes(m, t_universe);
+  int young = -1, old = -1;
+  for (int b = 0; b < kNumBins; ++b) {
+    s.mw_zh += m[b] * x[kNumBins + b];
+    if (m[b] >= 0.01) {
+      if (young < 0) young = b;
+      old = b;
+    }
+  }
+  s.enrichment = young >= 0 ? x[kNumBins + young] - x[kNumBins + old] : 0.0;
+  return s;
+}
+
+}  // namespace
+
+Result<PriorComparison> ComparePriorSamples(const std::vector<History>& reference, const std::vector<History>& samples,
+                                            double t_universe) {
+  if (reference.size() < 20 || samples.size() < 20)
+    return Status::Error("prior comparison: needs >= 20 histories on each side, got " +
+                         std::to_string(reference.size()) + " and " + std::to_string(samples.size()));
+  auto column = [](const std::vector<History>& rows, int k) {
+    std::vector<double> c(rows.size());
+    for (size_t i = 0; i < rows.size(); ++i) c[i] = rows[i][k];
+    return c;
+  };
+  auto shapes = [t_universe](const std::vector<History>& rows) {
+    std::vector<Shape> v(rows.size());
+    for (size_t i = 0; i < rows.size(); ++i) v[i] = ShapeOf(rows[i], t_universe);
+    return v;
+  };
+  const auto sr = shapes(reference), ss = shapes(samples);
+  auto pick = [](const std::vector<Shape>& v, auto get) {
+    std::vector<double> c(v.size());
+    for (size_t i = 0; i < v.size(); ++i) c[i] = get(v[i]);
+    return c;
+  };
+  PriorComparison r;
+  for (int k = 0; k < kHistoryDim; ++k) r.ks_component[k] = KsStatistic(column(reference, k), column(samples, k));
+  for (int k = 0; k < sim::kNumMassPercentiles; ++k)
+    r.ks_assembly[k] = KsStatistic(pick(sr, [k](const Shape& s) { return s.t[k]; }),
+                                   pick(ss, [k](const Shape& s) { return s.t[k]; }));
+  r.ks_mw_zh = KsStatistic(pick(sr, [](const Shape& s) { return s.mw_zh; }), pick(ss, [](const Shape& s) { return s.mw_zh; }));
+  r.ks_enrichment = KsStatistic(pick(sr, [](const Shape& s) { return s.enrichment; }),
+                                pick(ss, [](const Shape& s) { return s.enrichment; }));
+  r.max_ks = std::max({*std::max_element(r.ks_component.begin(), r.ks_component.end()),
+                       *std::max_element(r.ks_assembly.begin(), r.ks_assembly.end()), r.ks_mw_zh, r.ks_enrichment});
+  // c(alpha) = sqrt(-ln(alpha / 2) / 2), alpha = 0.01 / 43 (Bonferroni); D_crit = c sqrt((n + m) / (n m)).
+  const double n = static_cast<double>(reference.size()), m = static_cast<double>(samples.size());
+  const double alpha = 0.01 / (kHistoryDim + sim::kNumMassPercentiles + 2);
+  r.critical = std::sqrt(-0.5 * std::log(alpha / 2)) * std::sqrt((n + m) / (n * m));
+  return r;
 }
 
 }  // namespace cubeflow::diffusion

@@ -177,3 +177,54 @@ TEST(DiffusionHistory, ScalerStandardisesAndRestores) {
   ASSERT_FALSE(empty.ok());
   EXPECT_NE(empty.status().message().find("no histories"), std::string::npos);
 }
+
+// The prior check of item 1 on known cases: two independent draws of the prior pass; a sampler
+// with the right per-component mean and spread (Gaussian) fails; a sampler with exactly the right
+// marginals but the joint destroyed (every component shuffled on its own) fails too, through the
+// assembly times and the metallicity-history shapes.
+TEST(DiffusionHistory, PriorComparisonPassesThePriorAndFailsWrongJoints) {
+  const auto cfg = Config();
+  const sim::TimeGrid grid = sim::MakeTimeGrid(cfg.obs.substeps_per_bin);
+  const double t_u = sim::CosmicTimeGyr(0.0, cfg.sfh.cosmology);
+  const int n = 1500;
+  std::vector<History> a, b;
+  for (int64_t i = 0; i < n; ++i) {
+    a.push_back(diffusion::DrawPriorHistory(cfg.sfh, grid, 11, i));
+    b.push_back(diffusion::DrawPriorHistory(cfg.sfh, grid, 12, i));
+  }
+  auto same = diffusion::ComparePriorSamples(a, b, t_u);
+  ASSERT_TRUE(same.ok()) << same.status().message();
+  std::printf("[ measured ] prior vs prior (2 x %d): max KS %.4f, critical %.4f\n", n, same->max_ks, same->critical);
+  EXPECT_TRUE(same->pass());
+
+  auto scaler = diffusion::HistoryScaler::Fit(a);
+  ASSERT_TRUE(scaler.ok());
+  sim::Rng rng(13, 0, 0);
+  std::vector<History> gauss(n), shuffled = b;
+  for (auto& g : gauss) {
+    History z;
+    for (double& v : z) v = rng.Normal();
+    g = scaler->Restore(z);
+  }
+  for (int k = 0; k < kHistoryDim; ++k)
+    for (int i = n - 1; i > 0; --i) std::swap(shuffled[i][k], shuffled[static_cast<int>(rng.Uniform() * (i + 1))][k]);
+  auto g = diffusion::ComparePriorSamples(a, gauss, t_u);
+  auto s = diffusion::ComparePriorSamples(b, shuffled, t_u);
+  ASSERT_TRUE(g.ok() && s.ok());
+  const double s_marg = *std::max_element(s->ks_component.begin(), s->ks_component.end());
+  const double s_asm = *std::max_element(s->ks_assembly.begin(), s->ks_assembly.end());
+  std::printf("[ measured ] Gaussian with the prior's mean and sd: max KS %.4f; shuffled components: marginals %.4f, "
+              "assembly times %.4f, mass-weighted [Z/H] %.4f, enrichment %.4f (critical %.4f)\n",
+              g->max_ks, s_marg, s_asm, s->ks_mw_zh, s->ks_enrichment, s->critical);
+  EXPECT_FALSE(g->pass());
+  EXPECT_FALSE(s->pass());
+  EXPECT_EQ(s_marg, 0.0);  // the same values in each column
+  EXPECT_FALSE(diffusion::ComparePriorSamples(a, {a[0]}, t_u).ok());
+}
+
+TEST(DiffusionHistory, KsStatisticOfKnownSamples) {
+  EXPECT_DOUBLE_EQ(diffusion::KsStatistic({1, 2, 3, 4}, {1, 2, 3, 4}), 0.0);
+  EXPECT_DOUBLE_EQ(diffusion::KsStatistic({1, 2}, {3, 4}), 1.0);
+  EXPECT_DOUBLE_EQ(diffusion::KsStatistic({1, 2, 3, 4}, {3, 4, 5, 6}), 0.5);
+  EXPECT_DOUBLE_EQ(diffusion::KsStatistic({1, 1, 1, 2}, {1, 2, 2, 2}), 0.5);  // ties
+}

@@ -70,4 +70,25 @@ struct HistoryScaler {
   History Restore(const History& z) const;
 };
 
+/// \brief The check that samples of the prior reproduce its training set (issue #19 item 1):
+/// two-sample Kolmogorov-Smirnov statistics of every component (marginals), of the mass-assembly
+/// times t10..t90 (AssemblyTimes) and of two metallicity-history shapes (the mass-weighted [Z/H],
+/// and the enrichment: [Z/H] of the youngest bin holding >= 1 % of the mass minus that of the
+/// oldest). A marginal-only check would pass a sampler that gets every component right and their
+/// joint wrong; the assembly times and the enrichment do not.
+struct PriorComparison {
+  std::array<double, kHistoryDim> ks_component{};
+  std::array<double, sim::kNumMassPercentiles> ks_assembly{};
+  double ks_mw_zh = 0, ks_enrichment = 0;
+  double max_ks = 0;       ///< the largest of all 43 statistics
+  double critical = 0;     ///< KS critical value at a family-wise 1 % (Bonferroni over the 43)
+  bool pass() const { return max_ks <= critical; }
+};
+/// Compares `samples` with `reference` (e.g. prior samples with the training set); an error if
+/// either has fewer than 20 rows.
+Result<PriorComparison> ComparePriorSamples(const std::vector<History>& reference, const std::vector<History>& samples,
+                                            double t_universe);
+/// Two-sample Kolmogorov-Smirnov statistic (largest distance between the empirical CDFs).
+double KsStatistic(std::vector<double> a, std::vector<double> b);
+
 }  // namespace cubeflow::diffusion
