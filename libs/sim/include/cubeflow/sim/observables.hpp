@@ -179,6 +179,33 @@ class ForwardModel {
   /// a rendering (fills light_frac, snr, spectrum[_err], phot[_err] of `out`).
   void Observe(const Rendered& r, Rng& rng, SimulatedObject* out) const;
 
+  /// \brief Read-only view of the precomputed tables Render sums, for copies of Render in other
+  /// frameworks (the differentiable one of libs/nn/src/torch_forward.hpp). References into the
+  /// model: valid while it lives. Index conventions as the members they name (below).
+  struct Tables {
+    size_t n_steps, n_metal, n_wave, n_coarse;
+    size_t young_steps;                        ///< steps [0, young_steps) get birth-cloud dust
+    const std::vector<float>& templates;       ///< [step][metal][pixel], L_sun/A per M_sun formed
+    const std::vector<double>& q_h;            ///< [step][metal], ionising photons/s per M_sun
+    const std::vector<double>& l_v;            ///< [step][metal], intrinsic V mean flux density
+    const std::vector<double>& living;         ///< [step][metal], surviving mass fraction
+    const std::vector<float>& dust_x;          ///< (lambda / pivot)^-slope per output pixel
+    const std::vector<size_t>& coarse_first;   ///< per band: first coarse photometry pixel
+    const std::vector<size_t>& coarse_len;     ///< per band: number of coarse pixels
+    const std::vector<double>& coarse_x;       ///< dust x per coarse pixel
+    const std::vector<double>& phot_templates; ///< [step][metal][coarse], band-weighted flux
+    const std::vector<std::vector<double>>& line_band;     ///< [line][band] response per unit flux
+    const std::vector<size_t>& line_first;                 ///< first output pixel of each profile
+    const std::vector<std::vector<float>>& line_profiles;  ///< unit-flux profile per line (1/A)
+    const std::vector<float>& line_x;                      ///< dust x per line
+    size_t norm_first, norm_end;               ///< normalisation pixels [norm_first, norm_end)
+  };
+  Tables tables() const {
+    return {n_steps_, n_metal_, n_wave_, n_coarse_, young_steps_, tmpl_, q_h_, l_v_, living_, dust_x_,
+            coarse_first_, coarse_len_, coarse_x_, phot_tmpl_, line_band_, line_first_, line_prof_, line_x_,
+            norm_pix_[0], norm_pix_[1]};
+  }
+
  private:
   ForwardModel() = default;
   size_t NearestMetal(double mh) const;  ///< index of the grid [M/H] nearest to `mh`
