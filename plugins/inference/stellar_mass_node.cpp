@@ -13,6 +13,7 @@
 #include "cubeflow/fits/wcs.hpp"
 #include "cubeflow/nn/cnn.hpp"
 #include "cubeflow/nn/sbi.hpp"
+#include "cubeflow/sim/ages.hpp"
 #include "cubeflow/sim/ssp.hpp"
 #include "cubeflow/sim/stellar_mass.hpp"
 #include "cubeflow/strings.hpp"
@@ -193,7 +194,8 @@ void StellarMassNode::Process(ProcessContext& ctx) {
           mf->values.size() != static_cast<size_t>(sim::kNumAgeBins))
         throw Error(bin_name + ": results have mass_frac but no zh of " + std::to_string(sim::kNumAgeBins) +
                     " age bins: connect inference.cnn's results");
-      history = sim::HistoryFromAgeBins(model_->time_grid(), mf->values.data(), zh->values.data(), cfg.sfh.z_sun);
+      history = sim::HistoryFromAgeBins(model_->time_grid(), mf->values.data(), zh->values.data(), cfg.sfh.z_sun,
+                                        sim::CosmicTimeGyr(0.0, cfg.sfh.cosmology));
       if (const auto* mwz = FindField(*in, "mw_zh"); mwz && std::isfinite(mwz->values[0]))
         z_gas = cfg.sfh.z_sun * std::pow(10.0, mwz->values[0]);
     } else if (FindField(*in, "t50") && FindField(*in, "mh")) {
@@ -244,7 +246,8 @@ void StellarMassNode::Process(ProcessContext& ctx) {
                              "flux density unit (e.g. 10**(-20)*erg/s/cm**2/Angstrom) for a mass");
     double win_var = 0;
     int64_t win_n = 0;
-    const auto [wa, wb] = model_->norm_pixels();
+    const sim::ForwardModel::Tables tables = model_->tables();
+    const size_t wa = tables.norm_first, wb = tables.norm_end;
     const bool same_grid = s->flux.size() == model_->wave().size();
     if (same_grid && s->variance.size() == s->flux.size())
       for (size_t k = wa; k < wb; ++k)

@@ -10,9 +10,20 @@
 
 namespace cubeflow::sim {
 
-Result<BinnedSfh> HistoryFromAgeBins(const TimeGrid& grid, const double* mass_frac, const double* zh, double z_sun) {
-  std::array<double, kNumAgeBins> duration{};
-  for (size_t j = 0; j < grid.size(); ++j) duration[grid.bin[j]] += grid.Hi(j) - grid.Lo(j);
+Result<BinnedSfh> HistoryFromAgeBins(const TimeGrid& grid, const double* mass_frac, const double* zh, double z_sun,
+                                     double t_universe) {
+  // The part of each step after the Big Bang (a bin wholly before it keeps its full span).
+  std::vector<double> span(grid.size());
+  std::array<double, kNumAgeBins> duration{}, full{};
+  for (size_t j = 0; j < grid.size(); ++j) {
+    span[j] = std::max(0.0, std::min(grid.Hi(j), t_universe) - grid.Lo(j));
+    duration[grid.bin[j]] += span[j];
+    full[grid.bin[j]] += grid.Hi(j) - grid.Lo(j);
+  }
+  for (size_t j = 0; j < grid.size(); ++j)
+    if (!(duration[grid.bin[j]] > 0)) span[j] = grid.Hi(j) - grid.Lo(j);
+  for (int b = 0; b < kNumAgeBins; ++b)
+    if (!(duration[b] > 0)) duration[b] = full[b];
   BinnedSfh h;
   h.mass.assign(grid.size(), 0.0);
   h.z.assign(grid.size(), z_sun);
@@ -20,7 +31,7 @@ Result<BinnedSfh> HistoryFromAgeBins(const TimeGrid& grid, const double* mass_fr
   for (size_t j = 0; j < grid.size(); ++j) {
     const int b = grid.bin[j];
     const double f = std::isfinite(mass_frac[b]) && mass_frac[b] > 0 ? mass_frac[b] : 0.0;
-    if (duration[b] > 0) h.mass[j] = f * (grid.Hi(j) - grid.Lo(j)) / duration[b];
+    if (duration[b] > 0) h.mass[j] = f * span[j] / duration[b];
     total += h.mass[j];
     if (std::isfinite(zh[b])) h.z[j] = z_sun * std::pow(10.0, zh[b]);
   }
@@ -125,11 +136,12 @@ Result<LightToMass> FitLightToMass(const ForwardModel& model, const BinnedSfh& h
   // Unattenuated spectra of the steps that get birth-cloud dust and of the rest (Render is linear
   // in the masses and applies no attenuation at zero optical depth).
   BinnedSfh young = history, old = history;
-  for (size_t j = 0; j < history.mass.size(); ++j) (j < model.young_steps() ? old : young).mass[j] = 0.0;
+  const ForwardModel::Tables tables = model.tables();
+  for (size_t j = 0; j < history.mass.size(); ++j) (j < tables.young_steps ? old : young).mass[j] = 0.0;
   Rendered ry, ro;
   model.Render(young, DustParams{}, z_gas, &ry);
   model.Render(old, DustParams{}, z_gas, &ro);
-  const std::vector<float>& x = model.dust_curve();
+  const std::vector<float>& x = tables.dust_x;
   std::vector<double> t_bc(n, 1.0);
   if (dust.enabled)
     for (size_t i = 0; i < n; ++i) t_bc[i] = std::exp(-out.tau_bc * x[i]);
@@ -147,8 +159,7 @@ Result<LightToMass> FitLightToMass(const ForwardModel& model, const BinnedSfh& h
   if (pixels.size() < 20)
     return Status::Error("only " + std::to_string(pixels.size()) +
                          " usable pixels (unmasked, finite, positive variance, away from emission lines)");
-  const auto [norm_a, norm_b] = model.norm_pixels();
-  const DustChi2 chi2{ro.flux, ry.flux, x, t_bc, pixels, flux, variance, norm_a, norm_b};
+  const DustChi2 chi2{ro.flux, ry.flux, x, t_bc, pixels, flux, variance, tables.norm_first, tables.norm_end};
 
   double best_tau = 0, best = chi2(0.0);
   if (dust.enabled) {

@@ -45,7 +45,7 @@ TEST(StellarMass, HistoryFromAgeBinsSpreadsEachBinOverItsSteps) {
   mf[3] = 0.25;
   mf[12] = 0.75;
   zh[12] = 0.1;
-  auto h = HistoryFromAgeBins(g, mf.data(), zh.data(), 0.019);
+  auto h = HistoryFromAgeBins(g, mf.data(), zh.data(), 0.019, 100.0);
   ASSERT_TRUE(h.ok()) << h.status().message();
   std::vector<double> per_bin(kNumAgeBins, 0.0);
   double rate12 = -1;
@@ -61,7 +61,18 @@ TEST(StellarMass, HistoryFromAgeBinsSpreadsEachBinOverItsSteps) {
   EXPECT_NEAR(per_bin[3], 0.25, 1e-12);
   EXPECT_NEAR(per_bin[12], 0.75, 1e-12);
   std::vector<double> none(kNumAgeBins, 0.0);
-  EXPECT_FALSE(HistoryFromAgeBins(g, none.data(), zh.data(), 0.019).ok());
+  EXPECT_FALSE(HistoryFromAgeBins(g, none.data(), zh.data(), 0.019, 100.0).ok());
+  // The oldest bin (10.6-17.8 Gyr) forms only after the Big Bang, at 13.5 Gyr look-back.
+  std::vector<double> old_only(kNumAgeBins, 0.0);
+  old_only[kNumAgeBins - 1] = 1.0;
+  h = HistoryFromAgeBins(g, old_only.data(), zh.data(), 0.019, 13.5);
+  ASSERT_TRUE(h.ok());
+  const double start = AgeBinEdgesGyr()[kNumAgeBins - 1];
+  for (size_t j = 0; j < g.size(); ++j) {
+    const double expect = g.bin[j] == kNumAgeBins - 1
+                              ? std::max(0.0, std::min(g.Hi(j), 13.5) - g.Lo(j)) / (13.5 - start) : 0.0;
+    EXPECT_NEAR(h->mass[j], expect, 1e-12) << "step " << j << " [" << g.Lo(j) << ", " << g.Hi(j) << "] Gyr";
+  }
 }
 
 TEST(StellarMass, HistoryFromPercentilesOfAConstantRateIsConstant) {

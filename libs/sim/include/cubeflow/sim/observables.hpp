@@ -16,7 +16,6 @@
 #include <array>
 #include <memory>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "cubeflow/data.hpp"
@@ -155,13 +154,6 @@ class ForwardModel {
   /// Where the templates are coarser than the target resolution (spectrum.allow_coarse_ssp);
   /// empty when they are not.
   const std::string& resolution_note() const { return resolution_note_; }
-  /// Time steps [0, young_steps()) are younger than the birth-cloud dispersal age (dust.bc_age_gyr)
-  /// and get the birth-cloud attenuation.
-  size_t young_steps() const { return young_steps_; }
-  /// The model pixels [first, second) whose mean is the normalisation (Rendered::norm).
-  std::pair<size_t, size_t> norm_pixels() const { return {norm_pix_[0], norm_pix_[1]}; }
-  /// (lambda / dust.pivot)^(-dust.slope) at each output pixel: the attenuation curve of Render.
-  const std::vector<float>& dust_curve() const { return dust_x_; }
   /// Stars + remnants per unit formed mass of a history (1 where the SSPs give no surviving mass;
   /// nearest [M/H] of the grid, as the "living" mass label).
   double LivingFraction(const BinnedSfh& binned) const;

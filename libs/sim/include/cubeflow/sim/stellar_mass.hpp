@@ -27,8 +27,12 @@ inline constexpr double kParsecCm = 3.0856775814913673e18;
 /// \brief The history on `grid` (mass per time step, summing to 1; Z per step) of per-age-bin
 /// formed-mass fractions and mean [Z/H] (kNumAgeBins values each, as the CNN gives them): each
 /// bin's mass spread over its steps at a constant rate, at the bin's metallicity
-/// (Z = z_sun 10^zh). Negative or non-finite fractions count as 0; an error if none is positive.
-Result<BinnedSfh> HistoryFromAgeBins(const TimeGrid& grid, const double* mass_frac, const double* zh, double z_sun);
+/// (Z = z_sun 10^zh), and only after the Big Bang (look-back `t_universe`, Gyr): the oldest bin
+/// (10.6-17.8 Gyr) forms its stars between 10.6 Gyr and t_universe, the convention of
+/// diffusion::BinToStepWeights. Negative or non-finite fractions count as 0; an error if none is
+/// positive.
+Result<BinnedSfh> HistoryFromAgeBins(const TimeGrid& grid, const double* mass_frac, const double* zh, double z_sun,
+                                     double t_universe);
 
 /// \brief The history of a cumulative mass-assembly curve: `t_mass[k]` is the cosmic time (Gyr)
 /// at which (k + 1) / (n + 1) of the mass had formed (SBI's t10 ... t90 for n = 9), linear in
