@@ -25,6 +25,8 @@
 #   N_TRAIN      training library size (default 20000: 90 % train, 10 % validate)
 #   N_TEST       test library size (default 2000; seed 1101, used nowhere else)
 #   EPOCHS       encoder epochs (default 10); FLOW_EPOCHS flow epochs (default 30)
+#   ENCODER_FROM a trained model whose encoder is kept: only the flow is trained (e.g. a longer
+#                flow on an earlier run's encoder)
 #   SAMPLES      posterior samples per test object (default 500)
 #   THREADS      libtorch threads for training and evaluation (default 1)
 #   SCRATCH      where libraries, models and evaluations go (default sims/paper000/steps, gitignored)
@@ -40,6 +42,8 @@ EPOCHS="${EPOCHS:-10}"
 FLOW_EPOCHS="${FLOW_EPOCHS:-30}"
 SAMPLES="${SAMPLES:-500}"
 THREADS="${THREADS:-1}"
+ENCODER_FROM="${ENCODER_FROM:-}"
+[[ -n "$ENCODER_FROM" ]] && ENCODER_FROM=$(resolve "$ENCODER_FROM")
 SCRATCH=$( [[ -n "${SCRATCH:-}" ]] && resolve "$SCRATCH" || echo "$ROOT/sims/paper000/steps")
 mkdir -p "$SCRATCH"
 P=bench/paper000
@@ -94,7 +98,7 @@ photometry: $phot
 noise_input: $noisy
 time_transform: log_lookback
 seed: 42
-threads: $THREADS
+threads: $THREADS$([[ -n "$ENCODER_FROM" ]] && printf '\nencoder_from: %s' "$ENCODER_FROM")
 epochs: $EPOCHS
 batch_size: 128
 lr: 1.0e-3
@@ -124,7 +128,7 @@ done
 
 echo
 echo "From paper 000's setting to the MUSE one: $N_TRAIN training spectra (90 % train, 10 % validate),"
-echo "$EPOCHS encoder + $FLOW_EPOCHS flow epochs, $N_TEST test spectra (seed 1101), $SAMPLES posterior samples each."
+echo "$([[ -n "$ENCODER_FROM" ]] && echo "the encoder of $ENCODER_FROM" || echo "$EPOCHS encoder epochs") + $FLOW_EPOCHS flow epochs, $N_TEST test spectra (seed 1101), $SAMPLES posterior samples each."
 echo "R2 of the posterior medians; w/p: mean 16-84 % posterior width / 16-84 % range of the truths;"
 echo "cov: largest |coverage - nominal| over the 10-90 % central intervals, all 10 parameters."
 /usr/bin/env python3 - "$SCRATCH" "$STEPS" <<'EOF'
