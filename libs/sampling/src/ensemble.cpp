@@ -47,8 +47,9 @@ Result<EnsembleChain> RunEnsemble(const LogDensity& log_prob, const std::vector<
   if (nw % 2 != 0 || nw < 2 * dim)
     return Status::Error("ensemble sampler: n_walkers must be even and >= 2 x dimension (" + std::to_string(2 * dim) +
                          "), got " + std::to_string(nw));
-  if (o.n_steps < 1 || o.n_burn < 0 || o.thin < 1 || !(o.stretch > 1))
-    return Status::Error("ensemble sampler: need n_steps >= 1, n_burn >= 0, thin >= 1 and stretch > 1");
+  if (o.n_steps < 1 || o.n_burn < 0 || o.thin < 1 || !(o.stretch > 1) || !(o.de_fraction >= 0 && o.de_fraction <= 1))
+    return Status::Error("ensemble sampler: need n_steps >= 1, n_burn >= 0, thin >= 1, stretch > 1 and "
+                         "0 <= de_fraction <= 1");
   std::vector<double> x(static_cast<size_t>(nw) * dim), lp(nw);
   for (int k = 0; k < nw; ++k) {
     if (static_cast<int>(initial[k].size()) != dim)
@@ -82,16 +83,33 @@ Result<EnsembleChain> RunEnsemble(const LogDensity& log_prob, const std::vector<
       const int first = h * half, other = (1 - h) * half;
       auto move = [&](int k) {
         KeyedRng rng(o.seed, static_cast<uint64_t>(s), static_cast<uint64_t>(k));
-        const int j = other + std::min(static_cast<int>(rng.Uniform() * half), half - 1);
-        const double u = rng.Uniform();
-        const double z = ((a - 1.0) * u + 1.0) * ((a - 1.0) * u + 1.0) / a;
         thread_local std::vector<double> y;
         y.resize(dim);
         const double* xk = x.data() + static_cast<size_t>(k) * dim;
-        const double* xj = x.data() + static_cast<size_t>(j) * dim;
-        for (int d = 0; d < dim; ++d) y[d] = xj[d] + z * (xk[d] - xj[d]);
+        double log_jacobian = 0;
+        if (o.de_fraction > 0 && half >= 2 && rng.Uniform() < o.de_fraction) {
+          const int ia = std::min(static_cast<int>(rng.Uniform() * half), half - 1);
+          int ib = std::min(static_cast<int>(rng.Uniform() * (half - 1)), half - 2);
+          if (ib >= ia) ++ib;
+          const double* xa = x.data() + static_cast<size_t>(other + ia) * dim;
+          const double* xb = x.data() + static_cast<size_t>(other + ib) * dim;
+          const double g = (s % 10 == 9) ? 1.0 : 2.38 / std::sqrt(2.0 * dim);
+          for (int d = 0; d < dim; ++d) {
+            // Box-Muller from two uniforms: a tiny jitter so that identical walkers can separate.
+            const double u1 = rng.Uniform() + 1e-300, u2 = rng.Uniform();
+            const double e = std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
+            y[d] = xk[d] + g * (xa[d] - xb[d]) + 1e-5 * std::abs(xa[d] - xb[d]) * e;
+          }
+        } else {
+          const int j = other + std::min(static_cast<int>(rng.Uniform() * half), half - 1);
+          const double u = rng.Uniform();
+          const double z = ((a - 1.0) * u + 1.0) * ((a - 1.0) * u + 1.0) / a;
+          const double* xj = x.data() + static_cast<size_t>(j) * dim;
+          for (int d = 0; d < dim; ++d) y[d] = xj[d] + z * (xk[d] - xj[d]);
+          log_jacobian = (dim - 1) * std::log(z);
+        }
         const double lpy = log_prob(std::span<const double>(y.data(), dim));
-        const double log_ratio = (dim - 1) * std::log(z) + lpy - lp[k];
+        const double log_ratio = log_jacobian + lpy - lp[k];
         accepted[k] = 0;
         if (std::isfinite(lpy) && std::log(rng.Uniform() + 1e-300) < log_ratio) {
           std::copy(y.begin(), y.end(), x.begin() + static_cast<size_t>(k) * dim);

@@ -1,7 +1,8 @@
 #pragma once
 /// \file ensemble.hpp
 /// \brief Affine-invariant ensemble MCMC (Goodman & Weare 2010, the stretch move of emcee,
-/// Foreman-Mackey et al. 2013) for posteriors given as a log density.
+/// Foreman-Mackey et al. 2013; optionally mixed with differential-evolution moves) for
+/// posteriors given as a log density.
 ///
 /// The ensemble is split in two halves; each half is moved in turn with the other as the
 /// complementary set, so the walkers of one half can be updated in parallel (TBB) and the
@@ -31,6 +32,11 @@ struct EnsembleOptions {
   int n_steps = 2000;   ///< iterations kept (before thinning)
   int thin = 1;         ///< keep every thin-th kept iteration
   double stretch = 2.0; ///< the scale a of the stretch move (z in [1/a, a], density ~ 1/sqrt(z))
+  /// Probability that a walker update is a differential-evolution move (ter Braak 2006, emcee's
+  /// DEMove) instead of a stretch: Y = X_k + g (X_a - X_b) + 1e-5 e, a != b from the other half,
+  /// g = 2.38 / sqrt(2 dim) (g = 1 on every 10th iteration, for jumps between modes), e ~ N(0, 1)
+  /// per coordinate scaled by |X_a - X_b|. Symmetric, so it is accepted with p(Y) / p(X_k).
+  double de_fraction = 0.0;
   uint64_t seed = 0;
   bool parallel = true; ///< move the walkers of a half in parallel (TBB)
 };
