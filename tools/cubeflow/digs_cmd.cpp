@@ -31,6 +31,12 @@ void AddModelOptions(CLI::App* app, ModelArgs* a) {
   app->add_option("--log-z-min", a->log_z_min, "lower bound of the log Z/Z_sun prior (paper: -2.0)");
 }
 
+bool PriorContains(const ModelArgs& a, const sim::DigsTheta& t) {
+  sim::DigsPrior p;
+  p.log_z_min = a.log_z_min;
+  return p.Contains(t);
+}
+
 Result<std::shared_ptr<const sim::DigsModel>> MakeModel(const ModelArgs& a) {
   sim::SspSource src;
   src.ssp = a.ssp;
@@ -65,11 +71,15 @@ int Speed(const ModelArgs& a, int n) {
   return 0;
 }
 
-int Mcmc(const ModelArgs& a, int n, uint64_t seed, const sim::DigsFitOptions& fo, const std::string& out_path) {
+int Mcmc(const ModelArgs& a, int n, uint64_t seed, const sim::DigsFitOptions& fo, const std::string& out_path,
+         const std::vector<double>& fixed_theta) {
   auto m = MakeModel(a);
   if (!m.ok()) { std::cerr << "cubeflow digs mcmc: " << m.status().message() << "\n"; return 2; }
   const auto& model = **m;
   const auto& names = sim::DigsParamNames();
+  if (!fixed_theta.empty())
+    std::printf("# %d noise realisations of log_mass %.2f, log_z %.2f, dust %.2f, t_age %.2f Gyr, tau %.2f Gyr\n", n,
+                fixed_theta[0], fixed_theta[1], fixed_theta[2], fixed_theta[3], fixed_theta[4]);
   std::printf("# DIGS MCMC baseline: %d held-out spectra (seed %llu), SSP %s ([M/H] %.2f..%.2f), %d walkers, "
               "%d x %d annealing + %d burn + %d kept iterations, thin %d, DE moves %.2f\n",
               n, static_cast<unsigned long long>(seed), model.ssp().name.c_str(), model.grid_log_z_min(),
@@ -91,7 +101,12 @@ int Mcmc(const ModelArgs& a, int n, uint64_t seed, const sim::DigsFitOptions& fo
   std::printf(" %5s %6s %7s %6s\n", "acc", "tau", "lp_gap", "sec");
   for (int i = 0; i < n; ++i) {
     sim::DigsObject obj;
-    model.Simulate(seed, i, &obj);
+    if (fixed_theta.empty()) {
+      model.Simulate(seed, i, &obj);
+    } else {  // noise realisation i of the given parameters
+      sim::Rng noise(seed, static_cast<uint64_t>(i), 1);
+      model.SimulateFrom(sim::DigsTheta::FromArray(fixed_theta.data()), noise, &obj);
+    }
     sim::DigsFitOptions o = fo;
     o.seed = seed * 1000003ULL + static_cast<uint64_t>(i);
     auto post = sim::FitDigsMcmc(model, obj.flux.data(), o);
@@ -131,7 +146,9 @@ int Mcmc(const ModelArgs& a, int n, uint64_t seed, const sim::DigsFitOptions& fo
               "fraction of truths inside the central 68 / 95 %% intervals; hw: (q84 - q16) / 2)\n", n);
   std::printf("%-9s %7s %8s %7s %7s %9s %9s\n", "param", "R2", "Spearman", "cov68", "cov95", "median_hw", "rms_err");
   for (int d = 0; d < sim::kDigsNumParams; ++d) {
-    const auto sk = spectral::SkillOf(truth[d], med[d]);
+    // With --theta the truths do not vary: no R2 or ranking (printed as nan).
+    auto sk = spectral::SkillOf(truth[d], med[d]);
+    if (!fixed_theta.empty()) sk.r2 = sk.spearman = std::nan("");
     double se = 0;
     for (size_t k = 0; k < truth[d].size(); ++k) se += (med[d][k] - truth[d][k]) * (med[d][k] - truth[d][k]);
     std::printf("%-9s %7.3f %8.3f %7.2f %7.2f %9.3f %9.3f\n", names[d].c_str(), sk.r2, sk.spearman,
@@ -169,6 +186,12 @@ int DigsCommand(int argc, char** argv) {
   mc->add_option("--anneal-iterations", fo.anneal_iterations, "iterations per tempered stage");
   mc->add_option("--init-draws", fo.n_init_draws, "prior draws among which the walkers start");
   mc->add_option("--out", out, "also write one TSV row per spectrum here");
+  std::vector<double> fixed_theta;
+  mc->add_option("--theta", fixed_theta,
+                 "fit N noise realisations of these parameters instead of prior draws: "
+                 "log_mass,log_z,dust,t_age,tau (e.g. the paper's Fig. 3 galaxy 10.51,-0.41,0.65,1.63,0.11)")
+      ->delimiter(',')
+      ->expected(sim::kDigsNumParams);
   auto* sp = app.add_subcommand("speed", "time the noise-free forward model (one thread)");
   ModelArgs sargs;
   AddModelOptions(sp, &sargs);
@@ -179,7 +202,17 @@ int DigsCommand(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
   }
-  if (mc->parsed()) return Mcmc(margs, n, seed, fo, out);
+  if (mc->parsed()) {
+    if (!fixed_theta.empty()) {
+      const auto th = sim::DigsTheta::FromArray(fixed_theta.data());
+      if (!PriorContains(margs, th)) {
+        std::cerr << "cubeflow digs mcmc: --theta lies outside the Table 1 prior (log_mass 8-13, log_z "
+                  << margs.log_z_min << "-0.2, dust 0.1-10, t_age 0-4 Gyr, tau 0.1-1 Gyr)\n";
+        return 2;
+      }
+    }
+    return Mcmc(margs, n, seed, fo, out, fixed_theta);
+  }
   return Speed(sargs, n_render);
 }
 

@@ -24,8 +24,8 @@ namespace cubeflow::sim {
 struct DigsFitOptions {
   int n_walkers = 40;
   int n_burn = 2000;
-  int n_steps = 25000;  ///< the integrated autocorrelation times are 300-1000 iterations
-  int thin = 25;
+  int n_steps = 50000;  ///< integrated autocorrelation times are 100-1000 iterations
+  int thin = 50;
   int n_init_draws = 4000;  ///< prior draws among which the walkers start
   double de_fraction = 0.5; ///< share of differential-evolution moves (EnsembleOptions::de_fraction)
   /// Annealed burn-in before n_burn: anneal_stages runs of anneal_iterations iterations on the
