@@ -12,7 +12,8 @@
 #
 # usage: bench/digs_mcmc.sh [BUILD_DIR]       (from anywhere; default build)
 # environment: N (default 20), SEED (default 20262002: used by nothing else; keep it so),
-#              SSPS (default "builtin emiles"), SCRATCH (default out/digs_mcmc: per-spectrum TSVs)
+#              SSPS (default "builtin emiles"), SCRATCH (default out/digs_mcmc: per-spectrum TSVs),
+#              MCMC_ARGS (extra `cubeflow digs mcmc` options, e.g. "--steps 25000 --thin 25")
 # Takes about 2-3 minutes per SSP set on the 2-core build machine (run it under the shared CPU lock).
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
@@ -28,6 +29,7 @@ for ssp in $SSPS; do
   fi
   echo "== cubeflow digs speed --ssp $ssp"
   "$CF" digs speed --ssp "$ssp"
-  echo "== cubeflow digs mcmc --ssp $ssp --n $N --seed $SEED"
-  "$CF" digs mcmc --ssp "$ssp" --n "$N" --seed "$SEED" --out "$SCRATCH/mcmc_$ssp.tsv"
+  echo "== cubeflow digs mcmc --ssp $ssp --n $N --seed $SEED ${MCMC_ARGS:-}"
+  # shellcheck disable=SC2086  # MCMC_ARGS is a list of options
+  "$CF" digs mcmc --ssp "$ssp" --n "$N" --seed "$SEED" --out "$SCRATCH/mcmc_${ssp}_n$N.tsv" ${MCMC_ARGS:-}
 done
