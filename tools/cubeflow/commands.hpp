@@ -33,5 +33,6 @@ int InspectCommand(int argc, char** argv);
 int SimulateCommand(int argc, char** argv);  // simulate_cmd.cpp (libs/sim)
 int CompareCommand(int argc, char** argv);   // compare_cmd.cpp (libs/fits)
 int PlotCommand(int argc, char** argv);      // plot_cmd.cpp (libs/plot)
+int DigsCommand(int argc, char** argv);      // digs_cmd.cpp (libs/sim, libs/sampling)
 
 }  // namespace cubeflow::tools

@@ -27,14 +27,6 @@ double PaperLsfFwhm(double lambda) {
   return 2.9 + (2.4 - 2.9) * (lambda - 4800) / (6500 - 4800);
 }
 
-// Ionising photons /s per M_sun for an SSP of the given age when the library has none:
-// a Starburst99-like plateau of 10^46.6 up to 3 Myr, then ~t^-5.
-double FallbackQh(double age_gyr) {
-  const double t_myr = std::max(age_gyr * 1e3, 1e-3);
-  if (t_myr <= 3.0) return std::pow(10.0, 46.6);
-  return std::pow(10.0, 46.6) * std::pow(t_myr / 3.0, -5.0);
-}
-
 double Interp1(const std::vector<double>& x, const std::vector<double>& y, double v) {
   if (x.empty() || v < x.front() || v > x.back()) return 0.0;
   auto it = std::upper_bound(x.begin(), x.end(), v);
@@ -74,6 +66,12 @@ void GaussLegendre(int n, std::vector<double>* x, std::vector<double>* w) {
 }
 
 }  // namespace
+
+double FallbackQh(double age_gyr) {
+  const double t_myr = std::max(age_gyr * 1e3, 1e-3);
+  if (t_myr <= 3.0) return std::pow(10.0, 46.6);
+  return std::pow(10.0, 46.6) * std::pow(t_myr / 3.0, -5.0);
+}
 
 DustParams DrawDust(const DustPrior& p, Rng& rng) {
   DustParams d;

@@ -47,6 +47,10 @@ DustParams DrawDust(const DustPrior& prior, Rng& rng);
 /// exp(-tau (lambda / pivot)^(-slope)).
 double DustTransmission(double lambda, double tau, double slope, double pivot = 5500);
 
+/// Ionising photons /s per M_sun formed of an SSP of the given age (Gyr), for libraries that do
+/// not give Q_H: a Starburst99-like plateau of 10^46.6 up to 3 Myr, then ~t^-5.
+double FallbackQh(double age_gyr);
+
 /// \brief Nebular emission from the ionising photons of young populations.
 struct NebularConfig {
   bool enabled = true;

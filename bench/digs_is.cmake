@@ -1,0 +1,1 @@
+set(BENCH_LIBS_digs_is cubeflow_sim)
