@@ -18,7 +18,7 @@ std::string FirstPositional(int argc, char** argv) {
     const std::string a = argv[i];
     if (a == "--threads" || a == "--rows" || a == "--first" || a == "--csv" || a == "--json" || a == "--samples" ||
         a == "--seed" || a == "--objects" || a == "--add-noise" || a == "--phot-snr" || a == "--out" || a == "--snr" ||
-        a == "--ablate" || a == "--steps") {
+        a == "--ablate" || a == "--steps" || a == "--corrector") {
       ++i;
       continue;
     }

@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <random>
 #include <sstream>
 
 #include "cubeflow/sim/observables.hpp"
@@ -255,7 +256,15 @@ Result<TrainResult> Train(const TrainConfig& cfg, const nn::ProgressFn& progress
     // The training set.
     std::vector<History> rows(cfg.n);
     at::parallel_for(0, cfg.n, 256, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) rows[i] = DrawPriorHistory(sim_cfg.sfh, grid, cfg.seed, i);
+      for (int64_t i = b; i < e; ++i) {
+        rows[i] = DrawPriorHistory(sim_cfg.sfh, grid, cfg.seed, i);
+        // Dequantisation: empty bins (the atom at kLogMassFloor) spread uniformly over
+        // [floor, floor + kFloorSnap]; Sample snaps that interval back to the floor.
+        std::mt19937_64 rng(cfg.seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(i));
+        std::uniform_real_distribution<double> u(0.0, kFloorSnap);
+        for (int k = 0; k < kNumBins; ++k)
+          if (rows[i][k] <= kLogMassFloor) rows[i][k] = kLogMassFloor + u(rng);
+      }
     });
     CUBEFLOW_ASSIGN_OR_RETURN(nn::Split split, nn::SplitRows(cfg.n, cfg.seed, 1.0 - cfg.val_fraction, cfg.val_fraction));
     std::vector<History> train_rows;
@@ -433,12 +442,12 @@ int TrainMain(int argc, char** argv) {
 }
 
 int EvaluateMain(int argc, char** argv) {
-  const char* usage = "usage: cubeflow evaluate PRIOR.pt [--samples N] [--seed S] [--steps K] [--threads N]\n";
+  const char* usage = "usage: cubeflow evaluate PRIOR.pt [--samples N] [--seed S] [--steps K] [--corrector C] [--threads N]\n";
   std::string model;
   int64_t n = 2000;
   long long seed = -1;
   SamplerOptions so;
-  so.threads = 2;
+  so.threads = 1;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto num = [&](long long& v) {
@@ -457,6 +466,9 @@ int EvaluateMain(int argc, char** argv) {
     } else if (a == "--steps") {
       if (!num(v)) return std::cerr << usage, 2;
       so.steps = v;
+    } else if (a == "--corrector") {
+      if (i + 1 >= argc) return std::cerr << usage, 2;
+      so.corrector_steps = std::atoi(argv[++i]);
     } else if (a == "--threads") {
       if (!num(v)) return std::cerr << usage, 2;
       so.threads = static_cast<int>(v);
@@ -494,9 +506,10 @@ int EvaluateMain(int argc, char** argv) {
     if (cmp->ks_component[k] > cmp->ks_component[worst]) worst = k;
   }
   for (double v : cmp->ks_assembly) ks_t = std::max(ks_t, v);
-  std::printf("diffusion prior %s: %lld samples (%lld noise levels, 1 corrector step) against %lld fresh prior draws "
+  std::printf("diffusion prior %s: %lld samples (%lld noise levels, %lld corrector steps) against %lld fresh prior draws "
               "(seed %llu)\n",
-              model.c_str(), static_cast<long long>(n), static_cast<long long>(so.steps), static_cast<long long>(n),
+              model.c_str(), static_cast<long long>(n), static_cast<long long>(so.steps),
+              static_cast<long long>(so.corrector_steps), static_cast<long long>(n),
               static_cast<unsigned long long>(ref_seed));
   std::printf("  KS log10 mass (max of 16)   %.4f\n  KS [Z/H] (max of 16)        %.4f  (worst component %d)\n", ks_mass,
               ks_zh, worst);
