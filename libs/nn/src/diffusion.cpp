@@ -500,19 +500,25 @@ int EvaluateMain(int argc, char** argv) {
   auto cmp = ComparePriorSamples(ref, *samples, t_u);
   if (!cmp.ok()) return std::cerr << "cubeflow evaluate: " << cmp.status().message() << "\n", 1;
   double ks_mass = 0, ks_zh = 0, ks_t = 0;
-  int worst = 0;
-  for (int k = 0; k < kHistoryDim; ++k) {
+  for (int k = 0; k < kHistoryDim; ++k)
     (k < kNumBins ? ks_mass : ks_zh) = std::max(k < kNumBins ? ks_mass : ks_zh, cmp->ks_component[k]);
-    if (cmp->ks_component[k] > cmp->ks_component[worst]) worst = k;
-  }
   for (double v : cmp->ks_assembly) ks_t = std::max(ks_t, v);
+  int worst_mass = 0;
+  for (int b = 0; b < kNumBins; ++b)
+    if (cmp->ks_component[b] > cmp->ks_component[worst_mass]) worst_mass = b;
+  auto empty_fraction = [&](const std::vector<History>& v) {
+    double c = 0;
+    for (const auto& x : v) c += x[worst_mass] <= kLogMassFloor;
+    return c / v.size();
+  };
   std::printf("diffusion prior %s: %lld samples (%lld noise levels, %lld corrector steps) against %lld fresh prior draws "
               "(seed %llu)\n",
               model.c_str(), static_cast<long long>(n), static_cast<long long>(so.steps),
               static_cast<long long>(so.corrector_steps), static_cast<long long>(n),
               static_cast<unsigned long long>(ref_seed));
-  std::printf("  KS log10 mass (max of 16)   %.4f\n  KS [Z/H] (max of 16)        %.4f  (worst component %d)\n", ks_mass,
-              ks_zh, worst);
+  std::printf("  KS log10 mass (max of 16)   %.4f\n  KS [Z/H] (max of 16)        %.4f\n", ks_mass, ks_zh);
+  std::printf("  worst log10 mass: bin %d, empty (at the floor) in %.3f of the draws, %.3f of the samples\n", worst_mass,
+              empty_fraction(ref), empty_fraction(*samples));
   std::printf("  KS t10..t90 (max of 9)      %.4f\n  KS mass-weighted [Z/H]      %.4f\n  KS enrichment               %.4f\n",
               ks_t, cmp->ks_mw_zh, cmp->ks_enrichment);
   std::printf("  max KS %.4f, critical %.4f (family-wise 1 %%): %s\n", cmp->max_ks, cmp->critical,
