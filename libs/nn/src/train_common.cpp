@@ -306,11 +306,16 @@ int RunTrainCommand(int argc, char** argv, const std::string& help,
 
   auto job = make_job(inv);
   if (!job.ok()) return Fail(job.status().message());
-  std::cerr << "cubeflow train: reading " << job->library << "\n";
-  auto lib = sim::ReadLibrary(job->library, 0, job->max_rows);
-  if (!lib.ok()) return Fail(lib.status().message());
-  std::cerr << "cubeflow train: " << job->kind_note << lib->n << " objects, " << lib->wave.n << " pixels, "
-            << (job->photometry ? lib->bands.size() : 0) << " bands; S/N mix " << SnrMix(*lib) << "\n";
+  Result<sim::LibraryData> lib = sim::LibraryData{};
+  if (job->library.empty()) {  // a model that needs no library (the diffusion prior draws its own set)
+    std::cerr << "cubeflow train: " << job->kind_note << "\n";
+  } else {
+    std::cerr << "cubeflow train: reading " << job->library << "\n";
+    lib = sim::ReadLibrary(job->library, 0, job->max_rows);
+    if (!lib.ok()) return Fail(lib.status().message());
+    std::cerr << "cubeflow train: " << job->kind_note << lib->n << " objects, " << lib->wave.n << " pixels, "
+              << (job->photometry ? lib->bands.size() : 0) << " bands; S/N mix " << SnrMix(*lib) << "\n";
+  }
   Result<TrainOutcome> outcome = Status::Error("not run");
   {
     SigintScope sigint;

@@ -188,7 +188,7 @@ struct TrainOutcome {
 
 /// \brief A parsed configuration of one kind of model, ready to train.
 struct TrainJob {
-  std::string library;   ///< library FITS file (resolved)
+  std::string library;   ///< library FITS file (resolved); empty: none is read (`run` gets an empty one)
   int64_t max_rows = -1;
   bool photometry = true;
   std::string kind_note;  ///< e.g. "SBI model; " before the library's description

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "arch_fields.hpp"
+#include "cubeflow/nn/diffusion.hpp"
 #include "cubeflow/nn/sbi_train.hpp"
 #include "cubeflow/nn/train.hpp"
 #include "cubeflow/strings.hpp"
@@ -290,6 +291,58 @@ Result<sbi::TrainConfig> sbi::ParseTrainConfig(const std::string& yaml_text, con
   if (!(c.flow_jitter >= 0 && c.flow_jitter < 1)) return r.Error("flow_jitter must be in [0, 1)");
   Status st = c.flow.Validate();
   if (!st.ok()) return r.Error(st.message());
+  return c;
+}
+
+// ---------------------------------------------------------------------------------------
+// Diffusion prior
+// ---------------------------------------------------------------------------------------
+
+Result<diffusion::TrainConfig> diffusion::ParseTrainConfig(const std::string& yaml_text, const std::string& file_name) {
+  TrainConfig c;
+  c.config_yaml = yaml_text;
+  CUBEFLOW_ASSIGN_OR_RETURN(
+      nn::ConfigReader r,
+      nn::ConfigReader::Load(yaml_text, file_name,
+                             {"kind", "output", "checkpoint", "library_config", "n", "seed", "epochs", "batch_size",
+                              "lr", "lr_factor", "lr_patience", "stop_patience", "batches_per_epoch", "val_fraction",
+                              "sigma_min", "sigma_max", "threads", "architecture"}));
+  try {
+    std::string kind;
+    r.Get("kind", kind);
+    if (kind != "diffusion") return r.Error("a diffusion-prior training configuration needs 'kind: diffusion'");
+    r.Get("output", c.output);
+    r.Get("checkpoint", c.checkpoint);
+    r.Get("library_config", c.library_config);
+    r.Get("n", c.n);
+    r.Get("seed", c.seed);
+    r.Get("epochs", c.epochs);
+    r.Get("batch_size", c.batch_size);
+    r.Get("lr", c.lr);
+    r.Get("lr_factor", c.lr_factor);
+    r.Get("lr_patience", c.lr_patience);
+    r.Get("stop_patience", c.stop_patience);
+    r.Get("batches_per_epoch", c.batches_per_epoch);
+    r.Get("val_fraction", c.val_fraction);
+    r.Get("sigma_min", c.sigma_min);
+    r.Get("sigma_max", c.sigma_max);
+    r.Get("threads", c.threads);
+    CUBEFLOW_RETURN_NOT_OK(r.Section("architecture", c.arch, [](auto& a, auto&& f) {
+      f("hidden", a.hidden);
+      f("blocks", a.blocks);
+      f("embed", a.embed);
+    }));
+  } catch (const YAML::Exception& ex) {
+    return r.Error(ex);
+  }
+  CUBEFLOW_RETURN_NOT_OK(nn::CheckCommon(r, c.epochs, c.batch_size, c.lr, c.lr_factor, c.output));
+  if (c.n < 100) return r.Error("n must be >= 100 histories (got " + std::to_string(c.n) + ")");
+  if (!(c.val_fraction > 0 && c.val_fraction < 0.5)) return r.Error("val_fraction must be in (0, 0.5)");
+  if (!(c.sigma_min > 0)) return r.Error("sigma_min must be > 0 (got " + Num(c.sigma_min) + ")");
+  if (c.sigma_max != 0 && !(c.sigma_max > c.sigma_min))
+    return r.Error("sigma_max must be > sigma_min, or 0 for the largest pairwise distance of the training set");
+  if (c.arch.hidden < 8 || c.arch.blocks < 1 || c.arch.embed < 2 || c.arch.embed % 2)
+    return r.Error("architecture: hidden >= 8, blocks >= 1, embed even and >= 2");
   return c;
 }
 

@@ -21,11 +21,13 @@ int EvaluateMain(int argc, char** argv);
 namespace cubeflow::nn {
 
 /// `cubeflow train CONFIG.yaml ...`: a configuration with top-level `kind: sbi` goes to
-/// sbi::TrainMain (docs/sbi.md), any other to cnn::TrainMain (docs/cnn.md).
+/// sbi::TrainMain (docs/sbi.md), `kind: diffusion` to diffusion::TrainMain (docs/diffusion.md),
+/// any other to cnn::TrainMain (docs/cnn.md).
 int TrainCommand(int argc, char** argv);
 
 /// `cubeflow evaluate MODEL LIBRARY ...`: a model whose metadata says `kind: sbi` goes to
-/// sbi::EvaluateMain, any other to cnn::EvaluateMain.
+/// sbi::EvaluateMain, `kind: diffusion` to diffusion::EvaluateMain (`cubeflow evaluate PRIOR.pt`,
+/// no library), any other to cnn::EvaluateMain.
 int EvaluateCommand(int argc, char** argv);
 
 }  // namespace cubeflow::nn
