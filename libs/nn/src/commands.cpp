@@ -5,6 +5,7 @@
 #include <string>
 
 #include "cubeflow/nn/commands.hpp"
+#include "cubeflow/nn/digs_npe.hpp"
 #include "cubeflow/nn/sbi.hpp"
 #include "cubeflow/nn/sbi_train.hpp"
 
@@ -16,7 +17,7 @@ std::string FirstPositional(int argc, char** argv) {
     const std::string a = argv[i];
     if (a == "--threads" || a == "--rows" || a == "--first" || a == "--csv" || a == "--json" || a == "--samples" ||
         a == "--seed" || a == "--objects" || a == "--add-noise" || a == "--phot-snr" || a == "--out" || a == "--snr" ||
-        a == "--ablate") {
+        a == "--ablate" || a == "--mcmc" || a == "--mcmc-steps" || a == "--mcmc-thin") {
       ++i;
       continue;
     }
@@ -32,6 +33,7 @@ namespace cubeflow::nn {
 int TrainCommand(int argc, char** argv) {
   const std::string cfg = FirstPositional(argc, argv);
   if (!cfg.empty() && cubeflow::sbi::IsSbiMetadata(cfg)) return cubeflow::sbi::TrainMain(argc, argv);
+  if (!cfg.empty() && cubeflow::digs::IsDigsYaml(cfg)) return cubeflow::digs::TrainMain(argc, argv);
   return cubeflow::cnn::TrainMain(argc, argv);
 }
 
@@ -39,6 +41,8 @@ int EvaluateCommand(int argc, char** argv) {
   const std::string model = FirstPositional(argc, argv);
   if (!model.empty() && cubeflow::sbi::IsSbiMetadata(cubeflow::sbi::MetadataPath(model)))
     return cubeflow::sbi::EvaluateMain(argc, argv);
+  if (!model.empty() && cubeflow::digs::IsDigsYaml(cubeflow::sbi::MetadataPath(model)))
+    return cubeflow::digs::EvaluateMain(argc, argv);
   return cubeflow::cnn::EvaluateMain(argc, argv);
 }
 
