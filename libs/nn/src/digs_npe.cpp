@@ -339,6 +339,9 @@ struct TrainConfig {
   /// > 0: no epoch starts that would, at the last epoch's pace, end after this many minutes of
   /// the run (resumed runs included); the best model so far is written.
   double time_limit_minutes = 0;
+  /// > 0: stop (checkpoint and best model written) before epoch stop_after_epochs + 1; a run
+  /// continued with --resume then trains exactly as an uninterrupted one.
+  int64_t stop_after_epochs = 0;
   int64_t lr_patience = 2, stop_patience = 6;
   uint64_t seed = 1;
   int threads = 1;  // libtorch's OpenMP threads spin: more threads than free cores is far slower
@@ -353,13 +356,13 @@ Result<TrainConfig> ParseConfig(const std::string& text, const std::filesystem::
     static const std::vector<std::string> known = {"kind", "library", "output", "checkpoint", "epochs", "batch_size",
                                                    "max_rows", "max_batches", "lr", "lr_factor", "lr_patience",
                                                    "stop_patience", "val_fraction", "seed", "threads", "arch",
-                                                   "time_limit_minutes"};
+                                                   "time_limit_minutes", "stop_after_epochs"};
     for (const auto& kv : y) {
       const std::string k = kv.first.as<std::string>();
       if (std::find(known.begin(), known.end(), k) == known.end())
         return Status::Error("unknown key '" + k + "' (known: kind, library, output, checkpoint, epochs, batch_size, "
                              "max_rows, max_batches, lr, lr_factor, lr_patience, stop_patience, val_fraction, seed, "
-                             "threads, arch, time_limit_minutes)");
+                             "threads, arch, time_limit_minutes, stop_after_epochs)");
     }
     auto get = [&](const char* k, auto& v) {
       if (y[k]) v = y[k].as<std::decay_t<decltype(v)>>();
@@ -379,6 +382,7 @@ Result<TrainConfig> ParseConfig(const std::string& text, const std::filesystem::
     get("seed", c.seed);
     get("threads", c.threads);
     get("time_limit_minutes", c.time_limit_minutes);
+    get("stop_after_epochs", c.stop_after_epochs);
     if (const auto a = y["arch"]) {
       if (a["hidden"]) c.arch.hidden = a["hidden"].as<std::vector<int64_t>>();
       if (a["summary"]) c.arch.summary = a["summary"].as<int64_t>();
@@ -517,6 +521,7 @@ Status Train(const TrainConfig& c, const std::string& config_text) {
       out_of_time = true;
       return std::nullopt;
     }
+    if (c.stop_after_epochs > 0 && epoch >= c.stop_after_epochs) return std::nullopt;
     const double started = clock.Elapsed();
     struct Timer {
       double& out;

@@ -140,3 +140,40 @@ TEST(DigsNpePipeline, LibraryTrainEvaluateRunEndToEnd) {
   EXPECT_NE(testing::internal::GetCapturedStderr().find("unknown key 'epoch'"), std::string::npos);
   std::filesystem::remove_all(std::filesystem::path(cfg).parent_path());
 }
+
+TEST(DigsNpePipeline, ResumeTrainsExactlyAsAnUninterruptedRun) {
+  auto model = sim::DigsModel::Build(sim::BuiltinSsp(), sim::DigsConfig());
+  ASSERT_TRUE(model.ok());
+  const std::string lib = Temp("r_train.fits"), test_lib = Temp("r_test.fits");
+  ASSERT_TRUE(sim::WriteDigsLibrary(**model, 911, 1500, "builtin", lib).ok());
+  ASSERT_TRUE(sim::WriteDigsLibrary(**model, 912, 20, "builtin", test_lib).ok());
+  auto run = [&](const std::string& name, const std::string& extra, bool resume) {
+    const std::string cfg = Temp(name + ".yaml");
+    {
+      std::ofstream f(cfg);
+      f << "kind: digs\nlibrary: r_train.fits\noutput: " << name << "/model.pt\nepochs: 3\nbatch_size: 128\n"
+           "seed: 5\nthreads: 1\narch: {hidden: [32], summary: 8, flow: {layers: 2, hidden: 16, context_hidden: 16, "
+           "bins: 4}}\n" << extra;
+    }
+    std::vector<const char*> argv = {"train", cfg.c_str()};
+    if (resume) argv.push_back("--resume");
+    testing::internal::CaptureStderr();
+    EXPECT_EQ(nn::TrainCommand(static_cast<int>(argv.size()), const_cast<char**>(argv.data())), 0);
+    const std::string log = testing::internal::GetCapturedStderr();
+    // The resumed run starts from the checkpoint (a run from scratch would also match `straight`).
+    if (resume) EXPECT_NE(log.find("after epoch 1"), std::string::npos) << log;
+    const std::string pt = Temp(name + "/model.pt");
+    testing::internal::CaptureStdout();
+    const char* eargv[] = {"evaluate", pt.c_str(), test_lib.c_str(), "--samples", "20"};
+    EXPECT_EQ(nn::EvaluateCommand(5, const_cast<char**>(eargv)), 0);
+    std::string out = testing::internal::GetCapturedStdout();
+    out = out.substr(out.find("param"));  // the table, without the header naming the file
+    return out.substr(0, out.find("NPE wall time"));
+  };
+  const std::string straight = run("a", "", false);
+  const std::string first = run("b", "stop_after_epochs: 1\n", false);
+  const std::string resumed = run("b", "", true);
+  EXPECT_NE(first, straight);  // one epoch is not three
+  EXPECT_EQ(resumed, straight);
+  std::filesystem::remove_all(std::filesystem::path(lib).parent_path());
+}
