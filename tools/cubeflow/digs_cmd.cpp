@@ -11,6 +11,7 @@
 #include "commands.hpp"
 #include "cubeflow/sim/digs.hpp"
 #include "cubeflow/sim/digs_fit.hpp"
+#include "cubeflow/sim/digs_library.hpp"
 #include "cubeflow/spectral/stats.hpp"
 
 namespace cubeflow::tools {
@@ -161,6 +162,18 @@ int Mcmc(const ModelArgs& a, int n, uint64_t seed, const sim::DigsFitOptions& fo
   return 0;
 }
 
+int Library(const ModelArgs& a, int64_t n, uint64_t seed, const std::string& out) {
+  auto m = MakeModel(a);
+  if (!m.ok()) { std::cerr << "cubeflow digs library: " << m.status().message() << "\n"; return 2; }
+  const auto t0 = std::chrono::steady_clock::now();
+  auto st = sim::WriteDigsLibrary(**m, seed, n, a.ssp, out);
+  if (!st.ok()) { std::cerr << "cubeflow digs library: " << st.message() << "\n"; return 1; }
+  std::printf("wrote %s: %lld spectra (%s, seed %llu) in %.1f s\n", out.c_str(), static_cast<long long>(n),
+              (*m)->ssp().name.c_str(), static_cast<unsigned long long>(seed),
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  return 0;
+}
+
 }  // namespace
 
 int DigsCommand(int argc, char** argv) {
@@ -197,6 +210,17 @@ int DigsCommand(int argc, char** argv) {
   AddModelOptions(sp, &sargs);
   int n_render = 20000;
   sp->add_option("--n", n_render, "renders")->check(CLI::Range(1, 100000000));
+  auto* lb = app.add_subcommand("library", "write a training or test library: noisy physical-flux spectra and "
+                                           "their five parameters (row i = object i of --seed; docs/digs.md)");
+  ModelArgs largs;
+  AddModelOptions(lb, &largs);
+  int64_t lib_n = 1000;
+  uint64_t lib_seed = 0;
+  std::string lib_out;
+  lb->add_option("--n", lib_n, "number of spectra")->check(CLI::Range(int64_t{1}, int64_t{100000000}));
+  lb->add_option("--seed", lib_seed, "simulation seed (training, test and MCMC sets need different seeds)")
+      ->required();
+  lb->add_option("--out", lib_out, "output FITS file (written atomically)")->required();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -213,6 +237,7 @@ int DigsCommand(int argc, char** argv) {
     }
     return Mcmc(margs, n, seed, fo, out, fixed_theta);
   }
+  if (lb->parsed()) return Library(largs, lib_n, lib_seed, lib_out);
   return Speed(sargs, n_render);
 }
 

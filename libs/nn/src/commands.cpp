@@ -7,6 +7,7 @@
 
 #include "cubeflow/nn/commands.hpp"
 #include "cubeflow/nn/diffusion.hpp"
+#include "cubeflow/nn/digs_npe.hpp"
 #include "cubeflow/nn/sbi.hpp"
 #include "cubeflow/nn/sbi_train.hpp"
 
@@ -18,7 +19,8 @@ std::string FirstPositional(int argc, char** argv) {
     const std::string a = argv[i];
     if (a == "--threads" || a == "--rows" || a == "--first" || a == "--csv" || a == "--json" || a == "--samples" ||
         a == "--seed" || a == "--objects" || a == "--add-noise" || a == "--phot-snr" || a == "--out" || a == "--snr" ||
-        a == "--ablate" || a == "--steps" || a == "--corrector") {
+        a == "--ablate" || a == "--steps" || a == "--corrector" || a == "--mcmc" || a == "--mcmc-steps" ||
+        a == "--mcmc-thin") {
       ++i;
       continue;
     }
@@ -35,6 +37,7 @@ int TrainCommand(int argc, char** argv) {
   const std::string cfg = FirstPositional(argc, argv);
   if (!cfg.empty() && cubeflow::sbi::IsSbiMetadata(cfg)) return cubeflow::sbi::TrainMain(argc, argv);
   if (!cfg.empty() && cubeflow::diffusion::IsDiffusionYaml(cfg)) return cubeflow::diffusion::TrainMain(argc, argv);
+  if (!cfg.empty() && cubeflow::digs::IsDigsYaml(cfg)) return cubeflow::digs::TrainMain(argc, argv);
   return cubeflow::cnn::TrainMain(argc, argv);
 }
 
@@ -44,6 +47,8 @@ int EvaluateCommand(int argc, char** argv) {
     return cubeflow::sbi::EvaluateMain(argc, argv);
   if (!model.empty() && cubeflow::diffusion::IsDiffusionYaml(model + ".yaml"))
     return cubeflow::diffusion::EvaluateMain(argc, argv);
+  if (!model.empty() && cubeflow::digs::IsDigsYaml(cubeflow::sbi::MetadataPath(model)))
+    return cubeflow::digs::EvaluateMain(argc, argv);
   return cubeflow::cnn::EvaluateMain(argc, argv);
 }
 

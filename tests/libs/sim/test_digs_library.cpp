@@ -1,0 +1,100 @@
+// DIGS libraries (digs_library.hpp): rows are the simulator's objects of the seed, whatever the
+// chunk size; the provenance is in the header; broken files are refused with the file named.
+#include <gtest/gtest.h>
+#include <fitsio.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "cubeflow/sim/digs_library.hpp"
+
+using namespace cubeflow;
+using namespace cubeflow::sim;
+
+namespace {
+
+std::shared_ptr<const DigsModel> Model() {
+  auto r = DigsModel::Build(BuiltinSsp(), DigsConfig());
+  EXPECT_TRUE(r.ok()) << r.status().message();
+  return r.ok() ? *r : nullptr;
+}
+
+std::string TempPath(const std::string& name) {
+  return (std::filesystem::temp_directory_path() / ("cubeflow_digs_lib_" + std::to_string(::getpid()) + "_" + name))
+      .string();
+}
+
+}  // namespace
+
+TEST(DigsLibrary, RowsAreTheSimulatorsObjectsWhateverTheChunk) {
+  auto m = Model();
+  ASSERT_TRUE(m);
+  const std::string a = TempPath("a.fits"), b = TempPath("b.fits");
+  ASSERT_TRUE(WriteDigsLibrary(*m, 77, 25, "builtin", a, 7).ok());
+  ASSERT_TRUE(WriteDigsLibrary(*m, 77, 25, "builtin", b, 1000).ok());
+  auto la = ReadDigsLibrary(a), lb = ReadDigsLibrary(b);
+  ASSERT_TRUE(la.ok()) << la.status().message();
+  ASSERT_TRUE(lb.ok()) << lb.status().message();
+  ASSERT_EQ(la->n, 25);
+  ASSERT_EQ(la->n_wave, 138);
+  EXPECT_EQ(la->flux, lb->flux);
+  EXPECT_EQ(la->theta, lb->theta);
+  ASSERT_EQ(la->wave.size(), 138u);
+  EXPECT_DOUBLE_EQ(la->wave[10], m->wave()[10]);
+  for (int64_t i : {0, 13, 24}) {
+    DigsObject o;
+    m->Simulate(77, i, &o);
+    for (int64_t w : {0, 70, 137}) EXPECT_EQ(la->flux[i * 138 + w], static_cast<float>(o.flux[w])) << i << " " << w;
+    const auto t = o.theta.ToArray();
+    for (int k = 0; k < 4; ++k) EXPECT_EQ(la->theta[i * 5 + k], t[k]);
+    EXPECT_DOUBLE_EQ(la->theta[i * 5 + 4], std::log10(t[4]));  // LOG_TAU
+  }
+  EXPECT_EQ(la->header.at("DIGSSEED"), "77");
+  EXPECT_EQ(la->header.at("DIGSSSP"), "builtin");
+  EXPECT_DOUBLE_EQ(std::stod(la->header.at("PLO1")), 8.0);
+  EXPECT_DOUBLE_EQ(std::stod(la->header.at("PHI5")), 1.0);
+  EXPECT_DOUBLE_EQ(std::stod(la->header.at("NOISEFR")), 0.05);
+  auto part = ReadDigsLibrary(a, 10);
+  ASSERT_TRUE(part.ok());
+  EXPECT_EQ(part->n, 10);
+  EXPECT_EQ(part->theta.size(), 50u);
+  std::filesystem::remove(a);
+  std::filesystem::remove(b);
+}
+
+TEST(DigsLibrary, DifferentSeedsGiveDifferentObjects) {
+  auto m = Model();
+  ASSERT_TRUE(m);
+  const std::string a = TempPath("s1.fits"), b = TempPath("s2.fits");
+  ASSERT_TRUE(WriteDigsLibrary(*m, 1, 5, "builtin", a).ok());
+  ASSERT_TRUE(WriteDigsLibrary(*m, 2, 5, "builtin", b).ok());
+  auto la = ReadDigsLibrary(a), lb = ReadDigsLibrary(b);
+  ASSERT_TRUE(la.ok() && lb.ok());
+  EXPECT_NE(la->theta, lb->theta);
+  std::filesystem::remove(a);
+  std::filesystem::remove(b);
+}
+
+TEST(DigsLibrary, RefusesFilesThatAreNotLibrariesNamingThem) {
+  const std::string bad = TempPath("nolib.fits");
+  {
+    fitsfile* f = nullptr;
+    int st = 0;
+    std::filesystem::remove(bad);
+    fits_create_file(&f, bad.c_str(), &st);
+    fits_create_imgll(f, BYTE_IMG, 0, nullptr, &st);
+    fits_close_file(f, &st);
+    ASSERT_EQ(st, 0);
+  }
+  auto r = ReadDigsLibrary(bad);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find(bad), std::string::npos);
+  EXPECT_NE(r.status().message().find("WAVE"), std::string::npos);
+  auto missing = ReadDigsLibrary(TempPath("absent.fits"));
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("cannot open"), std::string::npos);
+  auto m = Model();
+  ASSERT_TRUE(m);
+  EXPECT_FALSE(WriteDigsLibrary(*m, 1, 0, "builtin", bad).ok());
+  std::filesystem::remove(bad);
+}
