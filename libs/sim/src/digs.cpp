@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "cubeflow/spectral/spectral_ops.hpp"
+#include "quadrature.hpp"
 
 namespace cubeflow::sim {
 
@@ -25,17 +26,6 @@ double DelayedTauCumulative(double x) {
     return x2 * (0.5 - x / 3.0 + x2 / 8.0 - x2 * x / 30.0);
   }
   return -std::expm1(-x) - x * std::exp(-x);
-}
-
-void GaussLegendre(int n, std::vector<double>* x, std::vector<double>* w) {
-  switch (n) {
-    case 1: *x = {0.0}; *w = {2.0}; break;
-    case 2: *x = {-0.5773502691896257, 0.5773502691896257}; *w = {1.0, 1.0}; break;
-    case 3: *x = {-0.7745966692414834, 0.0, 0.7745966692414834};
-            *w = {0.5555555555555556, 0.8888888888888888, 0.5555555555555556}; break;
-    default: *x = {-0.8611363115940526, -0.3399810435848563, 0.3399810435848563, 0.8611363115940526};
-             *w = {0.3478548451374538, 0.6521451548625461, 0.6521451548625461, 0.3478548451374538};
-  }
 }
 
 }  // namespace
@@ -128,7 +118,7 @@ Result<std::shared_ptr<const DigsModel>> DigsModel::Build(std::shared_ptr<const 
   m->tmpl_.assign(nb * nm * nw, 0.0);
   m->q_h_.assign(nb * nm, 0.0);
   std::vector<double> gx, gw;
-  GaussLegendre(std::clamp(c.ages_per_bin, 1, 4), &gx, &gw);
+  internal::GaussLegendre(std::clamp(c.ages_per_bin, 1, 4), &gx, &gw);
   std::vector<double> buf(g.n_wave()), acc(cut_wave.size()), conv(cut_wave.size());
   for (size_t k = 0; k < nb; ++k) {
     const double a0 = m->age_edges_[k], a1 = m->age_edges_[k + 1];

@@ -7,6 +7,7 @@
 #include <functional>
 
 #include "cubeflow/spectral/spectral_ops.hpp"
+#include "quadrature.hpp"
 
 namespace cubeflow::sim {
 
@@ -51,18 +52,6 @@ Result<Filter> FindFilter(const std::string& band, const std::string& dir) {
     if (ec) return Status::Error("photometry.filter_dir '" + dir + "': " + ec.message());
   }
   return BuiltinFilter(band);
-}
-
-// Gauss-Legendre nodes/weights on [-1, 1] for n = 1..4.
-void GaussLegendre(int n, std::vector<double>* x, std::vector<double>* w) {
-  switch (n) {
-    case 1: *x = {0.0}; *w = {2.0}; break;
-    case 2: *x = {-0.5773502691896257, 0.5773502691896257}; *w = {1.0, 1.0}; break;
-    case 3: *x = {-0.7745966692414834, 0.0, 0.7745966692414834};
-            *w = {0.5555555555555556, 0.8888888888888888, 0.5555555555555556}; break;
-    default: *x = {-0.8611363115940526, -0.3399810435848563, 0.3399810435848563, 0.8611363115940526};
-             *w = {0.3478548451374538, 0.6521451548625461, 0.6521451548625461, 0.3478548451374538};
-  }
 }
 
 }  // namespace
@@ -284,7 +273,7 @@ Result<std::shared_ptr<const ForwardModel>> ForwardModel::Build(std::shared_ptr<
   fm->living_.assign(nj * nm, 1.0);
   fm->phot_tmpl_.assign(nj * nm * fm->n_coarse_, 0.0);
   std::vector<double> gx, gw;
-  GaussLegendre(std::clamp(obs.ages_per_step, 1, 4), &gx, &gw);
+  internal::GaussLegendre(std::clamp(obs.ages_per_step, 1, 4), &gx, &gw);
   std::vector<double> buf(g.n_wave()), acc(g.n_wave()), conv(cut_wave.size());
   for (size_t j = 0; j < nj; ++j) {
     const double a0 = fm->grid_.Lo(j), a1 = fm->grid_.Hi(j);
