@@ -3,8 +3,8 @@
 # models/diffusion_builtin.train.yaml into a scratch folder (EPOCHS=N overrides its epochs), then
 # prints `cubeflow evaluate`: ComparePriorSamples of 2000 prior samples (300 noise levels, one
 # corrector step) against 2000 fresh draws of the training prior (seed 1042, not the training
-# seed 42). About 3.5 s per epoch on one free core (100 epochs: ~6 min): run it under
-# `flock /work/notes/cpu.lock`. The model stays in OUT (default: a temporary folder, removed).
+# seed 42). About 3.5 s per epoch on one free core (100 epochs: ~6 min): run it alone on the
+# machine. The model stays in OUT (default: a temporary folder, removed).
 # Usage: [EPOCHS=N] [OUT=DIR] bench/diffusion_prior.sh [BUILD_DIR]
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
