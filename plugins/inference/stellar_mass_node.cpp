@@ -160,173 +160,189 @@ StellarMassNode::StellarMassNode(const Options& options) : options_(options) {
   }
 }
 
-void StellarMassNode::Process(ProcessContext& ctx) {
-  auto binning = ctx.OptionalInput<Binning>("binning");
-  double pixel_arcsec = options_.pixel_scale;
-  if (!(pixel_arcsec > 0)) {
-    if (!binning || binning->wcs.empty())
-      throw Error("no pixel scale: set parameter 'pixel_scale' (arcsec) or connect a binning whose cube has a WCS");
-    auto wcs = fits::Wcs::FromCards(binning->wcs);
-    if (!wcs.ok()) throw Error("the binning's WCS: " + wcs.status().message() + "; or set parameter 'pixel_scale'");
-    pixel_arcsec = wcs->PixelScaleArcsec();
+namespace {
+
+/// Arcsec per spaxel: the parameter, else from the binning's WCS.
+double PixelScaleArcsec(double given, const Binning* binning) {
+  if (given > 0) return given;
+  if (binning == nullptr || binning->wcs.empty())
+    throw Error("no pixel scale: set parameter 'pixel_scale' (arcsec) or connect a binning whose cube has a WCS");
+  auto wcs = fits::Wcs::FromCards(binning->wcs);
+  if (!wcs.ok()) throw Error("the binning's WCS: " + wcs.status().message() + "; or set parameter 'pixel_scale'");
+  return wcs->PixelScaleArcsec();
+}
+
+/// Relative 1-sigma of a normalised spectrum's mean in pixels [a, b) (the window mean is 1).
+double WindowRelativeError(const Spectrum& s, size_t a, size_t b) {
+  if (s.variance.size() != s.flux.size()) return 0.0;
+  double var = 0;
+  int64_t n = 0;
+  for (size_t k = a; k < b && k < s.variance.size(); ++k)
+    if (std::isfinite(s.variance[k]) && s.variance[k] > 0) { var += s.variance[k]; ++n; }
+  return n > 0 ? std::sqrt(var) / static_cast<double>(n) : 0.0;
+}
+
+/// Writes the mass fields of one bin (NaN where `m` failed).
+void SetMassFields(const StellarMassNode::Estimate& m, double area_pc2, Record* rec) {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const bool ok = m.failure.empty();
+  const double mformed = std::pow(10.0, m.log_formed), mstar = std::pow(10.0, m.log_living);
+  const double dens = mstar / area_pc2, lin = kLn10 * m.err_dex;
+  rec->Set("mass_formed", mformed, "solMass", "stellar mass formed in the bin (integral of the SFH)");
+  rec->Set("mass_formed_err", mformed * lin, "solMass", "1-sigma error of mass_formed");
+  rec->Set("mstar", mstar, "solMass", "present-day stellar mass of the bin (stars + remnants)");
+  rec->Set("mstar_err", mstar * lin, "solMass", "1-sigma error of mstar");
+  rec->Set("mstar_density", dens, "solMass/pc**2", "stellar mass surface density (stars + remnants, projected)");
+  rec->Set("mstar_density_err", dens * lin, "solMass/pc**2", "1-sigma error of mstar_density");
+  rec->Set("mstar_density_kpc", dens * 1e6, "solMass/kpc**2", "stellar mass surface density per kpc^2");
+  rec->Set("mstar_density_kpc_err", dens * 1e6 * lin, "solMass/kpc**2", "1-sigma error of mstar_density_kpc");
+  rec->Set("log_mstar_density", std::log10(dens), "dex", "log10 of mstar_density in solMass/pc**2");
+  rec->Set("log_mstar_density_err", m.err_dex, "dex", "1-sigma error of log_mstar_density");
+  if (std::isfinite(m.p16)) {
+    rec->Set("log_mstar_density_p16", m.p16 - std::log10(area_pc2), "dex",
+             "16th percentile of log_mstar_density over the posterior samples (flux and dust errors not included)");
+    rec->Set("log_mstar_density_p84", m.p84 - std::log10(area_pc2), "dex",
+             "84th percentile of log_mstar_density over the posterior samples (flux and dust errors not included)");
   }
-  const double d_pc = options_.distance_mpc * 1e6;
-  const double d_cm = d_pc * sim::kParsecCm;
-  const double pixel_pc2 = std::pow(pixel_arcsec / kArcsecPerRad * d_pc, 2);
+  rec->Set("tau_ism_fit", ok ? m.fit.tau_ism : nan, "",
+           "diffuse dust optical depth at the model's pivot fitted to the continuum shape");
+  rec->Set("tau_ism_fit_err", ok ? m.fit.tau_ism_err : nan, "", "1-sigma error of tau_ism_fit");
+  rec->Set("living_fraction", ok ? m.fit.living_fraction : nan, "", "stars + remnants per unit mass formed");
+  rec->Set("ml_chi2", ok ? m.fit.chi2_reduced : nan, "",
+           "reduced chi^2 of the history's normalised model spectrum against the bin's");
+}
+
+}  // namespace
+
+StellarMassNode::BinHistory StellarMassNode::HistoryOf(const Record& in, const std::string& bin_name) const {
   const sim::SimConfig& cfg = model_->config();
   const double nan = std::numeric_limits<double>::quiet_NaN();
+  BinHistory out{Status::Error("no history"), {}, cfg.sfh.z_sun};
+  if (const auto* mf = FindField(in, "mass_frac")) {
+    const auto* zh = FindField(in, "zh");
+    if (zh == nullptr || zh->values.size() != mf->values.size() ||
+        mf->values.size() != static_cast<size_t>(sim::kNumAgeBins))
+      throw Error(bin_name + ": results have mass_frac but no zh of " + std::to_string(sim::kNumAgeBins) +
+                  " age bins: connect inference.cnn's results");
+    out.history = sim::HistoryFromAgeBins(model_->time_grid(), mf->values.data(), zh->values.data(), cfg.sfh.z_sun,
+                                          sim::CosmicTimeGyr(0.0, cfg.sfh.cosmology));
+    if (const auto* mwz = FindField(in, "mw_zh"); mwz && std::isfinite(mwz->values[0]))
+      out.z_gas = cfg.sfh.z_sun * std::pow(10.0, mwz->values[0]);
+    return out;
+  }
+  if (!FindField(in, "t50") || !FindField(in, "mh"))
+    throw Error(bin_name + ": results have neither mass_frac/zh (inference.cnn) nor t50/mh (inference.sbi): "
+                           "connect an inference node's results");
+  std::vector<std::string> names;
+  for (int p = 10; p <= 90; p += 10) names.push_back("t" + std::to_string(p));
+  std::vector<double> t;
+  for (const auto& n : names) {
+    const auto* f = FindField(in, n);
+    t.push_back(f ? f->values[0] : nan);
+  }
+  const double mh = FindField(in, "mh")->values[0];
+  out.history = sim::HistoryFromMassPercentiles(model_->time_grid(), t.data(), t.size(), lookback_reference_, mh,
+                                                cfg.sfh.z_sun);
+  if (std::isfinite(mh)) out.z_gas = cfg.sfh.z_sun * std::pow(10.0, mh);
+  // Posterior samples, when the SBI node wrote them for every parameter.
+  std::vector<const Record::Field*> sf;
+  for (const auto& n : names) sf.push_back(FindField(in, n + "_samples"));
+  sf.push_back(FindField(in, "mh_samples"));
+  const bool have = std::all_of(sf.begin(), sf.end(), [&](const Record::Field* f) {
+    return f != nullptr && f->values.size() == sf.back()->values.size() && !f->values.empty();
+  });
+  if (!have) return out;
+  const size_t ns = sf.back()->values.size();
+  const size_t use = std::min<size_t>(ns, static_cast<size_t>(options_.max_samples));
+  for (size_t k = 0; k < use; ++k) {
+    const size_t at = k * ns / use;
+    std::vector<double> tk;
+    for (size_t p = 0; p < names.size(); ++p) tk.push_back(sf[p]->values[at]);
+    auto h = sim::HistoryFromMassPercentiles(model_->time_grid(), tk.data(), tk.size(), lookback_reference_,
+                                             sf.back()->values[at], cfg.sfh.z_sun);
+    if (h.ok()) out.samples.push_back(std::move(*h));
+  }
+  return out;
+}
 
+StellarMassNode::Estimate StellarMassNode::EstimateMass(const Spectrum& s, const BinHistory& h, double flux_norm,
+                                                        double nspax) const {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  Estimate m{nan, nan, nan, nan, nan, {}, ""};
+  if (!h.history.ok()) {
+    m.failure = h.history.status().message();
+  } else if (s.flux.size() != model_->wave().size()) {
+    m.failure = "the spectrum has " + std::to_string(s.flux.size()) + " pixels, the model grid " +
+                std::to_string(model_->wave().size());
+  } else {
+    std::vector<double> var = s.variance;
+    if (var.size() != s.flux.size()) var.assign(s.flux.size(), 1.0);
+    auto fit = sim::FitLightToMass(*model_, *h.history, h.z_gas, s.flux.data(), var.data(),
+                                   s.mask.empty() ? nullptr : s.mask.data(), s.flux.size());
+    if (fit.ok()) m.fit = *fit;
+    else m.failure = fit.status().message();
+  }
+  if (m.failure.empty() && !(flux_norm > 0)) m.failure = "no positive flux in the normalisation window";
+  if (m.failure.empty() && !(nspax > 0)) m.failure = "unknown number of spaxels (connect the binning)";
+  if (!m.failure.empty()) return m;
+
+  const double d_cm = options_.distance_mpc * 1e6 * sim::kParsecCm;
+  const double lum_per_flux = 4.0 * M_PI * d_cm * d_cm * (1.0 + MetaOr(s, "z_sys", 0.0)) / sim::kSolarLuminosityErg;
+  m.log_formed = std::log10(flux_norm * lum_per_flux / m.fit.window_flux);
+  m.log_living = m.log_formed + std::log10(m.fit.living_fraction);
+  const sim::ForwardModel::Tables tables = model_->tables();
+  const double flux_dex = WindowRelativeError(s, tables.norm_first, tables.norm_end) / kLn10;
+  const double dust_dex = m.fit.dlog10_window_dtau * m.fit.tau_ism_err;
+  double history_dex = options_.ml_error_dex;
+  if (h.samples.size() >= 10) {
+    // The posterior's spread of flux per unit stellar mass at the fitted dust.
+    std::vector<double> lm;
+    const sim::DustParams dust{m.fit.tau_bc, m.fit.tau_ism};
+    for (const auto& sample : h.samples) {
+      sim::Rendered r;
+      model_->Render(sample, dust, h.z_gas, &r);
+      if (r.norm > 0) lm.push_back(std::log10(r.norm / model_->LivingFraction(sample)));
+    }
+    if (lm.size() >= 10) {
+      const double mid = std::log10(m.fit.window_flux / m.fit.living_fraction);
+      history_dex = 0.5 * (Percentile(lm, 0.84) - Percentile(lm, 0.16));
+      m.p16 = m.log_living - (Percentile(lm, 0.84) - mid);
+      m.p84 = m.log_living - (Percentile(lm, 0.16) - mid);
+    }
+  }
+  m.err_dex = std::sqrt(flux_dex * flux_dex + dust_dex * dust_dex + history_dex * history_dex);
+  return m;
+}
+
+void StellarMassNode::Process(ProcessContext& ctx) {
+  auto binning = ctx.OptionalInput<Binning>("binning");
+  const double pixel_arcsec = PixelScaleArcsec(options_.pixel_scale, binning.get());
+  const double pixel_pc2 = std::pow(pixel_arcsec / kArcsecPerRad * options_.distance_mpc * 1e6, 2);
   for (size_t i = 0; i < ctx.size(); ++i) {
     auto s = ctx.Input<Spectrum>("spectra", i);
     auto in = ctx.Input<Record>("results", i);
-    auto rec = std::make_shared<Record>();
-    rec->id = ctx.key(i);
-    rec->quality = in->quality | s->quality;
-    const std::string bin_name = "bin " + std::to_string(ctx.key(i));
+    const int64_t key = ctx.key(i);
+    const std::string bin_name = "bin " + std::to_string(key);
+    const BinHistory history = HistoryOf(*in, bin_name);
 
-    // The history (point estimate) and, for SBI, the histories of posterior samples.
-    Result<sim::BinnedSfh> history = Status::Error("no history");
-    std::vector<sim::BinnedSfh> samples;
-    double z_gas = cfg.sfh.z_sun;
-    if (const auto* mf = FindField(*in, "mass_frac")) {
-      const auto* zh = FindField(*in, "zh");
-      if (zh == nullptr || zh->values.size() != mf->values.size() ||
-          mf->values.size() != static_cast<size_t>(sim::kNumAgeBins))
-        throw Error(bin_name + ": results have mass_frac but no zh of " + std::to_string(sim::kNumAgeBins) +
-                    " age bins: connect inference.cnn's results");
-      history = sim::HistoryFromAgeBins(model_->time_grid(), mf->values.data(), zh->values.data(), cfg.sfh.z_sun,
-                                        sim::CosmicTimeGyr(0.0, cfg.sfh.cosmology));
-      if (const auto* mwz = FindField(*in, "mw_zh"); mwz && std::isfinite(mwz->values[0]))
-        z_gas = cfg.sfh.z_sun * std::pow(10.0, mwz->values[0]);
-    } else if (FindField(*in, "t50") && FindField(*in, "mh")) {
-      std::vector<std::string> names;
-      for (int p = 10; p <= 90; p += 10) names.push_back("t" + std::to_string(p));
-      std::vector<double> t;
-      for (const auto& n : names) {
-        const auto* f = FindField(*in, n);
-        t.push_back(f ? f->values[0] : nan);
-      }
-      const double mh = FindField(*in, "mh")->values[0];
-      history = sim::HistoryFromMassPercentiles(model_->time_grid(), t.data(), t.size(), lookback_reference_, mh,
-                                                cfg.sfh.z_sun);
-      if (std::isfinite(mh)) z_gas = cfg.sfh.z_sun * std::pow(10.0, mh);
-      // Posterior samples, when the SBI node wrote them for every parameter.
-      std::vector<const Record::Field*> sf;
-      for (const auto& n : names) sf.push_back(FindField(*in, n + "_samples"));
-      sf.push_back(FindField(*in, "mh_samples"));
-      const bool have = std::all_of(sf.begin(), sf.end(), [&](const Record::Field* f) {
-        return f != nullptr && f->values.size() == sf.back()->values.size() && !f->values.empty();
-      });
-      if (have) {
-        const size_t ns = sf.back()->values.size();
-        const size_t use = std::min<size_t>(ns, static_cast<size_t>(options_.max_samples));
-        for (size_t k = 0; k < use; ++k) {
-          const size_t at = k * ns / use;
-          std::vector<double> tk;
-          for (size_t p = 0; p < names.size(); ++p) tk.push_back(sf[p]->values[at]);
-          auto h = sim::HistoryFromMassPercentiles(model_->time_grid(), tk.data(), tk.size(), lookback_reference_,
-                                                   sf.back()->values[at], cfg.sfh.z_sun);
-          if (h.ok()) samples.push_back(std::move(*h));
-        }
-      }
-    } else {
-      throw Error(bin_name + ": results have neither mass_frac/zh (inference.cnn) nor t50/mh (inference.sbi): "
-                             "connect an inference node's results");
-    }
-
-    // The bin's absolute flux in the normalisation window, and its noise.
-    const double scale = MetaOr(*s, "bunit_scale", nan);
-    const double flux_norm = s->norm * scale;
-    const double z_sys = MetaOr(*s, "z_sys", 0.0);
-    double nspax = MetaOr(*s, "nspax", nan);
-    if (binning && ctx.key(i) >= 0 && static_cast<size_t>(ctx.key(i)) < binning->bins.size())
-      nspax = static_cast<double>(binning->bins[static_cast<size_t>(ctx.key(i))].nspax);
+    // The bin's absolute flux in the normalisation window and its spaxels.
+    const double scale = MetaOr(*s, "bunit_scale", std::numeric_limits<double>::quiet_NaN());
     if (!std::isfinite(scale))
       throw Error(bin_name + ": the spectrum has no flux unit scale (meta bunit_scale): the cube's BUNIT must be a "
                              "flux density unit (e.g. 10**(-20)*erg/s/cm**2/Angstrom) for a mass");
-    double win_var = 0;
-    int64_t win_n = 0;
-    const sim::ForwardModel::Tables tables = model_->tables();
-    const size_t wa = tables.norm_first, wb = tables.norm_end;
-    const bool same_grid = s->flux.size() == model_->wave().size();
-    if (same_grid && s->variance.size() == s->flux.size())
-      for (size_t k = wa; k < wb; ++k)
-        if (std::isfinite(s->variance[k]) && s->variance[k] > 0) { win_var += s->variance[k]; ++win_n; }
-    const double flux_rel_err = win_n > 0 ? std::sqrt(win_var) / static_cast<double>(win_n) : 0.0;
+    double nspax = MetaOr(*s, "nspax", std::numeric_limits<double>::quiet_NaN());
+    if (binning && key >= 0 && static_cast<size_t>(key) < binning->bins.size())
+      nspax = static_cast<double>(binning->bins[static_cast<size_t>(key)].nspax);
 
-    std::string failure;
-    Result<sim::LightToMass> fit = Status::Error("no fit");
-    if (!history.ok()) {
-      failure = history.status().message();
-    } else if (!same_grid) {
-      failure = "the spectrum has " + std::to_string(s->flux.size()) + " pixels, the model grid " +
-                std::to_string(model_->wave().size());
-    } else {
-      std::vector<double> var = s->variance;
-      if (var.size() != s->flux.size()) var.assign(s->flux.size(), 1.0);
-      fit = sim::FitLightToMass(*model_, *history, z_gas, s->flux.data(), var.data(),
-                                s->mask.empty() ? nullptr : s->mask.data(), s->flux.size());
-      if (!fit.ok()) failure = fit.status().message();
-    }
-    if (failure.empty() && !(flux_norm > 0)) failure = "no positive flux in the normalisation window";
-    if (failure.empty() && !(nspax > 0)) failure = "unknown number of spaxels (connect the binning)";
-
-    double log_formed = nan, err_dex = nan, log_living = nan, p16 = nan, p84 = nan;
-    if (failure.empty()) {
-      const double lum_per_flux = 4.0 * M_PI * d_cm * d_cm * (1.0 + z_sys) / sim::kSolarLuminosityErg;
-      log_formed = std::log10(flux_norm * lum_per_flux / fit->window_flux);
-      log_living = log_formed + std::log10(fit->living_fraction);
-      const double flux_dex = flux_rel_err / kLn10;
-      const double dust_dex = fit->dlog10_window_dtau * fit->tau_ism_err;
-      double history_dex = options_.ml_error_dex;
-      if (samples.size() >= 10) {
-        // The posterior's spread of flux per unit stellar mass at the fitted dust.
-        std::vector<double> lm;
-        const sim::DustParams dust{fit->tau_bc, fit->tau_ism};
-        for (const auto& h : samples) {
-          sim::Rendered r;
-          model_->Render(h, dust, z_gas, &r);
-          if (r.norm > 0) lm.push_back(std::log10(r.norm / model_->LivingFraction(h)));
-        }
-        if (lm.size() >= 10) {
-          const double mid = std::log10(fit->window_flux / fit->living_fraction);
-          history_dex = 0.5 * (Percentile(lm, 0.84) - Percentile(lm, 0.16));
-          p16 = log_living - (Percentile(lm, 0.84) - mid);
-          p84 = log_living - (Percentile(lm, 0.16) - mid);
-        }
-      }
-      err_dex = std::sqrt(flux_dex * flux_dex + dust_dex * dust_dex + history_dex * history_dex);
-    } else {
+    const Estimate m = EstimateMass(*s, history, s->norm * scale, nspax);
+    auto rec = std::make_shared<Record>();
+    rec->id = key;
+    rec->quality = in->quality | s->quality;
+    if (!m.failure.empty()) {
       rec->quality |= kQualInferenceFailed;
-      ctx.Log(LogLevel::kWarn, bin_name + ": no stellar mass: " + failure);
+      ctx.Log(LogLevel::kWarn, bin_name + ": no stellar mass: " + m.failure);
     }
-
-    const double area_pc2 = nspax * pixel_pc2;
-    const double mformed = std::pow(10.0, log_formed), mstar = std::pow(10.0, log_living);
-    const double dens = mstar / area_pc2, lin = kLn10 * err_dex;
-    rec->Set("mass_formed", mformed, "solMass", "stellar mass formed in the bin (integral of the SFH)");
-    rec->Set("mass_formed_err", mformed * lin, "solMass", "1-sigma error of mass_formed");
-    rec->Set("mstar", mstar, "solMass", "present-day stellar mass of the bin (stars + remnants)");
-    rec->Set("mstar_err", mstar * lin, "solMass", "1-sigma error of mstar");
-    rec->Set("mstar_density", dens, "solMass/pc**2", "stellar mass surface density (stars + remnants, projected)");
-    rec->Set("mstar_density_err", dens * lin, "solMass/pc**2", "1-sigma error of mstar_density");
-    rec->Set("mstar_density_kpc", dens * 1e6, "solMass/kpc**2", "stellar mass surface density per kpc^2");
-    rec->Set("mstar_density_kpc_err", dens * 1e6 * lin, "solMass/kpc**2", "1-sigma error of mstar_density_kpc");
-    rec->Set("log_mstar_density", std::log10(dens), "dex", "log10 of mstar_density in solMass/pc**2");
-    rec->Set("log_mstar_density_err", err_dex, "dex", "1-sigma error of log_mstar_density");
-    if (std::isfinite(p16)) {
-      rec->Set("log_mstar_density_p16", p16 - std::log10(area_pc2), "dex",
-               "16th percentile of log_mstar_density over the posterior samples (flux and dust errors not included)");
-      rec->Set("log_mstar_density_p84", p84 - std::log10(area_pc2), "dex",
-               "84th percentile of log_mstar_density over the posterior samples (flux and dust errors not included)");
-    }
-    rec->Set("tau_ism_fit", failure.empty() ? fit->tau_ism : nan, "",
-             "diffuse dust optical depth at the model's pivot fitted to the continuum shape");
-    rec->Set("tau_ism_fit_err", failure.empty() ? fit->tau_ism_err : nan, "", "1-sigma error of tau_ism_fit");
-    rec->Set("living_fraction", failure.empty() ? fit->living_fraction : nan, "",
-             "stars + remnants per unit mass formed");
-    rec->Set("ml_chi2", failure.empty() ? fit->chi2_reduced : nan, "",
-             "reduced chi^2 of the history's normalised model spectrum against the bin's");
+    SetMassFields(m, nspax * pixel_pc2, rec.get());
     ctx.Emit("results", rec, i);
   }
 }

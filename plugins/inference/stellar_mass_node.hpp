@@ -4,10 +4,12 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "cubeflow/node.hpp"
 #include "cubeflow/registry.hpp"
 #include "cubeflow/sim/observables.hpp"
+#include "cubeflow/sim/stellar_mass.hpp"
 #include "model_file.hpp"
 
 namespace cubeflow::inference {
@@ -36,7 +38,27 @@ class StellarMassNode : public Node {
   explicit StellarMassNode(const Options& options);
   void Process(ProcessContext& ctx) override;
 
+  /// A bin's mass estimate: log10 masses (M_sun), their 1-sigma (dex), posterior percentiles of
+  /// log10 M* (SBI samples only), the light-to-mass fit, or why there is none.
+  struct Estimate {
+    double log_formed, log_living, err_dex, p16, p84;
+    sim::LightToMass fit;
+    std::string failure;  ///< empty when the estimate exists
+  };
+
  private:
+  /// The history a bin's inference results describe, with its posterior-sample histories (SBI
+  /// results that carry samples) and the gas metallicity for the nebular lines.
+  struct BinHistory {
+    Result<sim::BinnedSfh> history;
+    std::vector<sim::BinnedSfh> samples;
+    double z_gas;
+  };
+  BinHistory HistoryOf(const Record& in, const std::string& bin_name) const;
+  /// Fits the dust of `h` to the normalised spectrum `s` and turns its window flux `flux_norm`
+  /// (erg/s/cm^2/A) into mass.
+  Estimate EstimateMass(const Spectrum& s, const BinHistory& h, double flux_norm, double nspax) const;
+
   Options options_;
   std::string model_path_;
   std::shared_ptr<const sim::ForwardModel> model_;
