@@ -135,7 +135,7 @@ bool ReadRawKey(fitsfile* f, const char* key, std::string& v) {
 std::string HduNames(fitsfile* f) {
   int status = 0, n = 0, cur = 0;
   fits_get_hdu_num(f, &cur);
-  if (fits_get_num_hdus(f, &n, &status)) {
+  if ((status = internal::CountHdus(f, &n)) != 0) {
     fits_clear_errmsg();
     return "?";
   }
@@ -162,7 +162,7 @@ std::vector<int> HdusNamed(fitsfile* f, const std::string& name) {
   std::vector<int> found;
   int status = 0, n = 0, cur = 0;
   fits_get_hdu_num(f, &cur);
-  if (fits_get_num_hdus(f, &n, &status)) {
+  if ((status = internal::CountHdus(f, &n)) != 0) {
     fits_clear_errmsg();
     return found;
   }

@@ -100,8 +100,7 @@ Result<std::unique_ptr<ImageReader>> ImageReader::Open(const std::string& path, 
   int status = 0;
   // Catalogue of HDUs: names, image dimensions.
   int nhdu = 0;
-  status = 0;
-  fits_get_num_hdus(f, &nhdu, &status);
+  status = internal::CountHdus(f, &nhdu);
   struct HduInfo {
     std::string name;
     int type = 0, naxis = 0;

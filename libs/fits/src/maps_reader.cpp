@@ -141,7 +141,7 @@ Result<MapsFile> MapsFile::Open(const std::string& path) {
   MapsFile m;
   m.path_ = path;
   int nhdu = 0;
-  fits_get_num_hdus(h.get(), &nhdu, &st);
+  st = internal::CountHdus(h.get(), &nhdu);
   if (st) return Status::Error("cannot read '" + path + "': " + internal::CfitsioError(st));
   for (const char* k : {"CFVERS", "OBJECT", "PIPEFILE", "RUNUTC", "DATE", "NBINS", "NFAILED", "NMISSING", "PARTIAL"}) {
     std::string v;
