@@ -248,8 +248,9 @@ StellarMassNode::BinHistory StellarMassNode::HistoryOf(const Record& in, const s
   std::vector<const Record::Field*> sf;
   for (const auto& n : names) sf.push_back(FindField(in, n + "_samples"));
   sf.push_back(FindField(in, "mh_samples"));
-  const bool have = std::all_of(sf.begin(), sf.end(), [&](const Record::Field* f) {
-    return f != nullptr && f->values.size() == sf.back()->values.size() && !f->values.empty();
+  const Record::Field* mh_samples = sf.back();
+  const bool have = mh_samples != nullptr && std::all_of(sf.begin(), sf.end(), [&](const Record::Field* f) {
+    return f != nullptr && f->values.size() == mh_samples->values.size() && !f->values.empty();
   });
   if (!have) return out;
   const size_t ns = sf.back()->values.size();
