@@ -65,23 +65,39 @@ bool IsSipCoefficient(const std::string& key) {
   return u != std::string::npos && digits(i, u) && digits(u + 1, key.size());
 }
 
-/// True if the card's value (after "= ") is a real number, optionally followed by a comment.
+/// True if the card's value (after "= ") is a FITS integer or real number ([+-] digits, an
+/// optional fraction, an optional E or D exponent), optionally followed by a comment. Stricter
+/// than strtod on purpose: wcspih's lexer knows no NaN, INF or hexadecimal numbers, and a SIP
+/// coefficient with such a value makes it read a null pointer as surely as a string does.
 bool HasNumericValue(const std::string& card) {
-  std::string v = card.substr(10);
-  for (char& c : v)
-    if (c == 'D' || c == 'd') c = 'E';  // FITS allows D exponents
-  const char* begin = v.c_str();
-  char* end = nullptr;
-  (void)std::strtod(begin, &end);
-  if (end == begin) return false;
-  const size_t rest = v.find_first_not_of(' ', static_cast<size_t>(end - begin));
+  const std::string v = card.size() > 10 ? card.substr(10) : std::string();
+  size_t i = v.find_first_not_of(' ');
+  if (i == std::string::npos) return false;
+  auto digits = [&]() {
+    const size_t start = i;
+    while (i < v.size() && v[i] >= '0' && v[i] <= '9') ++i;
+    return i - start;
+  };
+  if (v[i] == '+' || v[i] == '-') ++i;
+  size_t mantissa = digits();
+  if (i < v.size() && v[i] == '.') {
+    ++i;
+    mantissa += digits();
+  }
+  if (mantissa == 0) return false;
+  if (i < v.size() && (v[i] == 'E' || v[i] == 'e' || v[i] == 'D' || v[i] == 'd')) {
+    ++i;
+    if (i < v.size() && (v[i] == '+' || v[i] == '-')) ++i;
+    if (digits() == 0) return false;
+  }
+  const size_t rest = v.find_first_not_of(' ', i);
   return rest == std::string::npos || v[rest] == '/';
 }
 
 /// Why an 80-character card must not reach wcspih, or "" if it may. wcspih (wcslib 7.12) fails
 /// on three kinds of card that FITS does not allow anyway: a string value not closed on its card
 /// (its lexer reads on into the following cards and overflows a fixed buffer), a first SIP
-/// coefficient whose value is not a number (a null pointer is read), and NAXIS / WCSAXES
+/// coefficient whose value is not a FITS number, NaN and INF included (a null pointer is read), and NAXIS / WCSAXES
 /// values it then allocates arrays for (NAXIS = 2147483647 asks for 17 GB). Header cards are
 /// printable ASCII.
 std::string CardProblem(const std::string& card) {

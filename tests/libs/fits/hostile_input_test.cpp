@@ -82,10 +82,15 @@ TEST(WcsHostileCards, UnterminatedStringIsAnErrorNamingTheCard) {
   EXPECT_TRUE(ok.ok()) << ok.status().message();
 }
 
-// A first SIP coefficient whose value is not a number makes wcspih read a null pointer
-// (regressions/wcs/sip_coefficient_without_value.cards); a numeric one still works.
+// A first SIP coefficient whose value is not a FITS number makes wcspih read a null pointer
+// (regressions/wcs/sip_coefficient_without_value.cards; NaN, INF and hexadecimal values, which
+// strtod reads but wcspih's lexer does not: sip_coefficient_nan.cards, found by CI's fuzz run);
+// a numeric one still works.
 TEST(WcsHostileCards, SipCoefficientWithoutANumberIsAnError) {
-  for (const std::string& bad : {Raw("A_0_2"), Raw("A_0_2   = 'x'"), Raw("B_1_1   = T"), Raw("AP_0_0  = 1.0   1")}) {
+  for (const std::string& bad : {Raw("A_0_2"), Raw("A_0_2   = 'x'"), Raw("B_1_1   = T"), Raw("AP_0_0  = 1.0   1"),
+                                 Raw("A_0_2   =  NaN"), Raw("A_0_2   = INF"), Raw("B_0_2   = -infinity"),
+                                 Raw("A_0_2   = 0x10"), Raw("A_0_2   = nan(1)"), Raw("A_0_2   = 1.5E"),
+                                 Raw("A_0_2   = ."), Raw("A_0_2   = +")}) {
     auto w = fits::Wcs::FromCards(CelestialWcs{bad + TanCards()});
     EXPECT_TRUE(Mentions(w.status(), {"WCS card 1", "SIP coefficient"})) << bad;
   }
