@@ -95,19 +95,29 @@ bool HasNumericValue(const std::string& card) {
 }
 
 /// Why an 80-character card must not reach wcspih, or "" if it may. wcspih (wcslib 7.12) fails
-/// on three kinds of card that FITS does not allow anyway: a string value not closed on its card
-/// (its lexer reads on into the following cards and overflows a fixed buffer), a first SIP
-/// coefficient whose value is not a FITS number, NaN and INF included (a null pointer is read), and NAXIS / WCSAXES
-/// values it then allocates arrays for (NAXIS = 2147483647 asks for 17 GB). Header cards are
-/// printable ASCII.
+/// on cards that FITS does not allow or that mean nothing in a WCS:
+/// - a string value not closed on its card, or a value card whose value is blank (FITS's
+///   undefined value): its lexer reads on into the following cards, and a string found there
+///   overflows a fixed buffer (regressions/wcs/unterminated_string_then_quote.cards and, found by
+///   CI's fuzz run, blank_value_then_string_on_next_cards.cards, whose next card's keyword field
+///   is no FITS keyword either: such keywords are refused too);
+/// - a first SIP coefficient whose value is not a FITS number, NaN and INF included (a null
+///   pointer is read);
+/// - NAXIS / WCSAXES values it then allocates arrays for (NAXIS = 2147483647 asks for 17 GB).
+/// Header cards are printable ASCII.
 std::string CardProblem(const std::string& card) {
   for (char c : card)
     if (c < 0x20 || c > 0x7e) return "it holds a character that is not printable ASCII";
   const std::string key = card.substr(0, std::min<size_t>(8, card.find_last_not_of(' ', 7) + 1));
+  for (char c : key)
+    if (!((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_'))
+      return "its keyword (columns 1-8) may hold only upper-case letters, digits, '-' and '_', left-justified";
   const bool has_value = card.size() >= 10 && card.compare(8, 2, "= ") == 0;
   if (IsSipCoefficient(key) && (!has_value || !HasNumericValue(card)))
     return "the SIP coefficient " + key + " needs a number as its value";
   if (!has_value) return "";
+  if (const size_t v = card.find_first_not_of(' ', 10); v == std::string::npos || card[v] == '/')
+    return "the keyword " + key + " has no value";
   if (key == "NAXIS" || key == "WCSAXES") {
     const long n = std::strtol(card.c_str() + 10, nullptr, 10);
     if (n < 0 || n > 99) return "a WCS has 0 to 99 axes";

@@ -82,6 +82,27 @@ TEST(WcsHostileCards, UnterminatedStringIsAnErrorNamingTheCard) {
   EXPECT_TRUE(ok.ok()) << ok.status().message();
 }
 
+// A value card with a blank value (FITS's undefined value) makes wcspih's lexer take its value
+// from the next cards; a string found there overflows a buffer
+// (regressions/wcs/blank_value_then_string_on_next_cards.cards, found by CI's fuzz run). Such a
+// card is an error naming it, and so is a card whose keyword field is not a FITS keyword. Blank
+// (commentary) keywords, HIERARCH cards and a comment after a value still pass.
+TEST(WcsHostileCards, BlankValueOrInvalidKeywordIsAnErrorNamingTheCard) {
+  auto blank = fits::Wcs::FromCards(CelestialWcs{TanCards() + Raw("CUNIT1  =") + Raw("'deg") + Raw(" '")});
+  EXPECT_TRUE(Mentions(blank.status(), {"WCS card 8", "CUNIT1 has no value"}));
+  auto comment_only = fits::Wcs::FromCards(CelestialWcs{TanCards() + Raw("CUNIT1  =   / degrees")});
+  EXPECT_TRUE(Mentions(comment_only.status(), {"WCS card 8", "CUNIT1 has no value"}));
+  for (const std::string& bad : {Raw("'DEC--TANIP.F"), Raw("cunit1  = 'deg'"), Raw(" CUNIT1 = 'deg'"),
+                                 Raw("CUNIT1' = 'deg'"), Raw("CUNIT 1 = 'deg'")}) {
+    auto w = fits::Wcs::FromCards(CelestialWcs{TanCards() + bad});
+    EXPECT_TRUE(Mentions(w.status(), {"WCS card 8", "keyword (columns 1-8)", "upper-case"})) << bad;
+  }
+  auto ok = fits::Wcs::FromCards(CelestialWcs{TanCards() + Raw("") + Raw("COMMENT   a comment") +
+                                              Raw("HIERARCH ESO INS MODE = 'WFM-NOAO-N'") +
+                                              MakeCard("CUNIT1", FitsString("deg"), "degrees")});
+  EXPECT_TRUE(ok.ok()) << ok.status().message();
+}
+
 // A first SIP coefficient whose value is not a FITS number makes wcspih read a null pointer
 // (regressions/wcs/sip_coefficient_without_value.cards; NaN, INF and hexadecimal values, which
 // strtod reads but wcspih's lexer does not: sip_coefficient_nan.cards, found by CI's fuzz run);
