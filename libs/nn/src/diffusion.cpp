@@ -269,7 +269,9 @@ Result<TrainResult> Train(const TrainConfig& cfg, const nn::ProgressFn& progress
     CUBEFLOW_ASSIGN_OR_RETURN(nn::Split split, nn::SplitRows(cfg.n, cfg.seed, 1.0 - cfg.val_fraction, cfg.val_fraction));
     std::vector<History> train_rows;
     for (int64_t r : split.train) train_rows.push_back(rows[r]);
-    CUBEFLOW_ASSIGN_OR_RETURN(const HistoryScaler scaler, HistoryScaler::Fit(train_rows));
+    CUBEFLOW_ASSIGN_OR_RETURN(
+        const HistoryScaler scaler,
+        cfg.scale_mass_by_nonempty ? HistoryScaler::Fit(train_rows, kLogMassFloor + kFloorSnap) : HistoryScaler::Fit(train_rows));
     std::vector<float> flat(static_cast<size_t>(cfg.n) * kHistoryDim);
     for (int64_t i = 0; i < cfg.n; ++i) {
       const History z = scaler.Standardise(rows[i]);
@@ -295,7 +297,8 @@ Result<TrainResult> Train(const TrainConfig& cfg, const nn::ProgressFn& progress
         {"guard_n", "number of histories (n)", static_cast<double>(cfg.n)},
         {"guard_hidden", "architecture.hidden", static_cast<double>(cfg.arch.hidden)},
         {"guard_blocks", "architecture.blocks", static_cast<double>(cfg.arch.blocks)},
-        {"guard_batch", "batch_size", static_cast<double>(cfg.batch_size)}};
+        {"guard_batch", "batch_size", static_cast<double>(cfg.batch_size)},
+        {"guard_mass_scaling", "mass_scaling", cfg.scale_mass_by_nonempty ? 1.0 : 0.0}};
     nn::Plateau plateau;
     TrainResult res;
     res.sigma_max = smax;
@@ -382,6 +385,7 @@ Result<TrainResult> Train(const TrainConfig& cfg, const nn::ProgressFn& progress
     md["history"]["dim"] = kHistoryDim;
     md["history"]["bins"] = kNumBins;
     md["history"]["log_mass_floor"] = kLogMassFloor;
+    md["history"]["mass_scaling"] = cfg.scale_mass_by_nonempty ? "nonempty" : "all";
     md["history"]["components"] = "log10 formed-mass fraction of bins 0..15, then [Z/H] of bins 0..15";
     md["architecture"]["hidden"] = cfg.arch.hidden;
     md["architecture"]["blocks"] = cfg.arch.blocks;
@@ -519,6 +523,27 @@ int EvaluateMain(int argc, char** argv) {
   std::printf("  KS log10 mass (max of 16)   %.4f\n  KS [Z/H] (max of 16)        %.4f\n", ks_mass, ks_zh);
   std::printf("  worst log10 mass: bin %d, empty (at the floor) in %.3f of the draws, %.3f of the samples\n", worst_mass,
               empty_fraction(ref), empty_fraction(*samples));
+  // Per bin: where the worst statistics come from, and whether the atom of empty bins (which a
+  // score model must learn as a narrow mode) has the right weight.
+  std::printf("  per bin: KS log10 mass, KS [Z/H], empty fraction (draws / samples), 1st percentile of the non-empty log10 "
+              "masses (draws / samples)\n");
+  for (int b = 0; b < kNumBins; ++b) {
+    auto empty = [&](const std::vector<History>& v) {
+      double c = 0;
+      for (const auto& x : v) c += x[b] <= kLogMassFloor;
+      return c / v.size();
+    };
+    auto nonempty_p01 = [&](const std::vector<History>& v) {
+      std::vector<double> m;
+      for (const auto& x : v)
+        if (x[b] > kLogMassFloor) m.push_back(x[b]);
+      if (m.empty()) return kLogMassFloor;
+      std::sort(m.begin(), m.end());
+      return m[m.size() / 100];
+    };
+    std::printf("    bin %2d  %.4f  %.4f  %.3f / %.3f  %6.2f / %6.2f\n", b, cmp->ks_component[b],
+                cmp->ks_component[kNumBins + b], empty(ref), empty(*samples), nonempty_p01(ref), nonempty_p01(*samples));
+  }
   std::printf("  KS t10..t90 (max of 9)      %.4f\n  KS mass-weighted [Z/H]      %.4f\n  KS enrichment               %.4f\n",
               ks_t, cmp->ks_mw_zh, cmp->ks_enrichment);
   std::printf("  max KS %.4f, critical %.4f (family-wise 1 %%): %s\n", cmp->max_ks, cmp->critical,

@@ -82,15 +82,22 @@ History DrawPriorHistory(const sim::SfhPrior& prior, const sim::TimeGrid& grid, 
   return HistoryFromLabels(labels.mass_frac.data(), labels.zh.data());
 }
 
-Result<HistoryScaler> HistoryScaler::Fit(const std::vector<History>& rows) {
+Result<HistoryScaler> HistoryScaler::Fit(const std::vector<History>& rows, double empty_at_or_below) {
   if (rows.empty()) return Status::Error("history scaler: no histories to fit");
   HistoryScaler s;
-  const double n = static_cast<double>(rows.size());
-  for (const auto& r : rows)
-    for (int i = 0; i < kHistoryDim; ++i) s.mean[i] += r[i] / n;
-  for (const auto& r : rows)
-    for (int i = 0; i < kHistoryDim; ++i) s.sd[i] += (r[i] - s.mean[i]) * (r[i] - s.mean[i]) / n;
-  for (double& v : s.sd) v = std::max(std::sqrt(v), 1e-6);
+  for (int i = 0; i < kHistoryDim; ++i) {
+    const bool is_mass = i < kNumBins;
+    size_t count = 0;
+    for (const auto& r : rows) count += !is_mass || r[i] > empty_at_or_below;
+    const bool all = count < 2;
+    auto counted = [&](const History& r) { return all || !is_mass || r[i] > empty_at_or_below; };
+    const double n = static_cast<double>(all ? rows.size() : count);
+    for (const auto& r : rows)
+      if (counted(r)) s.mean[i] += r[i] / n;
+    for (const auto& r : rows)
+      if (counted(r)) s.sd[i] += (r[i] - s.mean[i]) * (r[i] - s.mean[i]) / n;
+    s.sd[i] = std::max(std::sqrt(s.sd[i]), 1e-6);
+  }
   return s;
 }
 

@@ -306,7 +306,7 @@ Result<diffusion::TrainConfig> diffusion::ParseTrainConfig(const std::string& ya
       nn::ConfigReader::Load(yaml_text, file_name,
                              {"kind", "output", "checkpoint", "library_config", "n", "seed", "epochs", "batch_size",
                               "lr", "lr_factor", "lr_patience", "stop_patience", "batches_per_epoch", "val_fraction",
-                              "sigma_min", "sigma_max", "threads", "architecture"}));
+                              "sigma_min", "sigma_max", "mass_scaling", "threads", "architecture"}));
   try {
     std::string kind;
     r.Get("kind", kind);
@@ -326,6 +326,11 @@ Result<diffusion::TrainConfig> diffusion::ParseTrainConfig(const std::string& ya
     r.Get("val_fraction", c.val_fraction);
     r.Get("sigma_min", c.sigma_min);
     r.Get("sigma_max", c.sigma_max);
+    std::string mass_scaling = "all";
+    r.Get("mass_scaling", mass_scaling);
+    if (mass_scaling != "all" && mass_scaling != "nonempty")
+      return r.Error("mass_scaling must be 'all' or 'nonempty' (got '" + mass_scaling + "')");
+    c.scale_mass_by_nonempty = mass_scaling == "nonempty";
     r.Get("threads", c.threads);
     CUBEFLOW_RETURN_NOT_OK(r.Section("architecture", c.arch, [](auto& a, auto&& f) {
       f("hidden", a.hidden);

@@ -178,6 +178,52 @@ TEST(DiffusionHistory, ScalerStandardisesAndRestores) {
   EXPECT_NE(empty.status().message().find("no histories"), std::string::npos);
 }
 
+// Scaling the log10 masses by their non-empty values: those get mean 0 and sd 1 (the atom of empty
+// bins at the floor no longer sets the scale), [Z/H] is scaled as before, and a component with
+// fewer than two non-empty values keeps its moments over all rows.
+TEST(DiffusionHistory, ScalerCanIgnoreTheEmptyBinsOfTheLogMasses) {
+  const auto cfg = Config();
+  const sim::TimeGrid grid = sim::MakeTimeGrid(cfg.obs.substeps_per_bin);
+  std::vector<History> rows;
+  for (int64_t i = 0; i < 2000; ++i) rows.push_back(diffusion::DrawPriorHistory(cfg.sfh, grid, 5, i));
+  for (auto& r : rows) r[7] = diffusion::kLogMassFloor;  // bin 7 always empty
+  rows[3][7] = -2.0;                                     // but for one row
+  const double empty = diffusion::kLogMassFloor + 0.5;
+  auto all = diffusion::HistoryScaler::Fit(rows);
+  auto ne = diffusion::HistoryScaler::Fit(rows, empty);
+  ASSERT_TRUE(all.ok() && ne.ok());
+  int with_empty_bins = 0;
+  for (int k = 0; k < kHistoryDim; ++k) {
+    double n = 0, mean = 0, var = 0;
+    for (const auto& r : rows)
+      if (k >= kNumBins || r[k] > empty) n += 1, mean += ne->Standardise(r)[k];
+    mean /= n;
+    for (const auto& r : rows)
+      if (k >= kNumBins || r[k] > empty) var += std::pow(ne->Standardise(r)[k] - mean, 2) / n;
+    if (k == 7) {
+      EXPECT_EQ(ne->mean[k], all->mean[k]);
+      EXPECT_EQ(ne->sd[k], all->sd[k]);
+      continue;
+    }
+    EXPECT_NEAR(mean, 0.0, 1e-9) << k;
+    EXPECT_NEAR(var, 1.0, 1e-9) << k;
+    if (k >= kNumBins) {
+      EXPECT_EQ(ne->sd[k], all->sd[k]) << k;
+    } else if (n < 0.97 * rows.size()) {  // empty in > 3 % of the histories
+      ++with_empty_bins;
+      EXPECT_LT(ne->sd[k], 0.75 * all->sd[k]) << k << ": the empty bins should have dominated the sd over all rows";
+    }
+  }
+  std::vector<double> sd_all, sd_ne;
+  for (int k = 0; k < kNumBins; ++k)
+    if (k != 7) sd_all.push_back(all->sd[k]), sd_ne.push_back(ne->sd[k]);
+  std::sort(sd_all.begin(), sd_all.end());
+  std::sort(sd_ne.begin(), sd_ne.end());
+  std::printf("[ measured ] median sd of the log10 masses over the bins: %.2f dex over all rows, %.2f over the non-empty "
+              "values\n", sd_all[sd_all.size() / 2], sd_ne[sd_ne.size() / 2]);
+  EXPECT_GE(with_empty_bins, 8) << "the prior should leave most bins empty in some histories";
+}
+
 // The prior check of item 1 on known cases: two independent draws of the prior pass; a sampler
 // with the right per-component mean and spread (Gaussian) fails; a sampler with exactly the right
 // marginals but the joint destroyed (every component shuffled on its own) fails too, through the

@@ -49,6 +49,9 @@ struct TrainConfig {
   double val_fraction = 0.1;
   double sigma_min = 0.01;      ///< smallest noise level (z-scored units)
   double sigma_max = 0;         ///< 0: the largest pairwise distance of the training set
+  /// `mass_scaling`: "all" z-scores every component over all rows; "nonempty" takes the log10
+  /// masses' mean and sd from the non-empty bins only (HistoryScaler::Fit).
+  bool scale_mass_by_nonempty = false;
   int threads = 0;
   bool resume = false;
   ScoreArch arch;

@@ -9,6 +9,7 @@
 
 #include <array>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "cubeflow/sim/ages.hpp"
@@ -64,8 +65,14 @@ History DrawPriorHistory(const sim::SfhPrior& prior, const sim::TimeGrid& grid, 
 /// \brief Per-component z-scoring of history vectors (paper 001 z-scores its training set).
 struct HistoryScaler {
   History mean{}, sd{};
-  /// Mean and standard deviation (sd floored at 1e-6) of `rows`; an error if empty.
-  static Result<HistoryScaler> Fit(const std::vector<History>& rows);
+  /// Mean and standard deviation (sd floored at 1e-6) of `rows`; an error if empty. With
+  /// `empty_at_or_below` given, the log10-mass components take their mean and sd from the values
+  /// above it only (the non-empty bins): the atom of empty bins at kLogMassFloor, ~8 dex below
+  /// the rest, otherwise dominates their sd and squeezes the non-empty masses into a small
+  /// fraction of the standardised range (docs/diffusion.md). A component with fewer than two such
+  /// values keeps its moments over all rows.
+  static Result<HistoryScaler> Fit(const std::vector<History>& rows,
+                                   double empty_at_or_below = -std::numeric_limits<double>::infinity());
   History Standardise(const History& x) const;
   History Restore(const History& z) const;
 };
