@@ -318,12 +318,6 @@ Result<TrainResult> Train(const TrainConfig& cfg, const nn::ProgressFn& progress
     auto val_idx = torch::tensor(split.val, torch::kLong);
     auto val_data = data.index_select(0, val_idx);
 
-    nn::StageOptions so;
-    so.epochs = cfg.epochs;
-    so.lr = cfg.lr;
-    so.lr_factor = cfg.lr_factor;
-    so.lr_patience = cfg.lr_patience;
-    so.stop_patience = cfg.stop_patience;
     nn::StageSteps steps;
     steps.train_epoch = [&](int64_t epoch, double lr) -> std::optional<double> {
       nn::SetLearningRate(opt, lr);
@@ -359,8 +353,8 @@ Result<TrainResult> Train(const TrainConfig& cfg, const nn::ProgressFn& progress
       nn::WriteGuards(w, guards);
       w.Save(ckpt);
     };
-    const nn::StageOutcome outcome =
-        nn::RunStage(so, start_epoch, plateau, res.train_losses, res.val_losses, clock, steps, progress);
+    const nn::StageOutcome outcome = nn::RunStage(nn::StageOptionsFrom(cfg), start_epoch, plateau, res.train_losses,
+                                                  res.val_losses, clock, steps, progress);
     res.epochs_run = outcome.epochs_run;
     res.best_epoch = plateau.best_epoch;
     res.best_val = plateau.best_val;

@@ -667,13 +667,6 @@ Status Train(const TrainConfig& c, const std::string& config_text) {
             << " training, " << d.split.val.size() << " validation; SSP " << d.meta.ssp << "), "
             << torch::get_num_threads() << " threads\n";
 
-  nn::StageOptions so;
-  so.name = "";
-  so.epochs = c.epochs;
-  so.lr = c.lr;
-  so.lr_factor = c.lr_factor;
-  so.lr_patience = c.lr_patience;
-  so.stop_patience = c.stop_patience;
   EpochBudget budget(c, clock);
   nn::StageSteps steps;
   steps.train_epoch = [&](int64_t epoch, double lr) {
@@ -684,8 +677,9 @@ Status Train(const TrainConfig& c, const std::string& config_text) {
   steps.checkpoint = [&](int64_t done) {
     SaveCheckpoint(c.checkpoint, guards, net, best, opt, state, done, clock.Elapsed());
   };
-  const auto outcome = nn::RunStage(so, state.epoch, state.plateau, state.train_losses, state.val_losses, clock, steps,
-                                    [](const nn::EpochReport& r) { std::cerr << nn::FormatEpochLine(r) << std::endl; });
+  const auto outcome =
+      nn::RunStage(nn::StageOptionsFrom(c), state.epoch, state.plateau, state.train_losses, state.val_losses, clock,
+                   steps, [](const nn::EpochReport& r) { std::cerr << nn::FormatEpochLine(r) << std::endl; });
   return WriteFinalModel(c, d, best, state, outcome, budget.out_of_time(), clock);
 }
 
