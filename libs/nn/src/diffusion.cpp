@@ -248,167 +248,225 @@ Result<std::vector<History>> PriorModel::Sample(int64_t n, const SamplerOptions&
 // Training
 // ---------------------------------------------------------------------------------------
 
+namespace {
+
+/// \brief What a diffusion prior training works on: the split of the drawn histories, the
+/// scaler fitted on the training rows, every history z-scored, the validation rows, and the
+/// largest noise level.
+struct PriorTrainingData {
+  nn::Split split;
+  HistoryScaler scaler;
+  torch::Tensor data;  ///< cfg.n x kHistoryDim, z-scored
+  torch::Tensor val;   ///< the validation rows of `data`
+  double sigma_max = 0;
+};
+
+/// Histories 0..n-1 of the prior of `sim_cfg` (seed cfg.seed), each empty bin (the atom at
+/// kLogMassFloor) dequantised: spread uniformly over [floor, floor + kFloorSnap]; Sample snaps
+/// that interval back to the floor.
+std::vector<History> DrawTrainingHistories(const TrainConfig& cfg, const sim::SimConfig& sim_cfg,
+                                           const sim::TimeGrid& grid) {
+  std::vector<History> rows(cfg.n);
+  at::parallel_for(0, cfg.n, 256, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      rows[i] = DrawPriorHistory(sim_cfg.sfh, grid, cfg.seed, i);
+      std::mt19937_64 rng(cfg.seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(i));
+      std::uniform_real_distribution<double> u(0.0, kFloorSnap);
+      for (int k = 0; k < kNumBins; ++k)
+        if (rows[i][k] <= kLogMassFloor) rows[i][k] = kLogMassFloor + u(rng);
+    }
+  });
+  return rows;
+}
+
+/// Step 1: the training set, its split, the scaler of the training rows, and sigma_max (when not
+/// configured: the largest pairwise distance of up to 4000 training rows, Song & Ermon 2020).
+Result<PriorTrainingData> PreparePriorData(const TrainConfig& cfg, const sim::SimConfig& sim_cfg,
+                                           const sim::TimeGrid& grid) {
+  PriorTrainingData d;
+  const std::vector<History> rows = DrawTrainingHistories(cfg, sim_cfg, grid);
+  CUBEFLOW_ASSIGN_OR_RETURN(d.split, nn::SplitRows(cfg.n, cfg.seed, 1.0 - cfg.val_fraction, cfg.val_fraction));
+  std::vector<History> train_rows;
+  for (int64_t r : d.split.train) train_rows.push_back(rows[r]);
+  CUBEFLOW_ASSIGN_OR_RETURN(d.scaler, cfg.scale_mass_by_nonempty ? HistoryScaler::Fit(train_rows, kLogMassFloor + kFloorSnap)
+                                                                 : HistoryScaler::Fit(train_rows));
+  std::vector<float> flat(static_cast<size_t>(cfg.n) * kHistoryDim);
+  for (int64_t i = 0; i < cfg.n; ++i) {
+    const History z = d.scaler.Standardise(rows[i]);
+    for (int k = 0; k < kHistoryDim; ++k) flat[i * kHistoryDim + k] = static_cast<float>(z[k]);
+  }
+  d.data = torch::from_blob(flat.data(), {cfg.n, kHistoryDim}, torch::kFloat).clone();
+  d.sigma_max = cfg.sigma_max;
+  if (d.sigma_max == 0) {
+    const int64_t m = std::min<int64_t>(4000, static_cast<int64_t>(d.split.train.size()));
+    auto sub = d.data.index_select(0, nn::RowsTensor(d.split.train, 0, m));
+    d.sigma_max = torch::cdist(sub, sub).max().item<double>();
+  }
+  if (!(d.sigma_max > cfg.sigma_min))
+    return Status::Error("sigma_max (" + Num(d.sigma_max) + ") must exceed sigma_min");
+  d.val = d.data.index_select(0, torch::tensor(d.split.val, torch::kLong));
+  return d;
+}
+
+/// Numbers a checkpoint must share with the run that resumes it.
+std::vector<nn::CheckpointGuard> PriorCheckpointGuards(const TrainConfig& cfg) {
+  return {{"guard_seed", "seed", static_cast<double>(cfg.seed)},
+          {"guard_n", "number of histories (n)", static_cast<double>(cfg.n)},
+          {"guard_hidden", "architecture.hidden", static_cast<double>(cfg.arch.hidden)},
+          {"guard_blocks", "architecture.blocks", static_cast<double>(cfg.arch.blocks)},
+          {"guard_batch", "batch_size", static_cast<double>(cfg.batch_size)},
+          {"guard_mass_scaling", "mass_scaling", cfg.scale_mass_by_nonempty ? 1.0 : 0.0}};
+}
+
+/// \brief Where a training run stands: epochs completed, the plateau state, the seconds of the
+/// runs before this one (the losses are in TrainResult).
+struct PriorTrainState {
+  int64_t epoch = 0;
+  nn::Plateau plateau;
+  double seconds = 0;
+};
+
+/// Step 2: with config.resume and an existing checkpoint, the networks, optimiser, state and
+/// losses of the checkpoint (refused when it belongs to another run).
+Status LoadPriorCheckpoint(const TrainConfig& cfg, const std::string& ckpt,
+                           const std::vector<nn::CheckpointGuard>& guards, ScoreNet& net, ScoreNet& best,
+                           torch::optim::Adam& opt, PriorTrainState& state, TrainResult& res) {
+  if (!(cfg.resume && fs::exists(ckpt))) return Status::OK();
+  nn::CheckpointReader r(ckpt);
+  CUBEFLOW_RETURN_NOT_OK(nn::CheckGuards(r, guards, ckpt));
+  r.Module("net", *net);
+  r.Module("best", *best);
+  r.Optimizer("optimizer", opt);
+  state.epoch = static_cast<int64_t>(r.Scalar("epoch"));
+  state.plateau = nn::ReadPlateau(r);
+  state.seconds = r.Scalar("seconds");
+  res.train_losses = r.Vector("train_losses");
+  res.val_losses = r.Vector("val_losses");
+  return Status::OK();
+}
+
+/// Step: the checkpoint after `epochs_done` epochs.
+void SavePriorCheckpoint(const std::string& ckpt, const std::vector<nn::CheckpointGuard>& guards, ScoreNet& net,
+                         ScoreNet& best, torch::optim::Adam& opt, const PriorTrainState& state,
+                         const TrainResult& res, int64_t epochs_done, double seconds) {
+  nn::CheckpointWriter w;
+  w.Module("net", *net);
+  w.Module("best", *best);
+  w.Optimizer("optimizer", opt);
+  w.Scalar("epoch", static_cast<double>(epochs_done));
+  nn::WritePlateau(w, state.plateau);
+  w.Scalar("seconds", seconds);
+  w.Vector("train_losses", res.train_losses);
+  w.Vector("val_losses", res.val_losses);
+  nn::WriteGuards(w, guards);
+  w.Save(ckpt);
+}
+
+/// Step: one epoch (0-based `epoch`) of denoising score matching on the shuffled training rows,
+/// with the noise of a generator seeded by (seed, epoch).
+std::optional<double> DsmEpoch(const TrainConfig& cfg, const PriorTrainingData& d, ScoreNet& net,
+                               torch::optim::Adam& opt, int64_t epoch, double lr, const volatile int* stop_flag) {
+  nn::SetLearningRate(opt, lr);
+  net->train();
+  const std::vector<int64_t> order = nn::ShuffledRows(d.split.train, cfg.seed, epoch);
+  auto gen = at::detail::createCPUGenerator(cfg.seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(epoch) + 1);
+  return nn::RunBatches(static_cast<int64_t>(order.size()), cfg.batch_size, cfg.batches_per_epoch, stop_flag,
+                        [&](size_t first, size_t count) {
+                          auto x = d.data.index_select(0, nn::RowsTensor(order, first, count));
+                          return nn::Step(opt, DsmLoss(net, x, cfg.sigma_min, d.sigma_max, gen));
+                        });
+}
+
+/// Step: the validation loss, with the same noise draws (4 per row) in every epoch so that epochs
+/// compare.
+double DsmValidationLoss(const TrainConfig& cfg, const PriorTrainingData& d, ScoreNet& net) {
+  torch::NoGradGuard ng;
+  net->eval();
+  auto gen = at::detail::createCPUGenerator(cfg.seed ^ 0x5eedf00dull);
+  double total = 0;
+  const int kDraws = 4;
+  for (int k = 0; k < kDraws; ++k) total += DsmLoss(net, d.val, cfg.sigma_min, d.sigma_max, gen).item<double>();
+  return total / kDraws;
+}
+
+/// Step 3: the model file (best weights) and its metadata.
+void WritePriorModel(const TrainConfig& cfg, const sim::SimConfig& sim_cfg, const PriorTrainingData& d,
+                     ScoreNet& best, const TrainResult& res) {
+  {
+    const auto parent = fs::path(cfg.output).parent_path();
+    if (!parent.empty()) fs::create_directories(parent);
+    torch::serialize::OutputArchive ar;
+    best->save(ar);
+    ar.save_to(cfg.output + ".tmp");
+    fs::rename(cfg.output + ".tmp", cfg.output);
+  }
+  YAML::Node md;
+  md["kind"] = "diffusion";
+  md["history"]["dim"] = kHistoryDim;
+  md["history"]["bins"] = kNumBins;
+  md["history"]["log_mass_floor"] = kLogMassFloor;
+  md["history"]["mass_scaling"] = cfg.scale_mass_by_nonempty ? "nonempty" : "all";
+  md["history"]["components"] = "log10 formed-mass fraction of bins 0..15, then [Z/H] of bins 0..15";
+  md["architecture"]["hidden"] = cfg.arch.hidden;
+  md["architecture"]["blocks"] = cfg.arch.blocks;
+  md["architecture"]["embed"] = cfg.arch.embed;
+  md["architecture"]["fourier_scale"] = kFourierScale;
+  md["sde"]["type"] = "VE";
+  md["sde"]["sigma_min"] = cfg.sigma_min;
+  md["sde"]["sigma_max"] = d.sigma_max;
+  md["scaler"]["mean"] = Seq(d.scaler.mean);
+  md["scaler"]["sd"] = Seq(d.scaler.sd);
+  md["training_seed"] = cfg.seed;
+  md["training"]["n"] = std::to_string(cfg.n);
+  md["training"]["epochs_run"] = std::to_string(res.epochs_run);
+  md["training"]["best_epoch"] = std::to_string(res.best_epoch);
+  md["training"]["best_val_loss"] = Num(res.best_val, 6);
+  md["training"]["seconds"] = Num(res.seconds, 6);
+  md["training"]["time"] = nn::FormatDuration(res.seconds);
+  md["training"]["threads"] = std::to_string(nn::Threads());
+  md["library_config"] = sim::SimConfigToYaml(sim_cfg);
+  md["config"] = cfg.config_yaml;
+  YAML::Emitter e;
+  e << md;
+  AtomicWrite(cfg.output + ".yaml", std::string(e.c_str()) + "\n");
+}
+
+}  // namespace
+
 Result<TrainResult> Train(const TrainConfig& cfg, const nn::ProgressFn& progress, const volatile int* stop_flag) {
   CUBEFLOW_ASSIGN_OR_RETURN(const sim::SimConfig sim_cfg, PriorConfig(cfg.library_config));
   const sim::TimeGrid grid = sim::MakeTimeGrid(sim_cfg.obs.substeps_per_bin);
   try {
     nn::SetTrainingThreads(cfg.threads);
-    // The training set.
-    std::vector<History> rows(cfg.n);
-    at::parallel_for(0, cfg.n, 256, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        rows[i] = DrawPriorHistory(sim_cfg.sfh, grid, cfg.seed, i);
-        // Dequantisation: empty bins (the atom at kLogMassFloor) spread uniformly over
-        // [floor, floor + kFloorSnap]; Sample snaps that interval back to the floor.
-        std::mt19937_64 rng(cfg.seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(i));
-        std::uniform_real_distribution<double> u(0.0, kFloorSnap);
-        for (int k = 0; k < kNumBins; ++k)
-          if (rows[i][k] <= kLogMassFloor) rows[i][k] = kLogMassFloor + u(rng);
-      }
-    });
-    CUBEFLOW_ASSIGN_OR_RETURN(nn::Split split, nn::SplitRows(cfg.n, cfg.seed, 1.0 - cfg.val_fraction, cfg.val_fraction));
-    std::vector<History> train_rows;
-    for (int64_t r : split.train) train_rows.push_back(rows[r]);
-    CUBEFLOW_ASSIGN_OR_RETURN(
-        const HistoryScaler scaler,
-        cfg.scale_mass_by_nonempty ? HistoryScaler::Fit(train_rows, kLogMassFloor + kFloorSnap) : HistoryScaler::Fit(train_rows));
-    std::vector<float> flat(static_cast<size_t>(cfg.n) * kHistoryDim);
-    for (int64_t i = 0; i < cfg.n; ++i) {
-      const History z = scaler.Standardise(rows[i]);
-      for (int k = 0; k < kHistoryDim; ++k) flat[i * kHistoryDim + k] = static_cast<float>(z[k]);
-    }
-    auto data = torch::from_blob(flat.data(), {cfg.n, kHistoryDim}, torch::kFloat).clone();
-    // sigma_max: the largest pairwise distance of (up to 4000 of) the training rows (Song & Ermon 2020).
-    double smax = cfg.sigma_max;
-    if (smax == 0) {
-      const int64_t m = std::min<int64_t>(4000, static_cast<int64_t>(split.train.size()));
-      auto sub = data.index_select(0, nn::RowsTensor(split.train, 0, m));
-      smax = torch::cdist(sub, sub).max().item<double>();
-    }
-    if (!(smax > cfg.sigma_min)) return Status::Error("sigma_max (" + Num(smax) + ") must exceed sigma_min");
-
+    CUBEFLOW_ASSIGN_OR_RETURN(const PriorTrainingData d, PreparePriorData(cfg, sim_cfg, grid));
     torch::manual_seed(cfg.seed);
     ScoreNet net(cfg.arch), best(cfg.arch);
     CopyWeights(best, net);
     torch::optim::Adam opt(net->parameters(), torch::optim::AdamOptions(cfg.lr));
     const std::string ckpt = cfg.checkpoint.empty() ? cfg.output + ".ckpt" : cfg.checkpoint;
-    const std::vector<nn::CheckpointGuard> guards = {
-        {"guard_seed", "seed", static_cast<double>(cfg.seed)},
-        {"guard_n", "number of histories (n)", static_cast<double>(cfg.n)},
-        {"guard_hidden", "architecture.hidden", static_cast<double>(cfg.arch.hidden)},
-        {"guard_blocks", "architecture.blocks", static_cast<double>(cfg.arch.blocks)},
-        {"guard_batch", "batch_size", static_cast<double>(cfg.batch_size)},
-        {"guard_mass_scaling", "mass_scaling", cfg.scale_mass_by_nonempty ? 1.0 : 0.0}};
-    nn::Plateau plateau;
+    const auto guards = PriorCheckpointGuards(cfg);
+    PriorTrainState state;
     TrainResult res;
-    res.sigma_max = smax;
-    int64_t start_epoch = 0;
-    double prior_seconds = 0;
-    if (cfg.resume && fs::exists(ckpt)) {
-      nn::CheckpointReader r(ckpt);
-      CUBEFLOW_RETURN_NOT_OK(nn::CheckGuards(r, guards, ckpt));
-      r.Module("net", *net);
-      r.Module("best", *best);
-      r.Optimizer("optimizer", opt);
-      start_epoch = static_cast<int64_t>(r.Scalar("epoch"));
-      plateau = nn::ReadPlateau(r);
-      prior_seconds = r.Scalar("seconds");
-      res.train_losses = r.Vector("train_losses");
-      res.val_losses = r.Vector("val_losses");
-    }
-    nn::RunClock clock(prior_seconds);
-    // Validation: fixed noise draws, so that epochs compare.
-    auto val_idx = torch::tensor(split.val, torch::kLong);
-    auto val_data = data.index_select(0, val_idx);
+    res.sigma_max = d.sigma_max;
+    CUBEFLOW_RETURN_NOT_OK(LoadPriorCheckpoint(cfg, ckpt, guards, net, best, opt, state, res));
+    nn::RunClock clock(state.seconds);
 
-    nn::StageOptions so;
-    so.epochs = cfg.epochs;
-    so.lr = cfg.lr;
-    so.lr_factor = cfg.lr_factor;
-    so.lr_patience = cfg.lr_patience;
-    so.stop_patience = cfg.stop_patience;
     nn::StageSteps steps;
-    steps.train_epoch = [&](int64_t epoch, double lr) -> std::optional<double> {
-      nn::SetLearningRate(opt, lr);
-      net->train();
-      const std::vector<int64_t> order = nn::ShuffledRows(split.train, cfg.seed, epoch);
-      auto gen = at::detail::createCPUGenerator(cfg.seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(epoch) + 1);
-      return nn::RunBatches(static_cast<int64_t>(order.size()), cfg.batch_size, cfg.batches_per_epoch, stop_flag,
-                            [&](size_t first, size_t count) {
-                              auto x = data.index_select(0, nn::RowsTensor(order, first, count));
-                              return nn::Step(opt, DsmLoss(net, x, cfg.sigma_min, smax, gen));
-                            });
-    };
-    steps.validate = [&]() {
-      torch::NoGradGuard ng;
-      net->eval();
-      auto gen = at::detail::createCPUGenerator(cfg.seed ^ 0x5eedf00dull);
-      double total = 0;
-      const int kDraws = 4;
-      for (int d = 0; d < kDraws; ++d) total += DsmLoss(net, val_data, cfg.sigma_min, smax, gen).item<double>();
-      return total / kDraws;
-    };
-    steps.keep_best = [&]() { CopyWeights(best, net); };
+    steps.train_epoch = [&](int64_t epoch, double lr) { return DsmEpoch(cfg, d, net, opt, epoch, lr, stop_flag); };
+    steps.validate = [&] { return DsmValidationLoss(cfg, d, net); };
+    steps.keep_best = [&] { CopyWeights(best, net); };
     steps.checkpoint = [&](int64_t done) {
-      nn::CheckpointWriter w;
-      w.Module("net", *net);
-      w.Module("best", *best);
-      w.Optimizer("optimizer", opt);
-      w.Scalar("epoch", static_cast<double>(done));
-      nn::WritePlateau(w, plateau);
-      w.Scalar("seconds", clock.Elapsed());
-      w.Vector("train_losses", res.train_losses);
-      w.Vector("val_losses", res.val_losses);
-      nn::WriteGuards(w, guards);
-      w.Save(ckpt);
+      SavePriorCheckpoint(ckpt, guards, net, best, opt, state, res, done, clock.Elapsed());
     };
-    const nn::StageOutcome outcome =
-        nn::RunStage(so, start_epoch, plateau, res.train_losses, res.val_losses, clock, steps, progress);
+    const nn::StageOutcome outcome = nn::RunStage(nn::StageOptionsFrom(cfg), state.epoch, state.plateau,
+                                                  res.train_losses, res.val_losses, clock, steps, progress);
     res.epochs_run = outcome.epochs_run;
-    res.best_epoch = plateau.best_epoch;
-    res.best_val = plateau.best_val;
+    res.best_epoch = state.plateau.best_epoch;
+    res.best_val = state.plateau.best_val;
     res.seconds = clock.Elapsed();
     res.interrupted = outcome.interrupted;
     if (res.interrupted) return res;
-
-    // The model file (best weights) and its metadata.
-    {
-      const auto parent = fs::path(cfg.output).parent_path();
-      if (!parent.empty()) fs::create_directories(parent);
-      torch::serialize::OutputArchive ar;
-      best->save(ar);
-      ar.save_to(cfg.output + ".tmp");
-      fs::rename(cfg.output + ".tmp", cfg.output);
-    }
-    YAML::Node md;
-    md["kind"] = "diffusion";
-    md["history"]["dim"] = kHistoryDim;
-    md["history"]["bins"] = kNumBins;
-    md["history"]["log_mass_floor"] = kLogMassFloor;
-    md["history"]["mass_scaling"] = cfg.scale_mass_by_nonempty ? "nonempty" : "all";
-    md["history"]["components"] = "log10 formed-mass fraction of bins 0..15, then [Z/H] of bins 0..15";
-    md["architecture"]["hidden"] = cfg.arch.hidden;
-    md["architecture"]["blocks"] = cfg.arch.blocks;
-    md["architecture"]["embed"] = cfg.arch.embed;
-    md["architecture"]["fourier_scale"] = kFourierScale;
-    md["sde"]["type"] = "VE";
-    md["sde"]["sigma_min"] = cfg.sigma_min;
-    md["sde"]["sigma_max"] = smax;
-    md["scaler"]["mean"] = Seq(scaler.mean);
-    md["scaler"]["sd"] = Seq(scaler.sd);
-    md["training_seed"] = cfg.seed;
-    md["training"]["n"] = std::to_string(cfg.n);
-    md["training"]["epochs_run"] = std::to_string(res.epochs_run);
-    md["training"]["best_epoch"] = std::to_string(res.best_epoch);
-    md["training"]["best_val_loss"] = Num(res.best_val, 6);
-    md["training"]["seconds"] = Num(res.seconds, 6);
-    md["training"]["time"] = nn::FormatDuration(res.seconds);
-    md["training"]["threads"] = std::to_string(nn::Threads());
-    md["library_config"] = sim::SimConfigToYaml(sim_cfg);
-    md["config"] = cfg.config_yaml;
-    YAML::Emitter e;
-    e << md;
-    AtomicWrite(cfg.output + ".yaml", std::string(e.c_str()) + "\n");
+    WritePriorModel(cfg, sim_cfg, d, best, res);
     return res;
   } catch (const std::exception& ex) {
     return Status::Error(std::string("diffusion prior training failed: ") + ex.what());

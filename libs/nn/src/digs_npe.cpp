@@ -413,174 +413,274 @@ Result<TrainConfig> ParseConfig(const std::string& text, const std::filesystem::
   return c;
 }
 
-Status Train(const TrainConfig& c, const std::string& config_text) {
-  torch::set_num_threads(std::max(1, c.threads));
-  CUBEFLOW_ASSIGN_OR_RETURN(sim::DigsLibrary lib, sim::ReadDigsLibrary(c.library, c.max_rows));
+/// \brief What a DIGS training run works on: the library (its flux transformed in place to the
+/// encoder input), the split, the metadata of the model it writes, the flow variables of every
+/// row, and both as tensors. The tensors view `lib.flux` and `y`, so it is neither copied nor moved.
+struct TrainingData {
+  TrainingData() = default;
+  TrainingData(const TrainingData&) = delete;
+  TrainingData& operator=(const TrainingData&) = delete;
+
+  sim::DigsLibrary lib;
+  nn::Split split;
+  Meta meta;
+  std::vector<float> y;  ///< n x kNumParams flow variables
+  torch::Tensor x_t, y_t;  ///< views of lib.flux (n x nwave) and y (n x kNumParams)
+};
+
+/// Mean and standard deviation per pixel of the training rows' log10 flux (m.x_mean, m.x_std).
+void FitInputStandardisation(const sim::DigsLibrary& lib, const std::vector<int64_t>& train_rows, Meta& m) {
+  const int64_t W = lib.n_wave;
+  m.x_mean.assign(static_cast<size_t>(W), 0.0);
+  m.x_std.assign(static_cast<size_t>(W), 0.0);
+  std::vector<double> s1(static_cast<size_t>(W), 0), s2(static_cast<size_t>(W), 0);
+  for (int64_t r : train_rows)
+    for (int64_t i = 0; i < W; ++i) {
+      const double l = std::log10(std::max(static_cast<double>(lib.flux[static_cast<size_t>(r * W + i)]), m.flux_floor));
+      s1[i] += l;
+      s2[i] += l * l;
+    }
+  const double nt = static_cast<double>(train_rows.size());
+  for (int64_t i = 0; i < W; ++i) {
+    m.x_mean[i] = s1[i] / nt;
+    m.x_std[i] = std::sqrt(std::max(s2[i] / nt - m.x_mean[i] * m.x_mean[i], 1e-12));
+  }
+}
+
+/// Mean and standard deviation of the training rows' logit parameters (m.y_mean, m.y_std); needs
+/// the prior box m.lo / m.hi.
+void FitParameterStandardisation(const sim::DigsLibrary& lib, const std::vector<int64_t>& train_rows, Meta& m) {
+  m.y_mean.fill(0);
+  m.y_std.fill(1);
+  std::array<double, kNumParams> t1{}, t2{};
+  for (int64_t r : train_rows)
+    for (int k = 0; k < kNumParams; ++k) {
+      const double y = ToFlow(m, k, lib.theta[static_cast<size_t>(r * kNumParams + k)]);
+      t1[k] += y;
+      t2[k] += y * y;
+    }
+  const double nt = static_cast<double>(train_rows.size());
+  for (int k = 0; k < kNumParams; ++k) {
+    m.y_mean[k] = t1[k] / nt;
+    m.y_std[k] = std::sqrt(std::max(t2[k] / nt - m.y_mean[k] * m.y_mean[k], 1e-12));
+  }
+}
+
+/// The flow variables of every row of `lib` (n x kNumParams).
+std::vector<float> FlowVariables(const Meta& m, const sim::DigsLibrary& lib) {
+  std::vector<float> yv(static_cast<size_t>(lib.n * kNumParams));
+  for (int64_t r = 0; r < lib.n; ++r)
+    for (int k = 0; k < kNumParams; ++k)
+      yv[static_cast<size_t>(r * kNumParams + k)] = static_cast<float>(ToFlow(m, k, lib.theta[static_cast<size_t>(r * kNumParams + k)]));
+  return yv;
+}
+
+/// Step 1: the library, the seeded split, the metadata with the standardisation of the training
+/// rows, and the tensors.
+Status PrepareData(const TrainConfig& c, const std::string& config_text, TrainingData& d) {
+  CUBEFLOW_ASSIGN_OR_RETURN(d.lib, sim::ReadDigsLibrary(c.library, c.max_rows));
+  sim::DigsLibrary& lib = d.lib;
   if (lib.n < 10) return Status::Error("DIGS library " + c.library + " has " + std::to_string(lib.n) + " rows; need >= 10");
-  Meta m;
+  Meta& m = d.meta;
   m.arch = c.arch;
   m.arch.nwave = lib.n_wave;
   m.config_yaml = config_text;
   m.ssp = lib.header.count("DIGSSSP") ? lib.header.at("DIGSSSP") : "builtin";
   CUBEFLOW_RETURN_NOT_OK(LibraryBox(lib, c.library, &m.lo, &m.hi));
-  CUBEFLOW_ASSIGN_OR_RETURN(nn::Split split, nn::SplitRows(lib.n, c.seed, 1.0 - c.val_fraction, c.val_fraction));
-  const int64_t W = lib.n_wave;
-  // Input and parameter standardisation from the training rows.
-  m.x_mean.assign(static_cast<size_t>(W), 0.0);
-  m.x_std.assign(static_cast<size_t>(W), 0.0);
-  {
-    std::vector<double> s1(static_cast<size_t>(W), 0), s2(static_cast<size_t>(W), 0);
-    for (int64_t r : split.train)
-      for (int64_t i = 0; i < W; ++i) {
-        const double l = std::log10(std::max(static_cast<double>(lib.flux[static_cast<size_t>(r * W + i)]), m.flux_floor));
-        s1[i] += l;
-        s2[i] += l * l;
-      }
-    const double nt = static_cast<double>(split.train.size());
-    for (int64_t i = 0; i < W; ++i) {
-      m.x_mean[i] = s1[i] / nt;
-      m.x_std[i] = std::sqrt(std::max(s2[i] / nt - m.x_mean[i] * m.x_mean[i], 1e-12));
-    }
-    m.y_mean.fill(0);
-    m.y_std.fill(1);
-    std::array<double, kNumParams> t1{}, t2{};
-    for (int64_t r : split.train)
-      for (int k = 0; k < kNumParams; ++k) {
-        const double y = ToFlow(m, k, lib.theta[static_cast<size_t>(r * kNumParams + k)]);
-        t1[k] += y;
-        t2[k] += y * y;
-      }
-    for (int k = 0; k < kNumParams; ++k) {
-      m.y_mean[k] = t1[k] / nt;
-      m.y_std[k] = std::sqrt(std::max(t2[k] / nt - m.y_mean[k] * m.y_mean[k], 1e-12));
-    }
-  }
+  CUBEFLOW_ASSIGN_OR_RETURN(d.split, nn::SplitRows(lib.n, c.seed, 1.0 - c.val_fraction, c.val_fraction));
+  FitInputStandardisation(lib, d.split.train, m);
+  FitParameterStandardisation(lib, d.split.train, m);
   TransformInputs(m, lib);
-  std::vector<float> yv(static_cast<size_t>(lib.n * kNumParams));
-  for (int64_t r = 0; r < lib.n; ++r)
-    for (int k = 0; k < kNumParams; ++k)
-      yv[static_cast<size_t>(r * kNumParams + k)] = static_cast<float>(ToFlow(m, k, lib.theta[static_cast<size_t>(r * kNumParams + k)]));
-  const auto X = torch::from_blob(lib.flux.data(), {lib.n, W}, torch::kFloat);
-  const auto Y = torch::from_blob(yv.data(), {lib.n, kNumParams}, torch::kFloat);
+  d.y = FlowVariables(m, lib);
+  d.x_t = torch::from_blob(lib.flux.data(), {lib.n, lib.n_wave}, torch::kFloat);
+  d.y_t = torch::from_blob(d.y.data(), {lib.n, kNumParams}, torch::kFloat);
+  return Status::OK();
+}
 
-  torch::manual_seed(c.seed);
-  Net net(m.arch), best(m.arch);
-  torch::optim::Adam opt(net->parameters(), torch::optim::AdamOptions(c.lr));
-  auto copy_params = [](Net& from, Net& to) {
-    torch::NoGradGuard g;
-    auto src = from->parameters(), dst = to->parameters();
-    for (size_t i = 0; i < src.size(); ++i) dst[i].copy_(src[i]);
-  };
-  copy_params(net, best);
+/// Copies the parameters (not the buffers) of `from` into `to`.
+void CopyParams(Net& from, Net& to) {
+  torch::NoGradGuard g;
+  auto src = from->parameters(), dst = to->parameters();
+  for (size_t i = 0; i < src.size(); ++i) dst[i].copy_(src[i]);
+}
+
+/// \brief What a checkpoint holds besides the networks and the optimiser.
+struct TrainState {
+  int64_t epoch = 0;  ///< epochs completed
   nn::Plateau plateau;
+  double seconds = 0;  ///< of the runs before this one
   std::vector<double> train_losses, val_losses;
-  int64_t start_epoch = 0;
-  double prior_seconds = 0;
-  const std::vector<nn::CheckpointGuard> guards = {{"guard_seed", "seed", static_cast<double>(c.seed)},
-                                                   {"guard_rows", "library size", static_cast<double>(lib.n)},
-                                                   {"guard_nwave", "number of pixels", static_cast<double>(W)},
-                                                   {"guard_epochs", "number of epochs", static_cast<double>(c.epochs)}};
-  if (c.resume && std::filesystem::exists(c.checkpoint)) {
-    try {
-      nn::CheckpointReader r(c.checkpoint);
-      CUBEFLOW_RETURN_NOT_OK(nn::CheckGuards(r, guards, c.checkpoint));
-      r.Module("net", *net);
-      r.Module("best", *best);
-      r.Optimizer("optimizer", opt);
-      plateau = nn::ReadPlateau(r);
-      train_losses = r.Vector("train_losses");
-      val_losses = r.Vector("val_losses");
-      start_epoch = static_cast<int64_t>(r.Scalar("epochs_done"));
-      prior_seconds = r.Scalar("elapsed_s");
-      std::cerr << "cubeflow train: resuming " << c.checkpoint << " after epoch " << start_epoch << "\n";
-    } catch (const std::exception& e) {
-      return Status::Error("cannot resume from checkpoint " + c.checkpoint + ": " + e.what());
-    }
-  }
-  const nn::RunClock clock(prior_seconds);
-  std::cerr << "cubeflow train: DIGS NPE on " << c.library << " (" << lib.n << " spectra, " << split.train.size()
-            << " training, " << split.val.size() << " validation; SSP " << m.ssp << "), "
-            << torch::get_num_threads() << " threads\n";
+};
 
-  nn::StageOptions so;
-  so.name = "";
-  so.epochs = c.epochs;
-  so.lr = c.lr;
-  so.lr_factor = c.lr_factor;
-  so.lr_patience = c.lr_patience;
-  so.stop_patience = c.stop_patience;
-  nn::StageSteps steps;
-  auto batch_loss = [&](const std::vector<int64_t>& rows, size_t first, size_t count) {
-    const auto idx = nn::RowsTensor(rows, first, count);
-    return -net->LogProb(X.index_select(0, idx), Y.index_select(0, idx)).mean();
-  };
-  double last_epoch_s = 0;
-  bool out_of_time = false;
-  steps.train_epoch = [&](int64_t epoch, double lr) -> std::optional<double> {
-    if (c.time_limit_minutes > 0 && clock.Elapsed() + last_epoch_s > 60 * c.time_limit_minutes) {
-      out_of_time = true;
+/// Numbers a checkpoint must share with the run that resumes it.
+std::vector<nn::CheckpointGuard> Guards(const TrainConfig& c, const sim::DigsLibrary& lib) {
+  return {{"guard_seed", "seed", static_cast<double>(c.seed)},
+          {"guard_rows", "library size", static_cast<double>(lib.n)},
+          {"guard_nwave", "number of pixels", static_cast<double>(lib.n_wave)},
+          {"guard_epochs", "number of epochs", static_cast<double>(c.epochs)}};
+}
+
+/// Step 2: with --resume and an existing checkpoint, the networks, optimiser and state of the
+/// checkpoint (refused when it belongs to another run).
+Status LoadCheckpoint(const TrainConfig& c, const std::vector<nn::CheckpointGuard>& guards, Net& net, Net& best,
+                      torch::optim::Adam& opt, TrainState& state) {
+  if (!(c.resume && std::filesystem::exists(c.checkpoint))) return Status::OK();
+  try {
+    nn::CheckpointReader r(c.checkpoint);
+    CUBEFLOW_RETURN_NOT_OK(nn::CheckGuards(r, guards, c.checkpoint));
+    r.Module("net", *net);
+    r.Module("best", *best);
+    r.Optimizer("optimizer", opt);
+    state.plateau = nn::ReadPlateau(r);
+    state.train_losses = r.Vector("train_losses");
+    state.val_losses = r.Vector("val_losses");
+    state.epoch = static_cast<int64_t>(r.Scalar("epochs_done"));
+    state.seconds = r.Scalar("elapsed_s");
+    std::cerr << "cubeflow train: resuming " << c.checkpoint << " after epoch " << state.epoch << "\n";
+  } catch (const std::exception& e) {
+    return Status::Error("cannot resume from checkpoint " + c.checkpoint + ": " + e.what());
+  }
+  return Status::OK();
+}
+
+/// Step: the checkpoint after `epochs_done` epochs.
+void SaveCheckpoint(const std::string& path, const std::vector<nn::CheckpointGuard>& guards, Net& net, Net& best,
+                    torch::optim::Adam& opt, const TrainState& state, int64_t epochs_done, double seconds) {
+  nn::CheckpointWriter w;
+  w.Module("net", *net);
+  w.Module("best", *best);
+  w.Optimizer("optimizer", opt);
+  nn::WritePlateau(w, state.plateau);
+  w.Vector("train_losses", state.train_losses);
+  w.Vector("val_losses", state.val_losses);
+  w.Scalar("epochs_done", static_cast<double>(epochs_done));
+  w.Scalar("elapsed_s", seconds);
+  nn::WriteGuards(w, guards);
+  w.Save(path);
+}
+
+/// Mean negative log posterior density of positions first .. first + count - 1 of `rows`.
+torch::Tensor BatchLoss(Net& net, const TrainingData& d, const std::vector<int64_t>& rows, size_t first, size_t count) {
+  const auto idx = nn::RowsTensor(rows, first, count);
+  return -net->LogProb(d.x_t.index_select(0, idx), d.y_t.index_select(0, idx)).mean();
+}
+
+/// Step: one epoch (0-based `epoch`) on the shuffled training rows at learning rate `lr`.
+std::optional<double> TrainEpoch(const TrainConfig& c, const TrainingData& d, Net& net, torch::optim::Adam& opt,
+                                 int64_t epoch, double lr) {
+  nn::SetLearningRate(opt, lr);
+  net->train();
+  const auto rows = nn::ShuffledRows(d.split.train, c.seed, epoch);
+  return nn::RunBatches(static_cast<int64_t>(rows.size()), c.batch_size, c.max_batches, nullptr,
+                        [&](size_t first, size_t count) {
+                          return nn::Step(opt, BatchLoss(net, d, rows, first, count));
+                        });
+}
+
+/// Step: the loss on the validation rows (batches of 4096).
+double ValidationLoss(const TrainingData& d, Net& net) {
+  torch::NoGradGuard g;
+  net->eval();
+  const auto& val = d.split.val;
+  double sum = 0;
+  for (size_t first = 0; first < val.size(); first += 4096) {
+    const size_t count = std::min<size_t>(4096, val.size() - first);
+    sum += BatchLoss(net, d, val, first, count).item<double>() * static_cast<double>(count);
+  }
+  return sum / static_cast<double>(val.size());
+}
+
+/// \brief Which epochs may start: none once the next one would, at the last epoch's pace, end
+/// after time_limit_minutes of the run, none from stop_after_epochs on.
+class EpochBudget {
+ public:
+  EpochBudget(const TrainConfig& c, const nn::RunClock& clock) : c_(c), clock_(clock) {}
+
+  /// Runs `train` for epoch `epoch` (0-based) and times it, or returns nothing when the budget
+  /// does not allow the epoch.
+  template <typename TrainFn>
+  std::optional<double> Run(int64_t epoch, const TrainFn& train) {
+    if (c_.time_limit_minutes > 0 && clock_.Elapsed() + last_epoch_s_ > 60 * c_.time_limit_minutes) {
+      out_of_time_ = true;
       return std::nullopt;
     }
-    if (c.stop_after_epochs > 0 && epoch >= c.stop_after_epochs) return std::nullopt;
-    const double started = clock.Elapsed();
+    if (c_.stop_after_epochs > 0 && epoch >= c_.stop_after_epochs) return std::nullopt;
+    const double started = clock_.Elapsed();
     struct Timer {
       double& out;
       const nn::RunClock& clock;
       double started;
       ~Timer() { out = clock.Elapsed() - started; }
-    } timer{last_epoch_s, clock, started};
-    nn::SetLearningRate(opt, lr);
-    net->train();
-    const auto rows = nn::ShuffledRows(split.train, c.seed, epoch);
-    return nn::RunBatches(static_cast<int64_t>(rows.size()), c.batch_size, c.max_batches, nullptr,
-                          [&](size_t first, size_t count) { return nn::Step(opt, batch_loss(rows, first, count)); });
-  };
-  steps.validate = [&]() {
-    torch::NoGradGuard g;
-    net->eval();
-    double sum = 0;
-    for (size_t first = 0; first < split.val.size(); first += 4096) {
-      const size_t count = std::min<size_t>(4096, split.val.size() - first);
-      sum += batch_loss(split.val, first, count).item<double>() * static_cast<double>(count);
-    }
-    return sum / static_cast<double>(split.val.size());
-  };
-  steps.keep_best = [&]() { copy_params(net, best); };
-  steps.checkpoint = [&](int64_t done) {
-    nn::CheckpointWriter w;
-    w.Module("net", *net);
-    w.Module("best", *best);
-    w.Optimizer("optimizer", opt);
-    nn::WritePlateau(w, plateau);
-    w.Vector("train_losses", train_losses);
-    w.Vector("val_losses", val_losses);
-    w.Scalar("epochs_done", static_cast<double>(done));
-    w.Scalar("elapsed_s", clock.Elapsed());
-    nn::WriteGuards(w, guards);
-    w.Save(c.checkpoint);
-  };
-  const auto outcome = nn::RunStage(so, start_epoch, plateau, train_losses, val_losses, clock, steps,
-                                    [](const nn::EpochReport& r) { std::cerr << nn::FormatEpochLine(r) << std::endl; });
+    } timer{last_epoch_s_, clock_, started};
+    return train();
+  }
+  /// Whether the time limit refused an epoch.
+  bool out_of_time() const { return out_of_time_; }
+
+ private:
+  const TrainConfig& c_;
+  const nn::RunClock& clock_;
+  double last_epoch_s_ = 0;
+  bool out_of_time_ = false;
+};
+
+/// Step 3: the best weights and the metadata (with how the training went) beside them.
+Status WriteFinalModel(const TrainConfig& c, TrainingData& d, Net& best, const TrainState& state,
+                       const nn::StageOutcome& outcome, bool out_of_time, const nn::RunClock& clock) {
+  const sim::DigsLibrary& lib = d.lib;
+  Meta& m = d.meta;
   m.training = {{"library", c.library},
                 {"library_rows", std::to_string(lib.n)},
-                {"train_rows", std::to_string(split.train.size())},
-                {"val_rows", std::to_string(split.val.size())},
+                {"train_rows", std::to_string(d.split.train.size())},
+                {"val_rows", std::to_string(d.split.val.size())},
                 {"library_seed", lib.header.count("DIGSSEED") ? lib.header.at("DIGSSEED") : "?"},
                 {"seed", std::to_string(c.seed)},
                 {"epochs_run", std::to_string(outcome.epochs_run)},
-                {"best_epoch", std::to_string(plateau.best_epoch)},
+                {"best_epoch", std::to_string(state.plateau.best_epoch)},
                 {"stopped_early", outcome.stopped_early ? "true" : "false"},
                 {"stopped_by_time_limit", out_of_time ? "true" : "false"},
                 {"wall_seconds", Num(clock.Elapsed(), 6)}};
-  m.metrics = {{"best_val_nll", plateau.best_val}};
+  m.metrics = {{"best_val_nll", state.plateau.best_val}};
   const auto parent = std::filesystem::path(c.output).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent);
   SaveNet(best, c.output);
   CUBEFLOW_RETURN_NOT_OK(WriteMeta(sbi::MetadataPath(c.output), m));
   std::cerr << "cubeflow train: wrote " << c.output << " and " << sbi::MetadataPath(c.output) << " (best epoch "
-            << plateau.best_epoch << ", validation NLL " << Num(plateau.best_val, 5) << ", "
+            << state.plateau.best_epoch << ", validation NLL " << Num(state.plateau.best_val, 5) << ", "
             << nn::FormatDuration(clock.Elapsed()) << ")\n";
   return Status::OK();
+}
+
+Status Train(const TrainConfig& c, const std::string& config_text) {
+  torch::set_num_threads(std::max(1, c.threads));
+  TrainingData d;
+  CUBEFLOW_RETURN_NOT_OK(PrepareData(c, config_text, d));
+  torch::manual_seed(c.seed);
+  Net net(d.meta.arch), best(d.meta.arch);
+  torch::optim::Adam opt(net->parameters(), torch::optim::AdamOptions(c.lr));
+  CopyParams(net, best);
+  TrainState state;
+  const auto guards = Guards(c, d.lib);
+  CUBEFLOW_RETURN_NOT_OK(LoadCheckpoint(c, guards, net, best, opt, state));
+  const nn::RunClock clock(state.seconds);
+  std::cerr << "cubeflow train: DIGS NPE on " << c.library << " (" << d.lib.n << " spectra, " << d.split.train.size()
+            << " training, " << d.split.val.size() << " validation; SSP " << d.meta.ssp << "), "
+            << torch::get_num_threads() << " threads\n";
+
+  EpochBudget budget(c, clock);
+  nn::StageSteps steps;
+  steps.train_epoch = [&](int64_t epoch, double lr) {
+    return budget.Run(epoch, [&] { return TrainEpoch(c, d, net, opt, epoch, lr); });
+  };
+  steps.validate = [&] { return ValidationLoss(d, net); };
+  steps.keep_best = [&] { CopyParams(net, best); };
+  steps.checkpoint = [&](int64_t done) {
+    SaveCheckpoint(c.checkpoint, guards, net, best, opt, state, done, clock.Elapsed());
+  };
+  const auto outcome =
+      nn::RunStage(nn::StageOptionsFrom(c), state.epoch, state.plateau, state.train_losses, state.val_losses, clock,
+                   steps, [](const nn::EpochReport& r) { std::cerr << nn::FormatEpochLine(r) << std::endl; });
+  return WriteFinalModel(c, d, best, state, outcome, budget.out_of_time(), clock);
 }
 
 // ---------------------------------------------------------------------------------------

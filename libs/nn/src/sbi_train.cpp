@@ -493,8 +493,8 @@ Status SbiTraining::TrainEncoder() {
     SaveCheckpoint(1, epochs_done, &opt);
   };
   const nn::StageOutcome out =
-      nn::RunStage({"encoder", cfg_.epochs, cfg_.lr, cfg_.lr_factor, cfg_.lr_patience, cfg_.stop_patience},
-                   state_.epoch, state_.plateau, state_.encoder_train, state_.encoder_val, clock_, steps, progress_);
+      nn::RunStage(nn::StageOptionsFrom(cfg_, "encoder"), state_.epoch, state_.plateau, state_.encoder_train,
+                   state_.encoder_val, clock_, steps, progress_);
   encoder_epochs_ = out.epochs_run;
   interrupted_ = out.interrupted;
   if (interrupted_) return Status::OK();

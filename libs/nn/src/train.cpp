@@ -659,8 +659,8 @@ Result<TrainResult> Train(const TrainConfig& cfg, const sim::LibraryData& lib,
       SaveCheckpoint(ckpt, guards, net, best, opt, state, epochs_done, clock.Elapsed());
     };
     const nn::StageOutcome outcome =
-        nn::RunStage({"", cfg.epochs, cfg.lr, cfg.lr_factor, cfg.lr_patience, cfg.stop_patience}, state.epoch,
-                     state.plateau, state.train_losses, state.val_losses, clock, steps, progress);
+        nn::RunStage(nn::StageOptionsFrom(cfg), state.epoch, state.plateau, state.train_losses, state.val_losses,
+                     clock, steps, progress);
 
     result.epochs_run = outcome.epochs_run;
     result.best_epoch = state.plateau.best_epoch;

@@ -14,6 +14,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cubeflow/nn/inputs.hpp"
@@ -125,6 +126,14 @@ struct StageOptions {
   int64_t lr_patience = 3;  ///< epochs without improvement before a decay
   int64_t stop_patience = 8;  ///< epochs without improvement before the stage stops
 };
+
+/// The settings of stage `name` from the fields of a training configuration with the same names
+/// (epochs, lr, lr_factor, lr_patience, stop_patience): the CNN, the SBI encoder stage, the
+/// diffusion prior and the DIGS NPE. (The SBI flow stage has flow_* fields of its own.)
+template <typename Config>
+StageOptions StageOptionsFrom(const Config& config, std::string name = "") {
+  return {std::move(name), config.epochs, config.lr, config.lr_factor, config.lr_patience, config.stop_patience};
+}
 
 /// \brief The steps of one epoch, supplied by the network's training code.
 struct StageSteps {

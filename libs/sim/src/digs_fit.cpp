@@ -24,16 +24,27 @@ double DigsLogPosterior(const DigsModel& model, std::span<const double> c, const
   return model.LogLikelihood(FromCoords(c), flux);
 }
 
-Result<DigsPosterior> FitDigsMcmc(const DigsModel& model, const double* flux, const DigsFitOptions& o) {
-  const auto t0 = std::chrono::steady_clock::now();
-  const DigsPrior& prior = model.config().prior;
+namespace {
+
+/// Walker positions in sampling coordinates, one vector per walker.
+using Walkers = std::vector<std::vector<double>>;
+
+/// Step 1: refuses a flux with a pixel that is not finite and fewer prior draws than walkers.
+Status CheckFitInputs(const DigsModel& model, const double* flux, const DigsFitOptions& o) {
   const size_t nw = model.wave().size();
   for (size_t i = 0; i < nw; ++i)
     if (!std::isfinite(flux[i]))
       return Status::Error("DIGS fit: flux pixel " + std::to_string(i) + " is not finite");
   if (o.n_init_draws < o.n_walkers)
     return Status::Error("DIGS fit: n_init_draws must be >= n_walkers");
-  // Starting points: prior draws with the mass set from the flux ratio to the unit-mass model.
+  return Status::OK();
+}
+
+/// Step 2: the starting points: n_init_draws prior draws with the mass set from the flux ratio to
+/// the unit-mass model, of which the n_walkers of highest posterior are kept.
+Result<Walkers> StartingPoints(const DigsModel& model, const double* flux, const DigsFitOptions& o) {
+  const DigsPrior& prior = model.config().prior;
+  const size_t nw = model.wave().size();
   struct Start {
     std::array<double, kDigsNumParams> c;
     double lp;
@@ -56,19 +67,30 @@ Result<DigsPosterior> FitDigsMcmc(const DigsModel& model, const double* flux, co
   }
   std::partial_sort(starts.begin(), starts.begin() + o.n_walkers, starts.end(),
                     [](const Start& a, const Start& b) { return a.lp > b.lp; });
-  std::vector<std::vector<double>> init;
+  Walkers init;
   for (int k = 0; k < o.n_walkers; ++k) {
     if (!std::isfinite(starts[static_cast<size_t>(k)].lp))
       return Status::Error("DIGS fit: fewer than n_walkers prior draws have a finite likelihood; is the flux in "
                            "the model's unit (1e-17 erg/s/cm^2/A at the model distance) and positive?");
     init.emplace_back(starts[static_cast<size_t>(k)].c.begin(), starts[static_cast<size_t>(k)].c.end());
   }
+  return init;
+}
+
+/// The sampler settings of every run of a fit; each run sets n_burn, n_steps, thin and seed.
+sampling::EnsembleOptions FitEnsembleOptions(const DigsFitOptions& o) {
   sampling::EnsembleOptions eo;
   eo.n_walkers = o.n_walkers;
   eo.parallel = o.parallel;
   eo.de_fraction = o.de_fraction;
-  // Annealed burn-in: the likelihood raised to beta, geometric from anneal_beta0 to 1, so that
-  // the walkers spread over every mode of the tempered posterior before they settle.
+  return eo;
+}
+
+/// Step 3: the annealed burn-in: the likelihood raised to beta, geometric from anneal_beta0 to 1,
+/// so that the walkers spread over every mode of the tempered posterior before they settle.
+/// Moves `walkers` to the end of the last stage.
+Status AnnealedBurnIn(const DigsModel& model, const double* flux, const DigsFitOptions& o, Walkers& init) {
+  sampling::EnsembleOptions eo = FitEnsembleOptions(o);
   for (int stage = 0; stage < o.anneal_stages; ++stage) {
     const double beta = o.anneal_stages > 1
                             ? o.anneal_beta0 * std::pow(1.0 / o.anneal_beta0, static_cast<double>(stage) / (o.anneal_stages - 1))
@@ -87,10 +109,49 @@ Result<DigsPosterior> FitDigsMcmc(const DigsModel& model, const double* flux, co
     for (int k = 0; k < o.n_walkers; ++k)
       for (int d = 0; d < kDigsNumParams; ++d) init[static_cast<size_t>(k)][static_cast<size_t>(d)] = stage_chain->At(0, k, d);
   }
-  // Burn-in in two rounds; after each, every walker more than stuck_gap below the best is moved
-  // onto a randomly chosen good walker plus a jitter of 1/10 of the good walkers' spread (as
-  // Prospector re-initialises emcee between burn-in rounds). Stranded walkers are a known failure
-  // of the stretch move: far from the others, their proposals rarely land anywhere better.
+  return Status::OK();
+}
+
+/// Moves every walker whose log posterior `lp` is more than stuck_gap below `best` onto a randomly
+/// chosen good walker plus a jitter of 1/10 of the good walkers' spread (random numbers of burn-in
+/// round `round`; up to 100 tries for a position inside the prior). Returns how many were moved.
+int ResetStrandedWalkers(const DigsModel& model, const double* flux, const DigsFitOptions& o, int round,
+                         const std::vector<double>& lp, double best, Walkers& init) {
+  std::vector<int> good;
+  for (int k = 0; k < o.n_walkers; ++k)
+    if (lp[static_cast<size_t>(k)] >= best - o.stuck_gap) good.push_back(k);
+  std::array<double, kDigsNumParams> mean{}, sd{};
+  for (int k : good)
+    for (int d = 0; d < kDigsNumParams; ++d) mean[d] += init[static_cast<size_t>(k)][static_cast<size_t>(d)] / good.size();
+  for (int k : good)
+    for (int d = 0; d < kDigsNumParams; ++d) {
+      const double r = init[static_cast<size_t>(k)][static_cast<size_t>(d)] - mean[d];
+      sd[d] += r * r / good.size();
+    }
+  int n_reset = 0;
+  Rng rng(o.seed, static_cast<uint64_t>(round), 3);
+  for (int k = 0; k < o.n_walkers; ++k) {
+    if (lp[static_cast<size_t>(k)] >= best - o.stuck_gap) continue;
+    for (int tries = 0; tries < 100; ++tries) {
+      const int src = good[std::min(static_cast<size_t>(rng.Uniform() * good.size()), good.size() - 1)];
+      std::vector<double> c = init[static_cast<size_t>(src)];
+      for (int d = 0; d < kDigsNumParams; ++d) c[static_cast<size_t>(d)] += 0.1 * std::sqrt(sd[d]) * rng.Normal();
+      if (std::isfinite(DigsLogPosterior(model, c, flux))) {
+        init[static_cast<size_t>(k)] = c;
+        ++n_reset;
+        break;
+      }
+    }
+  }
+  return n_reset;
+}
+
+/// Step 4: burn-in in two rounds of n_burn / 2 iterations; after each, stranded walkers are moved
+/// onto good ones (ResetStrandedWalkers, as Prospector re-initialises emcee between burn-in
+/// rounds). Stranded walkers are a known failure of the stretch move: far from the others, their
+/// proposals rarely land anywhere better. Returns the number of walkers moved.
+Result<int> BurnIn(const DigsModel& model, const double* flux, const DigsFitOptions& o, Walkers& init) {
+  sampling::EnsembleOptions eo = FitEnsembleOptions(o);
   auto posterior = [&model, flux](std::span<const double> c) { return DigsLogPosterior(model, c, flux); };
   int n_reset = 0;
   for (int round = 0; round < 2; ++round) {
@@ -107,32 +168,15 @@ Result<DigsPosterior> FitDigsMcmc(const DigsModel& model, const double* flux, co
       best = std::max(best, lp[static_cast<size_t>(k)]);
       for (int d = 0; d < kDigsNumParams; ++d) init[static_cast<size_t>(k)][static_cast<size_t>(d)] = burn->At(0, k, d);
     }
-    std::vector<int> good;
-    for (int k = 0; k < o.n_walkers; ++k)
-      if (lp[static_cast<size_t>(k)] >= best - o.stuck_gap) good.push_back(k);
-    std::array<double, kDigsNumParams> mean{}, sd{};
-    for (int k : good)
-      for (int d = 0; d < kDigsNumParams; ++d) mean[d] += init[static_cast<size_t>(k)][static_cast<size_t>(d)] / good.size();
-    for (int k : good)
-      for (int d = 0; d < kDigsNumParams; ++d) {
-        const double r = init[static_cast<size_t>(k)][static_cast<size_t>(d)] - mean[d];
-        sd[d] += r * r / good.size();
-      }
-    Rng rng(o.seed, static_cast<uint64_t>(round), 3);
-    for (int k = 0; k < o.n_walkers; ++k) {
-      if (lp[static_cast<size_t>(k)] >= best - o.stuck_gap) continue;
-      for (int tries = 0; tries < 100; ++tries) {
-        const int src = good[std::min(static_cast<size_t>(rng.Uniform() * good.size()), good.size() - 1)];
-        std::vector<double> c = init[static_cast<size_t>(src)];
-        for (int d = 0; d < kDigsNumParams; ++d) c[static_cast<size_t>(d)] += 0.1 * std::sqrt(sd[d]) * rng.Normal();
-        if (std::isfinite(posterior(c))) {
-          init[static_cast<size_t>(k)] = c;
-          ++n_reset;
-          break;
-        }
-      }
-    }
+    n_reset += ResetStrandedWalkers(model, flux, o, round, lp, best, init);
   }
+  return n_reset;
+}
+
+/// Step 5: the kept chain, n_steps iterations thinned by `thin`.
+Result<sampling::EnsembleChain> Production(const DigsModel& model, const double* flux, const DigsFitOptions& o,
+                                           const Walkers& init) {
+  sampling::EnsembleOptions eo = FitEnsembleOptions(o);
   eo.n_burn = 0;
   eo.n_steps = o.n_steps;
   eo.thin = o.thin;
@@ -140,8 +184,13 @@ Result<DigsPosterior> FitDigsMcmc(const DigsModel& model, const double* flux, co
   auto chain = sampling::RunEnsemble(
       [&model, flux](std::span<const double> c) { return DigsLogPosterior(model, c, flux); }, init, eo);
   if (!chain.ok()) return Status::Error("DIGS fit: " + chain.status().message());
+  return std::move(*chain);
+}
+
+/// Step 6: the marginal quantiles (tau in Gyr) and autocorrelation times of the chain.
+DigsPosterior Summarise(sampling::EnsembleChain chain, const DigsFitOptions& o, int n_reset) {
   DigsPosterior post;
-  post.chain = std::move(*chain);
+  post.chain = std::move(chain);
   post.acceptance = post.chain.acceptance;
   post.n_reset = n_reset;
   post.n_steps = o.n_steps;
@@ -157,6 +206,19 @@ Result<DigsPosterior> FitDigsMcmc(const DigsModel& model, const double* flux, co
     post.q975[d] = q(0.975);
     post.autocorr[d] = post.chain.AutocorrTime(d) * o.thin;
   }
+  return post;
+}
+
+}  // namespace
+
+Result<DigsPosterior> FitDigsMcmc(const DigsModel& model, const double* flux, const DigsFitOptions& o) {
+  const auto t0 = std::chrono::steady_clock::now();
+  CUBEFLOW_RETURN_NOT_OK(CheckFitInputs(model, flux, o));
+  CUBEFLOW_ASSIGN_OR_RETURN(Walkers init, StartingPoints(model, flux, o));
+  CUBEFLOW_RETURN_NOT_OK(AnnealedBurnIn(model, flux, o, init));
+  CUBEFLOW_ASSIGN_OR_RETURN(const int n_reset, BurnIn(model, flux, o, init));
+  CUBEFLOW_ASSIGN_OR_RETURN(sampling::EnsembleChain chain, Production(model, flux, o, init));
+  DigsPosterior post = Summarise(std::move(chain), o, n_reset);
   post.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return post;
 }
