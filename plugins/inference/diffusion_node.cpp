@@ -95,7 +95,7 @@ NodeSpec DiffusionNode::Spec() {
       .Param(&DiffusionOptions::cla, "cla",
              "A A^T in the CLA covariance Sigma_y + sigma^2 A A^T: `diagonal` (paper 001's variance of the "
              "forward model over N(0, I) states, computed once) or `full` (Woodbury with the forward model's "
-             "Jacobian; ~9x slower, better coverage: docs/diffusion.md)",
+             "Jacobian; slower, and not better so far: docs/diffusion.md)",
              OneOf{{"diagonal", "full"}})
       .Param(&DiffusionOptions::jacobian_every, "jacobian_every",
              "with cla: full, noise levels between updates of the forward model's Jacobian", InRange{1, 100000})

@@ -1,6 +1,6 @@
 // The "inference" plugin: neural inference of stellar populations per bin (inference.cnn,
-// inference.sbi, inference.diffusion) and the stellar mass it implies (inference.stellar_mass). The networks, model
-// files and input checks are in libs/nn; the mass physics in libs/sim.
+// inference.sbi, inference.diffusion) and the stellar mass it implies (inference.stellar_mass).
+// The networks, model files and input checks are in libs/nn; the mass physics in libs/sim.
 #include "cubeflow/plugin.hpp"
 #include "cnn_node.hpp"
 #include "diffusion_node.hpp"

@@ -237,27 +237,27 @@ Result<std::vector<PosteriorDraw>> PosteriorSampler::Sample(const Observation& o
       }
       torch::Tensor lik = g;
       if (o.cla == "full") {
-      // H = A^T Sigma^-1 A, A from a batched one-sided finite difference (no autograd).
-      if (level_of_hess < 0 || lev - level_of_hess >= o.jacobian_every) {
-        torch::NoGradGuard ng;
-        // One coordinate at a time: 34 renders of n rows stay in cache (one of 34 n rows is 2x slower).
-        // In float32: H only preconditions (the score's g is exact, float64), and float32 renders
-        // are 3x faster.
-        auto base = m.Observed(s, with_phot, true);  // [n, P]
-        std::vector<torch::Tensor> cols;
-        for (int64_t k = 0; k < D; ++k) {
-          auto pert = s.clone();
-          pert.select(1, k).add_(kJacobianStep);
-          cols.push_back((m.Observed(pert, with_phot, true) - base) / kJacobianStep);
+        // H = A^T Sigma^-1 A, A from a one-sided finite difference (no autograd).
+        if (level_of_hess < 0 || lev - level_of_hess >= o.jacobian_every) {
+          torch::NoGradGuard ng;
+          // One coordinate at a time: 34 renders of n rows stay in cache (one of 34 n rows is 2x slower).
+          // In float32: H only preconditions (the score's g is exact, float64), and float32 renders
+          // are 3x faster.
+          auto base = m.Observed(s, with_phot, true);  // [n, P]
+          std::vector<torch::Tensor> cols;
+          for (int64_t k = 0; k < D; ++k) {
+            auto pert = s.clone();
+            pert.select(1, k).add_(kJacobianStep);
+            cols.push_back((m.Observed(pert, with_phot, true) - base) / kJacobianStep);
+          }
+          auto a = torch::stack(cols, 1).to(torch::kFloat64);  // [n, D, P]
+          hess = torch::matmul(a * wt.unsqueeze(0), a.transpose(1, 2));
+          level_of_hess = lev;
         }
-        auto a = torch::stack(cols, 1).to(torch::kFloat64);  // [n, D, P]
-        hess = torch::matmul(a * wt.unsqueeze(0), a.transpose(1, 2));
-        level_of_hess = lev;
+        lik = torch::linalg_solve(eye.unsqueeze(0) + sigma * sigma * hess, g.unsqueeze(2)).squeeze(2);
       }
-      lik = torch::linalg_solve(eye.unsqueeze(0) + sigma * sigma * hess, g.unsqueeze(2)).squeeze(2);
-      }
-      // Safeguard (H is up to jacobian_every levels old): a noised score at level sigma has a norm
-      // of order sqrt(D) / sigma; the likelihood's share is clipped to clip_factor times that.
+      // Cap (states far from linear at the first levels; H up to jacobian_every levels old): a
+      // noised score at level sigma has a norm of order sqrt(D) / sigma.
       if (o.clip > 0) {
         const double cap = o.clip * std::sqrt(static_cast<double>(D)) / sigma;
         lik = lik * (cap / lik.norm(2, 1, true).clamp_min(cap));

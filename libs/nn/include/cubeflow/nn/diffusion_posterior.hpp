@@ -16,7 +16,8 @@
 ///  - "full": the whole A A^T by the Woodbury identity, (I + sigma^2 H)^-1 g with
 ///    g = A^T Sigma_y^-1 (y - S(x_t)) (one backward pass) and H = A^T Sigma_y^-1 A (34 x 34, from a
 ///    finite-difference Jacobian in float32 every `jacobian_every` levels). The score of a Gaussian
-///    at least sigma wide in every direction; 34 extra renders per update (~9x the time).
+///    at least sigma wide in every direction; 34 extra renders per update. Not better than the
+///    diagonal form in the measurements so far (docs/diffusion.md).
 /// Both are capped (`clip`) at clip sqrt(34) / sigma, the scale of a noised score at level sigma:
 /// without the cap, states in the nonlinear regime of the first levels (and a stale H) run away.
 /// docs/diffusion.md ("Posterior sampling") gives the figures of both and what is not met.
