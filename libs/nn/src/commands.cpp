@@ -7,6 +7,7 @@
 
 #include "cubeflow/nn/commands.hpp"
 #include "cubeflow/nn/diffusion.hpp"
+#include "cubeflow/nn/diffusion_posterior.hpp"
 #include "cubeflow/nn/digs_npe.hpp"
 #include "cubeflow/nn/sbi.hpp"
 #include "cubeflow/nn/sbi_train.hpp"
@@ -45,8 +46,11 @@ int EvaluateCommand(int argc, char** argv) {
   const std::string model = FirstPositional(argc, argv);
   if (!model.empty() && cubeflow::sbi::IsSbiMetadata(cubeflow::sbi::MetadataPath(model)))
     return cubeflow::sbi::EvaluateMain(argc, argv);
-  if (!model.empty() && cubeflow::diffusion::IsDiffusionYaml(model + ".yaml"))
+  if (!model.empty() && cubeflow::diffusion::IsDiffusionYaml(model + ".yaml")) {
+    for (int i = 1; i < argc; ++i)
+      if (std::string(argv[i]) == "--posterior") return cubeflow::diffusion::PosteriorEvaluateMain(argc, argv);
     return cubeflow::diffusion::EvaluateMain(argc, argv);
+  }
   if (!model.empty() && cubeflow::digs::IsDigsYaml(cubeflow::sbi::MetadataPath(model)))
     return cubeflow::digs::EvaluateMain(argc, argv);
   return cubeflow::cnn::EvaluateMain(argc, argv);

@@ -88,6 +88,29 @@ Result<TorchForwardModel> TorchForwardModel::Make(const sim::ForwardModel& fm, t
   m.line_x_ = FromVector(t.line_x, o);
   m.line_band_ = FromVector(lb, o).reshape({m.n_lines_, m.n_bands_});
 
+  // Per-bin sums of the step tables (Render()'s fast path).
+  {
+    const int64_t nbin = sim::kNumAgeBins;
+    const auto wy = m.bin_to_step_mass_ * m.young_.t(), wo = m.bin_to_step_mass_ * (1.0 - m.young_.t());  // [16, n_steps]
+    m.young_bins_ = 0;
+    for (int64_t b = 0; b < nbin; ++b)
+      if (wy[b].abs().sum().item<double>() > 0) m.young_bins_ = b + 1;
+    const auto wyb = wy.slice(0, 0, m.young_bins_);
+    auto per_bin = [&](const torch::Tensor& w, const torch::Tensor& table) {  // table [n_steps * n_metal, k]
+      const int64_t k = table.size(1);
+      return torch::einsum("bj,jmk->bmk", {w.to(table.dtype()), table.reshape({m.n_steps_, m.n_metal_, k})})
+          .reshape({w.size(0) * m.n_metal_, k});
+    };
+    m.bin_tmpl_young_ = per_bin(wyb, m.templates_);
+    m.bin_tmpl_old_ = per_bin(wo, m.templates_);
+    m.bin_phot_young_ = per_bin(wyb, m.phot_templates_);
+    m.bin_phot_old_ = per_bin(wo, m.phot_templates_);
+    m.bin_ha_young_ = per_bin(wyb, m.halpha_.unsqueeze(1)).squeeze(1);
+    m.bin_ha_old_ = per_bin(wo, m.halpha_.unsqueeze(1)).squeeze(1);
+    m.bin_q_h_ = per_bin(m.bin_to_step_mass_, m.q_h_.unsqueeze(1)).squeeze(1);
+    m.bin_l_v_ = per_bin(m.bin_to_step_mass_, m.l_v_.reshape({-1, 1})).reshape({nbin, m.n_metal_});
+  }
+
   m.dust_ = cfg.dust.enabled;
   m.nebular_ = cfg.nebular.enabled;
   m.balmer_decrement_ = cfg.nebular.balmer_decrement;
@@ -108,7 +131,37 @@ torch::Tensor TorchForwardModel::StepMh(const torch::Tensor& zh) const {
 
 TorchRendered TorchForwardModel::Render(const torch::Tensor& log_mass, const torch::Tensor& zh,
                                         const torch::Tensor& tau_bc, const torch::Tensor& tau_ism) const {
-  return RenderSteps(StepMass(log_mass), StepMh(zh), tau_bc, tau_ism, Cast(zh).select(1, 0));
+  // The same sums as RenderSteps(StepMass(log_mass), StepMh(zh), ...), over the per-bin tables.
+  const auto mass = torch::pow(10.0, Cast(log_mass)), z = Cast(zh);
+  const int64_t nb = mass.size(0), nbin = mass.size(1);
+  const auto coef = mass.unsqueeze(2) * MetalWeights(z);  // [B, 16, n_metal]
+  const auto co = coef.reshape({nb, nbin * n_metal_});
+  const auto cy = coef.slice(1, 0, young_bins_).reshape({nb, young_bins_ * n_metal_});
+  Parts p;
+  p.young = cy.matmul(bin_tmpl_young_);
+  p.old = co.matmul(bin_tmpl_old_);
+  p.pyoung = cy.matmul(bin_phot_young_);
+  p.pold = co.matmul(bin_phot_old_);
+  p.ha_young = cy.matmul(bin_ha_young_);
+  p.ha_old = co.matmul(bin_ha_old_);
+  p.q_h = co.to(torch::kFloat64).matmul(bin_q_h_);
+  p.light_v = (coef * bin_l_v_.unsqueeze(0)).sum(2);
+  return Finish(std::move(p), z.select(1, 0), tau_bc, tau_ism);
+}
+
+torch::Tensor TorchForwardModel::MetalWeights(const torch::Tensor& mh) const {
+  // Hat functions: min(rise from the left neighbour, fall to the right one), clamped (Render's
+  // m0/m1/w1).
+  const int64_t nm = n_metal_;
+  if (nm == 1) return torch::ones({mh.size(0), mh.size(1), 1}, mh.options());
+  const auto mhc = mh.clamp(metal_.front(), metal_.back());
+  std::vector<torch::Tensor> cols;
+  for (int64_t k = 0; k < nm; ++k) {
+    auto up = k > 0 ? (mhc - metal_[k - 1]) / (metal_[k] - metal_[k - 1]) : torch::ones_like(mhc);
+    auto down = k + 1 < nm ? (metal_[k + 1] - mhc) / (metal_[k + 1] - metal_[k]) : torch::ones_like(mhc);
+    cols.push_back(torch::minimum(up, down).clamp(0.0, 1.0));
+  }
+  return torch::stack(cols, 2);
 }
 
 torch::Tensor TorchForwardModel::LineRatios(const torch::Tensor& gas_mh) const {
@@ -132,32 +185,30 @@ TorchRendered TorchForwardModel::RenderSteps(const torch::Tensor& mass_in, const
                                              const torch::Tensor& tau_bc_in, const torch::Tensor& tau_ism_in,
                                              const torch::Tensor& gas_mh) const {
   const auto mass = Cast(mass_in), mh = Cast(mh_in);
-  const int64_t nb = mass.size(0);
-  // Weights of the [M/H] grid points: linear between the two around mh, clamped at the grid ends
-  // (Render's m0/m1/w1). Hat functions: min(rise from the left neighbour, fall to the right one).
-  const int64_t nm = n_metal_;
-  torch::Tensor w;  // [B, n_steps, n_metal]
-  if (nm == 1) {
-    w = torch::ones({nb, n_steps_, 1}, mass.options());
-  } else {
-    const auto mhc = mh.clamp(metal_.front(), metal_.back());
-    std::vector<torch::Tensor> cols;
-    for (int64_t k = 0; k < nm; ++k) {
-      auto up = k > 0 ? (mhc - metal_[k - 1]) / (metal_[k] - metal_[k - 1]) : torch::ones_like(mhc);
-      auto down = k + 1 < nm ? (metal_[k + 1] - mhc) / (metal_[k + 1] - metal_[k]) : torch::ones_like(mhc);
-      cols.push_back(torch::minimum(up, down).clamp(0.0, 1.0));
-    }
-    w = torch::stack(cols, 2);
-  }
-  const auto coef = mass.unsqueeze(2) * w;           // [B, n_steps, n_metal]
+  const int64_t nb = mass.size(0), nm = n_metal_;
+  const auto coef = mass.unsqueeze(2) * MetalWeights(mh);  // [B, n_steps, n_metal]
   const auto cy = (coef * young_.unsqueeze(0)).reshape({nb, n_steps_ * nm});
   const auto co = (coef * (1.0 - young_).unsqueeze(0)).reshape({nb, n_steps_ * nm});
-  auto young = cy.matmul(templates_), old = co.matmul(templates_);                  // [B, n_wave]
-  const auto pyoung = cy.matmul(phot_templates_), pold = co.matmul(phot_templates_);  // [B, n_coarse]
-  const auto ha_young = cy.matmul(halpha_), ha_old = co.matmul(halpha_);  // [B], H-alpha L_sun
+  Parts p;
+  p.young = cy.matmul(templates_);
+  p.old = co.matmul(templates_);
+  p.pyoung = cy.matmul(phot_templates_);
+  p.pold = co.matmul(phot_templates_);
+  p.ha_young = cy.matmul(halpha_);
+  p.ha_old = co.matmul(halpha_);
+  p.q_h = (cy + co).to(torch::kFloat64).matmul(q_h_);
+  p.light_v = (coef * l_v_.unsqueeze(0)).sum(2).matmul(step_bin_);  // [B, 16]
+  return Finish(std::move(p), gas_mh, tau_bc_in, tau_ism_in);
+}
+
+TorchRendered TorchForwardModel::Finish(Parts p, const torch::Tensor& gas_mh, const torch::Tensor& tau_bc_in,
+                                        const torch::Tensor& tau_ism_in) const {
+  const int64_t nb = p.old.size(0);
+  auto young = p.young, old = p.old;
+  const auto &pyoung = p.pyoung, &pold = p.pold, &ha_young = p.ha_young, &ha_old = p.ha_old;
   TorchRendered out;
-  out.q_h = (cy + co).to(torch::kFloat64).matmul(q_h_);
-  out.light_v = (coef * l_v_.unsqueeze(0)).sum(2).matmul(step_bin_);  // [B, 16]
+  out.q_h = p.q_h;
+  out.light_v = p.light_v;
 
   // Nebular lines, added before dust (they share the birth-cloud + ISM attenuation).
   torch::Tensor l_young, l_old;  // [B, n_lines]
@@ -181,7 +232,7 @@ TorchRendered TorchForwardModel::RenderSteps(const torch::Tensor& mass_in, const
   } else {
     flux = old + young;
     phot_cont = pold + pyoung;
-    line_att_old = line_att_young = torch::ones({nb, n_lines_}, mass.options());
+    line_att_old = line_att_young = torch::ones({nb, n_lines_}, old.options());
   }
   auto phot = phot_cont.matmul(coarse_band_);  // [B, n_bands]
   if (nebular_ && n_lines_ > 0) phot = phot + (line_att_old * l_old + line_att_young * l_young).matmul(line_band_);

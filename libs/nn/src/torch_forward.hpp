@@ -94,6 +94,16 @@ class TorchForwardModel {
  private:
   TorchForwardModel() = default;
   torch::Tensor Cast(const torch::Tensor& t) const;
+  /// Weights of the [M/H] grid points for [M/H] `mh` [B, K] -> [B, K, n_metal] (Render's linear
+  /// interpolation, clamped at the grid ends).
+  torch::Tensor MetalWeights(const torch::Tensor& mh) const;
+  /// The unattenuated sums of the young (birth-cloud) and older populations.
+  struct Parts {
+    torch::Tensor young, old, pyoung, pold, ha_young, ha_old, q_h, light_v;
+  };
+  /// Lines, dust, bands and normalisation of the sums (the part of Render after the sums).
+  TorchRendered Finish(Parts p, const torch::Tensor& gas_mh, const torch::Tensor& tau_bc_in,
+                       const torch::Tensor& tau_ism_in) const;
 
   torch::Dtype dtype_ = torch::kFloat64;
   torch::Device device_ = torch::kCPU;
@@ -109,6 +119,15 @@ class TorchForwardModel {
   torch::Tensor young_;             // [n_steps, 1]: 1 for birth-cloud steps
   torch::Tensor step_bin_;          // [n_steps, 16] one-hot age bin of each step
   torch::Tensor bin_to_step_mass_;  // [16, n_steps] step duration / bin duration
+  // Render() sums per (age bin, [M/H] grid point): the steps of a bin share its [Z/H] and their
+  // masses are fixed fractions of the bin's, so their templates are summed once here (6x fewer
+  // rows than the steps). Birth-cloud steps lie in the first `young_bins_` bins.
+  int64_t young_bins_ = 0;
+  torch::Tensor bin_tmpl_young_, bin_tmpl_old_;    // [young_bins * n_metal | 16 * n_metal, n_wave]
+  torch::Tensor bin_phot_young_, bin_phot_old_;    // same rows, [.., n_coarse]
+  torch::Tensor bin_ha_young_, bin_ha_old_;        // same rows
+  torch::Tensor bin_q_h_;                          // [16 * n_metal], float64
+  torch::Tensor bin_l_v_;                          // [16, n_metal]
   torch::Tensor dust_x_;            // [n_wave]
   torch::Tensor coarse_x_;          // [n_coarse]
   torch::Tensor coarse_band_;       // [n_coarse, n_bands] 1 where the coarse pixel belongs to the band

