@@ -150,9 +150,92 @@ std::string DiffusionNode::CheckSpectrum(const Spectrum& s) const {
   return inputs::CheckSpectrum(kWho, model_path_ + ".yaml (library_config)", conventions_, s, opt_.norm_tolerance);
 }
 
+diffusion::Observation DiffusionNode::ObservationOf(ProcessContext& ctx, size_t i, const Spectrum& s, bool use_phot,
+                                                   Record& rec) const {
+  if (s.variance.empty())
+    throw Error("spectrum of bin " + std::to_string(s.id) +
+                " has no variance: the likelihood needs it (io.read_cube reads the STAT extension; binning and "
+                "spectral.restframe carry it)");
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  diffusion::Observation obs;
+  obs.flux = s.flux;
+  obs.variance = s.variance;
+  for (size_t k = 0; k < s.mask.size() && k < obs.variance.size(); ++k)
+    if (s.mask[k]) obs.variance[k] = 0;  // left out of the likelihood
+  if (!use_phot) return obs;
+  auto p = ctx.Input<Photometry>("photometry", i);
+  std::vector<int> order;
+  const std::string perr =
+      inputs::CheckPhotometry(kWho, model_path_ + ".yaml (library_config)", conventions_, *p, order);
+  if (!perr.empty()) throw Error(perr);
+  rec.quality |= p->quality;
+  // The band fluxes in the units of the normalised spectrum.
+  auto sc = s.meta.find("bunit_scale");
+  const double scale = s.norm * (sc != s.meta.end() ? sc->second : 1.0);
+  for (size_t b = 0; b < order.size(); ++b) {
+    const double f = p->flux[order[b]], e = order[b] < static_cast<int>(p->error.size()) ? p->error[order[b]] : nan;
+    if (!(f > 0)) rec.quality |= kQualNonPositivePhotometry;
+    obs.phot.push_back(scale > 0 ? f / scale : nan);
+    obs.phot_variance.push_back(scale > 0 && e > 0 ? (e / scale) * (e / scale) : nan);
+  }
+  return obs;
+}
+
+void DiffusionNode::SetPosteriorFields(const std::vector<diffusion::PosteriorDraw>* draws, Record& rec) const {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const bool ok = draws != nullptr;
+  const size_t ns = ok ? draws->size() : 0;
+  const auto& qs = Quantities();
+  // Per sample: the derived quantities, the mass fractions and the [Z/H] of the 16 bins.
+  std::vector<std::vector<double>> v(qs.size(), std::vector<double>(ns));
+  std::vector<std::vector<double>> mf(diffusion::kNumBins, std::vector<double>(ns)),
+      zh(diffusion::kNumBins, std::vector<double>(ns));
+  for (size_t r = 0; r < ns; ++r) {
+    const auto& d = (*draws)[r];
+    const auto q = diffusion::Derive(d, sampler_->t_universe());
+    v[0][r] = q.mw_logage;
+    v[1][r] = q.lw_logage;
+    v[2][r] = q.mw_zh;
+    v[3][r] = q.lw_zh;
+    for (int k = 0; k < sim::kNumMassPercentiles; ++k) v[4 + k][r] = q.t[k];
+    v[4 + sim::kNumMassPercentiles][r] = d.tau_bc;
+    v[5 + sim::kNumMassPercentiles][r] = d.tau_ism;
+    for (int b = 0; b < diffusion::kNumBins; ++b) {
+      mf[b][r] = q.mass_frac[b];
+      zh[b][r] = d.x[diffusion::kNumBins + b];
+    }
+  }
+  for (size_t k = 0; k < qs.size(); ++k) {
+    const auto& q = qs[k];
+    const double med = ok ? Quantile(v[k], 0.5) : nan, lo = ok ? Quantile(v[k], 0.16) : nan,
+                 hi = ok ? Quantile(v[k], 0.84) : nan;
+    rec.Set(q.name, med, q.unit, q.doc + ": posterior median");
+    rec.Set(q.name + "_p16", lo, q.unit, q.doc + ": 16th percentile of the posterior");
+    rec.Set(q.name + "_p84", hi, q.unit, q.doc + ": 84th percentile of the posterior");
+    rec.Set(q.name + "_err", 0.5 * (hi - lo), q.unit, q.doc + ": half the 16-84 % credible interval");
+    if (opt_.emit_samples) {
+      std::vector<double> all = ok ? v[k] : std::vector<double>(opt_.n_samples, nan);
+      rec.SetVector(q.name + "_samples", std::move(all), q.unit, {}, q.doc + ": posterior samples");
+    }
+  }
+  std::vector<std::string> labels;
+  for (double c : sim::AgeBinCentresGyr()) {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%gGyr", c);
+    labels.emplace_back(buf);
+  }
+  std::vector<double> mfm(diffusion::kNumBins), zhm(diffusion::kNumBins);
+  for (int b = 0; b < diffusion::kNumBins; ++b) {
+    mfm[b] = ok ? Quantile(mf[b], 0.5) : nan;
+    zhm[b] = ok ? Quantile(zh[b], 0.5) : nan;
+  }
+  rec.SetVector("mass_frac", std::move(mfm), "", labels,
+                "fraction of the stellar mass formed in each age bin: posterior median per bin");
+  rec.SetVector("zh", std::move(zhm), "dex", labels, "[Z/H] of the stars of each age bin: posterior median per bin");
+}
+
 void DiffusionNode::Process(ProcessContext& ctx) {
-  const sim::ForwardModel& fm = sampler_->forward_model();
-  const size_t nw = fm.wave().size(), nb = fm.bands().size();
+  const size_t nb = sampler_->forward_model().bands().size();
   const bool use_phot = ctx.Connected("photometry") && nb > 0;
   if (ctx.Connected("photometry") && nb == 0 && !warned_phot_) {
     warned_phot_ = true;
@@ -166,14 +249,6 @@ void DiffusionNode::Process(ProcessContext& ctx) {
   po.clip = opt_.clip;
   po.line_mask = opt_.line_mask;
   po.threads = opt_.threads > 0 ? opt_.threads : ctx.threads();
-  std::vector<std::string> labels;
-  for (double c : sim::AgeBinCentresGyr()) {
-    char buf[32];
-    std::snprintf(buf, sizeof(buf), "%gGyr", c);
-    labels.emplace_back(buf);
-  }
-  const double nan = std::numeric_limits<double>::quiet_NaN();
-  const auto& qs = Quantities();
   for (size_t i = 0; i < ctx.size(); ++i) {
     auto s = ctx.Input<Spectrum>("spectra", i);
     const std::string err = CheckSpectrum(*s);
@@ -181,79 +256,15 @@ void DiffusionNode::Process(ProcessContext& ctx) {
     auto rec = std::make_shared<Record>();
     rec->id = ctx.key(i);
     rec->quality = s->quality;
-    diffusion::Observation obs;
-    obs.flux = s->flux;
-    obs.variance = s->variance.empty() ? std::vector<double>(nw, nan) : s->variance;
-    if (s->variance.empty())
-      throw Error("spectrum of bin " + std::to_string(s->id) +
-                  " has no variance: the likelihood needs it (io.read_cube reads the STAT extension; binning and "
-                  "spectral.restframe carry it)");
-    for (size_t k = 0; k < s->mask.size() && k < nw; ++k)
-      if (s->mask[k]) obs.variance[k] = 0;
-    if (use_phot) {
-      auto p = ctx.Input<Photometry>("photometry", i);
-      std::vector<int> order;
-      const std::string perr = inputs::CheckPhotometry(kWho, model_path_ + ".yaml (library_config)", conventions_,
-                                                       *p, order);
-      if (!perr.empty()) throw Error(perr);
-      rec->quality |= p->quality;
-      auto sc = s->meta.find("bunit_scale");
-      const double scale = s->norm * (sc != s->meta.end() ? sc->second : 1.0);
-      for (size_t b = 0; b < nb; ++b) {
-        const double f = p->flux[order[b]], e = order[b] < static_cast<int>(p->error.size()) ? p->error[order[b]] : nan;
-        if (!(f > 0)) rec->quality |= kQualNonPositivePhotometry;
-        obs.phot.push_back(scale > 0 ? f / scale : nan);
-        obs.phot_variance.push_back(scale > 0 && e > 0 ? (e / scale) * (e / scale) : nan);
-      }
-    }
+    const diffusion::Observation obs = ObservationOf(ctx, i, *s, use_phot, *rec);
     const uint64_t seed = opt_.seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(ctx.key(i));
     auto draws = sampler_->Sample(obs, po, seed);
-    const bool ok = draws.ok();
-    if (!ok) {
+    if (!draws.ok()) {
       rec->quality |= kQualInferenceFailed;
       ctx.Log(LogLevel::kWarn, "bin " + std::to_string(s->id) + ": " + draws.status().message() +
                                    " (flagged inference_failed, results NaN)");
     }
-    const size_t ns = ok ? draws->size() : 0;
-    std::vector<std::vector<double>> v(qs.size(), std::vector<double>(ns));
-    std::vector<std::vector<double>> mf(diffusion::kNumBins, std::vector<double>(ns)),
-        zh(diffusion::kNumBins, std::vector<double>(ns));
-    for (size_t r = 0; r < ns; ++r) {
-      const auto& d = (*draws)[r];
-      const auto q = diffusion::Derive(d, sampler_->t_universe());
-      v[0][r] = q.mw_logage;
-      v[1][r] = q.lw_logage;
-      v[2][r] = q.mw_zh;
-      v[3][r] = q.lw_zh;
-      for (int k = 0; k < sim::kNumMassPercentiles; ++k) v[4 + k][r] = q.t[k];
-      v[4 + sim::kNumMassPercentiles][r] = d.tau_bc;
-      v[5 + sim::kNumMassPercentiles][r] = d.tau_ism;
-      for (int b = 0; b < diffusion::kNumBins; ++b) {
-        mf[b][r] = q.mass_frac[b];
-        zh[b][r] = d.x[diffusion::kNumBins + b];
-      }
-    }
-    for (size_t k = 0; k < qs.size(); ++k) {
-      const auto& q = qs[k];
-      const double med = ok ? Quantile(v[k], 0.5) : nan, lo = ok ? Quantile(v[k], 0.16) : nan,
-                   hi = ok ? Quantile(v[k], 0.84) : nan;
-      rec->Set(q.name, med, q.unit, q.doc + ": posterior median");
-      rec->Set(q.name + "_p16", lo, q.unit, q.doc + ": 16th percentile of the posterior");
-      rec->Set(q.name + "_p84", hi, q.unit, q.doc + ": 84th percentile of the posterior");
-      rec->Set(q.name + "_err", 0.5 * (hi - lo), q.unit, q.doc + ": half the 16-84 % credible interval");
-      if (opt_.emit_samples) {
-        std::vector<double> all = ok ? v[k] : std::vector<double>(opt_.n_samples, nan);
-        rec->SetVector(q.name + "_samples", std::move(all), q.unit, {}, q.doc + ": posterior samples");
-      }
-    }
-    std::vector<double> mfm(diffusion::kNumBins), zhm(diffusion::kNumBins);
-    for (int b = 0; b < diffusion::kNumBins; ++b) {
-      mfm[b] = ok ? Quantile(mf[b], 0.5) : nan;
-      zhm[b] = ok ? Quantile(zh[b], 0.5) : nan;
-    }
-    rec->SetVector("mass_frac", std::move(mfm), "", labels,
-                   "fraction of the stellar mass formed in each age bin: posterior median per bin");
-    rec->SetVector("zh", std::move(zhm), "dex", labels, "[Z/H] of the stars of each age bin: posterior median per bin");
+    SetPosteriorFields(draws.ok() ? &*draws : nullptr, *rec);
     AddSpectrumFields(*s, rec.get());
     ctx.Emit("results", rec, i);
   }

@@ -49,6 +49,15 @@ class DiffusionNode : public Node {
  private:
   void Init(std::shared_ptr<const diffusion::PriorModel> prior, std::shared_ptr<const sim::ForwardModel> fm,
             std::string model_path, const Options& options);
+  /// Step: the likelihood's data of input row i: the spectrum with its variance (masked pixels get
+  /// variance 0, i.e. left out) and, with `use_phot`, the band fluxes in the spectrum's normalised
+  /// units (their quality bits go to `rec`). Throws cubeflow::Error on a spectrum without variance
+  /// or photometry that does not match the forward model's bands.
+  diffusion::Observation ObservationOf(ProcessContext& ctx, size_t i, const Spectrum& s, bool use_phot,
+                                       Record& rec) const;
+  /// Step: median, _p16, _p84, _err (and _samples) of the derived quantities, and the per-bin
+  /// medians mass_frac and zh, from the posterior draws; NaN everywhere when `draws` is null.
+  void SetPosteriorFields(const std::vector<diffusion::PosteriorDraw>* draws, Record& rec) const;
   std::unique_ptr<diffusion::PosteriorSampler> sampler_;
   std::string model_path_;
   Options opt_;
