@@ -14,8 +14,9 @@
 #
 # usage: bench/digs_npe.sh [BUILD_DIR]
 # environment: N (default 2000000), SSP (default builtin), EPOCHS (default 6), MINUTES (training
-#              time limit, default 28; 0: none), SCRATCH (default out/digs_npe), SKIP_TRAIN=1 (reuse
-#              SCRATCH's model)
+#              time limit, default 28; 0: none), INPUT (encoder input, arch.input: log_flux, the
+#              default, or shape), SCRATCH (default out/digs_npe), SKIP_TRAIN=1 (reuse SCRATCH's
+#              model)
 # Run it under the shared CPU lock: the training takes MINUTES on one core.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
@@ -23,6 +24,7 @@ N="${N:-2000000}"
 SSP="${SSP:-builtin}"
 EPOCHS="${EPOCHS:-6}"
 MINUTES="${MINUTES:-28}"
+INPUT="${INPUT:-log_flux}"
 SCRATCH=$(resolve "${SCRATCH:-out/digs_npe}")
 mkdir -p "$SCRATCH"
 TRAIN="$SCRATCH/train_${SSP}_${N}_seed20262010.fits"
@@ -43,7 +45,7 @@ val_fraction: 0.02
 seed: 1
 threads: 1
 time_limit_minutes: $MINUTES
-arch: {hidden: [256, 256, 128], summary: 32, flow: {transform: spline, layers: 6, hidden: 128, context_hidden: 64, bins: 8, tail_bound: 5}}
+arch: {input: $INPUT, hidden: [256, 256, 128], summary: 32, flow: {transform: spline, layers: 6, hidden: 128, context_hidden: 64, bins: 8, tail_bound: 5}}
 YAML
   echo "== cubeflow train $SCRATCH/train.yaml"
   "$CF" train "$SCRATCH/train.yaml"

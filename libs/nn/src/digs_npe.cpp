@@ -140,6 +140,11 @@ namespace {
 
 struct Arch {
   int64_t nwave = 138;
+  /// Encoder input: "log_flux" (per-pixel standardised log10 flux: the mass sets every feature's
+  /// spread and the shape is a small part of it) or "shape" (per-pixel standardised log10 flux
+  /// minus its mean over the pixels, then that mean, standardised: shape and amplitude apart).
+  std::string input = "log_flux";
+  int64_t InputWidth() const { return input == "shape" ? nwave + 1 : nwave; }
   std::vector<int64_t> hidden = {256, 256, 128};
   int64_t summary = 32;
   sbi::FlowArch flow;
@@ -154,9 +159,9 @@ struct Arch {
 };
 
 struct NetImpl : torch::nn::Module {
-  explicit NetImpl(const Arch& a) {
+  explicit NetImpl(const Arch& a) : nwave(a.nwave), amplitude_to_flow(a.input == "shape") {
     torch::nn::Sequential s;
-    int64_t in = a.nwave;
+    int64_t in = a.InputWidth();
     for (int64_t h : a.hidden) {
       s->push_back(torch::nn::Linear(in, h));
       s->push_back(torch::nn::SiLU());
@@ -164,11 +169,18 @@ struct NetImpl : torch::nn::Module {
     }
     s->push_back(torch::nn::Linear(in, a.summary));
     enc = register_module("encoder", s);
-    flow = register_module("flow", sbi::Flow(a.flow, a.summary));
+    flow = register_module("flow", sbi::Flow(a.flow, a.summary + (amplitude_to_flow ? 1 : 0)));
   }
-  torch::Tensor LogProb(const torch::Tensor& x, const torch::Tensor& y) {
-    return flow->LogProb(y, flow->Embed(enc->forward(x)));
+  /// The flow's context of encoder inputs x: the summary, and with input "shape" the amplitude
+  /// beside it (mass is the amplitude less the log flux per unit mass, which the shape sets).
+  torch::Tensor Context(const torch::Tensor& x) {
+    auto s = enc->forward(x);
+    if (amplitude_to_flow) s = torch::cat({s, x.slice(1, nwave, nwave + 1)}, 1);
+    return flow->Embed(s);
   }
+  torch::Tensor LogProb(const torch::Tensor& x, const torch::Tensor& y) { return flow->LogProb(y, Context(x)); }
+  int64_t nwave;
+  bool amplitude_to_flow;
   torch::nn::Sequential enc{nullptr};
   sbi::Flow flow{nullptr};
 };
@@ -178,7 +190,7 @@ TORCH_MODULE(Net);
 struct Meta {
   Arch arch;
   double flux_floor = 1e-30;
-  std::vector<double> x_mean, x_std;                 // per pixel, of log10 flux
+  std::vector<double> x_mean, x_std;                 // per encoder input (Arch::input)
   std::array<double, kNumParams> lo{}, hi{};         // library coordinates (log10 tau)
   std::array<double, kNumParams> y_mean{}, y_std{};  // of logit(u)
   std::string ssp;
@@ -223,7 +235,12 @@ Status WriteMeta(const std::string& path, const Meta& m) {
   e << YAML::Key << "permutation_seed" << YAML::Value << m.arch.flow.permutation_seed;
   e << YAML::EndMap << YAML::EndMap;
   e << YAML::Key << "input" << YAML::Value << YAML::BeginMap;
-  e << YAML::Key << "transform" << YAML::Value << "x = (log10(max(flux, floor)) - mean) / std per pixel";
+  e << YAML::Key << "mode" << YAML::Value << m.arch.input;
+  e << YAML::Key << "transform" << YAML::Value
+    << (m.arch.input == "shape"
+            ? "l = log10(max(flux, floor)), a = mean of l over the pixels; x_i = (l_i - a - mean_i) / std_i per "
+              "pixel, then x = (a - mean) / std (the last of mean/std)"
+            : "x = (log10(max(flux, floor)) - mean) / std per pixel");
   e << YAML::Key << "floor" << YAML::Value << m.flux_floor;
   e << YAML::Key << "mean" << YAML::Value << YAML::Flow << m.x_mean;
   e << YAML::Key << "std" << YAML::Value << YAML::Flow << m.x_std;
@@ -274,6 +291,10 @@ Result<Meta> ReadMeta(const std::string& path) {
     m.arch.flow.bins = f["bins"].as<int64_t>();
     m.arch.flow.tail_bound = f["tail_bound"].as<double>();
     m.arch.flow.permutation_seed = f["permutation_seed"].as<uint64_t>();
+    m.arch.input = y["input"]["mode"] ? y["input"]["mode"].as<std::string>() : "log_flux";
+    if (m.arch.input != "log_flux" && m.arch.input != "shape")
+      return Status::Error("model metadata " + path + ": input.mode must be log_flux or shape, not '" + m.arch.input +
+                           "'");
     m.flux_floor = y["input"]["floor"].as<double>();
     m.x_mean = y["input"]["mean"].as<std::vector<double>>();
     m.x_std = y["input"]["std"].as<std::vector<double>>();
@@ -287,8 +308,10 @@ Result<Meta> ReadMeta(const std::string& path) {
     m.ssp = y["ssp"].as<std::string>();
     if (y["training"]) m.training = y["training"].as<std::map<std::string, std::string>>();
     if (y["metrics"]) m.metrics = y["metrics"].as<std::map<std::string, double>>();
-    if (static_cast<int64_t>(m.x_mean.size()) != m.arch.nwave || static_cast<int64_t>(m.x_std.size()) != m.arch.nwave)
-      return Status::Error("model metadata " + path + ": input.mean/std need arch.nwave values");
+    const int64_t width = m.arch.InputWidth();
+    if (static_cast<int64_t>(m.x_mean.size()) != width || static_cast<int64_t>(m.x_std.size()) != width)
+      return Status::Error("model metadata " + path + ": input.mean/std need " + std::to_string(width) +
+                           " values (arch.nwave" + (m.arch.input == "shape" ? " + 1" : "") + ")");
     return m;
   } catch (const std::exception& e) {
     return Status::Error("model metadata " + path + ": " + e.what());
@@ -318,14 +341,32 @@ Status LibraryBox(const sim::DigsLibrary& lib, const std::string& path, std::arr
   return Status::OK();
 }
 
-/// Transforms the flux of `lib` in place to the encoder input.
-void TransformInputs(const Meta& m, sim::DigsLibrary& lib) {
-  const int64_t W = lib.n_wave;
-  for (int64_t r = 0; r < lib.n; ++r)
-    for (int64_t i = 0; i < W; ++i) {
-      float& f = lib.flux[static_cast<size_t>(r * W + i)];
-      f = static_cast<float>((std::log10(std::max(static_cast<double>(f), m.flux_floor)) - m.x_mean[i]) / m.x_std[i]);
-    }
+/// The unstandardised encoder features of one spectrum (Arch::input): log10 flux per pixel, or
+/// its shape (minus the mean over the pixels) followed by that mean.
+void RawFeatures(const Meta& m, const float* flux, double* out) {
+  const int64_t W = m.arch.nwave;
+  double a = 0;
+  for (int64_t i = 0; i < W; ++i) {
+    out[i] = std::log10(std::max(static_cast<double>(flux[i]), m.flux_floor));
+    a += out[i];
+  }
+  if (m.arch.input != "shape") return;
+  a /= static_cast<double>(W);
+  for (int64_t i = 0; i < W; ++i) out[i] -= a;
+  out[W] = a;
+}
+
+/// The standardised encoder inputs of every row of `lib` (n x Arch::InputWidth()).
+std::vector<float> EncoderInputs(const Meta& m, const sim::DigsLibrary& lib) {
+  const int64_t W = lib.n_wave, X = m.arch.InputWidth();
+  std::vector<float> x(static_cast<size_t>(lib.n * X));
+  std::vector<double> raw(static_cast<size_t>(X));
+  for (int64_t r = 0; r < lib.n; ++r) {
+    RawFeatures(m, lib.flux.data() + r * W, raw.data());
+    for (int64_t i = 0; i < X; ++i)
+      x[static_cast<size_t>(r * X + i)] = static_cast<float>((raw[i] - m.x_mean[i]) / m.x_std[i]);
+  }
+  return x;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -386,6 +427,7 @@ Result<TrainConfig> ParseConfig(const std::string& text, const std::filesystem::
     if (const auto a = y["arch"]) {
       if (a["hidden"]) c.arch.hidden = a["hidden"].as<std::vector<int64_t>>();
       if (a["summary"]) c.arch.summary = a["summary"].as<int64_t>();
+      if (a["input"]) c.arch.input = a["input"].as<std::string>();
       if (const auto f = a["flow"]) {
         if (f["transform"]) c.arch.flow.transform = f["transform"].as<std::string>();
         if (f["layers"]) c.arch.flow.layers = f["layers"].as<int64_t>();
@@ -408,14 +450,16 @@ Result<TrainConfig> ParseConfig(const std::string& text, const std::filesystem::
   if (c.checkpoint.empty()) c.checkpoint = c.output + ".ckpt";
   resolve(c.checkpoint);
   if (c.epochs < 1 || c.batch_size < 2) return Status::Error("epochs must be >= 1 and batch_size >= 2");
+  if (c.arch.input != "log_flux" && c.arch.input != "shape")
+    return Status::Error("arch.input must be log_flux or shape, not '" + c.arch.input + "'");
   if (!(c.val_fraction > 0 && c.val_fraction < 0.5)) return Status::Error("val_fraction must lie in (0, 0.5)");
   CUBEFLOW_RETURN_NOT_OK(c.arch.flow.Validate());
   return c;
 }
 
-/// \brief What a DIGS training run works on: the library (its flux transformed in place to the
-/// encoder input), the split, the metadata of the model it writes, the flow variables of every
-/// row, and both as tensors. The tensors view `lib.flux` and `y`, so it is neither copied nor moved.
+/// \brief What a DIGS training run works on: the library (its flux replaced by the encoder
+/// inputs), the split, the metadata of the model it writes, the flow variables of every
+/// row, and both as tensors. The tensors view `x` and `y`, so it is neither copied nor moved.
 struct TrainingData {
   TrainingData() = default;
   TrainingData(const TrainingData&) = delete;
@@ -424,24 +468,27 @@ struct TrainingData {
   sim::DigsLibrary lib;
   nn::Split split;
   Meta meta;
+  std::vector<float> x;  ///< n x Arch::InputWidth() encoder inputs (lib.flux is released)
   std::vector<float> y;  ///< n x kNumParams flow variables
-  torch::Tensor x_t, y_t;  ///< views of lib.flux (n x nwave) and y (n x kNumParams)
+  torch::Tensor x_t, y_t;  ///< views of x and y
 };
 
-/// Mean and standard deviation per pixel of the training rows' log10 flux (m.x_mean, m.x_std).
+/// Mean and standard deviation per encoder feature (RawFeatures) of the training rows (m.x_mean,
+/// m.x_std).
 void FitInputStandardisation(const sim::DigsLibrary& lib, const std::vector<int64_t>& train_rows, Meta& m) {
-  const int64_t W = lib.n_wave;
-  m.x_mean.assign(static_cast<size_t>(W), 0.0);
-  m.x_std.assign(static_cast<size_t>(W), 0.0);
-  std::vector<double> s1(static_cast<size_t>(W), 0), s2(static_cast<size_t>(W), 0);
-  for (int64_t r : train_rows)
-    for (int64_t i = 0; i < W; ++i) {
-      const double l = std::log10(std::max(static_cast<double>(lib.flux[static_cast<size_t>(r * W + i)]), m.flux_floor));
-      s1[i] += l;
-      s2[i] += l * l;
+  const int64_t W = lib.n_wave, X = m.arch.InputWidth();
+  m.x_mean.assign(static_cast<size_t>(X), 0.0);
+  m.x_std.assign(static_cast<size_t>(X), 0.0);
+  std::vector<double> s1(static_cast<size_t>(X), 0), s2(static_cast<size_t>(X), 0), raw(static_cast<size_t>(X));
+  for (int64_t r : train_rows) {
+    RawFeatures(m, lib.flux.data() + r * W, raw.data());
+    for (int64_t i = 0; i < X; ++i) {
+      s1[i] += raw[i];
+      s2[i] += raw[i] * raw[i];
     }
+  }
   const double nt = static_cast<double>(train_rows.size());
-  for (int64_t i = 0; i < W; ++i) {
+  for (int64_t i = 0; i < X; ++i) {
     m.x_mean[i] = s1[i] / nt;
     m.x_std[i] = std::sqrt(std::max(s2[i] / nt - m.x_mean[i] * m.x_mean[i], 1e-12));
   }
@@ -490,9 +537,10 @@ Status PrepareData(const TrainConfig& c, const std::string& config_text, Trainin
   CUBEFLOW_ASSIGN_OR_RETURN(d.split, nn::SplitRows(lib.n, c.seed, 1.0 - c.val_fraction, c.val_fraction));
   FitInputStandardisation(lib, d.split.train, m);
   FitParameterStandardisation(lib, d.split.train, m);
-  TransformInputs(m, lib);
+  d.x = EncoderInputs(m, lib);
+  std::vector<float>().swap(lib.flux);
   d.y = FlowVariables(m, lib);
-  d.x_t = torch::from_blob(lib.flux.data(), {lib.n, lib.n_wave}, torch::kFloat);
+  d.x_t = torch::from_blob(d.x.data(), {lib.n, m.arch.InputWidth()}, torch::kFloat);
   d.y_t = torch::from_blob(d.y.data(), {lib.n, kNumParams}, torch::kFloat);
   return Status::OK();
 }
@@ -687,17 +735,17 @@ Status Train(const TrainConfig& c, const std::string& config_text) {
 // Sampling and evaluation
 // ---------------------------------------------------------------------------------------
 
-/// Posterior samples (printed coordinates) of the transformed inputs `x` (n x nwave): n x s x 5.
+/// Posterior samples (printed coordinates) of the encoder inputs `x` (n x InputWidth): n x s x 5.
 /// Chunk c of 64 objects draws its base samples from a generator seeded by (seed, c).
 std::vector<float> Sample(Net& net, const Meta& m, const float* x, int64_t n, int64_t s, uint64_t seed) {
   torch::NoGradGuard g;
   net->eval();
   std::vector<float> out(static_cast<size_t>(n * s * kNumParams));
-  const int64_t W = m.arch.nwave;
+  const int64_t W = m.arch.InputWidth();
   for (int64_t first = 0, chunk = 0; first < n; first += 64, ++chunk) {
     const int64_t b = std::min<int64_t>(64, n - first);
     auto xt = torch::from_blob(const_cast<float*>(x + first * W), {b, W}, torch::kFloat);
-    auto e = net->flow->Embed(net->enc->forward(xt));
+    auto e = net->Context(xt);
     auto gen = at::detail::createCPUGenerator(seed * 1000003ULL + static_cast<uint64_t>(chunk));
     auto z = torch::randn({b, s, kNumParams}, gen, torch::kFloat);
     auto y = net->flow->Inverse(z, e).contiguous();
@@ -733,8 +781,8 @@ int Evaluate(const std::string& model_path, const std::string& lib_path, int64_t
   if (lib.n_wave != m.arch.nwave)
     return fail("library " + lib_path + " has " + std::to_string(lib.n_wave) + " pixels, the model " +
                 std::to_string(m.arch.nwave));
-  const std::vector<float> raw_flux = lib.flux;
-  TransformInputs(m, lib);
+  const std::vector<float>& raw_flux = lib.flux;
+  const std::vector<float> x = EncoderInputs(m, lib);
   const int64_t n = lib.n;
   std::vector<double> truth(static_cast<size_t>(n * kNumParams));
   for (int64_t i = 0; i < n; ++i)
@@ -743,10 +791,10 @@ int Evaluate(const std::string& model_path, const std::string& lib_path, int64_t
       truth[static_cast<size_t>(i * kNumParams + k)] = k == 4 ? std::pow(10.0, v) : v;
     }
   auto t0 = std::chrono::steady_clock::now();
-  const auto post = Sample(net, m, lib.flux.data(), n, samples, seed);
+  const auto post = Sample(net, m, x.data(), n, samples, seed);
   const double batch_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   t0 = std::chrono::steady_clock::now();
-  (void)Sample(net, m, lib.flux.data(), 1, samples, seed);
+  (void)Sample(net, m, x.data(), 1, samples, seed);
   const double single_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   std::array<double, kNumParams> plo, phi;

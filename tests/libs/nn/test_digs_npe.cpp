@@ -8,7 +8,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
+
+#include <yaml-cpp/yaml.h>
 
 #include "cubeflow/nn/commands.hpp"
 #include "cubeflow/nn/digs_npe.hpp"
@@ -177,6 +180,64 @@ TEST(DigsNpePipeline, ResumeTrainsExactlyAsAnUninterruptedRun) {
   const std::string resumed = run("b", "", true);
   EXPECT_NE(first, straight);  // one epoch is not three
   EXPECT_EQ(resumed, straight);
+  std::filesystem::remove_all(std::filesystem::path(lib).parent_path());
+}
+
+// arch.input: shape (the log10 flux less its mean over the pixels, and that mean beside it, also
+// handed to the flow) against log_flux (per-pixel standardised log10 flux) on the same library,
+// network and budget. With log_flux the mass sets every feature's spread (log M spans 5 dex) and
+// the spectral shape that carries dust and age is a small part of it; the shape input learns dust
+// and age from the start. The metadata records the mode and its nwave + 1 standardisation, and a
+// wrong mode is refused naming the key.
+TEST(DigsNpePipeline, ShapeInputLearnsDustAndAgeWhereLogFluxDoesNot) {
+  auto model = sim::DigsModel::Build(sim::BuiltinSsp(), sim::DigsConfig());
+  ASSERT_TRUE(model.ok());
+  const std::string lib = Temp("s_train.fits"), test_lib = Temp("s_test.fits");
+  ASSERT_TRUE(sim::WriteDigsLibrary(**model, 921, 40000, "builtin", lib).ok());
+  ASSERT_TRUE(sim::WriteDigsLibrary(**model, 922, 400, "builtin", test_lib).ok());
+  auto r2_of = [](const std::string& out, const std::string& name) {
+    const size_t at = out.find("\n" + name + " ");
+    return at == std::string::npos ? -99.0 : std::strtod(out.c_str() + at + 1 + name.size(), nullptr);
+  };
+  std::map<std::string, std::string> outs;
+  for (const std::string mode : {"log_flux", "shape"}) {
+    const std::string cfg = Temp(mode + ".yaml");
+    {
+      std::ofstream f(cfg);
+      f << "kind: digs\nlibrary: s_train.fits\noutput: " << mode << "/model.pt\nepochs: 3\nbatch_size: 256\n"
+           "seed: 5\nthreads: 1\narch: {input: " << mode << ", hidden: [128, 64], summary: 16, flow: {layers: 6, "
+           "hidden: 64, context_hidden: 32, bins: 6}}\n";
+    }
+    const char* targv[] = {"train", cfg.c_str()};
+    testing::internal::CaptureStderr();
+    ASSERT_EQ(nn::TrainCommand(2, const_cast<char**>(targv)), 0) << testing::internal::GetCapturedStderr();
+    testing::internal::GetCapturedStderr();
+    const std::string pt = Temp(mode + "/model.pt");
+    const YAML::Node meta = YAML::LoadFile(pt + ".yaml");
+    EXPECT_EQ(meta["input"]["mode"].as<std::string>(), mode);
+    EXPECT_EQ(meta["input"]["mean"].size(), mode == "shape" ? 139u : 138u);
+    testing::internal::CaptureStdout();
+    const char* eargv[] = {"evaluate", pt.c_str(), test_lib.c_str(), "--samples", "200", "--threads", "1"};
+    EXPECT_EQ(nn::EvaluateCommand(7, const_cast<char**>(eargv)), 0);
+    outs[mode] = testing::internal::GetCapturedStdout();
+    std::printf("%s\n%s", mode.c_str(), outs[mode].c_str());
+  }
+  for (const std::string name : {"dust", "t_age"}) {
+    const double shape = r2_of(outs["shape"], name), flux = r2_of(outs["log_flux"], name);
+    EXPECT_GT(shape, flux + 0.2) << name << ": shape " << shape << ", log_flux " << flux;
+  }
+  EXPECT_GT(r2_of(outs["shape"], "log_mass"), 0.9);
+  EXPECT_GT(r2_of(outs["shape"], "dust"), 0.8);
+  {
+    std::ofstream f(Temp("bad.yaml"));
+    f << "kind: digs\nlibrary: s_train.fits\noutput: bad/model.pt\narch: {input: flux}\n";
+  }
+  const std::string bad = Temp("bad.yaml");
+  const char* bargv[] = {"train", bad.c_str()};
+  testing::internal::CaptureStderr();
+  EXPECT_EQ(nn::TrainCommand(2, const_cast<char**>(bargv)), 1);
+  EXPECT_NE(testing::internal::GetCapturedStderr().find("arch.input must be log_flux or shape, not 'flux'"),
+            std::string::npos);
   std::filesystem::remove_all(std::filesystem::path(lib).parent_path());
 }
 
