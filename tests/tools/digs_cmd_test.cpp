@@ -55,6 +55,14 @@ TEST(DigsCommand, RefusesAThetaOutsideThePrior) {
   EXPECT_NE(err.find("outside the Table 1 prior"), std::string::npos) << err;
 }
 
+TEST(DigsCommand, LibraryRefusesAThetaOutsideThePrior) {
+  std::string err;
+  const auto out = (std::filesystem::temp_directory_path() / "cubeflow_digs_cmd_theta.fits").string();
+  EXPECT_EQ(RunDigs({"library", "--n", "2", "--seed", "1", "--theta", "10,0,1,5,0.3", "--out", out}, nullptr, &err), 2);
+  EXPECT_NE(err.find("cubeflow digs library: --theta lies outside the Table 1 prior"), std::string::npos) << err;
+  EXPECT_FALSE(std::filesystem::exists(out));
+}
+
 TEST(DigsCommand, NamesAMissingSspDirectory) {
   std::string err;
   EXPECT_EQ(RunDigs({"speed", "--ssp", "/nonexistent/ssp_dir", "--n", "10"}, nullptr, &err), 2);

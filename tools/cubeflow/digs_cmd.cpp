@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <optional>
 
 #include "commands.hpp"
 #include "cubeflow/sim/digs.hpp"
@@ -162,11 +163,14 @@ int Mcmc(const ModelArgs& a, int n, uint64_t seed, const sim::DigsFitOptions& fo
   return 0;
 }
 
-int Library(const ModelArgs& a, int64_t n, uint64_t seed, const std::string& out) {
+int Library(const ModelArgs& a, int64_t n, uint64_t seed, const std::string& out,
+            const std::vector<double>& fixed_theta) {
   auto m = MakeModel(a);
   if (!m.ok()) { std::cerr << "cubeflow digs library: " << m.status().message() << "\n"; return 2; }
   const auto t0 = std::chrono::steady_clock::now();
-  auto st = sim::WriteDigsLibrary(**m, seed, n, a.ssp, out);
+  std::optional<sim::DigsTheta> fixed;
+  if (!fixed_theta.empty()) fixed = sim::DigsTheta::FromArray(fixed_theta.data());
+  auto st = sim::WriteDigsLibrary(**m, seed, n, a.ssp, out, 65536, fixed ? &*fixed : nullptr);
   if (!st.ok()) { std::cerr << "cubeflow digs library: " << st.message() << "\n"; return 1; }
   std::printf("wrote %s: %lld spectra (%s, seed %llu) in %.1f s\n", out.c_str(), static_cast<long long>(n),
               (*m)->ssp().name.c_str(), static_cast<unsigned long long>(seed),
@@ -221,23 +225,31 @@ int DigsCommand(int argc, char** argv) {
   lb->add_option("--seed", lib_seed, "simulation seed (training, test and MCMC sets need different seeds)")
       ->required();
   lb->add_option("--out", lib_out, "output FITS file (written atomically)")->required();
+  std::vector<double> lib_theta;
+  lb->add_option("--theta", lib_theta,
+                 "write N noise realisations of these parameters instead of prior draws (the spectra `cubeflow "
+                 "digs mcmc --theta` fits with the same --seed): log_mass,log_z,dust,t_age,tau")
+      ->delimiter(',')
+      ->expected(sim::kDigsNumParams);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
   }
+  auto inside_prior = [](const char* cmd, const ModelArgs& a, const std::vector<double>& theta) {
+    if (theta.empty() || PriorContains(a, sim::DigsTheta::FromArray(theta.data()))) return true;
+    std::cerr << "cubeflow digs " << cmd << ": --theta lies outside the Table 1 prior (log_mass 8-13, log_z "
+              << a.log_z_min << "-0.2, dust 0.1-10, t_age 0-4 Gyr, tau 0.1-1 Gyr)\n";
+    return false;
+  };
   if (mc->parsed()) {
-    if (!fixed_theta.empty()) {
-      const auto th = sim::DigsTheta::FromArray(fixed_theta.data());
-      if (!PriorContains(margs, th)) {
-        std::cerr << "cubeflow digs mcmc: --theta lies outside the Table 1 prior (log_mass 8-13, log_z "
-                  << margs.log_z_min << "-0.2, dust 0.1-10, t_age 0-4 Gyr, tau 0.1-1 Gyr)\n";
-        return 2;
-      }
-    }
+    if (!inside_prior("mcmc", margs, fixed_theta)) return 2;
     return Mcmc(margs, n, seed, fo, out, fixed_theta);
   }
-  if (lb->parsed()) return Library(largs, lib_n, lib_seed, lib_out);
+  if (lb->parsed()) {
+    if (!inside_prior("library", largs, lib_theta)) return 2;
+    return Library(largs, lib_n, lib_seed, lib_out, lib_theta);
+  }
   return Speed(sargs, n_render);
 }
 

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <numeric>
 #include <sstream>
@@ -802,7 +803,13 @@ int Evaluate(const std::string& model_path, const std::string& lib_path, int64_t
     plo[k] = k == 4 ? std::pow(10.0, m.lo[k]) : m.lo[k];
     phi[k] = k == 4 ? std::pow(10.0, m.hi[k]) : m.hi[k];
   }
-  const auto checks = CheckPosteriors(post, n, samples, truth, plo, phi);
+  auto checks = CheckPosteriors(post, n, samples, truth, plo, phi);
+  // Noise realisations of one parameter set (`cubeflow digs library --theta`): the truths do not
+  // vary, so there is no R^2 or ranking, and the verdict (made for prior draws) does not apply.
+  const auto fix = lib.header.find("DIGSFIX");
+  const bool one_theta = fix != lib.header.end() && fix->second.find('T') != std::string::npos;
+  if (one_theta)
+    for (auto& c : checks) c.r2 = c.spearman = std::numeric_limits<double>::quiet_NaN();
   std::printf("# DIGS NPE %s on %s: %lld spectra (library seed %s, SSP %s), %lld posterior samples each\n",
               model_path.c_str(), lib_path.c_str(), static_cast<long long>(n),
               lib.header.count("DIGSSEED") ? lib.header.at("DIGSSEED").c_str() : "?",
@@ -821,8 +828,13 @@ int Evaluate(const std::string& model_path, const std::string& lib_path, int64_t
     std::printf("%-9s %7.3f %8.3f %8.3f %8.3f %6.3f %6.3f %8.1f %11.3f %8.3f\n", PrintedNames()[k].c_str(), c.r2,
                 c.spearman, c.bias, c.scatter, c.cov68, c.cov95, c.sbc_chi2, c.width_ratio, c.median_hw);
   }
-  const Status v = Verdict(checks, n);
-  std::printf("verdict: %s\n", v.ok() ? "PASS (calibrated and informative)" : v.message().c_str());
+  if (one_theta) {
+    std::printf("verdict: not made (one parameter set, %lld noise realisations; the check needs prior draws)\n",
+                static_cast<long long>(n));
+  } else {
+    const Status v = Verdict(checks, n);
+    std::printf("verdict: %s\n", v.ok() ? "PASS (calibrated and informative)" : v.message().c_str());
+  }
   std::printf("NPE wall time: %.4f s per spectrum in batches of 64, %.4f s for one spectrum alone (%lld samples, "
               "%d threads)\n",
               batch_s / static_cast<double>(n), single_s, static_cast<long long>(samples), torch::get_num_threads());

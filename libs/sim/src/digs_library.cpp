@@ -31,7 +31,7 @@ void KeyDbl(fitsfile* f, const char* key, double v, const char* comment, int* st
 }  // namespace
 
 Status WriteDigsLibrary(const DigsModel& model, uint64_t seed, int64_t n, const std::string& ssp_label,
-                        const std::string& path, int64_t chunk) {
+                        const std::string& path, int64_t chunk, const DigsTheta* fixed) {
   if (n < 1) return Status::Error("DIGS library: --n must be >= 1, got " + std::to_string(n));
   if (chunk < 1) chunk = 65536;
   CUBEFLOW_ASSIGN_OR_RETURN(fits::AtomicFitsFile out, fits::AtomicFitsFile::Create(path, "DIGS library"));
@@ -51,6 +51,7 @@ Status WriteDigsLibrary(const DigsModel& model, uint64_t seed, int64_t n, const 
   KeyDbl(f, "WAVEMIN", c.wave_min, "outer pixel edge, Angstrom", &st);
   KeyDbl(f, "WAVEMAX", c.wave_max, "outer pixel edge, Angstrom", &st);
   fits_write_key_log(f, "NEBULAR", c.nebular ? 1 : 0, "nebular lines", &st);
+  fits_write_key_log(f, "DIGSFIX", fixed ? 1 : 0, "T: noise realisations of one parameter set", &st);
   const auto lo = c.prior.Lo(), hi = c.prior.Hi();
   for (int k = 0; k < kDigsNumParams; ++k) {
     const std::string key = "PLO" + std::to_string(k + 1), keyh = "PHI" + std::to_string(k + 1);
@@ -93,7 +94,12 @@ Status WriteDigsLibrary(const DigsModel& model, uint64_t seed, int64_t n, const 
     std::vector<std::vector<double>> cols(kDigsNumParams, std::vector<double>(static_cast<size_t>(m)));
     tbb::parallel_for(int64_t{0}, m, [&](int64_t r) {
       DigsObject o;
-      model.Simulate(seed, first + r, &o);
+      if (fixed) {
+        Rng noise(seed, static_cast<uint64_t>(first + r), 1);
+        model.SimulateFrom(*fixed, noise, &o);
+      } else {
+        model.Simulate(seed, first + r, &o);
+      }
       for (size_t i = 0; i < W; ++i) flux[static_cast<size_t>(r) * W + i] = static_cast<float>(o.flux[i]);
       const auto t = o.theta.ToArray();
       for (int k = 0; k < kDigsNumParams; ++k) cols[k][static_cast<size_t>(r)] = t[k];

@@ -135,6 +135,19 @@ TEST(DigsNpePipeline, LibraryTrainEvaluateRunEndToEnd) {
   EXPECT_EQ(rc, 0) << out;
   for (const char* p : {"log_mass", "log_z", "dust", "t_age", "tau", "verdict:", "NPE wall time"})
     EXPECT_NE(out.find(p), std::string::npos) << p << "\n" << out;
+  // Noise realisations of one parameter set (`cubeflow digs library --theta`): no R^2, no verdict.
+  {
+    const double values[] = {10.51, -0.41, 0.65, 1.63, 0.11};
+    const auto fixed = sim::DigsTheta::FromArray(values);
+    const std::string fix_lib = Temp("fixed.fits");
+    ASSERT_TRUE(sim::WriteDigsLibrary(**model, 903, 12, "builtin", fix_lib, 65536, &fixed).ok());
+    testing::internal::CaptureStdout();
+    const char* fargv[] = {"evaluate", pt.c_str(), fix_lib.c_str(), "--samples", "50"};
+    EXPECT_EQ(nn::EvaluateCommand(5, const_cast<char**>(fargv)), 0);
+    const std::string fout = testing::internal::GetCapturedStdout();
+    EXPECT_NE(fout.find("verdict: not made (one parameter set, 12 noise realisations"), std::string::npos) << fout;
+    EXPECT_NE(fout.find("\nlog_mass      nan      nan"), std::string::npos) << fout;
+  }
   // A bad configuration names the key.
   {
     std::ofstream f(cfg);

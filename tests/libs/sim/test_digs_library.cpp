@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "cubeflow/sim/digs_library.hpp"
+#include "cubeflow/sim/rng.hpp"
 
 using namespace cubeflow;
 using namespace cubeflow::sim;
@@ -60,6 +61,30 @@ TEST(DigsLibrary, RowsAreTheSimulatorsObjectsWhateverTheChunk) {
   EXPECT_EQ(part->theta.size(), 50u);
   std::filesystem::remove(a);
   std::filesystem::remove(b);
+}
+
+// `cubeflow digs library --theta`: row i is noise realisation i of one parameter set, the
+// spectrum `cubeflow digs mcmc --theta` fits with the same seed (Rng(seed, i, 1)).
+TEST(DigsLibrary, FixedParametersGiveNoiseRealisationsOfThem) {
+  auto m = Model();
+  ASSERT_TRUE(m);
+  const std::string a = TempPath("fixed.fits");
+  const double values[] = {10.51, -0.41, 0.65, 1.63, 0.11};
+  const DigsTheta fixed = DigsTheta::FromArray(values);
+  ASSERT_TRUE(WriteDigsLibrary(*m, 20262003, 4, "builtin", a, 3, &fixed).ok());
+  auto la = ReadDigsLibrary(a);
+  ASSERT_TRUE(la.ok()) << la.status().message();
+  EXPECT_EQ(la->header.at("DIGSFIX"), "T");
+  for (int64_t i = 0; i < 4; ++i) {
+    for (int k = 0; k < 4; ++k) EXPECT_EQ(la->theta[i * 5 + k], values[k]);
+    EXPECT_DOUBLE_EQ(la->theta[i * 5 + 4], std::log10(0.11));
+    DigsObject o;
+    Rng noise(20262003, static_cast<uint64_t>(i), 1);
+    m->SimulateFrom(fixed, noise, &o);
+    for (int64_t w : {0, 70, 137}) EXPECT_EQ(la->flux[i * 138 + w], static_cast<float>(o.flux[w])) << i << " " << w;
+  }
+  EXPECT_NE(la->flux[0], la->flux[138]);  // different noise
+  std::filesystem::remove(a);
 }
 
 TEST(DigsLibrary, DifferentSeedsGiveDifferentObjects) {
