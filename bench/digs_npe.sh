@@ -11,6 +11,9 @@
 #     coverage, SBC chi^2, width / prior width on the 1000 test spectra, and the verdict.
 #  4. `cubeflow evaluate MODEL mcmc20.fits --mcmc 20`: NPE and MCMC medians and half-widths on
 #     the same 20 spectra, with the wall time per spectrum of each.
+#  5. `cubeflow evaluate MODEL central.fits`: the figures of step 3 on paper 003's test set, 1000
+#     spectra drawn from the central 16-84 % of every prior (`digs library --central`, seed
+#     20262012, used by nothing else).
 #
 # usage: bench/digs_npe.sh [BUILD_DIR]
 # environment: N (default 2000000), SSP (default builtin), EPOCHS (default 6), MINUTES (training
@@ -57,3 +60,6 @@ echo "== cubeflow evaluate $MODEL test (1000 spectra, seed 20262011)"
 "$CF" evaluate "$MODEL" "$SCRATCH/test_${SSP}_1000_seed20262011.fits" --samples 1000
 echo "== cubeflow evaluate $MODEL mcmc20 --mcmc 20 (seed 20262002)"
 "$CF" evaluate "$MODEL" "$SCRATCH/mcmc_${SSP}_20_seed20262002.fits" --samples 1000 --mcmc 20
+"$CF" digs library --ssp "$SSP" --central --n 1000 --seed 20262012 --out "$SCRATCH/central_${SSP}_1000_seed20262012.fits"
+echo "== cubeflow evaluate $MODEL central (1000 spectra of the central 16-84 % prior, seed 20262012)"
+"$CF" evaluate "$MODEL" "$SCRATCH/central_${SSP}_1000_seed20262012.fits" --samples 1000

@@ -22,6 +22,7 @@ namespace {
 struct ModelArgs {
   std::string ssp = "builtin", emiles_dir, maraston_dir;
   double log_z_min = -2.0;
+  bool central = false;  ///< draw from the central 16-84 % of every prior (library only)
 };
 
 void AddModelOptions(CLI::App* app, ModelArgs* a) {
@@ -46,6 +47,7 @@ Result<std::shared_ptr<const sim::DigsModel>> MakeModel(const ModelArgs& a) {
   src.maraston_dir = a.maraston_dir;
   sim::DigsConfig c;
   c.prior.log_z_min = a.log_z_min;
+  if (a.central) c.prior = c.prior.Central(0.16, 0.84);
   return sim::BuildDigsModel(src, c);
 }
 
@@ -225,6 +227,8 @@ int DigsCommand(int argc, char** argv) {
   lb->add_option("--seed", lib_seed, "simulation seed (training, test and MCMC sets need different seeds)")
       ->required();
   lb->add_option("--out", lib_out, "output FITS file (written atomically)")->required();
+  lb->add_flag("--central", largs.central,
+               "draw from the central 16-84 % of every prior (paper 003's test set; the header's PLO/PHI say so)");
   std::vector<double> lib_theta;
   lb->add_option("--theta", lib_theta,
                  "write N noise realisations of these parameters instead of prior draws (the spectra `cubeflow "

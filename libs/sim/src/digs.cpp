@@ -45,6 +45,24 @@ DigsTheta DigsPrior::Draw(Rng& rng) const {
   return t;
 }
 
+DigsPrior DigsPrior::Central(double q_lo, double q_hi) const {
+  auto inner = [&](double& lo, double& hi) {
+    const double a = lo, b = hi;
+    lo = a + q_lo * (b - a);
+    hi = a + q_hi * (b - a);
+  };
+  DigsPrior p = *this;
+  inner(p.log_mass_min, p.log_mass_max);
+  inner(p.log_z_min, p.log_z_max);
+  inner(p.dust_min, p.dust_max);
+  inner(p.t_age_min, p.t_age_max);
+  double lt_lo = std::log10(tau_min), lt_hi = std::log10(tau_max);
+  inner(lt_lo, lt_hi);
+  p.tau_min = std::pow(10.0, lt_lo);
+  p.tau_max = std::pow(10.0, lt_hi);
+  return p;
+}
+
 bool DigsPrior::Contains(const DigsTheta& t) const {
   return t.log_mass >= log_mass_min && t.log_mass <= log_mass_max && t.log_z >= log_z_min &&
          t.log_z <= log_z_max && t.dust >= dust_min && t.dust <= dust_max && t.t_age >= t_age_min &&

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <fitsio.h>
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <filesystem>
 
@@ -84,6 +86,48 @@ TEST(DigsLibrary, FixedParametersGiveNoiseRealisationsOfThem) {
     for (int64_t w : {0, 70, 137}) EXPECT_EQ(la->flux[i * 138 + w], static_cast<float>(o.flux[w])) << i << " " << w;
   }
   EXPECT_NE(la->flux[0], la->flux[138]);  // different noise
+  std::filesystem::remove(a);
+}
+
+// Paper 003's test set: the central 16-84 % of every prior (tau log-uniform: of log10 tau). A
+// library of that prior records the narrower box and its rows fill it.
+TEST(DigsLibrary, CentralPriorDrawsFromTheInnerRangeOfEveryParameter) {
+  const DigsPrior full, c = full.Central(0.16, 0.84);
+  EXPECT_DOUBLE_EQ(c.log_mass_min, 8.8);
+  EXPECT_DOUBLE_EQ(c.log_mass_max, 12.2);
+  EXPECT_NEAR(c.log_z_min, -2.0 + 0.16 * 2.2, 1e-12);
+  EXPECT_NEAR(c.dust_max, 0.1 + 0.84 * 9.9, 1e-12);
+  EXPECT_NEAR(c.t_age_min, 0.64, 1e-12);
+  EXPECT_NEAR(std::log10(c.tau_min), -1 + 0.16, 1e-12);
+  EXPECT_NEAR(std::log10(c.tau_max), -1 + 0.84, 1e-12);
+  DigsConfig cfg;
+  cfg.prior = c;
+  auto m = DigsModel::Build(BuiltinSsp(), cfg);
+  ASSERT_TRUE(m.ok());
+  const std::string a = TempPath("central.fits");
+  ASSERT_TRUE(WriteDigsLibrary(**m, 5, 400, "builtin", a).ok());
+  auto la = ReadDigsLibrary(a);
+  ASSERT_TRUE(la.ok());
+  EXPECT_DOUBLE_EQ(std::stod(la->header.at("PLO1")), 8.8);
+  const auto lo = c.Lo(), hi = c.Hi();
+  std::array<double, 5> min_seen, max_seen;
+  min_seen.fill(1e9);
+  max_seen.fill(-1e9);
+  for (int64_t i = 0; i < la->n; ++i)
+    for (int k = 0; k < 5; ++k) {
+      const double v = k == 4 ? std::pow(10.0, la->theta[i * 5 + k]) : la->theta[i * 5 + k];
+      EXPECT_GE(v, lo[k] - 1e-12);
+      EXPECT_LE(v, hi[k] + 1e-12);
+      min_seen[k] = std::min(min_seen[k], v);
+      max_seen[k] = std::max(max_seen[k], v);
+    }
+  for (int k = 0; k < 5; ++k) {  // 400 uniform draws reach within 3 % of both ends
+    const double span = k == 4 ? std::log10(hi[k] / lo[k]) : hi[k] - lo[k];
+    const double a0 = k == 4 ? std::log10(min_seen[k] / lo[k]) : min_seen[k] - lo[k];
+    const double b0 = k == 4 ? std::log10(hi[k] / max_seen[k]) : hi[k] - max_seen[k];
+    EXPECT_LT(a0, 0.03 * span) << k;
+    EXPECT_LT(b0, 0.03 * span) << k;
+  }
   std::filesystem::remove(a);
 }
 

@@ -62,6 +62,10 @@ struct DigsPrior {
   std::array<double, kDigsNumParams> Lo() const { return {log_mass_min, log_z_min, dust_min, t_age_min, tau_min}; }
   std::array<double, kDigsNumParams> Hi() const { return {log_mass_max, log_z_max, dust_max, t_age_max, tau_max}; }
   DigsTheta Draw(Rng& rng) const;
+  /// The prior restricted to the quantiles q_lo..q_hi of every parameter (uniform, or
+  /// log-uniform for tau, within the narrower bounds). Central(0.16, 0.84) is the range paper 003
+  /// draws its 1000 test spectra from ("the 16th-84th percentile range of priors").
+  DigsPrior Central(double q_lo, double q_hi) const;
   /// Whether `t` lies inside the bounds (the prior density is constant there in the coordinates
   /// log_mass, log_z, dust, t_age, log10 tau, and zero outside).
   bool Contains(const DigsTheta& t) const;
