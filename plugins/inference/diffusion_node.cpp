@@ -101,6 +101,10 @@ NodeSpec DiffusionNode::Spec() {
              "with cla: full, noise levels between updates of the forward model's Jacobian", InRange{1, 100000})
       .Param(&DiffusionOptions::clip, "clip",
              "cap of the likelihood score at clip sqrt(34) / sigma (0: none); see docs/diffusion.md", InRange{0, 1e6})
+      .Param(&DiffusionOptions::refine_steps, "refine_steps",
+             "steps of preconditioned Langevin dynamics on the exact likelihood after the reverse diffusion "
+             "(0: none); they bring the samples' fit to the data closer to the truth's (docs/diffusion.md)",
+             InRange{0, 100000})
       .Param(&DiffusionOptions::line_mask, "line_mask",
              "half-width (A) of the windows around the nebular lines left out of the likelihood (0: none)",
              InRange{0, 1000})
@@ -248,6 +252,7 @@ void DiffusionNode::Process(ProcessContext& ctx) {
   po.jacobian_every = opt_.jacobian_every;
   po.clip = opt_.clip;
   po.line_mask = opt_.line_mask;
+  po.refine_steps = opt_.refine_steps;
   po.threads = opt_.threads > 0 ? opt_.threads : ctx.threads();
   for (size_t i = 0; i < ctx.size(); ++i) {
     auto s = ctx.Input<Spectrum>("spectra", i);

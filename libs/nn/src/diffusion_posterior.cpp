@@ -81,7 +81,83 @@ struct PosteriorSampler::Impl {
     auto r = RenderState(s, fast);
     return with_phot ? torch::cat({r.flux, r.phot}, 1) : r.flux;
   }
+  /// H = A^T diag(w) A [N, D, D] with A the Jacobian of Observed, by one-sided finite differences
+  /// in float32 (a preconditioner: the scores themselves are exact, float64). One coordinate at a
+  /// time: 34 renders of N rows stay in cache (one render of 34 N rows is 2x slower).
+  torch::Tensor GaussNewton(const torch::Tensor& s, const torch::Tensor& w, bool with_phot) const {
+    torch::NoGradGuard ng;
+    auto base = Observed(s, with_phot, true);  // [N, P]
+    std::vector<torch::Tensor> cols;
+    for (int64_t k = 0; k < s.size(1); ++k) {
+      auto pert = s.clone();
+      pert.select(1, k).add_(kJacobianStep);
+      cols.push_back((Observed(pert, with_phot, true) - base) / kJacobianStep);
+    }
+    auto a = torch::stack(cols, 1).to(torch::kFloat64);  // [N, D, P]
+    return torch::matmul(a * w.unsqueeze(0), a.transpose(1, 2));
+  }
+  /// Score of the prior at noise level sigma: the network on the history, the analytic Gaussian on
+  /// the dust coordinates.
+  torch::Tensor PriorScore(const torch::Tensor& s, double sigma) const {
+    auto z = s.slice(1, 0, kHistoryDim).contiguous();
+    std::vector<double> zv(z.data_ptr<double>(), z.data_ptr<double>() + z.numel());
+    auto sp = Tensor(prior->Score(zv, sigma)).reshape({s.size(0), kHistoryDim});
+    return torch::cat({sp, -s.slice(1, kHistoryDim, kPosteriorDim) / (1.0 + sigma * sigma)}, 1);
+  }
+  /// Gradient of the Gaussian log-likelihood sum_p w_p (y_p - S_p(s))^2 / -2 [N, D].
+  torch::Tensor LikelihoodGradient(const torch::Tensor& s, const torch::Tensor& y, const torch::Tensor& w,
+                                   bool with_phot) const {
+    auto sg = s.detach().clone().requires_grad_(true);
+    auto r = y - Observed(sg, with_phot);
+    auto ll = -0.5 * (w * r * r).sum();
+    return torch::autograd::grad({ll}, {sg})[0].detach();
+  }
+  Status Refine(torch::Tensor& s, const torch::Tensor& y, const torch::Tensor& w, bool with_phot,
+                const PosteriorOptions& o, at::Generator& gen) const;
 };
+
+/// The log10 masses of `x` as log10 mass fractions (sum of 10^x is 1), those at or below
+/// kLogMassFloor + kFloorSnap set to the floor (empty bins).
+History NormalisedHistory(History x) {
+  double top = -std::numeric_limits<double>::infinity();
+  for (int b = 0; b < kNumBins; ++b) top = std::max(top, x[b]);
+  double tot = 0;
+  for (int b = 0; b < kNumBins; ++b) tot += std::pow(10.0, x[b] - top);
+  for (int b = 0; b < kNumBins; ++b) {
+    const double lf = x[b] - top - std::log10(tot);
+    x[b] = lf <= kLogMassFloor + kFloorSnap ? kLogMassFloor : lf;
+  }
+  return x;
+}
+
+/// Preconditioned unadjusted Langevin dynamics on p_sigma(x) p(y | x) (PosteriorOptions::refine_*):
+/// s <- s + eps K^-1 grad + sqrt(2 eps) L^-T xi, K = H + I / scale^2 = L L^T. In the directions
+/// the data constrain (H >> 1 / scale^2) a step contracts the distance to the likelihood's optimum
+/// by (1 - eps); elsewhere it moves eps scale^2 along the prior's score with noise sqrt(2 eps)
+/// scale, which must stay below refine_sigma: the score network is trained on states within a
+/// few sigma of its data, and a preconditioner from the prior's own curvature (larger steps where
+/// the prior is flat) sent the states off it (docs/diffusion.md).
+Status PosteriorSampler::Impl::Refine(torch::Tensor& s, const torch::Tensor& y, const torch::Tensor& w,
+                                      bool with_phot, const PosteriorOptions& o, at::Generator& gen) const {
+  if (!(o.refine_step > 0 && o.refine_step <= 1) || !(o.refine_sigma > 0) || !(o.refine_scale > 0))
+    return Status::Error("posterior sampler: refine_step must lie in (0, 1], refine_sigma and refine_scale > 0");
+  const int64_t n = s.size(0), D = s.size(1);
+  const auto prior_precision = torch::eye(D, torch::kFloat64).unsqueeze(0) / (o.refine_scale * o.refine_scale);
+  torch::Tensor chol;
+  for (int64_t k = 0; k < o.refine_steps; ++k) {
+    if (k % o.jacobian_every == 0) chol = torch::linalg_cholesky(GaussNewton(s, w, with_phot) + prior_precision);
+    auto g = PriorScore(s, o.refine_sigma) + LikelihoodGradient(s, y, w, with_phot);
+    auto drift = torch::cholesky_solve(g.unsqueeze(2), chol).squeeze(2);
+    auto xi = torch::randn({n, D, 1}, gen, torch::kFloat64);
+    // L^-T xi: the noise with covariance K^-1.
+    auto noise = torch::linalg_solve_triangular(chol.transpose(1, 2), xi, /*upper=*/true).squeeze(2);
+    s = s + o.refine_step * drift + std::sqrt(2.0 * o.refine_step) * noise;
+    if (!torch::isfinite(s).all().item<bool>())
+      return Status::Error("posterior sampler: the state became non-finite at refinement step " +
+                           std::to_string(k + 1) + " of " + std::to_string(o.refine_steps));
+  }
+  return Status::OK();
+}
 
 PosteriorSampler::PosteriorSampler(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 PosteriorSampler::PosteriorSampler(PosteriorSampler&&) noexcept = default;
@@ -218,40 +294,16 @@ Result<std::vector<PosteriorDraw>> PosteriorSampler::Sample(const Observation& o
 
     // Total score at noise level sigma (level index `lev` decides when H is refreshed).
     auto score = [&](const torch::Tensor& s, double sigma, int64_t lev) -> torch::Tensor {
-      // Prior: the network on the history, the analytic Gaussian on the dust coordinates.
-      auto z = s.slice(1, 0, kHistoryDim).contiguous();
-      std::vector<double> zv(z.data_ptr<double>(), z.data_ptr<double>() + z.numel());
-      auto sp = Tensor(m.prior->Score(zv, sigma)).reshape({n, kHistoryDim});
-      auto sd_dust = -s.slice(1, kHistoryDim, D) / (1.0 + sigma * sigma);
-      auto total = torch::cat({sp, sd_dust}, 1);
+      auto total = m.PriorScore(s, sigma);
       if (o.likelihood_weight == 0) return total;
       // g = A^T C^-1 (y - S(x)) by autograd; C = Sigma_y, or Sigma_y + sigma^2 diag(A A^T).
-      torch::Tensor g;
-      {
-        auto wc = wt;
-        if (o.cla == "diagonal") wc = wt / (1.0 + sigma * sigma * wt * diag);
-        auto sg = s.detach().clone().requires_grad_(true);
-        auto r = yt - m.Observed(sg, with_phot);
-        auto ll = -0.5 * (wc * r * r).sum();
-        g = torch::autograd::grad({ll}, {sg})[0].detach();
-      }
+      const auto wc = o.cla == "diagonal" ? wt / (1.0 + sigma * sigma * wt * diag) : wt;
+      const torch::Tensor g = m.LikelihoodGradient(s, yt, wc, with_phot);
       torch::Tensor lik = g;
       if (o.cla == "full") {
-        // H = A^T Sigma^-1 A, A from a one-sided finite difference (no autograd).
+        // H = A^T Sigma^-1 A, refreshed every jacobian_every levels.
         if (level_of_hess < 0 || lev - level_of_hess >= o.jacobian_every) {
-          torch::NoGradGuard ng;
-          // One coordinate at a time: 34 renders of n rows stay in cache (one of 34 n rows is 2x slower).
-          // In float32: H only preconditions (the score's g is exact, float64), and float32 renders
-          // are 3x faster.
-          auto base = m.Observed(s, with_phot, true);  // [n, P]
-          std::vector<torch::Tensor> cols;
-          for (int64_t k = 0; k < D; ++k) {
-            auto pert = s.clone();
-            pert.select(1, k).add_(kJacobianStep);
-            cols.push_back((m.Observed(pert, with_phot, true) - base) / kJacobianStep);
-          }
-          auto a = torch::stack(cols, 1).to(torch::kFloat64);  // [n, D, P]
-          hess = torch::matmul(a * wt.unsqueeze(0), a.transpose(1, 2));
+          hess = m.GaussNewton(s, wt, with_phot);
           level_of_hess = lev;
         }
         lik = torch::linalg_solve(eye.unsqueeze(0) + sigma * sigma * hess, g.unsqueeze(2)).squeeze(2);
@@ -284,8 +336,13 @@ Result<std::vector<PosteriorDraw>> PosteriorSampler::Sample(const Observation& o
       }
       CUBEFLOW_RETURN_NOT_OK(check(i + 1));
     }
-    s = s + smin * smin * score(s, smin, o.steps - 1);  // denoise (Tweedie)
-    CUBEFLOW_RETURN_NOT_OK(check(o.steps));
+    if (o.refine_steps > 0) {
+      CUBEFLOW_RETURN_NOT_OK(m.Refine(s, yt, o.likelihood_weight * wt, with_phot, o, gen));
+      CUBEFLOW_RETURN_NOT_OK(check(o.steps));
+    } else {
+      s = s + smin * smin * score(s, smin, o.steps - 1);  // denoise (Tweedie)
+      CUBEFLOW_RETURN_NOT_OK(check(o.steps));
+    }
 
     // Restore physical units; light per bin from the rendering.
     torch::Tensor light;
@@ -300,16 +357,7 @@ Result<std::vector<PosteriorDraw>> PosteriorSampler::Sample(const Observation& o
     for (int64_t r = 0; r < n; ++r) {
       History z;
       for (int k = 0; k < kHistoryDim; ++k) z[k] = p[r * D + k];
-      History x = m.prior->scaler().Restore(z);
-      double top = -std::numeric_limits<double>::infinity();
-      for (int b = 0; b < kNumBins; ++b) top = std::max(top, x[b]);
-      double tot = 0;
-      for (int b = 0; b < kNumBins; ++b) tot += std::pow(10.0, x[b] - top);
-      for (int b = 0; b < kNumBins; ++b) {
-        const double lf = x[b] - top - std::log10(tot);  // log10 mass fraction
-        x[b] = lf <= kLogMassFloor + kFloorSnap ? kLogMassFloor : lf;
-      }
-      out[r].x = x;
+      out[r].x = NormalisedHistory(m.prior->scaler().Restore(z));
       const double vbc = std::clamp(p[r * D + kHistoryDim], -kDustClamp, kDustClamp);
       const double vism = std::clamp(p[r * D + kHistoryDim + 1], -kDustClamp, kDustClamp);
       out[r].tau_bc = std::exp(m.mu_bc + m.s_bc * vbc);
@@ -371,16 +419,25 @@ Result<PosteriorCheck> CheckPosterior(const PosteriorSampler& sampler, const Pos
   PosteriorCheck out;
   double seconds = 0;
   int64_t done = 0;
-  std::vector<double> sample_rms;
+  std::vector<double> sample_rms, truth_rms;
+  double rank_sum = 0;
+  std::vector<History> model_truths;
+  if (o.truth_from_model) {
+    SamplerOptions so;
+    so.seed = o.seed;
+    CUBEFLOW_ASSIGN_OR_RETURN(model_truths, sampler.prior().Sample(o.n_spectra, so));
+  }
   for (int64_t i = 0; i < o.n_spectra; ++i) {
     PosteriorDraw t;
-    t.x = DrawPriorHistory(cfg.sfh, fm.time_grid(), o.seed, i);
+    t.x = o.truth_from_model ? NormalisedHistory(model_truths[static_cast<size_t>(i)])
+                             : DrawPriorHistory(cfg.sfh, fm.time_grid(), o.seed, i);
     sim::Rng rd(o.seed, static_cast<uint64_t>(i), 7);
     const sim::DustParams dust = sim::DrawDust(cfg.dust, rd);
     t.tau_bc = dust.tau_bc;
     t.tau_ism = dust.tau_ism;
     Observation obs;
     sampler.Render(t, &obs.flux, &obs.phot, &t.light_v);
+    const std::vector<double> noise_free = obs.flux;
     sim::Rng rn(o.seed, static_cast<uint64_t>(i), 8);
     obs.variance.assign(nw, 1.0 / (o.snr * o.snr));
     for (double& f : obs.flux) f += rn.Normal() / o.snr;
@@ -439,14 +496,22 @@ Result<PosteriorCheck> CheckPosterior(const PosteriorSampler& sampler, const Pos
         ++np;
       }
     out.residual_rms.push_back(np > 0 ? std::sqrt(ss / np) : 0);
-    std::vector<double> per_sample;
-    for (const auto& d : *draws) {
-      sampler.Render(d, &model, nullptr);
+    auto rms_of = [&](const std::vector<double>& m) {
       double sd = 0;
       for (size_t p = 0; p < nw; ++p)
-        if (use[p]) sd += (obs.flux[p] - model[p]) * (obs.flux[p] - model[p]) * o.snr * o.snr;
-      per_sample.push_back(np > 0 ? std::sqrt(sd / np) : 0);
+        if (use[p]) sd += (obs.flux[p] - m[p]) * (obs.flux[p] - m[p]) * o.snr * o.snr;
+      return np > 0 ? std::sqrt(sd / np) : 0.0;
+    };
+    const double rms_truth = rms_of(noise_free);
+    truth_rms.push_back(rms_truth);
+    std::vector<double> per_sample;
+    int64_t below = 0;
+    for (const auto& d : *draws) {
+      sampler.Render(d, &model, nullptr);
+      per_sample.push_back(rms_of(model));
+      below += per_sample.back() < rms_truth;
     }
+    rank_sum += static_cast<double>(below) / static_cast<double>(draws->size());
     std::sort(per_sample.begin(), per_sample.end());
     sample_rms.push_back(SortedQuantile(per_sample, 0.5));
   }
@@ -470,6 +535,9 @@ Result<PosteriorCheck> CheckPosterior(const PosteriorSampler& sampler, const Pos
   out.median_residual_rms = SortedQuantile(rr, 0.5);
   std::sort(sample_rms.begin(), sample_rms.end());
   out.median_sample_residual_rms = SortedQuantile(sample_rms, 0.5);
+  std::sort(truth_rms.begin(), truth_rms.end());
+  out.median_truth_residual_rms = SortedQuantile(truth_rms, 0.5);
+  out.mean_chi2_rank = rank_sum / static_cast<double>(done);
   out.seconds_per_spectrum = seconds / o.n_spectra;
   return out;
 }
@@ -477,7 +545,8 @@ Result<PosteriorCheck> CheckPosterior(const PosteriorSampler& sampler, const Pos
 int PosteriorEvaluateMain(int argc, char** argv) {
   const char* usage =
       "usage: cubeflow evaluate PRIOR.pt --posterior N [--seed S] [--snr X] [--phot-snr X] [--steps K] "
-      "[--corrector C] [--jacobian-every J] [--samples M] [--line-mask A] [--cla full|diagonal|none] [--clip C] [--threads T]\n";
+      "[--corrector C] [--jacobian-every J] [--samples M] [--line-mask A] [--cla full|diagonal|none] [--clip C] [--refine K] [--refine-sigma S] [--refine-step E] "
+      "[--refine-scale P] [--truth-from-model] [--threads T]\n";
   std::string model;
   PosteriorCheckOptions o;
   long long seed = -1;
@@ -495,6 +564,8 @@ int PosteriorEvaluateMain(int argc, char** argv) {
       model = a;
     } else if (a == "--cla" && i + 1 < argc) {
       o.sampler.cla = argv[++i];
+    } else if (a == "--truth-from-model") {
+      o.truth_from_model = true;
     } else if (!value(v)) {
       std::cerr << "cubeflow evaluate: bad or missing value of '" << a << "'\n" << usage;
       return 2;
@@ -516,6 +587,14 @@ int PosteriorEvaluateMain(int argc, char** argv) {
       o.sampler.n_samples = static_cast<int64_t>(v);
     } else if (a == "--clip") {
       o.sampler.clip = v;
+    } else if (a == "--refine") {
+      o.sampler.refine_steps = static_cast<int64_t>(v);
+    } else if (a == "--refine-sigma") {
+      o.sampler.refine_sigma = v;
+    } else if (a == "--refine-step") {
+      o.sampler.refine_step = v;
+    } else if (a == "--refine-scale") {
+      o.sampler.refine_scale = v;
     } else if (a == "--line-mask") {
       o.sampler.line_mask = v;
     } else if (a == "--threads") {
@@ -540,13 +619,20 @@ int PosteriorEvaluateMain(int argc, char** argv) {
   po.sampler.likelihood_weight = 0;
   auto base = CheckPosterior(*sampler, po);
   if (!base.ok()) return std::cerr << "cubeflow evaluate: " << base.status().message() << "\n", 1;
-  std::printf("posterior check of %s: %lld mock spectra (held-out prior draws, seed %llu, S/N %g per pixel%s), %lld "
+  std::printf("posterior check of %s: %lld mock spectra (held-out %s, seed %llu, S/N %g per pixel%s), %lld "
               "samples each, %lld noise levels, %lld corrector steps, CLA %s (H every %lld levels), clip %g, lines masked +-%g A\n",
-              model.c_str(), static_cast<long long>(o.n_spectra), static_cast<unsigned long long>(o.seed), o.snr,
+              model.c_str(), static_cast<long long>(o.n_spectra),
+              o.truth_from_model ? "samples of the prior model" : "prior draws",
+              static_cast<unsigned long long>(o.seed), o.snr,
               o.phot_snr > 0 ? (", bands S/N " + Num(o.phot_snr)).c_str() : "",
               static_cast<long long>(o.sampler.n_samples), static_cast<long long>(o.sampler.steps),
               static_cast<long long>(o.sampler.corrector_steps), o.sampler.cla.c_str(),
               static_cast<long long>(o.sampler.jacobian_every), o.sampler.clip, o.sampler.line_mask);
+  if (o.sampler.refine_steps > 0)
+    std::printf("then %lld refinement steps (preconditioned Langevin, exact likelihood, prior at sigma %g, step %g, "
+                "preconditioner prior scale %g)\n",
+                static_cast<long long>(o.sampler.refine_steps), o.sampler.refine_sigma, o.sampler.refine_step,
+                o.sampler.refine_scale);
   std::printf("%-10s %9s %9s %11s %11s   coverage at 0.1 .. 0.9 (posterior)\n", "quantity", "R2 post", "R2 prior",
               "maxcov post", "maxcov prior");
   for (size_t k = 0; k < PosteriorCheck::Names().size(); ++k) {
@@ -559,6 +645,11 @@ int PosteriorEvaluateMain(int argc, char** argv) {
               post->median_residual_rms, base->median_residual_rms);
   std::printf("median over spectra of the median over samples of rms((y - S(sample)) / sigma): %.3f (prior: %.3f)\n",
               post->median_sample_residual_rms, base->median_sample_residual_rms);
+  std::printf("the truth's rms (noise-free truth against the data; a posterior sample fits as well): median %.3f; "
+              "fraction of samples with chi2 below the truth's, mean over spectra: %.3f (prior: %.3f; posterior: 0.5 "
+              "+- %.3f)\n",
+              post->median_truth_residual_rms, post->mean_chi2_rank, base->mean_chi2_rank,
+              0.289 / std::sqrt(static_cast<double>(o.n_spectra)));
   std::printf("failed spectra: %lld (prior: %lld)\n", static_cast<long long>(post->failed),
               static_cast<long long>(base->failed));
   std::printf("time per spectrum (%lld samples, %d thread%s): %.2f s (prior alone: %.2f s)\n",
