@@ -852,7 +852,7 @@ int Evaluate(const std::string& model_path, const std::string& lib_path, int64_t
                 "per-object seed as in `cubeflow digs mcmc --seed %llu`)\n",
                 nm, fo.n_steps, static_cast<unsigned long long>(lib_seed));
     std::printf("%4s %-9s %8s %17s %17s\n", "obj", "param", "truth", "NPE med +- hw", "MCMC med +- hw");
-    std::vector<std::vector<double>> dmed(kNumParams), wratio(kNumParams);
+    std::vector<std::vector<double>> dmed(kNumParams), wratio(kNumParams), npe_hw(kNumParams), mcmc_hw(kNumParams);
     double mcmc_s = 0;
     std::vector<double> flux(static_cast<size_t>(lib.n_wave));
     for (int i = 0; i < nm; ++i) {
@@ -871,15 +871,18 @@ int Evaluate(const std::string& model_path, const std::string& lib_path, int64_t
                     truth[static_cast<size_t>(i * kNumParams + k)], q50, hw, p->q50[k], mhw);
         dmed[k].push_back(std::abs(q50 - p->q50[k]) / mhw);
         wratio[k].push_back(hw / mhw);
+        npe_hw[k].push_back(hw);
+        mcmc_hw[k].push_back(mhw);
       }
       std::fflush(stdout);
     }
-    std::printf("\n%-9s %22s %22s %22s\n", "param", "median |dmed|/MCMC hw", "median NPE hw/MCMC hw",
-                "range of hw ratio");
+    std::printf("\n%-9s %22s %22s %22s %14s %14s\n", "param", "median |dmed|/MCMC hw", "median NPE hw/MCMC hw",
+                "range of hw ratio", "median NPE hw", "median MCMC hw");
     for (int k = 0; k < kNumParams; ++k) {
       auto a = dmed[k], b = wratio[k];
-      std::printf("%-9s %22.2f %22.2f %10.2f - %-9.2f\n", PrintedNames()[k].c_str(), Q(a, 0.5), Q(b, 0.5),
-                  *std::min_element(b.begin(), b.end()), *std::max_element(b.begin(), b.end()));
+      std::printf("%-9s %22.2f %22.2f %10.2f - %-9.2f %14.3f %14.3f\n", PrintedNames()[k].c_str(), Q(a, 0.5),
+                  Q(b, 0.5), *std::min_element(b.begin(), b.end()), *std::max_element(b.begin(), b.end()),
+                  Q(npe_hw[k], 0.5), Q(mcmc_hw[k], 0.5));
     }
     std::printf("wall time per spectrum: MCMC %.2f s, NPE %.4f s (one spectrum alone; %.4f s in batches)\n",
                 mcmc_s / nm, single_s, batch_s / static_cast<double>(n));
