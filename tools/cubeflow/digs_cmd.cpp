@@ -34,6 +34,11 @@ void AddModelOptions(CLI::App* app, ModelArgs* a) {
   app->add_option("--log-z-min", a->log_z_min, "lower bound of the log Z/Z_sun prior (paper: -2.0)");
 }
 
+/// `--theta A,B,C,D,E`: one parameter set (DigsTheta order, tau in Gyr).
+void AddThetaOption(CLI::App* app, std::vector<double>* theta, const std::string& doc) {
+  app->add_option("--theta", *theta, doc)->delimiter(',')->expected(sim::kDigsNumParams);
+}
+
 bool PriorContains(const ModelArgs& a, const sim::DigsTheta& t) {
   sim::DigsPrior p;
   p.log_z_min = a.log_z_min;
@@ -206,11 +211,9 @@ int DigsCommand(int argc, char** argv) {
   mc->add_option("--init-draws", fo.n_init_draws, "prior draws among which the walkers start");
   mc->add_option("--out", out, "also write one TSV row per spectrum here");
   std::vector<double> fixed_theta;
-  mc->add_option("--theta", fixed_theta,
+  AddThetaOption(mc, &fixed_theta,
                  "fit N noise realisations of these parameters instead of prior draws: "
-                 "log_mass,log_z,dust,t_age,tau (e.g. the paper's Fig. 3 galaxy 10.51,-0.41,0.65,1.63,0.11)")
-      ->delimiter(',')
-      ->expected(sim::kDigsNumParams);
+                 "log_mass,log_z,dust,t_age,tau (e.g. the paper's Fig. 3 galaxy 10.51,-0.41,0.65,1.63,0.11)");
   auto* sp = app.add_subcommand("speed", "time the noise-free forward model (one thread)");
   ModelArgs sargs;
   AddModelOptions(sp, &sargs);
@@ -230,11 +233,9 @@ int DigsCommand(int argc, char** argv) {
   lb->add_flag("--central", largs.central,
                "draw from the central 16-84 % of every prior (paper 003's test set; the header's PLO/PHI say so)");
   std::vector<double> lib_theta;
-  lb->add_option("--theta", lib_theta,
+  AddThetaOption(lb, &lib_theta,
                  "write N noise realisations of these parameters instead of prior draws (the spectra `cubeflow "
-                 "digs mcmc --theta` fits with the same --seed): log_mass,log_z,dust,t_age,tau")
-      ->delimiter(',')
-      ->expected(sim::kDigsNumParams);
+                 "digs mcmc --theta` fits with the same --seed): log_mass,log_z,dust,t_age,tau");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
