@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 
+from cfcheck import Checks, run_cubeflow
 from cfskip import skip
 
 try:
@@ -33,21 +34,11 @@ except ImportError as e:  # pragma: no cover
 cf, src, work = sys.argv[1], os.path.abspath(sys.argv[2]), os.path.abspath(sys.argv[3])
 shutil.rmtree(work, ignore_errors=True)
 os.makedirs(work)
-failures = []
-
-
-def check(cond, msg):
-    print(("ok   " if cond else "FAIL ") + msg)
-    if not cond:
-        failures.append(msg)
+check = Checks()
 
 
 def run(*args, env=None):
-    r = subprocess.run([cf, *args], capture_output=True, text=True, env=env)
-    if r.returncode != 0:
-        print(r.stdout[-6000:], r.stderr[-6000:])
-        sys.exit(f"FAIL: cubeflow {' '.join(args)} exited {r.returncode}")
-    return r
+    return run_cubeflow(cf, *args, env=env)
 
 
 gal = os.path.join(work, "galaxy")
@@ -83,6 +74,5 @@ check((acc["lw_logage_spearman"] or 0) >= 0.7, f"LW log age Spearman {acc['lw_lo
 for q in ("mw_logage", "lw_zh", "mw_zh"):
     print(f"not asserted: {q} R^2 {acc[q + '_r2']:.3f}, Spearman {acc[q + '_spearman']}, median offset "
           f"{acc[q + '_median_offset']:+.3f}")
-if failures:
-    sys.exit(f"{len(failures)} check(s) failed")
+check.finish()
 print("PASS")

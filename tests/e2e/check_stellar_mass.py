@@ -26,9 +26,9 @@ extra arguments of `cubeflow simulate galaxy`; all three for bench/stellar_mass.
 """
 import os
 import shutil
-import subprocess
 import sys
 
+from cfcheck import Checks, run_cubeflow
 from cfskip import skip
 
 try:
@@ -41,21 +41,11 @@ cf, src, work = sys.argv[1], os.path.abspath(sys.argv[2]), os.path.abspath(sys.a
 seeds = [int(s) for s in sys.argv[4:]] or [12, 13]
 shutil.rmtree(work, ignore_errors=True)
 os.makedirs(work)
-failures = []
-
-
-def check(cond, msg):
-    print(("ok   " if cond else "FAIL ") + msg)
-    if not cond:
-        failures.append(msg)
+check = Checks()
 
 
 def run(*args, env=None):
-    r = subprocess.run([cf, *args], capture_output=True, text=True, env=env)
-    if r.returncode != 0:
-        print(r.stdout[-6000:], r.stderr[-6000:])
-        sys.exit(f"FAIL: cubeflow {' '.join(args)} exited {r.returncode}")
-    return r
+    return run_cubeflow(cf, *args, env=env)
 
 
 def robust_sd(x):
@@ -129,6 +119,5 @@ check(abs(bias) <= 0.10, f"|bias| {abs(bias):.3f} <= 0.10 dex")
 check(scatter <= 0.15, f"scatter {scatter:.3f} <= 0.15 dex")
 check(0.6 <= psd <= 1.6, f"pull sd {psd:.2f} in [0.6, 1.6]")
 check(within >= 0.60, f"fraction within 1 sigma {within:.2f} >= 0.60")
-if failures:
-    sys.exit(f"{len(failures)} check(s) failed")
+check.finish()
 print("PASS")
