@@ -113,8 +113,7 @@ int Mcmc(const ModelArgs& a, int n, uint64_t seed, const sim::DigsFitOptions& fo
     if (fixed_theta.empty()) {
       model.Simulate(seed, i, &obj);
     } else {  // noise realisation i of the given parameters
-      sim::Rng noise(seed, static_cast<uint64_t>(i), 1);
-      model.SimulateFrom(sim::DigsTheta::FromArray(fixed_theta.data()), noise, &obj);
+      model.SimulateNoise(sim::DigsTheta::FromArray(fixed_theta.data()), seed, i, &obj);
     }
     sim::DigsFitOptions o = fo;
     o.seed = seed * 1000003ULL + static_cast<uint64_t>(i);

@@ -32,8 +32,6 @@ namespace fs = std::filesystem;
 
 /// Scale of the Gaussian Fourier frequencies of log(sigma).
 constexpr double kFourierScale = 4.0;
-/// Log10 masses at or below floor + this are empty bins in samples (set to the floor).
-constexpr double kFloorSnap = 0.5;
 
 struct ScoreNetImpl : torch::nn::Module {
   explicit ScoreNetImpl(const ScoreArch& a) {

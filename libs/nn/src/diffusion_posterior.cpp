@@ -23,8 +23,6 @@ namespace cubeflow::diffusion {
 
 namespace {
 
-/// Log10 masses at or below floor + this are empty bins (as PriorModel::Sample).
-constexpr double kFloorSnap = 0.5;
 /// Finite-difference step of the Jacobian, in state units (z-scores; float32 renders).
 constexpr double kJacobianStep = 1e-3;
 /// Standardised dust coordinates are clamped to this before rendering (exp overflow at the

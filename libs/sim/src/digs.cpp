@@ -252,7 +252,10 @@ std::vector<double> DigsModel::Render(const DigsTheta& theta) const {
 
 void DigsModel::Simulate(uint64_t seed, int64_t index, DigsObject* out) const {
   Rng prior_rng(seed, static_cast<uint64_t>(index), 0);
-  const DigsTheta theta = cfg_.prior.Draw(prior_rng);
+  SimulateNoise(cfg_.prior.Draw(prior_rng), seed, index, out);
+}
+
+void DigsModel::SimulateNoise(const DigsTheta& theta, uint64_t seed, int64_t index, DigsObject* out) const {
   Rng noise_rng(seed, static_cast<uint64_t>(index), 1);
   SimulateFrom(theta, noise_rng, out);
 }

@@ -94,12 +94,10 @@ Status WriteDigsLibrary(const DigsModel& model, uint64_t seed, int64_t n, const 
     std::vector<std::vector<double>> cols(kDigsNumParams, std::vector<double>(static_cast<size_t>(m)));
     tbb::parallel_for(int64_t{0}, m, [&](int64_t r) {
       DigsObject o;
-      if (fixed) {
-        Rng noise(seed, static_cast<uint64_t>(first + r), 1);
-        model.SimulateFrom(*fixed, noise, &o);
-      } else {
+      if (fixed)
+        model.SimulateNoise(*fixed, seed, first + r, &o);
+      else
         model.Simulate(seed, first + r, &o);
-      }
       for (size_t i = 0; i < W; ++i) flux[static_cast<size_t>(r) * W + i] = static_cast<float>(o.flux[i]);
       const auto t = o.theta.ToArray();
       for (int k = 0; k < kDigsNumParams; ++k) cols[k][static_cast<size_t>(r)] = t[k];

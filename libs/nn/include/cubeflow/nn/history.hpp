@@ -26,6 +26,9 @@ constexpr int kHistoryDim = 2 * kNumBins;
 /// relative (TorchForward.LogMassFloorIsInvisible; at 1e-8 F275W moves by 1e-3), far below any
 /// noise.
 constexpr double kLogMassFloor = -10.0;
+/// Log10 masses of sampled histories at or below kLogMassFloor + this are empty bins (set to the
+/// floor): the prior's samples (PriorModel::Sample) and the posterior's (PosteriorSampler).
+constexpr double kFloorSnap = 0.5;
 
 using History = std::array<double, kHistoryDim>;
 

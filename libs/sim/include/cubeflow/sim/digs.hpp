@@ -123,6 +123,10 @@ class DigsModel {
   /// Object `index` of a run seeded with `seed`: theta from the prior, then the noise.
   /// Deterministic in (seed, index).
   void Simulate(uint64_t seed, int64_t index, DigsObject* out) const;
+  /// Object `index` of a run seeded with `seed` whose theta is fixed: Simulate's noise stream
+  /// (Rng(seed, index, 1)) on the given theta, so noise realisation i of `cubeflow digs mcmc
+  /// --theta` and of `cubeflow digs library --theta` is the same spectrum.
+  void SimulateNoise(const DigsTheta& theta, uint64_t seed, int64_t index, DigsObject* out) const;
   /// The noise of a given theta, drawn from `rng`.
   void SimulateFrom(const DigsTheta& theta, Rng& rng, DigsObject* out) const;
   /// log likelihood of the observed flux (n_wave values) for `theta`, up to a constant:

@@ -34,8 +34,8 @@ struct DigsLibrary {
 
 /// Writes rows 0..n-1 of seed `seed` to `path` atomically, generating and writing `chunk` rows at
 /// a time (memory bounded by the chunk). `ssp_label` is recorded (e.g. "builtin"). With `fixed`,
-/// row i is noise realisation i of those parameters instead (DigsModel::SimulateFrom with
-/// Rng(seed, i, 1), the spectra `cubeflow digs mcmc --theta` fits; header DIGSFIX = T).
+/// row i is noise realisation i of those parameters instead (DigsModel::SimulateNoise, the
+/// spectra `cubeflow digs mcmc --theta` fits; header DIGSFIX = T).
 Status WriteDigsLibrary(const DigsModel& model, uint64_t seed, int64_t n, const std::string& ssp_label,
                         const std::string& path, int64_t chunk = 65536, const DigsTheta* fixed = nullptr);
 
