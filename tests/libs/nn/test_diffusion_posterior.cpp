@@ -8,9 +8,9 @@
 
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
 
 #include "cubeflow/sim/ssp.hpp"
+#include "temp_dir.hpp"
 
 using namespace cubeflow;
 using diffusion::PosteriorCheck;
@@ -39,14 +39,13 @@ std::shared_ptr<const diffusion::PriorModel> UntrainedPrior() {
 }
 
 /// A small prior trained here (as test_diffusion's), once per process: 8000 histories of the
-/// built-in prior (seed 3), hidden 96, 2 blocks.
+/// built-in prior (seed 3), hidden 96, 2 blocks. Its files go to a directory of this process's
+/// own: ctest runs the tests of this file as parallel processes.
 std::shared_ptr<const diffusion::PriorModel> SmallPrior() {
   static std::shared_ptr<const diffusion::PriorModel> prior = [] {
-    auto dir = std::filesystem::temp_directory_path() / "cubeflow_test_diffusion_posterior";
-    std::filesystem::remove_all(dir);
-    std::filesystem::create_directories(dir);
+    const cftest::TempDir dir("cubeflow_test_diffusion_posterior");
     diffusion::TrainConfig c;
-    c.output = (dir / "prior.pt").string();
+    c.output = dir.File("prior.pt");
     c.n = 8000;
     c.seed = 3;
     c.epochs = 60;
