@@ -5,6 +5,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <limits>
 
 #include "cubeflow/fits/cube_io.hpp"
@@ -161,6 +162,16 @@ Result<MapsFile> MapsFile::Open(const std::string& path) {
       if (!st && naxis >= 2 && naxis <= 3) fits_get_img_sizell(h.get(), 3, naxes, &st);
       if (st) return Status::Error("cannot read the image size of '" + name + "' in '" + path + "': " + internal::CfitsioError(st));
       if (naxis < 2 || naxis > 3 || naxes[0] < 1 || naxes[1] < 1) continue;
+      // Plane names only for an image whose data the file holds: a NAXIS3 of billions in a short
+      // file would otherwise make billions of them (found by fuzzing). Such an image is still
+      // listed; Load refuses it, naming its sizes. FITS pads to 2880-byte blocks.
+      LONGLONG head_start = 0, data_start = 0, data_end = 0;
+      int sa = 0;
+      fits_get_hduaddrll(h.get(), &head_start, &data_start, &data_end, &sa);
+      std::error_code ec;
+      const auto bytes = std::filesystem::file_size(path, ec);
+      const bool data_in_file =
+          sa || ec || static_cast<unsigned long long>(data_end) <= (bytes + 2879) / 2880 * 2880;
       MapsImage im;
       im.name = name;
       im.hdu = i;
@@ -172,7 +183,7 @@ Result<MapsFile> MapsFile::Open(const std::string& path) {
       ReadString(h.get(), "ERRDATA", im.errdata);
       ReadString(h.get(), "QUALDATA", im.qualdata);
       ReadString(h.get(), "DATA", im.data);
-      for (int64_t p = 0; p < im.nplanes && im.nplanes > 1; ++p) {
+      for (int64_t p = 0; data_in_file && p < im.nplanes && im.nplanes > 1; ++p) {
         std::string pn;
         if (!ReadString(h.get(), ("C" + std::to_string(p + 1)).c_str(), pn)) pn = std::to_string(p + 1);
         im.plane_names.push_back(pn);
