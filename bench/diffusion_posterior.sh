@@ -8,10 +8,11 @@
 # the same sampler with likelihood weight 0 (which returns the prior).
 # PRIOR: default models/diffusion_builtin.pt (the shipped prior); any prior written by
 # `cubeflow train` (kind: diffusion). N (default 50), CLA (diagonal | full), STEPS (100), REFINE
-# (refinement steps, default 30; 0: none, the figures before the refinement).
-# ~4-5 s per spectrum with CLA=diagonal on one loaded core (50 spectra: ~4 min), more with
-# CLA=full: run it alone on a shared machine.
-# Usage: [PRIOR=FILE] [N=50] [CLA=diagonal] [STEPS=100] bench/diffusion_posterior.sh [BUILD_DIR]
+# (refinement steps, default 30; 0: none, the figures before the refinement), ADJUST
+# (Metropolis-adjusted steps after it, default 200; 0: none, the figures before they existed).
+# ~8-10 s per spectrum and its prior baseline with CLA=diagonal on one loaded core (50 spectra:
+# ~8 min), more with CLA=full: run it alone on a shared machine.
+# Usage: [PRIOR=FILE] [N=50] [CLA=diagonal] [STEPS=100] [REFINE=30] [ADJUST=200] bench/diffusion_posterior.sh [BUILD_DIR]
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 PRIOR=$(resolve "${PRIOR:-models/diffusion_builtin.pt}")
@@ -20,4 +21,4 @@ if [[ ! -f "$PRIOR" ]]; then
   exit 2
 fi
 "$CF" evaluate "$PRIOR" --posterior "${N:-50}" --samples 100 --steps "${STEPS:-100}" --cla "${CLA:-diagonal}" \
-  --refine "${REFINE:-30}" --threads 1
+  --refine "${REFINE:-30}" --adjust "${ADJUST:-200}" --threads 1

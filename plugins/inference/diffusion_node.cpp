@@ -105,6 +105,11 @@ NodeSpec DiffusionNode::Spec() {
              "steps of preconditioned Langevin dynamics on the exact likelihood after the reverse diffusion "
              "(0: none); they bring the samples' fit to the data closer to the truth's (docs/diffusion.md)",
              InRange{0, 100000})
+      .Param(&DiffusionOptions::adjust_steps, "adjust_steps",
+             "then Metropolis-adjusted Langevin steps on the same target with the prior's curvature in the "
+             "preconditioner (0: none); they move the samples along the directions the data leave free "
+             "(docs/diffusion.md)",
+             InRange{0, 100000})
       .Param(&DiffusionOptions::line_mask, "line_mask",
              "half-width (A) of the windows around the nebular lines left out of the likelihood (0: none)",
              InRange{0, 1000})
@@ -253,6 +258,7 @@ void DiffusionNode::Process(ProcessContext& ctx) {
   po.clip = opt_.clip;
   po.line_mask = opt_.line_mask;
   po.refine_steps = opt_.refine_steps;
+  po.adjust_steps = opt_.adjust_steps;
   po.threads = opt_.threads > 0 ? opt_.threads : ctx.threads();
   for (size_t i = 0; i < ctx.size(); ++i) {
     auto s = ctx.Input<Spectrum>("spectra", i);

@@ -25,6 +25,7 @@ struct DiffusionOptions {
   double clip = 1;                                                 ///< cap of the likelihood score
   double line_mask = 15;                                           ///< A around nebular lines left out
   int64_t refine_steps = 30;                                       ///< Langevin steps on the exact likelihood
+  int64_t adjust_steps = 200;                                      ///< then Metropolis-adjusted Langevin steps
   int threads = 1;                                                 ///< libtorch threads; 0: the run's
   bool emit_samples = false;
   double norm_tolerance = kDefaultNormTolerance;                   ///< allowed |window mean - 1|

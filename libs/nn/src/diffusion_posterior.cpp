@@ -102,16 +102,47 @@ struct PosteriorSampler::Impl {
     auto sp = Tensor(prior->Score(zv, sigma)).reshape({s.size(0), kHistoryDim});
     return torch::cat({sp, -s.slice(1, kHistoryDim, kPosteriorDim) / (1.0 + sigma * sigma)}, 1);
   }
-  /// Gradient of the Gaussian log-likelihood sum_p w_p (y_p - S_p(s))^2 / -2 [N, D].
+  /// Gradient of the Gaussian log-likelihood sum_p w_p (y_p - S_p(s))^2 / -2 [N, D]; the
+  /// log-likelihood of each row [N] in `ll` when given.
   torch::Tensor LikelihoodGradient(const torch::Tensor& s, const torch::Tensor& y, const torch::Tensor& w,
-                                   bool with_phot) const {
+                                   bool with_phot, torch::Tensor* ll = nullptr) const {
     auto sg = s.detach().clone().requires_grad_(true);
     auto r = y - Observed(sg, with_phot);
-    auto ll = -0.5 * (w * r * r).sum();
-    return torch::autograd::grad({ll}, {sg})[0].detach();
+    auto rows = -0.5 * (w * r * r).sum(1);
+    auto g = torch::autograd::grad({rows.sum()}, {sg})[0].detach();
+    if (ll) *ll = rows.detach();
+    return g;
+  }
+  /// log p_sigma(b) - log p_sigma(a) per row: the line integral of the prior's score from a to b
+  /// (4-point Gauss-Lobatto; exact for a score cubic along the segment). `score_a`, `score_b`: the
+  /// scores at the ends, which the caller has.
+  torch::Tensor PriorLogRatio(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& score_a,
+                              const torch::Tensor& score_b, double sigma) const {
+    const double c = 0.5 / std::sqrt(5.0);
+    auto d = b - a;
+    auto inner = PriorScore(a + (0.5 - c) * d, sigma) + PriorScore(a + (0.5 + c) * d, sigma);
+    return ((score_a + score_b) / 12.0 + inner * (5.0 / 12.0)).mul(d).sum(1);
+  }
+  /// The prior's curvature -d score / d s at noise level sigma [N, D, D] by central differences
+  /// of the score, symmetrised, its eigenvalues clipped to [lo, hi] (positive definite; below
+  /// 1 / sigma^2, which bounds the curvature of a density smoothed at sigma).
+  torch::Tensor PriorPrecision(const torch::Tensor& s, double sigma, double lo, double hi) const {
+    constexpr double kStep = 0.01;  // z units, << sigma
+    std::vector<torch::Tensor> rows;
+    for (int64_t k = 0; k < s.size(1); ++k) {
+      auto up = s.clone(), down = s.clone();
+      up.select(1, k).add_(kStep);
+      down.select(1, k).sub_(kStep);
+      rows.push_back((PriorScore(down, sigma) - PriorScore(up, sigma)) / (2 * kStep));
+    }
+    auto p = torch::stack(rows, 1);
+    auto [values, vectors] = torch::linalg_eigh(0.5 * (p + p.transpose(1, 2)));
+    return torch::matmul(vectors * values.clamp(lo, hi).unsqueeze(1), vectors.transpose(1, 2));
   }
   Status Refine(torch::Tensor& s, const torch::Tensor& y, const torch::Tensor& w, bool with_phot,
                 const PosteriorOptions& o, at::Generator& gen) const;
+  Status Adjust(torch::Tensor& s, const torch::Tensor& y, const torch::Tensor& w, bool with_phot,
+                const PosteriorOptions& o, at::Generator& gen, SampleStats* stats) const;
 };
 
 /// The log10 masses of `x` as log10 mass fractions (sum of 10^x is 1), those at or below
@@ -134,7 +165,8 @@ History NormalisedHistory(History x) {
 /// by (1 - eps); elsewhere it moves eps scale^2 along the prior's score with noise sqrt(2 eps)
 /// scale, which must stay below refine_sigma: the score network is trained on states within a
 /// few sigma of its data, and a preconditioner from the prior's own curvature (larger steps where
-/// the prior is flat) sent the states off it (docs/diffusion.md).
+/// the prior is flat) sent the states off it (docs/diffusion.md). The adjusted steps (Adjust) can
+/// take that preconditioner: their accept/reject step refuses such moves.
 Status PosteriorSampler::Impl::Refine(torch::Tensor& s, const torch::Tensor& y, const torch::Tensor& w,
                                       bool with_phot, const PosteriorOptions& o, at::Generator& gen) const {
   if (!(o.refine_step > 0 && o.refine_step <= 1) || !(o.refine_sigma > 0) || !(o.refine_scale > 0))
@@ -153,6 +185,66 @@ Status PosteriorSampler::Impl::Refine(torch::Tensor& s, const torch::Tensor& y, 
     if (!torch::isfinite(s).all().item<bool>())
       return Status::Error("posterior sampler: the state became non-finite at refinement step " +
                            std::to_string(k + 1) + " of " + std::to_string(o.refine_steps));
+  }
+  return Status::OK();
+}
+
+/// Metropolis-adjusted Langevin steps (PosteriorOptions::adjust_*) on log p_sigma(s) + log p(y | s)
+/// with the fixed preconditioner K^-1 = (L L^T)^-1: proposal s' = s + h K^-1 g(s) + sqrt(2 h) L^-T xi,
+/// accepted with probability min(1, pi(s') q(s | s') / (pi(s) q(s' | s))). The chains are the
+/// samples; one step size h per call, adapted on the mean acceptance over them during the first
+/// half of the steps (log h moves by (acceptance - target) / sqrt(k + 1)), then held, so the
+/// second half is a fixed pi-invariant kernel.
+Status PosteriorSampler::Impl::Adjust(torch::Tensor& s, const torch::Tensor& y, const torch::Tensor& w,
+                                      bool with_phot, const PosteriorOptions& o, at::Generator& gen,
+                                      SampleStats* stats) const {
+  if (!(o.adjust_accept > 0 && o.adjust_accept < 1))
+    return Status::Error("posterior sampler: adjust_accept must lie in (0, 1)");
+  const int64_t n = s.size(0), D = s.size(1), adapt = o.adjust_steps / 2;
+  const double sigma = o.refine_sigma;
+  // K = H + P at the chains' start, held fixed (a fixed kernel keeps pi invariant): H from the
+  // data, P the prior's curvature, which sets the scale of the directions the data leave free.
+  const auto chol = torch::linalg_cholesky(GaussNewton(s, w, with_phot) +
+                                           PriorPrecision(s, sigma, 1.0, 1.0 / (o.refine_scale * o.refine_scale)));
+  auto precondition = [&](const torch::Tensor& g) { return torch::cholesky_solve(g.unsqueeze(2), chol).squeeze(2); };
+  // K-norm of v: |L^T v|^2.
+  auto k_norm2 = [&](const torch::Tensor& v) {
+    return torch::matmul(chol.transpose(1, 2), v.unsqueeze(2)).squeeze(2).pow(2).sum(1);
+  };
+  torch::Tensor ll, ll_new;
+  auto prior_g = PriorScore(s, sigma);
+  auto g = prior_g + LikelihoodGradient(s, y, w, with_phot, &ll);
+  double h = o.refine_step, accepted = 0;
+  int64_t counted = 0;
+  for (int64_t k = 0; k < o.adjust_steps; ++k) {
+    auto xi = torch::randn({n, D, 1}, gen, torch::kFloat64);
+    auto noise = torch::linalg_solve_triangular(chol.transpose(1, 2), xi, /*upper=*/true).squeeze(2);
+    auto prop = s + h * precondition(g) + std::sqrt(2.0 * h) * noise;
+    auto prior_g_new = PriorScore(prop, sigma);
+    auto g_new = prior_g_new + LikelihoodGradient(prop, y, w, with_phot, &ll_new);
+    // log q(s' | s) = -|xi|^2 / 2; log q(s | s') = -|s - s' - h K^-1 g'|_K^2 / (4 h).
+    auto back = s - prop - h * precondition(g_new);
+    auto log_alpha = PriorLogRatio(s, prop, prior_g, prior_g_new, sigma) + ll_new - ll - k_norm2(back) / (4.0 * h) +
+                     xi.squeeze(2).pow(2).sum(1) / 2.0;
+    log_alpha = torch::where(torch::isfinite(log_alpha), log_alpha, torch::full_like(log_alpha, -1e300));
+    auto u = torch::rand({n}, gen, torch::kFloat64);
+    auto take = torch::log(u) < log_alpha;
+    auto take_col = take.unsqueeze(1);
+    s = torch::where(take_col, prop, s);
+    g = torch::where(take_col, g_new, g);
+    prior_g = torch::where(take_col, prior_g_new, prior_g);
+    ll = torch::where(take, ll_new, ll);
+    const double mean_alpha = log_alpha.clamp_max(0.0).exp().mean().item<double>();
+    if (k < adapt) {
+      h = std::clamp(h * std::exp((mean_alpha - o.adjust_accept) / std::sqrt(k + 1.0)), 1e-4, 1.0);
+    } else {
+      accepted += take.to(torch::kFloat64).mean().item<double>();
+      ++counted;
+    }
+  }
+  if (stats) {
+    stats->acceptance = counted > 0 ? accepted / counted : 0;
+    stats->adjust_step = h;
   }
   return Status::OK();
 }
@@ -239,7 +331,7 @@ void PosteriorSampler::Render(const PosteriorDraw& d, std::vector<double>* flux,
 }
 
 Result<std::vector<PosteriorDraw>> PosteriorSampler::Sample(const Observation& obs, const PosteriorOptions& o,
-                                                            uint64_t seed) const {
+                                                            uint64_t seed, SampleStats* stats) const {
   const Impl& m = *impl_;
   const int64_t nw = m.torch_fm->n_wave(), nb = m.torch_fm->n_bands(), n = o.n_samples;
   if (static_cast<int64_t>(obs.flux.size()) != nw || obs.variance.size() != obs.flux.size())
@@ -253,6 +345,9 @@ Result<std::vector<PosteriorDraw>> PosteriorSampler::Sample(const Observation& o
                          std::to_string(nb) + " bands (" + Join(m.torch_fm->bands(), ", ") + ")");
   if (n <= 0 || o.steps < 2) return Status::Error("posterior sampler: n_samples must be > 0 and steps >= 2");
   if (o.jacobian_every < 1) return Status::Error("posterior sampler: jacobian_every must be >= 1");
+  if (!o.start.empty() && static_cast<int64_t>(o.start.size()) != kPosteriorDim)
+    return Status::Error("posterior sampler: a start state has " + std::to_string(kPosteriorDim) + " values, not " +
+                         std::to_string(o.start.size()));
   if (o.cla != "full" && o.cla != "diagonal" && o.cla != "none")
     return Status::Error("posterior sampler: cla must be full, diagonal or none, not '" + o.cla + "'");
 
@@ -334,8 +429,11 @@ Result<std::vector<PosteriorDraw>> PosteriorSampler::Sample(const Observation& o
       }
       CUBEFLOW_RETURN_NOT_OK(check(i + 1));
     }
-    if (o.refine_steps > 0) {
-      CUBEFLOW_RETURN_NOT_OK(m.Refine(s, yt, o.likelihood_weight * wt, with_phot, o, gen));
+    if (!o.start.empty()) s = Tensor(o.start).unsqueeze(0).repeat({n, 1});
+    if (o.refine_steps > 0 || o.adjust_steps > 0) {
+      if (o.refine_steps > 0) CUBEFLOW_RETURN_NOT_OK(m.Refine(s, yt, o.likelihood_weight * wt, with_phot, o, gen));
+      if (o.adjust_steps > 0)
+        CUBEFLOW_RETURN_NOT_OK(m.Adjust(s, yt, o.likelihood_weight * wt, with_phot, o, gen, stats));
       CUBEFLOW_RETURN_NOT_OK(check(o.steps));
     } else {
       s = s + smin * smin * score(s, smin, o.steps - 1);  // denoise (Tweedie)
@@ -392,6 +490,16 @@ double SortedQuantile(const std::vector<double>& v, double p) {
   return v[lo] + (pos - lo) * (v[hi] - v[lo]);
 }
 
+/// A draw's state coordinates (the inverse of Sample's restoration; dust clamped as it is).
+std::vector<double> StateOf(const PosteriorSampler& sampler, const PosteriorDraw& d) {
+  const History z = sampler.prior().scaler().Standardise(d.x);
+  const auto dp = sampler.dust_prior();
+  std::vector<double> v(z.begin(), z.end());
+  v.push_back((std::log(d.tau_bc) - dp[0]) / dp[1]);
+  v.push_back((d.tau_ism - dp[2]) / dp[3]);
+  return v;
+}
+
 }  // namespace
 
 const std::vector<std::string>& PosteriorCheck::Names() {
@@ -419,6 +527,7 @@ Result<PosteriorCheck> CheckPosterior(const PosteriorSampler& sampler, const Pos
   int64_t done = 0;
   std::vector<double> sample_rms, truth_rms;
   double rank_sum = 0;
+  std::vector<double> adjust_steps;
   std::vector<History> model_truths;
   if (o.truth_from_model) {
     SamplerOptions so;
@@ -450,13 +559,18 @@ Result<PosteriorCheck> CheckPosterior(const PosteriorSampler& sampler, const Pos
     }
     (void)nb;
     const auto t0 = std::chrono::steady_clock::now();
-    auto draws = sampler.Sample(obs, o.sampler, o.seed * 1000003ull + static_cast<uint64_t>(i) + 1);
+    SampleStats st;
+    PosteriorOptions so = o.sampler;
+    if (o.start_at_truth) so.start = StateOf(sampler, t);
+    auto draws = sampler.Sample(obs, so, o.seed * 1000003ull + static_cast<uint64_t>(i) + 1, &st);
     seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (!draws.ok()) {
       ++out.failed;
       continue;
     }
     ++done;
+    out.mean_acceptance += st.acceptance;
+    adjust_steps.push_back(st.adjust_step);
     const auto tq = Quantities(Derive(t, sampler.t_universe()));
     std::vector<std::array<double, kNumQuantities>> q;
     for (const auto& d : *draws) q.push_back(Quantities(Derive(d, sampler.t_universe())));
@@ -536,6 +650,9 @@ Result<PosteriorCheck> CheckPosterior(const PosteriorSampler& sampler, const Pos
   std::sort(truth_rms.begin(), truth_rms.end());
   out.median_truth_residual_rms = SortedQuantile(truth_rms, 0.5);
   out.mean_chi2_rank = rank_sum / static_cast<double>(done);
+  out.mean_acceptance /= static_cast<double>(done);
+  std::sort(adjust_steps.begin(), adjust_steps.end());
+  out.median_adjust_step = SortedQuantile(adjust_steps, 0.5);
   out.seconds_per_spectrum = seconds / o.n_spectra;
   return out;
 }
@@ -544,7 +661,7 @@ int PosteriorEvaluateMain(int argc, char** argv) {
   const char* usage =
       "usage: cubeflow evaluate PRIOR.pt --posterior N [--seed S] [--snr X] [--phot-snr X] [--steps K] "
       "[--corrector C] [--jacobian-every J] [--samples M] [--line-mask A] [--cla full|diagonal|none] [--clip C] [--refine K] [--refine-sigma S] [--refine-step E] "
-      "[--refine-scale P] [--truth-from-model] [--threads T]\n";
+      "[--refine-scale P] [--adjust K] [--adjust-accept A] [--truth-from-model] [--start-at-truth] [--threads T]\n";
   std::string model;
   PosteriorCheckOptions o;
   long long seed = -1;
@@ -564,6 +681,8 @@ int PosteriorEvaluateMain(int argc, char** argv) {
       o.sampler.cla = argv[++i];
     } else if (a == "--truth-from-model") {
       o.truth_from_model = true;
+    } else if (a == "--start-at-truth") {
+      o.start_at_truth = true;
     } else if (!value(v)) {
       std::cerr << "cubeflow evaluate: bad or missing value of '" << a << "'\n" << usage;
       return 2;
@@ -593,6 +712,10 @@ int PosteriorEvaluateMain(int argc, char** argv) {
       o.sampler.refine_step = v;
     } else if (a == "--refine-scale") {
       o.sampler.refine_scale = v;
+    } else if (a == "--adjust") {
+      o.sampler.adjust_steps = static_cast<int64_t>(v);
+    } else if (a == "--adjust-accept") {
+      o.sampler.adjust_accept = v;
     } else if (a == "--line-mask") {
       o.sampler.line_mask = v;
     } else if (a == "--threads") {
@@ -631,6 +754,13 @@ int PosteriorEvaluateMain(int argc, char** argv) {
                 "preconditioner prior scale %g)\n",
                 static_cast<long long>(o.sampler.refine_steps), o.sampler.refine_sigma, o.sampler.refine_step,
                 o.sampler.refine_scale);
+  if (o.sampler.adjust_steps > 0)
+    std::printf("then %lld Metropolis-adjusted Langevin steps (the first half adapting the step to acceptance %g): "
+                "acceptance after it %.3f (mean over spectra), step %.3g (median)\n",
+                static_cast<long long>(o.sampler.adjust_steps), o.sampler.adjust_accept, post->mean_acceptance,
+                post->median_adjust_step);
+  if (o.start_at_truth)
+    std::printf("diagnostic: the chains start at the truth's state, not at the reverse diffusion's output\n");
   std::printf("%-10s %9s %9s %11s %11s   coverage at 0.1 .. 0.9 (posterior)\n", "quantity", "R2 post", "R2 prior",
               "maxcov post", "maxcov prior");
   for (size_t k = 0; k < PosteriorCheck::Names().size(); ++k) {

@@ -8,8 +8,10 @@
 
 #include <cmath>
 #include <cstdio>
+#include <string>
 
 #include "cubeflow/sim/ssp.hpp"
+#include "cubeflow/strings.hpp"
 #include "temp_dir.hpp"
 
 using namespace cubeflow;
@@ -62,6 +64,28 @@ std::shared_ptr<const diffusion::PriorModel> SmallPrior() {
     return std::make_shared<const diffusion::PriorModel>(std::move(m).ValueOrThrow());
   }();
   return prior;
+}
+
+/// The chi^2-rank tests' check: 8 mock spectra of seed `seed`, 30 samples, 60 noise levels.
+diffusion::PosteriorCheckOptions RankCheckOptions(uint64_t seed) {
+  diffusion::PosteriorCheckOptions o;
+  o.n_spectra = 8;
+  o.seed = seed;
+  o.sampler.n_samples = 30;
+  o.sampler.steps = 60;
+  return o;
+}
+
+/// CheckPosterior with `o`, its chi^2 figures printed after `label`.
+PosteriorCheck CheckPrinted(const diffusion::PosteriorSampler& sampler, const diffusion::PosteriorCheckOptions& o,
+                            const std::string& label) {
+  auto r = diffusion::CheckPosterior(sampler, o);
+  EXPECT_TRUE(r.ok()) << r.status().message();
+  if (!r.ok()) return {};
+  std::printf("%s: chi^2 rank %.3f, sample rms %.4f, truth rms %.4f, acceptance %.3f, step %.3g\n", label.c_str(),
+              r->mean_chi2_rank, r->median_sample_residual_rms, r->median_truth_residual_rms, r->mean_acceptance,
+              r->median_adjust_step);
+  return *r;
 }
 
 }  // namespace
@@ -217,25 +241,64 @@ TEST(DiffusionPosterior, RefinementBringsTheSamplesFitTowardsTheTruths) {
   auto fm = BuiltinModel();
   auto sampler = diffusion::PosteriorSampler::Make(SmallPrior(), fm);
   ASSERT_TRUE(sampler.ok()) << sampler.status().message();
-  diffusion::PosteriorCheckOptions o;
-  o.n_spectra = 8;
-  o.seed = 778;
-  o.sampler.n_samples = 30;
-  o.sampler.steps = 60;
+  auto o = RankCheckOptions(778);
+  o.sampler.adjust_steps = 0;  // the refinement alone (the adjusted steps: the tests below)
   auto run = [&](int64_t refine, double weight) {
     auto c = o;
     c.sampler.refine_steps = refine;
     c.sampler.likelihood_weight = weight;
-    auto r = diffusion::CheckPosterior(*sampler, c);
-    EXPECT_TRUE(r.ok()) << r.status().message();
-    std::printf("refine %lld, likelihood weight %g: chi^2 rank %.3f, sample rms %.4f, truth rms %.4f\n",
-                static_cast<long long>(refine), weight, r->mean_chi2_rank, r->median_sample_residual_rms,
-                r->median_truth_residual_rms);
-    return *r;
+    return CheckPrinted(*sampler, c, "refine " + std::to_string(refine) + ", likelihood weight " + Num(weight));
   };
   const auto plain = run(0, 1), refined = run(30, 1), prior = run(30, 0);
   EXPECT_NEAR(plain.median_truth_residual_rms, 1.0, 0.05);
   EXPECT_GT(refined.mean_chi2_rank, plain.mean_chi2_rank + 0.02);
   EXPECT_LT(refined.median_sample_residual_rms, plain.median_sample_residual_rms);
   EXPECT_LT(prior.mean_chi2_rank, 0.02);
+}
+
+// The Metropolis-adjusted steps (PosteriorOptions::adjust_steps) target p_sigma(x) p(y | x) exactly.
+// Started at the truth, chains of the right target leave it typical (chi^2 rank near 0.5); a
+// target that over- or under-weights the likelihood (weight 4 or 1/4, the kernel otherwise the
+// same) makes the samples fit better or worse than the truth, outside the same band. This is
+// what tells a wrong target from chains that do not move (docs/diffusion.md, "--start-at-truth").
+TEST(DiffusionPosterior, AdjustedStepsStartedAtTheTruthKeepItTypicalForTheRightLikelihoodOnly) {
+  auto fm = BuiltinModel();
+  auto sampler = diffusion::PosteriorSampler::Make(SmallPrior(), fm);
+  ASSERT_TRUE(sampler.ok()) << sampler.status().message();
+  auto o = RankCheckOptions(779);
+  o.start_at_truth = true;
+  o.sampler.steps = 2;
+  o.sampler.refine_steps = 0;
+  o.sampler.adjust_steps = 100;
+  auto run = [&](double weight) {
+    auto c = o;
+    c.sampler.likelihood_weight = weight;
+    return CheckPrinted(*sampler, c, "from the truth, likelihood weight " + Num(weight));
+  };
+  const auto right = run(1), over = run(4), under = run(0.25);
+  EXPECT_GT(right.mean_chi2_rank, 0.3);
+  EXPECT_LT(right.mean_chi2_rank, 0.7);
+  EXPECT_GT(over.mean_chi2_rank, 0.7);
+  EXPECT_LT(under.mean_chi2_rank, 0.3);
+  for (const auto& r : {right, over, under}) {
+    EXPECT_GT(r.mean_acceptance, 0.3);
+    EXPECT_LT(r.mean_acceptance, 0.85);
+  }
+}
+
+// From the reverse diffusion's output, the adjusted steps must raise the chi^2 rank above the
+// refinement's alone (docs/diffusion.md: with the shipped prior 0.08 -> ~0.3).
+TEST(DiffusionPosterior, AdjustedStepsRaiseTheChi2RankAboveTheRefinementAlone) {
+  auto fm = BuiltinModel();
+  auto sampler = diffusion::PosteriorSampler::Make(SmallPrior(), fm);
+  ASSERT_TRUE(sampler.ok()) << sampler.status().message();
+  auto o = RankCheckOptions(778);
+  auto run = [&](int64_t adjust) {
+    auto c = o;
+    c.sampler.adjust_steps = adjust;
+    return CheckPrinted(*sampler, c, "adjusted steps " + std::to_string(adjust));
+  };
+  const auto refined = run(0), adjusted = run(200);
+  EXPECT_GT(adjusted.mean_chi2_rank, refined.mean_chi2_rank + 0.05);
+  EXPECT_LT(adjusted.median_sample_residual_rms, refined.median_sample_residual_rms);
 }

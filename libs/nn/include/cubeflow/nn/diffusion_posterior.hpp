@@ -67,7 +67,27 @@ struct PosteriorOptions {
   double refine_sigma = 0.1;   ///< prior noise level of the refinement (z units)
   double refine_step = 0.3;    ///< Langevin step in the preconditioned metric (0, 1]
   double refine_scale = 0.05;  ///< prior scale of the preconditioner (z units; keep it below refine_sigma)
+  /// Then this many Metropolis-adjusted Langevin (MALA) steps on the same target p_sigma(x)
+  /// p(y | x) (sigma = refine_sigma), each chain with the fixed preconditioner (H + P)^-1 of its
+  /// starting state: H as above, P the prior's own curvature (finite differences of its score,
+  /// eigenvalues clipped to [1, 1 / refine_scale^2]), so that the directions the data leave free
+  /// move on the prior's scale, not refine_scale's. The accept/reject step keeps the target
+  /// exact whatever the step. The prior's log-density difference between two states is the line
+  /// integral of its score (4-point Gauss-Lobatto along the segment). The step size is adapted to
+  /// `adjust_accept` during the first half of the steps (one size per spectrum, from the mean
+  /// acceptance over the chains) and then held. 0: none (the figures before they existed).
+  int64_t adjust_steps = 200;
+  double adjust_accept = 0.574;  ///< target acceptance rate of the adaptation (optimal for MALA)
+  /// Diagnostics: when not empty (kPosteriorDim values in state units), every chain starts the
+  /// refinement and the adjusted steps here instead of at the reverse diffusion's output.
+  std::vector<double> start;
   int threads = 1;                ///< libtorch threads (1: see SamplerOptions)
+};
+
+/// \brief What one Sample call did (diagnostics).
+struct SampleStats {
+  double acceptance = 0;   ///< mean acceptance of the Metropolis-adjusted steps after the adaptation
+  double adjust_step = 0;  ///< their step size after the adaptation
 };
 
 /// \brief An observation on the forward model's output grid (ForwardModel::wave()), normalised
@@ -112,7 +132,7 @@ class PosteriorSampler {
   /// n_samples draws of p(history, dust | obs). Errors: sizes that do not match the grid or
   /// bands, no usable pixel, a non-finite state (the message says at which noise level).
   Result<std::vector<PosteriorDraw>> Sample(const Observation& obs, const PosteriorOptions& options,
-                                            uint64_t seed) const;
+                                            uint64_t seed, SampleStats* stats = nullptr) const;
   /// The normalised model spectrum and band fluxes of a draw (posterior predictive checks), and
   /// the V-band light fractions per bin of its history; any pointer may be null.
   void Render(const PosteriorDraw& d, std::vector<double>* flux, std::vector<double>* phot,
@@ -147,6 +167,11 @@ struct PosteriorCheckOptions {
   /// model's own samples, the posterior the sampler targets is the Bayesian one for these truths,
   /// so a shortfall in the chi^2 rank is the sampler's, not the prior model's.
   bool truth_from_model = false;
+  /// Every chain of the refinement and adjusted steps starts at the truth's state (sampler.start)
+  /// instead of the reverse diffusion's output: with the right target the truth stays typical
+  /// (chi^2 rank near 0.5), so a low rank from the diffusion's output is the chains' failure to
+  /// move, not a wrong target.
+  bool start_at_truth = false;
   PosteriorOptions sampler;
 };
 
@@ -174,6 +199,9 @@ struct PosteriorCheck {
   /// well above 0.5, the samples fit better than the truth (the likelihood overweighted); well
   /// below, worse (the sampler does not reach the posterior's likelihood).
   double mean_chi2_rank = 0;
+  /// With adjust_steps > 0: the mean over spectra of the acceptance after the adaptation and the
+  /// median of the adapted step size.
+  double mean_acceptance = 0, median_adjust_step = 0;
   double seconds_per_spectrum = 0;
   int64_t failed = 0;  ///< spectra whose sampling failed (left out of the figures)
   /// The largest |coverage - level| of quantity k over the 9 levels.
