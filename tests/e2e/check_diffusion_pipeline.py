@@ -4,15 +4,18 @@ shipped prior models/diffusion_builtin.pt), checked against the galaxy's truth.
 
 `cubeflow simulate galaxy --nx 30 --ny 30 --seed 14` (spiral layout, built-in SSPs; the seed is
 used by no training) goes through the pipeline; `cubeflow compare --report-only --json` gives the
-per-bin figures. Asserted (what the sampler meets on the mock galaxy of docs/diffusion.md, LW log
-age R^2 0.81; bounds stated here, never loosened):
+per-bin figures. Asserted (what the sampler meets on this galaxy, docs/diffusion.md: LW log age
+R^2 0.899, MW log age 0.747, MW [Z/H] 0.587 with Spearman 0.939; bounds stated here, never
+loosened):
   - the run finishes and writes the posterior maps with their intervals (LW_LOGAGE, _P16, _P84,
     _ERR, MW_LOGAGE, MW_ZH, T50, TAU_ISM, MASS_FRAC, ZH) and QUALITY; every bin has a result or
     is flagged (none dropped), and at least 90 % of the bins have one;
   - LW log age: R^2 >= 0.5 against the truth (a constant map has R^2 <= 0), Spearman >= 0.7;
+  - MW log age: R^2 >= 0.6 (the CNN's on this galaxy: 0.746); MW [Z/H]: R^2 >= 0.3, Spearman >= 0.8
+    (before the Metropolis-adjusted steps: 0.674, 0.100 and 0.792, which fail them);
   - the 68 % interval is ordered (P16 <= median <= P84) in every bin.
-Printed, not asserted (docs/diffusion.md says why they miss): MW log age and [Z/H] R^2, median
-offsets, and how often the 68 % intervals hold the truth.
+Printed, not asserted (docs/diffusion.md says why they miss): LW [Z/H] R^2 (its median offset is
+-0.25 dex), median offsets, and how often the 68 % intervals hold the truth.
 
 usage: check_diffusion_pipeline.py CUBEFLOW SOURCE_DIR WORK_DIR
 """
@@ -71,8 +74,11 @@ check(r.returncode == 0 and os.path.exists(js), f"cubeflow compare --report-only
 acc = json.load(open(js))
 check(acc["lw_logage_r2"] >= 0.5, f"LW log age R^2 {acc['lw_logage_r2']:.3f} >= 0.5")
 check((acc["lw_logage_spearman"] or 0) >= 0.7, f"LW log age Spearman {acc['lw_logage_spearman']} >= 0.7")
-for q in ("mw_logage", "lw_zh", "mw_zh"):
-    print(f"not asserted: {q} R^2 {acc[q + '_r2']:.3f}, Spearman {acc[q + '_spearman']}, median offset "
-          f"{acc[q + '_median_offset']:+.3f}")
+check(acc["mw_logage_r2"] >= 0.6, f"MW log age R^2 {acc['mw_logage_r2']:.3f} >= 0.6")
+check(acc["mw_zh_r2"] >= 0.3, f"MW [Z/H] R^2 {acc['mw_zh_r2']:.3f} >= 0.3")
+check((acc["mw_zh_spearman"] or 0) >= 0.8, f"MW [Z/H] Spearman {acc['mw_zh_spearman']} >= 0.8")
+print(f"not asserted: lw_zh R^2 {acc['lw_zh_r2']:.3f}, Spearman {acc['lw_zh_spearman']}")
+for q in ("lw_logage", "mw_logage", "lw_zh", "mw_zh"):
+    print(f"not asserted: {q} median offset {acc[q + '_median_offset']:+.3f}")
 check.finish()
 print("PASS")
