@@ -10,8 +10,8 @@
 # `cubeflow train` (kind: diffusion). N (default 50), CLA (diagonal | full), STEPS (100), REFINE
 # (refinement steps, default 30; 0: none, the figures before the refinement), ADJUST
 # (Metropolis-adjusted steps after it, default 200; 0: none, the figures before they existed).
-# ~8-10 s per spectrum and its prior baseline with CLA=diagonal on one loaded core (50 spectra:
-# ~8 min), more with CLA=full: run it alone on a shared machine.
+# ~11 s per spectrum and its prior baseline with CLA=diagonal on one loaded core (50 spectra:
+# ~9 min, 200: ~37 min), more with CLA=full: run it alone on a shared machine.
 # Usage: [PRIOR=FILE] [N=50] [CLA=diagonal] [STEPS=100] [REFINE=30] [ADJUST=200] bench/diffusion_posterior.sh [BUILD_DIR]
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
