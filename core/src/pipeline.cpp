@@ -505,6 +505,10 @@ class PipelineBuilder {
   /// Resolves the node's type and binds its parameters (file, then --set), defaults for the
   /// rest, then runs the type's validation hooks.
   void BindNode(const RawNode& r) {
+    // The node exists, so its --set overrides are its own even when its body or type is refused
+    // below (that error is reported there; "no node named" would name a node that is there).
+    for (auto& o : overrides_)
+      if (o.node == r.name) o.used = true;
     PipelineNode pn;
     pn.name = r.name;
     pn.loc = r.loc;
@@ -538,7 +542,6 @@ class PipelineBuilder {
     }
     for (auto& o : overrides_) {
       if (o.node != r.name) continue;
-      o.used = true;
       // Paths given on the command line are relative to the working directory.
       BindParam(b, o.param, o.value, o.loc, o.loc, fs::current_path().string());
     }

@@ -111,6 +111,24 @@ edges: [src.items -> out.in]
   EXPECT_NE(all.find("parameters: count (int, default 10)"), std::string::npos) << all;
 }
 
+// A --set on a node whose type is unknown (e.g. its plugin failed to load) is reported through
+// that node's type error only, not as "no node named 'out' ...; did you mean 'out'?".
+TEST(PipelineValidator, SetOnANodeOfUnknownTypeReportsTheTypeNotAMissingNode) {
+  const char* yaml = R"(
+cubeflow: 1
+nodes:
+  src: {type: testkit.numbers, count: 5}
+  out: {type: testkit.not_loaded, path: /tmp/x.txt}
+edges: [src.items -> out.in]
+)";
+  std::vector<Diagnostic> diags;
+  auto pl = LoadPipelineFromString(yaml, "mem.yaml", "/base", {"out.path=/tmp/y.txt"}, Fixtures(), diags);
+  EXPECT_FALSE(pl.has_value());
+  const std::string all = Render(diags);
+  EXPECT_NE(all.find("unknown node type 'testkit.not_loaded'"), std::string::npos) << all;
+  EXPECT_EQ(all.find("no node named"), std::string::npos) << all;
+}
+
 TEST(PipelineValidator, ExpandsEnvironmentVariablesInPaths) {
   setenv("CUBEFLOW_TEST_DIR_X", "/data/here", 1);
   const char* yaml = R"(
