@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <limits>
+#include <optional>
 
 #include "cubeflow/sim/ages.hpp"
 #include "cubeflow/sim/rng.hpp"
@@ -32,6 +33,22 @@ constexpr double kDustClamp = 8.0;
 constexpr int64_t kDiagDraws = 512;
 
 torch::Tensor Tensor(const std::vector<double>& v) { return torch::tensor(v, torch::kFloat64); }
+
+/// The metric K = L L^T [N, D, D] of the preconditioned Langevin steps (refinement and adjusted).
+struct CholeskyMetric {
+  torch::Tensor chol;  // L
+  explicit CholeskyMetric(const torch::Tensor& k) : chol(torch::linalg_cholesky(k)) {}
+  /// K^-1 g [N, D].
+  torch::Tensor Solve(const torch::Tensor& g) const { return torch::cholesky_solve(g.unsqueeze(2), chol).squeeze(2); }
+  /// L^-T xi [N, D]: noise with covariance K^-1 from standard normal xi [N, D, 1].
+  torch::Tensor Noise(const torch::Tensor& xi) const {
+    return torch::linalg_solve_triangular(chol.transpose(1, 2), xi, /*upper=*/true).squeeze(2);
+  }
+  /// v^T K v = |L^T v|^2 per row [N].
+  torch::Tensor Norm2(const torch::Tensor& v) const {
+    return torch::matmul(chol.transpose(1, 2), v.unsqueeze(2)).squeeze(2).pow(2).sum(1);
+  }
+};
 
 }  // namespace
 
@@ -173,15 +190,12 @@ Status PosteriorSampler::Impl::Refine(torch::Tensor& s, const torch::Tensor& y, 
     return Status::Error("posterior sampler: refine_step must lie in (0, 1], refine_sigma and refine_scale > 0");
   const int64_t n = s.size(0), D = s.size(1);
   const auto prior_precision = torch::eye(D, torch::kFloat64).unsqueeze(0) / (o.refine_scale * o.refine_scale);
-  torch::Tensor chol;
+  std::optional<CholeskyMetric> metric;
   for (int64_t k = 0; k < o.refine_steps; ++k) {
-    if (k % o.jacobian_every == 0) chol = torch::linalg_cholesky(GaussNewton(s, w, with_phot) + prior_precision);
+    if (k % o.jacobian_every == 0) metric.emplace(GaussNewton(s, w, with_phot) + prior_precision);
     auto g = PriorScore(s, o.refine_sigma) + LikelihoodGradient(s, y, w, with_phot);
-    auto drift = torch::cholesky_solve(g.unsqueeze(2), chol).squeeze(2);
     auto xi = torch::randn({n, D, 1}, gen, torch::kFloat64);
-    // L^-T xi: the noise with covariance K^-1.
-    auto noise = torch::linalg_solve_triangular(chol.transpose(1, 2), xi, /*upper=*/true).squeeze(2);
-    s = s + o.refine_step * drift + std::sqrt(2.0 * o.refine_step) * noise;
+    s = s + o.refine_step * metric->Solve(g) + std::sqrt(2.0 * o.refine_step) * metric->Noise(xi);
     if (!torch::isfinite(s).all().item<bool>())
       return Status::Error("posterior sampler: the state became non-finite at refinement step " +
                            std::to_string(k + 1) + " of " + std::to_string(o.refine_steps));
@@ -204,34 +218,28 @@ Status PosteriorSampler::Impl::Adjust(torch::Tensor& s, const torch::Tensor& y, 
   const double sigma = o.refine_sigma;
   // K = H + P at the chains' start, held fixed (a fixed kernel keeps pi invariant): H from the
   // data, P the prior's curvature, which sets the scale of the directions the data leave free.
-  const auto chol = torch::linalg_cholesky(GaussNewton(s, w, with_phot) +
-                                           PriorPrecision(s, sigma, 1.0, 1.0 / (o.refine_scale * o.refine_scale)));
-  auto precondition = [&](const torch::Tensor& g) { return torch::cholesky_solve(g.unsqueeze(2), chol).squeeze(2); };
-  // K-norm of v: |L^T v|^2.
-  auto k_norm2 = [&](const torch::Tensor& v) {
-    return torch::matmul(chol.transpose(1, 2), v.unsqueeze(2)).squeeze(2).pow(2).sum(1);
-  };
+  const CholeskyMetric metric(GaussNewton(s, w, with_phot) +
+                              PriorPrecision(s, sigma, 1.0, 1.0 / (o.refine_scale * o.refine_scale)));
   torch::Tensor ll, ll_new;
   auto prior_g = PriorScore(s, sigma);
-  auto g = prior_g + LikelihoodGradient(s, y, w, with_phot, &ll);
+  auto drift = metric.Solve(prior_g + LikelihoodGradient(s, y, w, with_phot, &ll));  // K^-1 g of the state
   double h = o.refine_step, accepted = 0;
   int64_t counted = 0;
   for (int64_t k = 0; k < o.adjust_steps; ++k) {
     auto xi = torch::randn({n, D, 1}, gen, torch::kFloat64);
-    auto noise = torch::linalg_solve_triangular(chol.transpose(1, 2), xi, /*upper=*/true).squeeze(2);
-    auto prop = s + h * precondition(g) + std::sqrt(2.0 * h) * noise;
+    auto prop = s + h * drift + std::sqrt(2.0 * h) * metric.Noise(xi);
     auto prior_g_new = PriorScore(prop, sigma);
-    auto g_new = prior_g_new + LikelihoodGradient(prop, y, w, with_phot, &ll_new);
+    auto drift_new = metric.Solve(prior_g_new + LikelihoodGradient(prop, y, w, with_phot, &ll_new));
     // log q(s' | s) = -|xi|^2 / 2; log q(s | s') = -|s - s' - h K^-1 g'|_K^2 / (4 h).
-    auto back = s - prop - h * precondition(g_new);
-    auto log_alpha = PriorLogRatio(s, prop, prior_g, prior_g_new, sigma) + ll_new - ll - k_norm2(back) / (4.0 * h) +
+    auto back = s - prop - h * drift_new;
+    auto log_alpha = PriorLogRatio(s, prop, prior_g, prior_g_new, sigma) + ll_new - ll - metric.Norm2(back) / (4.0 * h) +
                      xi.squeeze(2).pow(2).sum(1) / 2.0;
     log_alpha = torch::where(torch::isfinite(log_alpha), log_alpha, torch::full_like(log_alpha, -1e300));
     auto u = torch::rand({n}, gen, torch::kFloat64);
     auto take = torch::log(u) < log_alpha;
     auto take_col = take.unsqueeze(1);
     s = torch::where(take_col, prop, s);
-    g = torch::where(take_col, g_new, g);
+    drift = torch::where(take_col, drift_new, drift);
     prior_g = torch::where(take_col, prior_g_new, prior_g);
     ll = torch::where(take, ll_new, ll);
     const double mean_alpha = log_alpha.clamp_max(0.0).exp().mean().item<double>();
