@@ -232,8 +232,8 @@ Status PosteriorSampler::Impl::Adjust(torch::Tensor& s, const torch::Tensor& y, 
     auto drift_new = metric.Solve(prior_g_new + LikelihoodGradient(prop, y, w, with_phot, &ll_new));
     // log q(s' | s) = -|xi|^2 / 2; log q(s | s') = -|s - s' - h K^-1 g'|_K^2 / (4 h).
     auto back = s - prop - h * drift_new;
-    auto log_alpha = PriorLogRatio(s, prop, prior_g, prior_g_new, sigma) + ll_new - ll - metric.Norm2(back) / (4.0 * h) +
-                     xi.squeeze(2).pow(2).sum(1) / 2.0;
+    auto log_alpha = PriorLogRatio(s, prop, prior_g, prior_g_new, sigma) + ll_new - ll -
+                     metric.Norm2(back) / (4.0 * h) + xi.squeeze(2).pow(2).sum(1) / 2.0;
     log_alpha = torch::where(torch::isfinite(log_alpha), log_alpha, torch::full_like(log_alpha, -1e300));
     auto u = torch::rand({n}, gen, torch::kFloat64);
     auto take = torch::log(u) < log_alpha;
